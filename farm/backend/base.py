@@ -1,0 +1,73 @@
+"""The small interface every VM backend implements (syzkaller-style Pool/Instance).
+
+A ``Backend`` spawns ``Guest``s by name (``qemu1``, ``qemu2``, ...). A guest is
+reachable at ``address()`` once its agent is up; readiness itself is the agent
+handshake, done by the Machine, not by the backend. ``destroy()`` is
+idempotent and leaves no process behind.
+"""
+
+from __future__ import annotations
+
+import abc
+from pathlib import Path
+from types import TracebackType
+
+
+class Guest(abc.ABC):
+    """One running target (a QEMU guest, or an agent process for the local backend)."""
+
+    name: str
+
+    @abc.abstractmethod
+    def address(self, timeout: float) -> tuple[str, int]:
+        """(host, port) of the guest's agent; may wait up to ``timeout`` until known."""
+
+    @abc.abstractmethod
+    def alive(self) -> bool:
+        """True while the guest's process exists (a crashed guest reports False)."""
+
+    @abc.abstractmethod
+    def destroy(self) -> None:
+        """Stop the guest now (soft, then hard) and release its resources. Idempotent."""
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the host process running the guest, when there is one."""
+        return None
+
+    @property
+    def console_log(self) -> Path | None:
+        """File the guest's serial console is logged to, when there is one."""
+        return None
+
+    def describe(self) -> str:
+        """One-line diagnostic used in errors and logs."""
+        return f"{self.name} pid={self.pid}"
+
+    def __enter__(self) -> Guest:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.destroy()
+
+
+class Backend(abc.ABC):
+    """Spawns guests; knows how to find and reap what an earlier farm left behind."""
+
+    kind: str = "?"
+
+    @abc.abstractmethod
+    def spawn(self, name: str, token: str) -> Guest:
+        """Start guest ``name`` with agent token ``token``; raise BackendError on failure."""
+
+    def reap_stale(self) -> list[str]:
+        """Destroy guests of farm's that a dead farm process left; return their names."""
+        return []
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release backend-wide resources (connections). Guests are destroyed by their owners."""
+
+    def check(self) -> None:  # noqa: B027 - optional hook
+        """Raise a FarmError explaining what is missing before anything starts."""

@@ -1,0 +1,135 @@
+"""``local`` backend: each "machine" is a farm agent process on 127.0.0.1.
+
+No VM at all: for dry runs, development, fast tests, and boards where the
+agent runs natively. The same Machine/Distributor code drives it.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+from farm.backend.base import Backend, Guest
+from farm.config import FarmConfig
+from farm.errors import BackendError, BootError
+from farm.procs import ProcessRegistry, die_with_parent, terminate
+
+log = logging.getLogger(__name__)
+
+
+class LocalGuest(Guest):
+    """An agent subprocess; its output is the "console" log."""
+
+    def __init__(
+        self,
+        name: str,
+        proc: subprocess.Popen[bytes],
+        port_file: Path,
+        console: Path,
+        registry: ProcessRegistry,
+    ) -> None:
+        self.name = name
+        self._registry = registry
+        self._proc = proc
+        self._port_file = port_file
+        self._console = console
+        self._lock = threading.Lock()
+        self._destroyed = False
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid
+
+    @property
+    def console_log(self) -> Path | None:
+        return self._console
+
+    def address(self, timeout: float) -> tuple[str, int]:
+        deadline = time.monotonic() + timeout
+        delay = 0.005
+        while True:
+            try:
+                text = self._port_file.read_text().strip()
+                if text:
+                    return "127.0.0.1", int(text)
+            except (FileNotFoundError, ValueError):
+                pass
+            if self._proc.poll() is not None:
+                raise BootError(
+                    f"{self.name}: agent exited with code {self._proc.returncode} before listening;"
+                    f" see {self._console}"
+                )
+            if time.monotonic() > deadline:
+                raise BootError(f"{self.name}: agent did not listen within {timeout:.0f}s")
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+
+    def alive(self) -> bool:
+        return self._proc.poll() is None
+
+    def destroy(self) -> None:
+        with self._lock:
+            if self._destroyed:
+                return
+            self._destroyed = True
+        try:
+            terminate(self._proc.pid, timeout=3.0)
+        finally:
+            self._proc.wait()
+            self._port_file.unlink(missing_ok=True)
+            self._registry.forget(self.name)
+
+
+class LocalBackend(Backend):
+    """Spawns ``python -m farm.agent`` processes that die with farm."""
+
+    kind = "local"
+
+    def __init__(self, config: FarmConfig) -> None:
+        self.config = config
+        self.registry = ProcessRegistry(config.state_dir)
+
+    def spawn(self, name: str, token: str) -> Guest:
+        run_dir = self.config.state_dir / "local"
+        run_dir.mkdir(parents=True, exist_ok=True)
+        self.config.log_dir.mkdir(parents=True, exist_ok=True)
+        port_file = run_dir / f"{name}.port"
+        port_file.unlink(missing_ok=True)
+        console = self.config.log_dir / f"{name}.console.log"
+        argv = [
+            sys.executable,
+            "-m",
+            "farm.agent",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--port-file",
+            str(port_file),
+            "--heartbeat",
+            str(self.config.heartbeat),
+        ]
+        env = {"FARM_TOKEN": token, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+        try:
+            with console.open("ab") as out:
+                proc = subprocess.Popen(
+                    argv,
+                    stdin=subprocess.DEVNULL,
+                    stdout=out,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    preexec_fn=die_with_parent,
+                )
+        except OSError as exc:
+            raise BackendError(f"cannot start agent process for {name}: {exc}") from exc
+        self.registry.record(name, proc.pid, "local-agent")
+        log.getChild(name).info("spawned local agent pid %d", proc.pid)
+        return LocalGuest(name, proc, port_file, console, self.registry)
+
+    def reap_stale(self) -> list[str]:
+        return self.registry.reap_stale()

@@ -1,0 +1,185 @@
+"""The ``farm`` command. Maps FarmError to exit codes; the library never exits."""
+
+from __future__ import annotations
+
+import json
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import click
+
+from farm.errors import ConfigError, FarmError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _fail(exc: BaseException) -> None:
+    click.secho(f"farm: error: {exc}", fg="red", err=True)
+    code = EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED
+    raise SystemExit(code)
+
+
+@click.group()
+@click.option("-v", "--verbose", count=True, help="More log output on stderr.")
+@click.option("--config", "config_path", type=click.Path(dir_okay=False), help="farm.toml to use.")
+@click.pass_context
+def main(ctx: click.Context, verbose: int, config_path: str | None) -> None:
+    """farm: run real-time task-set experiments on a farm of QEMU guests."""
+    level = logging.WARNING - 10 * verbose
+    logging.basicConfig(
+        level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s"
+    )
+    ctx.obj = {"config": config_path}
+
+
+@main.command()
+@click.argument("taskset")
+@click.argument("dest", nargs=-1)
+@click.option("--machines", "-m", type=int, default=None, help="Machines to run (1..cap).")
+@click.option(
+    "--monitor",
+    "monitors",
+    multiple=True,
+    default=("SqliteMonitor",),
+    show_default=True,
+    help="Monitor class (repeatable), e.g. monitors.CsvMonitor.",
+)
+@click.option(
+    "--session", "session_name", default=None, help="Session class (default FarmSession)."
+)
+@click.option("--backend", type=click.Choice(["libvirt", "qemu", "local"]), default=None)
+@click.option("--network", type=click.Choice(["user", "bridge"]), default=None)
+@click.option(
+    "--json", "as_json", is_flag=True, help="Print a JSON summary instead of the live view."
+)
+@click.pass_context
+def run(
+    ctx: click.Context,
+    taskset: str,
+    dest: tuple[str, ...],
+    machines: int | None,
+    monitors: tuple[str, ...],
+    session_name: str | None,
+    backend: str | None,
+    network: str | None,
+    as_json: bool,
+) -> None:
+    """Run TASKSET (e.g. example.Hey0TaskSet or module:Class) on spawned guests."""
+    from farm import monitors as monitor_mod
+    from farm import session as session_mod
+    from farm import tasksets
+    from farm.distributor import Distributor
+    from farm.monitors.fanout import FanoutMonitor
+
+    try:
+        ts_cls = tasksets.resolve(taskset)
+        mons = [monitor_mod.resolve(name)() for name in monitors]
+        session_cls = session_mod.resolve(session_name) if session_name else None
+        if dest:
+            raise ConfigError("existing targets (DEST) are not supported yet; run without DEST")
+        overrides: dict[str, Any] = {"backend": backend, "network": network}
+        dist = Distributor(ctx.obj["config"], session_class=session_cls, **overrides)
+    except FarmError as exc:
+        _fail(exc)
+        return
+    interrupted = {"n": 0}
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        interrupted["n"] += 1
+        if interrupted["n"] == 1:
+            click.echo("\nfarm: stopping (Ctrl-C again to kill)", err=True)
+            raise KeyboardInterrupt
+        dist.kill_all_machines()
+        raise SystemExit(EXIT_INTERRUPTED)
+
+    signal.signal(signal.SIGINT, on_sigint)
+    signal.signal(signal.SIGTERM, on_sigint)
+    t0 = time.monotonic()
+    try:
+        if machines is not None:
+            dist.set_max_machine_value(machines)
+        job = dist.add_job(ts_cls(), FanoutMonitor(mons))
+        if as_json:
+            dist.wait_finished()
+        else:
+            from farm.view import live_view
+
+            live_view(dist)
+        summary: dict[str, Any] = {
+            "job": job.summary(),
+            "seconds": round(time.monotonic() - t0, 3),
+            "machines": dist.get_max_machine_value(),
+        }
+    except KeyboardInterrupt:
+        dist.close()
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    except FarmError as exc:
+        dist.close()
+        _fail(exc)
+        return
+    dist.close()
+    if as_json:
+        click.echo(json.dumps(summary, indent=2))
+    else:
+        s = summary["job"]
+        click.echo(
+            f"{s['name']}: {s['finished']} finished, {s['stopped']} stopped, "
+            f"{s['bad']} bad in {summary['seconds']:.1f}s"
+        )
+    if summary["job"]["bad"] or summary["job"]["error"]:
+        raise SystemExit(EXIT_FAILED)
+
+
+@main.group()
+def image() -> None:
+    """Build and inspect the guest image."""
+
+
+@image.command("build")
+@click.option("--force", is_flag=True, help="Rebuild even if nothing changed.")
+@click.option("--out", type=click.Path(file_okay=False), default="images", show_default=True)
+def image_build(force: bool, out: str) -> None:
+    """Build images/image.elf and images/initrd.img (cached)."""
+    from farm.image import build
+
+    try:
+        info = build(force=force, out_dir=Path(out))
+    except FarmError as exc:
+        _fail(exc)
+        return
+    click.echo(json.dumps(info.to_dict() if hasattr(info, "to_dict") else str(info), indent=2))
+
+
+@main.command()
+@click.argument("name")
+def console(name: str) -> None:
+    """Attach to guest NAME's console (screen -xr NAME)."""
+    import os
+    import shutil
+
+    screen = shutil.which("screen")
+    if screen is None:
+        _fail(ConfigError("screen is not installed (apt-get install screen)"))
+        return
+    os.execv(screen, [screen, "-xr", name])
+
+
+@main.command("list")
+@click.option("--tasksets", "what", flag_value="tasksets", default=True)
+@click.option("--monitors", "what", flag_value="monitors")
+@click.option("--sessions", "what", flag_value="sessions")
+def list_(what: str) -> None:
+    """List task sets, monitors or sessions with their first docstring line."""
+    import importlib
+
+    mod = importlib.import_module(f"farm.{'session' if what == 'sessions' else what}")
+    for name, doc in mod.available():
+        click.echo(f"{name:32} {doc}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

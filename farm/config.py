@@ -1,0 +1,139 @@
+"""Farm configuration: one frozen dataclass, loadable from ``farm.toml``, validated at load.
+
+Every field has a default, so ``Distributor()`` needs no file. A ``farm.toml``
+in the working directory (or the path in ``FARM_CONFIG``) is read when present::
+
+    backend = "qemu"          # "libvirt" (default), "qemu", or "local" (agent processes)
+    max_machines = 3          # initial limit, changeable at run time
+    machine_cap = 7           # highest limit set_max_machine_value accepts
+    [profile]                 # machine profile, see farm.profile.MachineProfile
+    memory = 256
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from farm.errors import ConfigError
+
+BACKENDS = ("libvirt", "qemu", "local")
+NETWORKS = ("user", "bridge")
+
+
+@dataclass(frozen=True)
+class FarmConfig:
+    """What a farm needs to know; ``__init__`` records, ``validate`` checks."""
+
+    state_dir: Path = Path(".farm")
+    log_dir: Path = Path("log")
+    backend: str = "libvirt"
+    libvirt_uri: str | None = None  # None: qemu:///embed?root=<state_dir>/libvirt
+    network: str = "user"
+    max_machines: int = 1
+    machine_cap: int = 7
+    set_tries: int = 3
+    boot_timeout: float = 120.0  # s from spawn to agent handshake (TCG is slow)
+    boot_retries: int = 5  # consecutive failed boots of one slot before it gives up
+    heartbeat: float = 1.0  # agent heartbeat interval (s)
+    heartbeat_timeout: float = 10.0  # silence after which a guest counts as hung
+    max_concurrent_boots: int = 2
+    idle_linger: float = 2.0  # s an idle machine waits for new work before shutting down
+    set_time_limit: float | None = None  # s; sets still running then are stopped (finished)
+    agent_port: int = 3001
+    token: str | None = None
+    journal: bool = True
+    profile: dict[str, Any] = field(default_factory=dict)  # overrides of the default profile
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "state_dir", Path(self.state_dir))
+        object.__setattr__(self, "log_dir", Path(self.log_dir))
+        self.validate()
+
+    def validate(self) -> None:
+        """Raise ConfigError naming the first bad field."""
+        if self.backend not in BACKENDS:
+            raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
+        if self.network not in NETWORKS:
+            raise ConfigError(f"network must be one of {', '.join(NETWORKS)}, got {self.network!r}")
+        if self.libvirt_uri is not None:
+            check_libvirt_uri(self.libvirt_uri)
+        _int_range("machine_cap", self.machine_cap, 1, 1024)
+        _int_range("max_machines", self.max_machines, 1, self.machine_cap)
+        _int_range("set_tries", self.set_tries, 1, 1000)
+        _int_range("boot_retries", self.boot_retries, 1, 1000)
+        _int_range("max_concurrent_boots", self.max_concurrent_boots, 1, 1024)
+        _int_range("agent_port", self.agent_port, 1, 65535)
+        for name in ("boot_timeout", "heartbeat", "heartbeat_timeout"):
+            _positive(name, getattr(self, name))
+        _positive("idle_linger", self.idle_linger, allow_zero=True)
+        if self.set_time_limit is not None:
+            _positive("set_time_limit", self.set_time_limit)
+        if self.heartbeat_timeout <= self.heartbeat:
+            raise ConfigError("heartbeat_timeout must be larger than heartbeat")
+        if not isinstance(self.profile, dict):
+            raise ConfigError("profile must be a table of machine-profile keys")
+
+    def replace(self, **changes: Any) -> FarmConfig:
+        """A copy with some fields changed (validated)."""
+        _check_keys(changes)
+        return dataclasses.replace(self, **changes)
+
+    @property
+    def resolved_libvirt_uri(self) -> str:
+        if self.libvirt_uri:
+            return self.libvirt_uri
+        return f"qemu:///embed?root={(self.state_dir / 'libvirt').resolve()}"
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, **overrides: Any) -> FarmConfig:
+        """Read ``path`` (or $FARM_CONFIG, or ./farm.toml when present), apply overrides."""
+        data: dict[str, Any] = {}
+        if path is None:
+            env = os.environ.get("FARM_CONFIG")
+            path = Path(env) if env else (Path("farm.toml") if Path("farm.toml").exists() else None)
+        if path is not None:
+            path = Path(path)
+            try:
+                data = tomllib.loads(path.read_text())
+            except FileNotFoundError as exc:
+                raise ConfigError(f"config file {path} not found") from exc
+            except tomllib.TOMLDecodeError as exc:
+                raise ConfigError(f"{path}: {exc}") from exc
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        _check_keys(data, where=str(path) if path else "arguments")
+        try:
+            return cls(**data)
+        except TypeError as exc:
+            raise ConfigError(f"{path or 'config'}: {exc}") from exc
+
+
+def check_libvirt_uri(uri: str) -> None:
+    """Reject URIs libvirt would not understand before anything starts."""
+    if not isinstance(uri, str) or "://" not in uri or not uri.split("://")[0]:
+        raise ConfigError(f"libvirt_uri {uri!r} is not a libvirt URI (e.g. qemu:///system)")
+    scheme = uri.split("://")[0]
+    if not (scheme == "qemu" or scheme.startswith("qemu+") or scheme in ("test",)):
+        raise ConfigError(f"libvirt_uri {uri!r}: farm drives QEMU; use qemu:// or qemu+ssh://")
+
+
+def _check_keys(data: dict[str, Any], where: str = "arguments") -> None:
+    known = {f.name for f in dataclasses.fields(FarmConfig)}
+    unknown = sorted(set(data) - known)
+    if unknown:
+        raise ConfigError(f"{where}: unknown config key(s) {', '.join(unknown)}")
+
+
+def _int_range(name: str, value: object, lo: int, hi: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ConfigError(f"{name} must be an integer in {lo}..{hi}, got {value!r}")
+
+
+def _positive(name: str, value: object, allow_zero: bool = False) -> None:
+    ok = isinstance(value, int | float) and not isinstance(value, bool)
+    if not ok or value < 0 or (value == 0 and not allow_zero):  # type: ignore[operator]
+        raise ConfigError(f"{name} must be a positive number, got {value!r}")

@@ -1,0 +1,216 @@
+"""A job: one task set's variants, handed out lazily to machines, FIFO with re-queue at the front.
+
+Not thread-safe by itself: the Distributor calls it under its own lock.
+Every variant a job hands out comes back exactly once through ``complete``
+or ``fail``; a failed one goes to the front of the queue until it has
+failed ``set_tries`` times, then it is given up (``__taskset_bad__``).
+"""
+
+from __future__ import annotations
+
+import collections
+import hashlib
+import itertools
+import json
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+from farm.errors import FarmError
+from farm.journal import Journal
+
+log = logging.getLogger(__name__)
+
+
+class Job:
+    """Progress of one ``add_job`` call."""
+
+    _ids = itertools.count(1)
+
+    def __init__(
+        self,
+        taskset: Any,
+        monitor: Any,
+        params: tuple[Any, ...],
+        *,
+        key: str,
+        set_tries: int,
+        journal: Journal | None,
+    ) -> None:
+        self.number = next(self._ids)
+        self.taskset = taskset
+        self.monitor = monitor
+        self.params = params
+        self.key = key
+        self.name = type(taskset).__name__
+        self.set_tries = set_tries
+        self.journal = journal
+        self.journal_id: int | None = None
+        settled: set[int] = set()
+        if journal is not None:
+            self.journal_id, settled = journal.open_job(key, self.name, taskset)
+        self.skipped = len(settled)
+        self._settled = settled
+        self._variants: Iterator[Any] = iter(taskset.variants())
+        self._pending: collections.deque[Any] = collections.deque()
+        self._tries: dict[int, int] = {}
+        self.in_flight: dict[int, Any] = {}
+        self.exhausted = False
+        self.cancelled = False
+        self.error: BaseException | None = None
+        self.finished = 0
+        self.stopped = 0
+        self.bad = 0
+        self.total: int | None = _count(taskset)
+
+    # -- handing out ------------------------------------------------------
+    def take(self) -> Any | None:
+        """Next variant to run (re-queued ones first), or None when nothing is ready."""
+        if self.cancelled:
+            return None
+        if self._pending:
+            variant = self._pending.popleft()
+        else:
+            variant = self._next_fresh()
+            if variant is None:
+                return None
+        self.in_flight[variant.index] = variant
+        return variant
+
+    def _next_fresh(self) -> Any | None:
+        while not self.exhausted:
+            try:
+                variant = next(self._variants)
+            except StopIteration:
+                self.exhausted = True
+                break
+            except FarmError as exc:  # invalid generated variant: stop this job, say why
+                log.error("job %s: %s; no further variants are taken", self.key, exc)
+                self.error = exc
+                self.exhausted = True
+                break
+            if variant.index in self._settled:
+                self._settled.discard(variant.index)  # never needed again: keep memory flat
+                continue
+            variant.job_id = self.key
+            variant.name = self.key
+            return variant
+        return None
+
+    def has_work(self) -> bool:
+        """True if take() could return something now (cheap, may pull nothing)."""
+        return not self.cancelled and (bool(self._pending) or not self.exhausted)
+
+    @property
+    def done(self) -> bool:
+        """Every variant handed out came back and no more will be taken."""
+        return (self.cancelled or (self.exhausted and not self._pending)) and not self.in_flight
+
+    # -- results ------------------------------------------------------------
+    def complete(self, variant: Any) -> None:
+        """The variant finished on a machine."""
+        self.in_flight.pop(variant.index, None)
+        self.finished += 1
+        self._settle(variant, "finished")
+
+    def fail(self, variant: Any, *, count_try: bool = True) -> bool:
+        """The machine could not finish it; True if re-queued, False if given up."""
+        self.in_flight.pop(variant.index, None)
+        self.stopped += 1
+        tries = self._tries.get(variant.index, 0) + (1 if count_try else 0)
+        self._tries[variant.index] = tries
+        if tries >= self.set_tries:
+            self.bad += 1
+            self._tries.pop(variant.index, None)
+            self._settle(variant, "bad", tries)
+            return False
+        if not self.cancelled:
+            self._pending.appendleft(variant)
+        return True
+
+    def tries(self, variant: Any) -> int:
+        return self._tries.get(variant.index, 0)
+
+    def cancel(self) -> list[Any]:
+        """Drop everything not handed out yet (the journal keeps those unfinished)."""
+        self.cancelled = True
+        dropped = list(self._pending)
+        self._pending.clear()
+        return dropped
+
+    def _settle(self, variant: Any, state: str, tries: int | None = None) -> None:
+        if self.journal is not None and self.journal_id is not None:
+            self.journal.settle(self.journal_id, variant.index, state, tries or 1)
+        if (
+            self.done
+            and self.journal is not None
+            and self.journal_id is not None
+            and not self.cancelled
+        ):
+            self.journal.finish_job(self.journal_id)
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "job": self.number,
+            "key": self.key,
+            "name": self.name,
+            "total": self.total,
+            "finished": self.finished + self.skipped,
+            "resumed_from": self.skipped,
+            "in_flight": len(self.in_flight),
+            "stopped": self.stopped,
+            "bad": self.bad,
+            "done": self.done,
+            "error": str(self.error) if self.error else None,
+        }
+
+
+def job_key(taskset: Any, name: str | None = None) -> str:
+    """Stable identity of a job across farm processes: given name, else class + template digest."""
+    if name:
+        return name
+    cls = type(taskset)
+    try:
+        template = json.dumps(_template(taskset), sort_keys=True, default=repr)
+    except (TypeError, ValueError):
+        template = ""
+    digest = hashlib.sha256(template.encode()).hexdigest()[:12]
+    return f"{cls.__module__}.{cls.__qualname__}:{digest}"
+
+
+def _template(taskset: Any) -> Any:
+    tasks = getattr(taskset, "tasks", None)
+    if tasks is None:
+        try:
+            tasks = list(taskset)
+        except TypeError:
+            return None
+    out = []
+    for task in tasks:
+        out.append({k: _stable(v) for k, v in dict(task).items()})
+    return out
+
+
+def _stable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {str(k): _stable(v) for k, v in value.items()}
+    if isinstance(value, range):
+        return f"range({value.start},{value.stop},{value.step})"
+    if isinstance(value, list | tuple):
+        return [_stable(v) for v in value]
+    if isinstance(value, set | frozenset):
+        return sorted(map(repr, value))
+    if isinstance(value, str | int | float | bool) or value is None:
+        return value
+    return f"<{type(value).__name__}>"  # generators, callables: identity by type only
+
+
+def _count(taskset: Any) -> int | None:
+    fn = getattr(taskset, "variant_count", None)
+    if fn is None:
+        return None
+    try:
+        n = fn()
+    except Exception:
+        return None
+    return n if isinstance(n, int) else None

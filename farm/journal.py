@@ -1,0 +1,128 @@
+"""Job journal (SQLite in the state dir): what each job has finished, so a farm can resume.
+
+A job is keyed by a stable string (the task set's class and a fingerprint of
+its template, or the name the user gives). A Distributor started again after
+its process died re-adds the same task set (or calls ``resume()``) and only
+the variants not yet finished or given up are run.
+
+Schema::
+
+    jobs(id, key UNIQUE among unfinished, name, created, finished, state, pickle)
+    variants(job_id, idx, state 'finished'|'bad', tries, at)  PK(job_id, idx)
+"""
+
+from __future__ import annotations
+
+import pickle
+import sqlite3
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS jobs (
+    id INTEGER PRIMARY KEY,
+    key TEXT NOT NULL,
+    name TEXT NOT NULL,
+    created REAL NOT NULL,
+    finished REAL,
+    state TEXT NOT NULL DEFAULT 'active',
+    pickle BLOB
+);
+CREATE INDEX IF NOT EXISTS jobs_key ON jobs(key, state);
+CREATE TABLE IF NOT EXISTS variants (
+    job_id INTEGER NOT NULL REFERENCES jobs(id),
+    idx INTEGER NOT NULL,
+    state TEXT NOT NULL,
+    tries INTEGER NOT NULL DEFAULT 1,
+    at REAL NOT NULL,
+    PRIMARY KEY (job_id, idx)
+);
+"""
+
+
+class Journal:
+    """Durable record of job progress; one connection shared under a lock."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = threading.Lock()
+        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")
+        self._db.executescript(_SCHEMA)
+
+    def open_job(self, key: str, name: str, taskset: object = None) -> tuple[int, set[int]]:
+        """Return (job id, indices already settled); resumes an unfinished job with this key."""
+        with self._lock:
+            row = self._db.execute(
+                "SELECT id FROM jobs WHERE key=? AND state='active' ORDER BY id LIMIT 1", (key,)
+            ).fetchone()
+            if row is not None:
+                job_id = int(row[0])
+                done = {
+                    i
+                    for (i,) in self._db.execute(
+                        "SELECT idx FROM variants WHERE job_id=?", (job_id,)
+                    )
+                }
+                return job_id, done
+            blob = _try_pickle(taskset)
+            cur = self._db.execute(
+                "INSERT INTO jobs(key, name, created, pickle) VALUES (?,?,?,?)",
+                (key, name, time.time(), blob),
+            )
+            return int(cur.lastrowid or 0), set()
+
+    def settle(self, job_id: int, index: int, state: str, tries: int) -> None:
+        """Record that variant ``index`` is finished or given up ('finished' | 'bad')."""
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO variants(job_id, idx, state, tries, at) VALUES (?,?,?,?,?)",
+                (job_id, index, state, tries, time.time()),
+            )
+
+    def finish_job(self, job_id: int, state: str = "finished") -> None:
+        with self._lock:
+            self._db.execute(
+                "UPDATE jobs SET state=?, finished=? WHERE id=?", (state, time.time(), job_id)
+            )
+
+    def unfinished(self) -> list[dict[str, Any]]:
+        """Unfinished jobs, oldest first, with their unpickled task set when it could be stored."""
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT id, key, name, pickle FROM jobs WHERE state='active' ORDER BY id"
+            ).fetchall()
+        out = []
+        for job_id, key, name, blob in rows:
+            taskset = None
+            if blob is not None:
+                try:
+                    taskset = pickle.loads(blob)
+                except Exception:
+                    taskset = None
+            out.append({"id": job_id, "key": key, "name": name, "taskset": taskset})
+        return out
+
+    def counts(self, job_id: int) -> dict[str, int]:
+        with self._lock:
+            rows = self._db.execute(
+                "SELECT state, COUNT(*) FROM variants WHERE job_id=? GROUP BY state", (job_id,)
+            ).fetchall()
+        return {state: int(n) for state, n in rows}
+
+    def close(self) -> None:
+        with self._lock:
+            self._db.close()
+
+
+def _try_pickle(obj: object) -> bytes | None:
+    if obj is None:
+        return None
+    try:
+        return pickle.dumps(obj)
+    except Exception:
+        return None

@@ -1,0 +1,53 @@
+"""Live terminal view of a running Distributor (rich): job progress and machine table."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from rich.console import Group
+from rich.live import Live
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+
+def _machine_table(machines: list[dict[str, Any]]) -> Table:
+    table = Table(title="machines", expand=False)
+    for col in ("name", "state", "address", "current set", "uptime", "restarts", "sets"):
+        table.add_column(col)
+    for m in sorted(machines, key=lambda m: m["name"]):
+        table.add_row(
+            m["name"],
+            m["state"] + (" (retiring)" if m["retiring"] else ""),
+            m["address"] or "-",
+            m["current"] or "-",
+            f"{m['uptime']:.0f}s",
+            str(m["restarts"]),
+            str(m["sets_done"]),
+        )
+    return table
+
+
+def live_view(dist: Any, refresh: float = 0.5) -> None:
+    """Show progress until every job is done (returns then)."""
+    progress = Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[rate]}"),
+        TimeRemainingColumn(),
+    )
+    bars: dict[int, Any] = {}
+    t0 = time.monotonic()
+    with Live(refresh_per_second=4, transient=False) as live:
+        while True:
+            done = dist.wait_finished(timeout=refresh)
+            for job in dist.jobs():
+                if job["job"] not in bars:
+                    bars[job["job"]] = progress.add_task(job["name"], total=job["total"], rate="")
+                elapsed = max(time.monotonic() - t0, 1e-6)
+                rate = f"{(job['finished'] - job['resumed_from']) / elapsed:.2f} sets/s"
+                progress.update(bars[job["job"]], completed=job["finished"] + job["bad"], rate=rate)
+            live.update(Group(progress, _machine_table(dist.machines())))
+            if done:
+                return
