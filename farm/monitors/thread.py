@@ -1,0 +1,128 @@
+"""MonitorThread: runs every hook call of one monitor on a thread of its own, in order.
+
+So calls to one monitor are serialised (it needs no locks), a slow monitor
+never blocks a machine, and a monitor that raises is logged with its
+traceback and never propagates into the caller.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+from typing import Any
+
+from farm.events import Event
+from farm.monitors.base import AbstractMonitor
+
+log = logging.getLogger(__name__)
+
+_STOP = object()
+
+
+class MonitorThread(AbstractMonitor):
+    """Wraps a monitor: hooks are queued and run on one worker thread, in call order."""
+
+    def __init__(self, monitor: Any, name: str | None = None, close_monitor: bool = True) -> None:
+        """Start the worker; ``close_monitor``: close() also closes the wrapped monitor."""
+        self.monitor = monitor
+        self.close_monitor = close_monitor
+        self.errors = 0
+        self._queue: queue.SimpleQueue[Any] = queue.SimpleQueue()
+        self._cond = threading.Condition()
+        self._submitted = 0
+        self._done = 0
+        self._closed = False
+        self._thread = threading.Thread(
+            target=self._work, name=name or f"monitor-{type(monitor).__name__}", daemon=True
+        )
+        self._thread.start()
+
+    # -- queueing --------------------------------------------------------------------
+
+    def _submit(self, hook: str, *args: Any) -> None:
+        with self._cond:
+            if self._closed:
+                log.warning("%s closed: dropping %s call", self, hook)
+                return
+            self._submitted += 1
+            self._queue.put((hook, args))
+
+    def __taskset_start__(self, taskset: Any) -> None:
+        self._submit("__taskset_start__", taskset)
+
+    def __taskset_event__(self, taskset: Any, event: Event) -> None:
+        self._submit("__taskset_event__", taskset, event)
+
+    def __taskset_finish__(self, taskset: Any) -> None:
+        self._submit("__taskset_finish__", taskset)
+
+    def __taskset_stop__(self, taskset: Any) -> None:
+        self._submit("__taskset_stop__", taskset)
+
+    def __taskset_bad__(self, taskset: Any, tries: int) -> None:
+        self._submit("__taskset_bad__", taskset, tries)
+
+    # -- worker ----------------------------------------------------------------------
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is _STOP:
+                break
+            hook, args = item
+            self._call(hook, *args)
+            with self._cond:
+                self._done += 1
+                self._cond.notify_all()
+        if self.close_monitor:
+            self._call("close")
+        with self._cond:
+            self._cond.notify_all()
+
+    def _call(self, hook: str, *args: Any) -> None:
+        method = getattr(self.monitor, hook, None)
+        if method is None:
+            return
+        try:
+            method(*args)
+        except Exception:
+            self.errors += 1
+            log.exception("monitor %r failed in %s", self.monitor, hook)
+
+    # -- control ---------------------------------------------------------------------
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until every call queued so far has run; False on timeout."""
+        with self._cond:
+            target = self._submitted
+            return self._cond.wait_for(
+                lambda: self._done >= target or not self._thread.is_alive(), timeout
+            )
+
+    def close(self, timeout: float | None = None) -> None:
+        """Run what is queued, close the monitor (if asked) and stop the thread; idempotent.
+
+        With a ``timeout``, a worker still busy after it is logged and left behind
+        (it is a daemon thread); check ``alive``.
+        """
+        with self._cond:
+            if not self._closed:
+                self._closed = True
+                self._queue.put(_STOP)
+        if self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+            if self._thread.is_alive():
+                log.error("%s still busy %ss after close()", self, timeout)
+
+    @property
+    def alive(self) -> bool:
+        """True while the worker thread runs."""
+        return self._thread.is_alive()
+
+    def __repr__(self) -> str:
+        return f"MonitorThread({self.monitor!r})"
+
+
+SerialMonitor = MonitorThread
+"""Alias: the name the design uses for a serialising wrapper."""

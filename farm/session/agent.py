@@ -1,0 +1,452 @@
+"""FarmSession: the host side of the farm agent protocol (farm.agent.protocol).
+
+One TCP connection per session. connect() dials with bounded tenacity retries
+(a TCG guest needs seconds to boot), runs the HMAC handshake and checks the
+agent's version. A reader thread then routes every incoming frame: replies to
+the request waiting for that id, events into a queue that run() drains,
+heartbeats just refresh the "last heard" clock. If nothing at all arrives for
+``heartbeat_timeout`` seconds, run() and requests raise SessionTimeout: that
+is how a hung guest is detected. A lost connection raises SessionError once
+the events received before it have been handed out.
+"""
+
+from __future__ import annotations
+
+import base64
+import itertools
+import os
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Any
+
+from farm.agent.protocol import (
+    DEFAULT_PORT,
+    PROTOCOL_VERSION,
+    FrameDecoder,
+    ProtocolViolation,
+    agent_version,
+    client_handshake,
+    encode,
+    read_frame,
+)
+from farm.errors import (
+    AgentError,
+    AuthError,
+    ConfigError,
+    ProtocolError,
+    SessionError,
+    SessionTimeout,
+)
+from farm.events import Event
+from farm.session.base import (
+    AbstractSession,
+    TaskSetLike,
+    Unreachable,
+    read_binaries,
+    retry_policy,
+    task_descriptions,
+)
+from farm.session.token import resolve_token
+
+_NO_REPLY = object()
+
+
+class AgentVersionMismatch(SessionError):
+    """The agent runs other code than this farm (e.g. a stale guest image)."""
+
+    def __init__(self, local: str, remote: object) -> None:
+        super().__init__(
+            f"agent version {remote!r} does not match farm's agent version {local!r} "
+            "(rebuild the guest image, or pass check_version=False)"
+        )
+        self.local = local
+        self.remote = remote
+
+
+class FarmSession(AbstractSession):
+    """Client of a farm agent: framed JSON, HMAC handshake, request ids, heartbeats."""
+
+    default_port = DEFAULT_PORT
+
+    def __init__(
+        self,
+        host: str,
+        port: int | None = None,
+        *,
+        token: str | None = None,
+        state_dir: str | os.PathLike[str] | None = None,
+        connect_timeout: float = 5.0,
+        connect_attempts: int | None = 30,
+        connect_deadline: float = 60.0,
+        retry_wait: float = 0.25,
+        retry_wait_max: float = 3.0,
+        io_timeout: float = 30.0,
+        request_timeout: float = 30.0,
+        heartbeat_timeout: float | None = None,
+        check_version: bool = True,
+        expected_version: str | None = None,
+        **options: Any,
+    ) -> None:
+        """Record the configuration (nothing is resolved or dialled here).
+
+        ``connect_attempts``/``connect_deadline`` bound the dialling (whichever
+        comes first); ``heartbeat_timeout`` defaults to 3 heartbeat intervals + 2 s
+        as announced by the agent's hello.
+        """
+        super().__init__(host, port, **options)
+        self._token = token
+        self._state_dir = state_dir
+        self.connect_timeout = connect_timeout
+        self.connect_attempts = connect_attempts
+        self.connect_deadline = connect_deadline
+        self.retry_wait = retry_wait
+        self.retry_wait_max = retry_wait_max
+        self.io_timeout = io_timeout
+        self.request_timeout = request_timeout
+        self.heartbeat_timeout = heartbeat_timeout
+        self.check_version = check_version
+        self.expected_version = expected_version
+        self.hello: dict[str, Any] | None = None
+        self._sock: socket.socket | None = None
+        self._reader: threading.Thread | None = None
+        self._cond = threading.Condition()
+        self._send_lock = threading.Lock()
+        self._closing = threading.Event()
+        self._events: deque[Event] = deque()
+        self._replies: dict[int, object] = {}
+        self._ids = itertools.count(1)
+        self._error: SessionError | ProtocolError | None = None
+        self._last_rx = 0.0
+
+    # -- availability ----------------------------------------------------------------
+
+    @classmethod
+    def is_available(cls, host: str, port: int | None = None, timeout: float = 2.0) -> bool:
+        """True if a farm agent greets us at host:port within ``timeout`` (no token needed)."""
+        try:
+            with socket.create_connection((host, port or DEFAULT_PORT), timeout=timeout) as sock:
+                sock.settimeout(timeout)
+                hello = read_frame(sock)
+        except (OSError, ProtocolViolation):
+            return False
+        return hello.get("type") == "hello" and hello.get("protocol") == PROTOCOL_VERSION
+
+    # -- connection ------------------------------------------------------------------
+
+    def connect(
+        self, timeout: float | None = None, alive: Callable[[], bool] | None = None
+    ) -> None:
+        """Dial (with retries), authenticate and check the agent version; idempotent.
+
+        ``timeout`` bounds the whole dialling (default ``connect_deadline``);
+        ``alive`` is asked before each attempt (False: the guest died, give up).
+        Raises SessionError (unreachable, guest gone, version mismatch),
+        AuthError (token refused either way) or ProtocolError (not a farm agent).
+        """
+        if self._closed:
+            raise SessionError(f"{self!r} is closed")
+        if self._sock is not None:
+            return
+        token = resolve_token(self._token, self._state_dir)
+        bound = self.connect_deadline if timeout is None else timeout
+        deadline = time.monotonic() + bound
+        retrying = retry_policy(
+            attempts=self.connect_attempts,
+            deadline=bound,
+            wait=self.retry_wait,
+            wait_max=self.retry_wait_max,
+            interrupt=self._closing,
+            logger=self.log,
+        )
+        try:
+            sock, hello = retrying(self._dial, token, deadline, alive)
+        except Unreachable as exc:
+            raise SessionError(
+                f"agent at {self.host}:{self.port} unreachable "
+                f"(gave up after {self.connect_attempts} attempts / {bound}s): {exc}"
+            ) from exc
+        if self._closing.is_set():
+            sock.close()
+            raise SessionError(f"{self!r} closed while connecting")
+        self._adopt(sock, hello)
+
+    def _dial(
+        self, token: str, deadline: float, alive: Callable[[], bool] | None
+    ) -> tuple[socket.socket, dict[str, Any]]:
+        if self._closing.is_set():
+            raise SessionError(f"{self!r} closed while connecting")
+        if alive is not None and not alive():
+            raise SessionError(f"target of {self!r} is gone (not alive) while connecting")
+        timeout = max(0.05, min(self.connect_timeout, deadline - time.monotonic()))
+        try:
+            sock = socket.create_connection((self.host, self.port), timeout=timeout)
+        except OSError as exc:
+            raise Unreachable(exc) from exc
+        try:
+            sock.settimeout(timeout)
+            hello = client_handshake(sock, token)
+            self._check_version(hello)
+            return sock, hello
+        except PermissionError as exc:
+            sock.close()
+            raise AuthError(f"agent at {self.host}:{self.port}: {exc}") from exc
+        except ProtocolViolation as exc:
+            sock.close()
+            raise ProtocolError(f"agent at {self.host}:{self.port}: {exc}") from exc
+        except OSError as exc:  # includes timeouts and "closed by peer" while booting
+            sock.close()
+            raise Unreachable(exc) from exc
+        except BaseException:
+            sock.close()
+            raise
+
+    def _check_version(self, hello: dict[str, Any]) -> None:
+        if not self.check_version:
+            return
+        local = self.expected_version or agent_version()
+        remote = hello.get("agent_version")
+        if remote != local:
+            raise AgentVersionMismatch(local, remote)
+
+    def _adopt(self, sock: socket.socket, hello: dict[str, Any]) -> None:
+        self.hello = hello
+        if self.heartbeat_timeout is None:
+            interval = hello.get("heartbeat")
+            if isinstance(interval, int | float) and interval > 0:
+                self.heartbeat_timeout = 3.0 * float(interval) + 2.0
+            else:
+                self.heartbeat_timeout = 30.0
+        sock.settimeout(self.io_timeout)
+        self._sock = sock
+        self._last_rx = time.monotonic()
+        self._reader = threading.Thread(
+            target=self._read_loop, args=(sock,), name=f"farm-session-{self.host}:{self.port}"
+        )
+        self._reader.daemon = True
+        self._reader.start()
+        self.log.info("connected, agent %s", hello.get("agent_version"))
+
+    # -- reader thread ---------------------------------------------------------------
+
+    def _read_loop(self, sock: socket.socket) -> None:
+        decoder = FrameDecoder()
+        reason: SessionError | ProtocolError
+        try:
+            while not self._closing.is_set():
+                try:
+                    data = sock.recv(1 << 16)
+                except TimeoutError:
+                    continue
+                if not data:
+                    raise ConnectionError("agent closed the connection")
+                with self._cond:
+                    self._last_rx = time.monotonic()
+                for message in decoder.feed(data):
+                    self._dispatch(message)
+            return
+        except ProtocolViolation as exc:
+            reason = ProtocolError(f"agent at {self.host}:{self.port} broke the protocol: {exc}")
+        except OSError as exc:
+            reason = SessionError(f"connection to agent at {self.host}:{self.port} lost: {exc}")
+        except Exception as exc:  # never let the reader die silently
+            self.log.exception("reader thread failed")
+            reason = SessionError(f"reader of {self!r} failed: {exc}")
+        if not self._closing.is_set():
+            self._fail(reason)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        kind = message.get("type")
+        if kind == "event":
+            try:
+                event = Event.from_wire(message.get("event"))
+            except ProtocolError as exc:
+                self.log.warning("dropping malformed event: %s", exc)
+                return
+            with self._cond:
+                self._events.append(event)
+                self._cond.notify_all()
+        elif kind == "reply":
+            with self._cond:
+                request_id = message.get("id")
+                if request_id in self._replies:
+                    self._replies[request_id] = message  # type: ignore[index]
+                    self._cond.notify_all()
+                else:
+                    self.log.warning("reply to unknown request %r", request_id)
+        elif kind == "heartbeat":
+            pass  # _last_rx was refreshed by the read itself
+        elif kind == "error":
+            self._fail(
+                AgentError(
+                    f"agent at {self.host}:{self.port}: {message.get('message')}",
+                    code=str(message.get("code", "error")),
+                )
+            )
+        else:
+            self.log.debug("ignoring message of type %r", kind)
+
+    def _fail(self, reason: SessionError | ProtocolError) -> None:
+        with self._cond:
+            if self._error is None:
+                self._error = reason
+                self.log.warning("%s", reason)
+            self._cond.notify_all()
+
+    # -- requests --------------------------------------------------------------------
+
+    def call(
+        self, op: str, args: dict[str, Any] | None = None, timeout: float | None = None
+    ) -> Any:
+        """Send request ``op`` and wait for its reply; return the reply's result.
+
+        Raises AgentError (error reply, with its ``code``), SessionTimeout (no reply
+        in ``timeout`` s, default ``request_timeout``, or agent silent) or SessionError.
+        """
+        self.connect()
+        sock = self._sock
+        if sock is None:
+            raise SessionError(f"{self!r} is closed")
+        with self._cond:
+            self._raise_if_failed()
+            request_id = next(self._ids)
+        try:
+            frame = encode({"type": "request", "id": request_id, "op": op, "args": args or {}})
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"arguments of {op!r} are not JSON-serialisable: {exc}") from exc
+        except ProtocolViolation as exc:
+            raise ConfigError(f"request {op!r} too large: {exc}") from exc
+        with self._cond:
+            self._replies[request_id] = _NO_REPLY
+        try:
+            with self._send_lock:
+                sock.sendall(frame)
+        except OSError as exc:
+            with self._cond:
+                self._replies.pop(request_id, None)
+            self._fail(SessionError(f"sending {op!r} to {self.host}:{self.port} failed: {exc}"))
+            self._raise_if_failed()
+        reply = self._wait_reply(
+            op, request_id, self.request_timeout if timeout is None else timeout
+        )
+        if not reply.get("ok"):
+            error = reply.get("error")
+            if not isinstance(error, dict):
+                error = {}
+            raise AgentError(
+                f"agent refused {op!r}: {error.get('message', 'no message')}",
+                code=str(error.get("code", "error")),
+            )
+        return reply.get("result")
+
+    def request(self, op: str, /, **args: Any) -> Any:
+        """Generic request: ``session.request("ping")``; see call() for errors."""
+        return self.call(op, args)
+
+    def _wait_reply(self, op: str, request_id: int, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            try:
+                while True:
+                    reply = self._replies[request_id]
+                    if reply is not _NO_REPLY:
+                        assert isinstance(reply, dict)
+                        return reply
+                    self._raise_if_failed()
+                    now = time.monotonic()
+                    self._check_heartbeat(now)
+                    if now >= deadline:
+                        raise SessionTimeout(
+                            f"agent at {self.host}:{self.port} did not answer {op!r} "
+                            f"within {timeout}s"
+                        )
+                    assert self.heartbeat_timeout is not None
+                    self._cond.wait(min(deadline, self._last_rx + self.heartbeat_timeout) - now)
+            finally:
+                self._replies.pop(request_id, None)
+
+    def _raise_if_failed(self) -> None:
+        if self._closed:
+            raise SessionError(f"{self!r} is closed")
+        if self._error is not None:
+            raise self._error
+
+    def _check_heartbeat(self, now: float) -> None:
+        assert self.heartbeat_timeout is not None
+        silent = now - self._last_rx
+        if silent >= self.heartbeat_timeout:
+            raise SessionTimeout(
+                f"agent at {self.host}:{self.port} silent for {silent:.1f}s "
+                f"(heartbeat timeout {self.heartbeat_timeout}s): guest hung or unreachable"
+            )
+
+    # -- the session interface -------------------------------------------------------
+
+    def start(self, taskset: TaskSetLike, *params: Any) -> None:
+        """Send the task set, its binaries (base64) and the session parameters; start it."""
+        tasks = task_descriptions(taskset)
+        binaries = {
+            name: base64.b64encode(data).decode("ascii")
+            for name, data in read_binaries(taskset).items()
+        }
+        self.connect()
+        with self._cond:
+            if self._events:
+                self.log.debug("discarding %d event(s) of the previous set", len(self._events))
+                self._events.clear()
+        self._begin(taskset)
+        self.call("start", {"tasks": tasks, "binaries": binaries, "params": list(params)})
+
+    def stop(self) -> None:
+        """Stop the running set and wait for the agent to confirm."""
+        if self._sock is None:
+            return
+        self.call("stop")
+
+    def ping(self) -> float:
+        """Round-trip time of a ping request, in seconds."""
+        began = time.perf_counter()
+        self.call("ping")
+        return time.perf_counter() - began
+
+    def status(self) -> Any:
+        """The agent's status reply (what it runs, its version, ...)."""
+        return self.call("status")
+
+    def _receive(self, timeout: float) -> list[Event]:
+        if self._sock is None:
+            raise SessionError(f"{self!r} is not connected")
+        deadline = time.monotonic() + max(0.0, timeout)
+        with self._cond:
+            while True:
+                if self._events:
+                    events = list(self._events)
+                    self._events.clear()
+                    return events
+                self._raise_if_failed()
+                now = time.monotonic()
+                self._check_heartbeat(now)
+                if now >= deadline:
+                    return []
+                assert self.heartbeat_timeout is not None
+                self._cond.wait(min(deadline, self._last_rx + self.heartbeat_timeout) - now)
+
+    def _close(self) -> None:
+        self._closing.set()
+        sock, self._sock = self._sock, None
+        if sock is not None:
+            try:
+                sock.shutdown(socket.SHUT_RDWR)
+            except OSError:
+                pass
+        if self._reader is not None:
+            self._reader.join(self.io_timeout + 1.0)
+            if self._reader.is_alive():
+                self.log.error("reader thread did not stop")
+        if sock is not None:
+            sock.close()
+        with self._cond:
+            self._cond.notify_all()
+        self.log.debug("closed")
