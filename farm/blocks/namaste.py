@@ -1,0 +1,7 @@
+"""``namaste``: another greeting workload; exits at once."""
+
+from __future__ import annotations
+
+from farm.blocks._make import workload
+
+Namaste = workload("namaste")
