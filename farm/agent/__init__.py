@@ -1,0 +1,23 @@
+"""farm's guest agent: runs task sets as real processes and streams their events.
+
+Stdlib only (it ships in the guest initrd with a trimmed Python 3.11; the
+same files run as a plain process on any Linux box). Needed stdlib pieces
+beyond the core: ``resource``, ``selectors``/``select``, ``subprocess``
+(``_posixsubprocess``), ``json``, ``hmac``/``hashlib``, ``base64``; ``ctypes``
+is optional (SCHED_DEADLINE and PR_SET_PDEATHSIG need it).
+
+Modules, one concept each:
+
+* ``__main__``   command line, token, signals, port file
+* ``server``     TCP listener, connection cap
+* ``connection`` per-client handshake, framing, replies, events, heartbeats
+* ``service``    ops (ping, time, status, start, stop, clear) and agent state
+* ``taskspec``   validation of the host's task dicts
+* ``runner``     scheduler thread of one task set (releases, exits -> events)
+* ``jobs``       one job process: spawn with limits, reap, output, exit kind
+* ``commands``   argv/env of a job: built-in, shell, uploaded binary
+* ``binaries``   store of uploaded binaries
+* ``sched``      SCHED_FIFO / SCHED_DEADLINE
+* ``workloads``  the built-in workloads (a stand-alone script)
+* ``protocol``   wire format shared with the host; ``pkgs`` known pkg names
+"""

@@ -149,7 +149,12 @@ def error(code: str, message: str, request_id: object = None) -> dict[str, Any]:
     """An error reply (to a request when request_id is given, else a connection error)."""
     if request_id is None:
         return {"type": "error", "code": code, "message": message}
-    return {"type": "reply", "id": request_id, "ok": False, "error": {"code": code, "message": message}}
+    return {
+        "type": "reply",
+        "id": request_id,
+        "ok": False,
+        "error": {"code": code, "message": message},
+    }
 
 
 def reply(request_id: object, result: Any = None) -> dict[str, Any]:
@@ -171,7 +176,12 @@ def client_handshake(sock: socket.socket, token: str) -> dict[str, Any]:
     cnonce = new_nonce()
     write_frame(
         sock,
-        {"type": "auth", "protocol": PROTOCOL_VERSION, "mac": mac(token, "client", str(greeting.get("nonce"))), "cnonce": cnonce},
+        {
+            "type": "auth",
+            "protocol": PROTOCOL_VERSION,
+            "mac": mac(token, "client", str(greeting.get("nonce"))),
+            "cnonce": cnonce,
+        },
     )
     answer = read_frame(sock)
     if answer.get("type") == "error":

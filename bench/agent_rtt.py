@@ -1,0 +1,114 @@
+"""Benchmark: trivial task sets per second against a local agent vs the bare round trip.
+
+Starts ``python -m farm.agent`` on loopback, connects one FarmSession, then
+measures (a) the bare request/response round trip (``ping``) and (b) full
+task-set cycles of a one-job ``hey`` task (start -> START/EXIT/JOBS_DONE) on
+the same connection. Prints one JSON document; the ratio of (b)'s time per set
+to (a)'s time per ping is the cost of a set beyond the protocol itself (it
+includes spawning the job process).
+
+    .venv/bin/python bench/agent_rtt.py [--sets 200] [--pings 2000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import secrets
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from farm.session import FarmSession  # noqa: E402
+from farm.taskset import Task, TaskSet  # noqa: E402
+
+
+def start_agent(token: str, tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
+    port_file = tmp / "port"
+    env = {**os.environ, "FARM_TOKEN": token, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "farm.agent", "--port", "0", "--port-file", str(port_file)],
+        env=env,
+        stdout=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 15
+    while time.monotonic() < deadline:
+        if port_file.exists() and port_file.read_text().strip():
+            return proc, int(port_file.read_text())
+        time.sleep(0.01)
+    proc.kill()
+    raise RuntimeError("agent did not start")
+
+
+def percentile(values: list[float], q: float) -> float:
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--sets", type=int, default=200)
+    parser.add_argument("--pings", type=int, default=2000)
+    args = parser.parse_args()
+    token = secrets.token_hex(16)
+    with tempfile.TemporaryDirectory() as tmp:
+        proc, port = start_agent(token, Path(tmp))
+        try:
+            session = FarmSession("127.0.0.1", port, token=token)
+            session.connect()
+            for _ in range(50):
+                session.ping()
+            rtts = []
+            t0 = time.perf_counter()
+            for _ in range(args.pings):
+                rtts.append(session.ping())
+            ping_wall = time.perf_counter() - t0
+            variant = next(TaskSet([Task({"pkg": "hey"})]).variants())
+            set_times = []
+            t0 = time.perf_counter()
+            for _ in range(args.sets):
+                s0 = time.perf_counter()
+                session.start(variant)
+                while not session.finished():
+                    session.run(timeout=5.0)
+                set_times.append(time.perf_counter() - s0)
+            sets_wall = time.perf_counter() - t0
+            session.close()
+        finally:
+            proc.terminate()
+            proc.wait(10)
+    ping_median = statistics.median(rtts)
+    set_median = statistics.median(set_times)
+    print(
+        json.dumps(
+            {
+                "bench": "agent_rtt",
+                "pings": args.pings,
+                "ping_rtt_ms": {
+                    "median": round(ping_median * 1e3, 4),
+                    "p99": round(percentile(rtts, 0.99) * 1e3, 4),
+                },
+                "pings_per_s": round(args.pings / ping_wall, 1),
+                "sets": args.sets,
+                "set_ms": {
+                    "median": round(set_median * 1e3, 3),
+                    "p99": round(percentile(set_times, 0.99) * 1e3, 3),
+                },
+                "sets_per_s": round(args.sets / sets_wall, 2),
+                "set_over_ping_ratio": round(set_median / ping_median, 1),
+                "note": "one-job hey task: includes spawning the job process in the agent",
+            },
+            indent=2,
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""What a task's job executes: built-in workload, shell command or uploaded binary.
+
+* built-in pkg (``pkgs.BUILTIN_PKGS``): ``python -S -s -P workloads.py PKG CONFIG QUOTA``
+  (CONFIG in the compact ``key=value,...`` form).
+* ``shell``: ``/bin/sh -c config["command"]``; ``config["output_limit"]``
+  (bytes, default 64 KiB, at most 16 MiB) sets how much output tail is kept.
+* an uploaded binary: executed directly. Its arguments are
+  ``config["args"]`` (a list) if present, else the config's values in key
+  order; strings are passed as they are, other scalars as JSON
+  (``42``, ``1.5``, ``true``).
+
+Every job gets the agent's environment minus ``FARM_TOKEN``, plus
+``FARM_TASK_ID``, ``FARM_JOB`` (0-based), ``FARM_PKG`` and ``FARM_CONFIG``
+(the config as JSON). Jobs run in the agent's private work directory.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from farm.agent import jobs, pkgs, sched, workloads
+from farm.agent.taskspec import TaskSpec
+
+WORKLOADS_SCRIPT = str(Path(workloads.__file__).resolve())
+MAX_OUTPUT_LIMIT = 16 * 1024 * 1024
+
+
+def _arg(value: object) -> str:
+    return value if isinstance(value, str) else json.dumps(value)
+
+
+def binary_args(config: dict[str, object]) -> list[str]:
+    """Command-line arguments of an uploaded binary for ``config``."""
+    explicit = config.get("args")
+    if isinstance(explicit, list):
+        return [_arg(v) for v in explicit]
+    return [_arg(v) for v in config.values()]
+
+
+def job_env(task: TaskSpec, index: int) -> dict[str, str]:
+    """Environment of a job (the token never leaks to jobs)."""
+    env = {k: v for k, v in os.environ.items() if k != "FARM_TOKEN"}
+    env.update(
+        FARM_TASK_ID=str(task.id),
+        FARM_JOB=str(index),
+        FARM_PKG=task.pkg,
+        FARM_CONFIG=json.dumps(task.config),
+    )
+    return env
+
+
+def build_launch(
+    task: TaskSpec, index: int, plan: sched.SchedPlan, binaries: dict[str, Path], workdir: Path
+) -> jobs.Launch:
+    """The Launch for job ``index`` of ``task``."""
+    tail = jobs.OUTPUT_TAIL
+    builtin = False
+    if task.pkg in binaries:
+        argv = [str(binaries[task.pkg]), *binary_args(task.config)]
+    elif task.pkg == pkgs.SHELL_PKG:
+        argv = ["/bin/sh", "-c", str(task.config["command"])]
+        limit = task.config.get("output_limit")
+        if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
+            tail = min(limit, MAX_OUTPUT_LIMIT)
+    elif task.pkg in pkgs.BUILTIN_PKGS:
+        python = sys.executable or "python3"
+        config = workloads.encode_config(task.pkg, task.config)
+        # -S -s: no site (fast start-up); -P: not the script's directory on sys.path
+        # (farm/agent/sched.py would shadow the stdlib's sched). Not -I: that
+        # implies -E, and a guest runtime may need PYTHONHOME.
+        argv = [python, "-S", "-s", "-P", WORKLOADS_SCRIPT, task.pkg, config]
+        argv.append(str(task.quota))
+        builtin = True
+    else:
+        raise ValueError(f"no way to run pkg {task.pkg!r}")
+    return jobs.Launch(
+        argv=argv,
+        env=job_env(task, index),
+        cwd=str(workdir),
+        builtin=builtin,
+        budget_s=task.executiontime / 1000.0,
+        quota=task.quota,
+        sched=plan,
+        output_tail=tail,
+    )

@@ -1,0 +1,325 @@
+"""One client connection: handshake, framed requests, queued replies/events, heartbeats.
+
+Threads: a reader (this connection's ``run``) that authenticates the client
+and executes its requests in order, and, once authenticated, a writer that
+sends queued frames (replies, events) and a heartbeat every ``heartbeat``
+seconds. Nothing a client sends can stop the agent: every failure ends at
+most this connection.
+
+* before auth: ``hello`` is sent; the ``auth`` frame must arrive within
+  ``auth_timeout`` seconds in a frame of at most ``PREAUTH_MAX_FRAME`` bytes.
+  Anything else -> ``{"type": "error", "code": "auth"}`` and close (``protocol``
+  for a version mismatch). A client without the token gets nothing done.
+* after auth: a frame whose body is not a JSON object with a type ->
+  ``error bad_frame`` (connection kept); a length above ``MAX_FRAME`` ->
+  ``error bad_frame`` and close (the stream cannot be resynchronised); a
+  frame that is not a request or lacks a usable id -> ``error bad_request``;
+  a request whose op/args are malformed -> reply error ``bad_request``.
+* a client that does not read its frames (writer blocked for ``IO_TIMEOUT``
+  or more than ``MAX_QUEUE`` frames queued) is disconnected.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import socket
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from farm.agent import protocol
+from farm.agent.service import AgentService, RequestError
+
+log = logging.getLogger(__name__)
+
+PREAUTH_MAX_FRAME = 64 * 1024
+IO_TIMEOUT = 30.0
+PREAUTH_SEND_TIMEOUT = 5.0
+FLUSH_GRACE = 2.0
+MAX_QUEUE = 10_000
+MAX_ID_LEN = 256
+_HEADER = 4
+
+
+class _Closed(Exception):
+    """The connection is over (EOF, reset, timeout mid-frame, or our own decision)."""
+
+
+class _Timeout(_Closed):
+    """The peer was too slow."""
+
+
+class _FatalFrame(protocol.ProtocolViolation):
+    """A framing error after which the stream cannot be trusted."""
+
+
+_CLOSE = object()
+
+
+class Connection:
+    """Serves one client socket; ``run`` is the reader thread's body."""
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        peer: str,
+        service: AgentService,
+        token: str,
+        heartbeat: float,
+        auth_timeout: float,
+        on_close: Callable[[Connection], None],
+    ) -> None:
+        self.name = peer
+        self._sock = sock
+        self._service = service
+        self._token = token
+        self._heartbeat = heartbeat
+        self._auth_timeout = auth_timeout
+        self._on_close = on_close
+        self._queue: queue.Queue[Any] = queue.Queue(MAX_QUEUE)
+        self._closed = threading.Event()
+        self._writer: threading.Thread | None = None
+
+    # -- used by the service (any thread) ------------------------------------
+
+    def send(self, message: dict[str, Any]) -> None:
+        """Queue a frame for the writer; never blocks (a full queue drops the client)."""
+        if self._closed.is_set():
+            return
+        try:
+            self._queue.put_nowait(message)
+        except queue.Full:
+            log.warning("%s: not reading its frames; disconnecting", self.name)
+            self.abort()
+
+    def close_gracefully(self) -> None:
+        """Stop after the frames queued so far (a last event, an error) have gone out."""
+        try:
+            self._queue.put_nowait(_CLOSE)
+        except queue.Full:
+            self.abort()
+
+    def flushed(self, timeout: float) -> bool:
+        """Wait until the writer has ended (after :meth:`close_gracefully`)."""
+        if self._writer is None:
+            return True
+        self._writer.join(timeout)
+        return not self._writer.is_alive()
+
+    def abort(self) -> None:
+        """Break the connection from any thread (the reader then cleans up)."""
+        self._closed.set()
+        try:
+            self._sock.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
+    # -- reader thread --------------------------------------------------------
+
+    def run(self) -> None:
+        """Handshake, then serve requests until the client leaves or misbehaves."""
+        authed = False
+        try:
+            authed = self._handshake()
+            if authed:
+                self._service.attach(self)
+                self._sock.settimeout(IO_TIMEOUT)
+                self._writer = threading.Thread(
+                    target=self._write_loop, name=f"writer-{self.name}", daemon=True
+                )
+                self._writer.start()
+                self._serve()
+        except _Closed:
+            pass
+        except Exception:
+            log.exception("%s: connection failed", self.name)
+        finally:
+            self._closed.set()
+            if authed:
+                self._service.detach(self)
+            self._finish()
+
+    def _finish(self) -> None:
+        if self._writer is not None:
+            try:
+                self._queue.put_nowait(_CLOSE)
+            except queue.Full:
+                pass
+            self._writer.join(FLUSH_GRACE)  # let queued frames (a last error) go out
+            self.abort()
+            self._writer.join(IO_TIMEOUT + 1)
+        try:
+            self._sock.close()
+        except OSError:
+            pass
+        self._on_close(self)
+
+    def _send_now(self, message: dict[str, Any]) -> None:
+        """Send directly (only before the writer exists)."""
+        try:
+            self._sock.settimeout(PREAUTH_SEND_TIMEOUT)
+            self._sock.sendall(protocol.encode(message))
+        except OSError as exc:
+            raise _Closed() from exc
+
+    def _handshake(self) -> bool:
+        nonce = protocol.new_nonce()
+        deadline = time.monotonic() + self._auth_timeout
+        self._sock.settimeout(self._auth_timeout)
+        self._send_now(protocol.hello(nonce, self._heartbeat))
+        try:
+            auth = self._read_frame(PREAUTH_MAX_FRAME, deadline)
+        except _Timeout:
+            self._send_now(protocol.error("auth", "no auth frame in time"))
+            return False
+        except _FatalFrame as exc:
+            self._send_now(protocol.error("auth", f"bad frame before auth: {exc}"))
+            return False
+        except protocol.ProtocolViolation as exc:
+            self._send_now(protocol.error("auth", f"expected an auth frame: {exc}"))
+            return False
+        if auth.get("type") != "auth":
+            self._send_now(protocol.error("auth", "expected an auth frame"))
+            return False
+        if auth.get("protocol") != protocol.PROTOCOL_VERSION:
+            self._send_now(
+                protocol.error(
+                    "protocol", f"agent speaks protocol {protocol.PROTOCOL_VERSION} only"
+                )
+            )
+            return False
+        cnonce = auth.get("cnonce")
+        if not protocol.check_mac(self._token, "client", nonce, auth.get("mac")):
+            log.warning("%s: wrong token", self.name)
+            self._send_now(protocol.error("auth", "authentication failed"))
+            return False
+        if not isinstance(cnonce, str) or not 0 < len(cnonce) <= MAX_ID_LEN:
+            self._send_now(protocol.error("auth", "auth needs a cnonce string"))
+            return False
+        self._send_now(
+            {
+                "type": "welcome",
+                "mac": protocol.mac(self._token, "agent", cnonce),
+                "heartbeat": self._heartbeat,
+                "agent_version": self._service.version,
+            }
+        )
+        log.info("%s: authenticated", self.name)
+        return True
+
+    def _serve(self) -> None:
+        while not self._closed.is_set():
+            try:
+                message = self._read_frame(protocol.MAX_FRAME, None)
+            except _FatalFrame as exc:
+                self.send(protocol.error("bad_frame", str(exc)))
+                return
+            except protocol.ProtocolViolation as exc:
+                self.send(protocol.error("bad_frame", str(exc)))
+                continue
+            self._dispatch(message)
+
+    def _dispatch(self, message: dict[str, Any]) -> None:
+        if message.get("type") != "request":
+            self.send(protocol.error("bad_request", f"unexpected frame {message['type']!r}"))
+            return
+        rid = message.get("id")
+        if isinstance(rid, bool) or not isinstance(rid, int | str) or rid == "":
+            self.send(protocol.error("bad_request", "request needs an id (integer or string)"))
+            return
+        if isinstance(rid, str) and len(rid) > MAX_ID_LEN:
+            self.send(protocol.error("bad_request", "request id too long"))
+            return
+        op, args = message.get("op"), message.get("args", {})
+        if args is None:
+            args = {}
+        if not isinstance(op, str):
+            self.send(protocol.error("bad_request", "op must be a string", rid))
+            return
+        if not isinstance(args, dict):
+            self.send(protocol.error("bad_request", "args must be an object", rid))
+            return
+        try:
+            outcome = self._service.handle(self, op, args)
+        except RequestError as exc:
+            self.send(protocol.error(exc.code, exc.message, rid))
+            return
+        except Exception as exc:
+            log.exception("%s: op %s failed", self.name, op)
+            self.send(protocol.error("internal", f"{type(exc).__name__}: {exc}", rid))
+            return
+        try:
+            self.send(protocol.reply(rid, outcome.result))
+        finally:
+            if outcome.then is not None:
+                outcome.then()
+
+    # -- framing ---------------------------------------------------------------
+
+    def _recv_exact(self, n: int, deadline: float | None, idle_ok: bool) -> bytes:
+        """Read n bytes; ``idle_ok`` lets an idle wait before the first byte last forever."""
+        buf = bytearray()
+        while len(buf) < n:
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise _Timeout("timed out")
+                self._sock.settimeout(remaining)
+            try:
+                chunk = self._sock.recv(min(n - len(buf), 1 << 20))
+            except TimeoutError as exc:
+                if idle_ok and not buf and not self._closed.is_set():
+                    continue
+                raise _Timeout("timed out mid-frame") from exc
+            except OSError as exc:
+                raise _Closed(str(exc)) from exc
+            if not chunk:
+                raise _Closed("closed by peer")
+            buf += chunk
+        return bytes(buf)
+
+    def _read_frame(self, max_frame: int, deadline: float | None) -> dict[str, Any]:
+        header = self._recv_exact(_HEADER, deadline, idle_ok=deadline is None)
+        length = int.from_bytes(header, "big")
+        if length > max_frame:
+            raise _FatalFrame(f"frame of {length} bytes exceeds limit {max_frame}")
+        body = self._recv_exact(length, deadline, idle_ok=False)
+        try:
+            return protocol.decode_body(body)
+        except RecursionError as exc:
+            raise protocol.ProtocolViolation("frame nests too deeply") from exc
+
+    # -- writer thread ---------------------------------------------------------
+
+    def _write_loop(self) -> None:
+        beat = self._heartbeat
+        next_beat = time.monotonic() + beat if beat > 0 else None
+        try:
+            while True:
+                now = time.monotonic()
+                if next_beat is not None and now >= next_beat:
+                    self._write({"type": "heartbeat", "ts": now})
+                    next_beat = now + beat
+                timeout = None if next_beat is None else max(0.0, next_beat - now)
+                try:
+                    message = self._queue.get(timeout=timeout)
+                except queue.Empty:
+                    continue
+                if message is _CLOSE:
+                    return
+                self._write(message)
+        except _Closed:
+            self.abort()
+
+    def _write(self, message: dict[str, Any]) -> None:
+        try:
+            frame = protocol.encode(message)
+        except (protocol.ProtocolViolation, TypeError, ValueError):
+            log.exception("%s: cannot encode a %s frame; dropped", self.name, message.get("type"))
+            return
+        try:
+            self._sock.sendall(frame)
+        except OSError as exc:
+            raise _Closed(str(exc)) from exc

@@ -1,0 +1,335 @@
+"""One job = one child process: spawning with limits, reaping, output tail, exit kind.
+
+Each job runs in its own process group with, set in the child between fork
+and exec:
+
+* ``executiontime`` > 0: a CPU budget. ``ITIMER_PROF`` (it survives execve;
+  SIGPROF's default action terminates) fires after that much CPU time, and
+  RLIMIT_CPU (whole seconds, inherited by forks) is a coarse backstop. A job
+  stopped that way is EXIT_ERROR with detail ``budget exceeded``.
+  Interpreter start-up counts toward the budget (~8 ms for built-ins).
+* ``quota`` > 0: a memory limit. Built-in workloads cap their own address
+  space at start-up size + quota and exit with ``workloads.EXIT_QUOTA`` on
+  MemoryError -> OUT_OF_QUOTA. External programs (shell, uploaded binaries)
+  get RLIMIT_AS = quota (the whole address space, shared libraries
+  included); a peak RSS (``ru_maxrss`` from wait4) above the quota counts as
+  OUT_OF_QUOTA, but ``ru_maxrss`` starts at the agent's own peak (fork copies
+  it), so it can only judge quotas above that. An external program that is
+  refused memory fails in its own way: EXIT_ERROR whose detail mentions the
+  quota. (Exact accounting would need a memory cgroup per job.)
+* the scheduling policy of :mod:`farm.agent.sched`;
+* PR_SET_PDEATHSIG = SIGKILL, so jobs die with the agent.
+
+stdout and stderr go to one pipe that the runner drains without blocking;
+the last ``OUTPUT_TAIL`` bytes are kept. A waiter thread per job blocks in
+``waitid`` (no polling), kills what is left of the job's process group once
+the leader has exited, reaps it with ``wait4`` (exit status + rusage) and
+reports to the runner.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import os
+import resource
+import signal
+import subprocess
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from farm.agent import sched, workloads
+
+log = logging.getLogger(__name__)
+
+OUTPUT_TAIL = 64 * 1024
+PR_SET_PDEATHSIG = 1
+
+
+@dataclass(frozen=True, slots=True)
+class Launch:
+    """What to execute for one job and under which limits."""
+
+    argv: list[str]
+    env: dict[str, str]
+    cwd: str
+    builtin: bool  # a farm built-in workload (knows EXIT_QUOTA)
+    budget_s: float = 0.0  # CPU budget, 0 = none
+    quota: int = 0  # bytes, 0 = unlimited
+    sched: sched.SchedPlan = field(default_factory=sched.SchedPlan)
+    output_tail: int = OUTPUT_TAIL
+
+
+@dataclass(slots=True)
+class Outcome:
+    """How a reaped job ended."""
+
+    status: int  # waitpid status
+    rusage: Any  # resource.struct_rusage
+    end: float  # monotonic time the exit was seen
+
+    @property
+    def cpu_s(self) -> float:
+        return float(self.rusage.ru_utime + self.rusage.ru_stime)
+
+    @property
+    def maxrss(self) -> int:
+        return int(self.rusage.ru_maxrss) * 1024
+
+    @property
+    def code(self) -> int:
+        """Exit code, or minus the signal number (like Popen.returncode)."""
+        return os.waitstatus_to_exitcode(self.status)
+
+
+class Job:
+    """A spawned job process; its waiter thread reports the exit through ``on_exit``."""
+
+    def __init__(
+        self,
+        task_id: int,
+        index: int,
+        release: float,
+        launch: Launch,
+        on_exit: Callable[[Job], None],
+    ) -> None:
+        self.task_id = task_id
+        self.index = index
+        self.release = release
+        self.launch = launch
+        self.start = 0.0
+        self.pid = 0
+        self.parent_maxrss = 0  # the agent's peak RSS when it forked this job
+        self.sched_error: str | None = None
+        self.outcome: Outcome | None = None
+        self.killed_as: str | None = None  # event type already sent when the agent killed it
+        self.out_fd = -1
+        self._tail = bytearray()
+        self._lock = threading.Lock()
+        self._reaped = False
+        self._on_exit = on_exit
+        self._popen: subprocess.Popen[bytes] | None = None
+        self._waiter: threading.Thread | None = None
+
+    # -- spawning -----------------------------------------------------------
+
+    def spawn(self) -> None:
+        """Start the process (raises OSError/SubprocessError if it cannot be started)."""
+        launch = self.launch
+        out_r, out_w = os.pipe()
+        status_r, status_w = os.pipe()
+        apply_sched = sched.child_applier(launch.sched)
+        pdeathsig = _pdeathsig_setter()
+        budget = launch.budget_s
+        cpu_limit = math.ceil(budget) + 1 if budget > 0 else 0
+        as_limit = launch.quota if launch.quota > 0 and not launch.builtin else 0
+
+        def child_setup() -> None:  # runs in the child between fork and exec
+            try:
+                if pdeathsig is not None:
+                    pdeathsig()
+                if as_limit:
+                    resource.setrlimit(resource.RLIMIT_AS, (as_limit, as_limit))
+                if cpu_limit:
+                    resource.setrlimit(resource.RLIMIT_CPU, (cpu_limit, cpu_limit + 1))
+                    signal.setitimer(signal.ITIMER_PROF, budget)
+                problem = apply_sched()
+                if problem:
+                    os.write(status_w, problem.encode()[:4000])
+            except BaseException as exc:  # never raise here: report instead
+                try:
+                    os.write(status_w, f"job setup failed: {exc!r}".encode()[:4000])
+                except OSError:
+                    pass
+
+        self.parent_maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        try:
+            popen = subprocess.Popen(
+                launch.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out_w,
+                stderr=subprocess.STDOUT,
+                cwd=launch.cwd,
+                env=launch.env,
+                close_fds=True,
+                process_group=0,
+                preexec_fn=child_setup,
+                restore_signals=True,
+            )
+        except BaseException:
+            os.close(out_r)
+            os.close(status_r)
+            raise
+        finally:
+            os.close(out_w)
+            os.close(status_w)
+        self._popen = popen
+        self.start = time.monotonic()
+        self.pid = popen.pid
+        try:  # the child wrote before exec, and Popen returns after exec: never wait
+            os.set_blocking(status_r, False)
+            problem = os.read(status_r, 4096)
+        except BlockingIOError:
+            problem = b""
+        finally:
+            os.close(status_r)
+        self.sched_error = problem.decode(errors="replace") or None
+        os.set_blocking(out_r, False)
+        self.out_fd = out_r
+        self._waiter = threading.Thread(
+            target=self._wait, name=f"wait-{self.task_id}.{self.index}", daemon=True
+        )
+        self._waiter.start()
+
+    # -- reaping ------------------------------------------------------------
+
+    def _wait(self) -> None:
+        pid = self.pid
+        try:
+            os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
+        except ChildProcessError:
+            pass
+        end = time.monotonic()
+        with self._lock:
+            try:
+                os.killpg(pid, signal.SIGKILL)  # stragglers of the job's group
+            except (ProcessLookupError, PermissionError):
+                pass
+            try:
+                _, status, rusage = os.wait4(pid, 0)
+            except ChildProcessError:
+                status, rusage = 0, resource.getrusage(resource.RUSAGE_CHILDREN)
+                log.warning("job %s.%s: pid %d was reaped elsewhere", self.task_id, self.index, pid)
+            self._reaped = True
+        if self._popen is not None:
+            self._popen.returncode = os.waitstatus_to_exitcode(status)
+        self.outcome = Outcome(status, rusage, end)
+        self._on_exit(self)
+
+    def kill(self, as_type: str) -> bool:
+        """SIGKILL the job's process group unless it is already reaped; remember why."""
+        with self._lock:
+            if self._reaped:
+                return False
+            self.killed_as = as_type
+            try:
+                os.killpg(self.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+            return True
+
+    def join(self, timeout: float) -> bool:
+        """Wait for the waiter thread (the job reaped); True if it finished."""
+        if self._waiter is None:
+            return True
+        self._waiter.join(timeout)
+        return not self._waiter.is_alive()
+
+    # -- output -------------------------------------------------------------
+
+    def read_output(self, max_reads: int = 64) -> bool:
+        """Drain what the pipe holds now (never blocks, bounded work); True at end of file."""
+        if self.out_fd < 0:
+            return True
+        limit = self.launch.output_tail
+        for _ in range(max_reads):
+            try:
+                chunk = os.read(self.out_fd, 65536)
+            except BlockingIOError:
+                return False
+            except OSError:
+                return True
+            if not chunk:
+                return True
+            self._tail += chunk
+            if len(self._tail) > limit:
+                del self._tail[: len(self._tail) - limit]
+        return False
+
+    def close_output(self) -> None:
+        """Stop reading the job's output (after its exit)."""
+        if self.out_fd >= 0:
+            self.read_output()
+            os.close(self.out_fd)
+            self.out_fd = -1
+
+    def output(self) -> str:
+        """The captured tail of stdout+stderr."""
+        return self._tail.decode("utf-8", errors="replace")
+
+
+def preload() -> None:
+    """Load what spawning needs (ctypes, libc) ahead of time, so no release pays for it."""
+    _pdeathsig_setter()
+
+
+def _pdeathsig_setter() -> Callable[[], None] | None:
+    """prctl(PR_SET_PDEATHSIG, SIGKILL) prepared in the parent, or None without ctypes."""
+    try:
+        libc = sched.load_libc()
+        prctl = libc.prctl
+    except (ImportError, OSError, AttributeError):
+        return None
+    import ctypes
+
+    opt, sig = ctypes.c_int(PR_SET_PDEATHSIG), ctypes.c_ulong(signal.SIGKILL)
+
+    def setter() -> None:
+        prctl(opt, sig)
+
+    return setter
+
+
+def classify(job: Job, critical_ms: float) -> tuple[str, str | None]:
+    """Event type and detail for a job that ended on its own (see the module docstring)."""
+    outcome = job.outcome
+    assert outcome is not None
+    launch = job.launch
+    status = outcome.status
+    signo = os.WTERMSIG(status) if os.WIFSIGNALED(status) else 0
+    code = os.WEXITSTATUS(status) if os.WIFEXITED(status) else None
+    budget = launch.budget_s
+    if budget > 0 and (
+        signo in (signal.SIGPROF, signal.SIGXCPU)
+        or (signo == signal.SIGKILL and outcome.cpu_s >= budget)
+    ):
+        return "EXIT_ERROR", (
+            f"budget exceeded: used {outcome.cpu_s * 1000:.0f} ms CPU of {budget * 1000:g} ms"
+        )
+    if launch.quota > 0:
+        if launch.builtin and code == workloads.EXIT_QUOTA:
+            return "OUT_OF_QUOTA", f"allocation beyond the quota of {launch.quota} bytes"
+        # ru_maxrss starts at the agent's own peak (fork copies it), so it only
+        # measures the job once above that
+        if (
+            not launch.builtin
+            and outcome.maxrss > launch.quota
+            and outcome.maxrss > job.parent_maxrss
+        ):
+            return "OUT_OF_QUOTA", (
+                f"peak RSS {outcome.maxrss} bytes exceeds the quota of {launch.quota} bytes"
+            )
+    note = ""
+    if launch.quota > 0 and not launch.builtin:
+        note = f" (address space limited to the quota of {launch.quota} bytes)"
+    if signo:
+        return "EXIT_ERROR", f"killed by signal {_signal_name(signo)}{note}"
+    if code:
+        return "EXIT_ERROR", f"exit status {code}{note}"
+    if critical_ms > 0:
+        late = (outcome.end - job.release) * 1000.0
+        if late > critical_ms:
+            return "EXIT_CRITICAL", (
+                f"finished {late:.1f} ms after release, critical time {critical_ms:g} ms"
+            )
+    return "EXIT", None
+
+
+def _signal_name(signo: int) -> str:
+    try:
+        return signal.Signals(signo).name
+    except ValueError:
+        return str(signo)

@@ -1,0 +1,398 @@
+"""Runs one task set: releases jobs on time and turns their ends into events.
+
+One scheduler thread per task set owns all job state. It sleeps in a
+selector until the earliest pending timer in a heap (release times, ends of
+a last job's window), a job's output pipe is readable, or the wake pipe is
+written (a waiter thread saw a job exit, or a stop was requested). No
+polling.
+
+Rules (times from the task, in ms; ``t0`` is the set's start):
+
+* job k of a task is released at ``t0 + offset + k * period`` (absolute, no
+  drift); ``numberofjobs`` jobs, 0 = until stopped. With period 0 the jobs
+  run back to back (job k+1 is released when job k ends).
+* START when the process is spawned (extras: ``release``, ``pid``, ``sched``).
+* a job that ends on its own gets one of EXIT, EXIT_CRITICAL (ended later
+  than release + criticaltime, else deadline; 0 = no check), EXIT_ERROR
+  (non-zero status, signal, or ``budget exceeded``) or OUT_OF_QUOTA; extras:
+  ``end``, ``status`` (exit code or -signal), ``cpu`` (s), ``maxrss`` (bytes),
+  ``output`` (tail of stdout+stderr).
+* with period > 0 every job, the last one included, may run at most one
+  period: still running at its task's next release (or at the end of the
+  last job's window) it is killed with EXIT_PERIOD, then the next job is
+  released. This also makes ``period`` a wall-clock limit for one-shot jobs.
+* NOT_SCHEDULED when a release is skipped: the process could not be spawned,
+  or the agent reached the release only after that job's whole window had
+  passed. Three spawn failures in a row end a period-0 task.
+* JOBS_DONE (job None) after the task's last job.
+* stop: every running job's process group is killed, each gets EXIT_EXTERNAL,
+  and :meth:`Runner.stop` returns once all are reaped. No JOBS_DONE follows.
+* NOTICE (job None) for scheduling remarks, at most one per task per kind.
+
+Event ``ts`` is ``time.monotonic()`` when the event is emitted (the single
+scheduler thread emits them in order, so they never decrease).
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import logging
+import os
+import selectors
+import subprocess
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from farm.agent import jobs, sched
+from farm.agent.jobs import Job, Launch, classify
+from farm.agent.taskspec import TaskSpec
+
+log = logging.getLogger(__name__)
+
+Emit = Callable[[dict[str, Any]], None]
+Launcher = Callable[[TaskSpec, int, sched.SchedPlan], Launch]
+
+_RELEASE, _WINDOW_END = 0, 1
+MAX_SPAWN_FAILURES = 3
+REAP_TIMEOUT = 10.0
+
+
+@dataclass(slots=True)
+class _TaskState:
+    spec: TaskSpec
+    plan: sched.SchedPlan
+    pos: int  # index in the runner's task list (heap entries refer to it)
+    running: Job | None = None
+    done: bool = False
+    failures: int = 0
+    noticed: set[str] = field(default_factory=set)
+
+    def is_last(self, index: int) -> bool:
+        n = self.spec.numberofjobs
+        return n > 0 and index + 1 >= n
+
+
+class Runner:
+    """Runs a validated task set in a scheduler thread, streaming events to ``emit``."""
+
+    def __init__(
+        self,
+        tasks: list[TaskSpec],
+        launcher: Launcher,
+        emit: Emit,
+        on_finish: Callable[[Runner], None] | None = None,
+        t0: float | None = None,
+    ) -> None:
+        jobs.preload()  # ctypes and libc before t0, not at the first release
+        self.t0 = time.monotonic() if t0 is None else t0
+        self._states = [
+            _TaskState(t, sched.plan(t.priority, t.executiontime, t.critical_ms, t.period), pos)
+            for pos, t in enumerate(tasks)
+        ]
+        self._by_id = {st.spec.id: st for st in self._states}
+        self._launcher = launcher
+        self._emit_cb = emit
+        self._on_finish = on_finish
+        self._heap: list[tuple[float, int, int, int, int]] = []
+        self._seq = itertools.count()
+        self._exits: deque[Job] = deque()
+        self._live: set[Job] = set()
+        self._stop = threading.Event()
+        self._finished = threading.Event()
+        self._sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._thread = threading.Thread(target=self._run, name="runner", daemon=True)
+
+    # -- public, any thread -------------------------------------------------
+
+    def start(self) -> None:
+        """Start the scheduler thread."""
+        self._thread.start()
+
+    @property
+    def finished(self) -> bool:
+        """True once every task is done or the set was stopped (all jobs reaped)."""
+        return self._finished.is_set()
+
+    @property
+    def all_done(self) -> bool:
+        """True once every task sent JOBS_DONE (set before the last one goes out)."""
+        return all(st.done for st in self._states)
+
+    @property
+    def active(self) -> bool:
+        """True while jobs may still be released (not finished, not all done, not stopped)."""
+        return not (self._finished.is_set() or self._stop.is_set() or self.all_done)
+
+    def wait(self, timeout: float | None = None) -> bool:
+        """Block until finished; True if it is."""
+        return self._finished.wait(timeout)
+
+    def stop(self, timeout: float = REAP_TIMEOUT + 5.0) -> bool:
+        """Kill every job (EXIT_EXTERNAL) and wait until all are reaped; True if done."""
+        self._stop.set()
+        self._wake()
+        return self._finished.wait(timeout)
+
+    def plans(self) -> list[dict[str, Any]]:
+        """Planned scheduling policy per task (before any kernel refusal)."""
+        return [{"id": st.spec.id, "sched": st.plan.describe()} for st in self._states]
+
+    def snapshot(self) -> dict[str, Any]:
+        """Task ids, running jobs and finished tasks (for status replies)."""
+        running: dict[str, int] = {}
+        for st in self._states:
+            job = st.running
+            if job is not None:
+                running[str(st.spec.id)] = job.index
+        return {
+            "t0": self.t0,
+            "tasks": [st.spec.id for st in self._states],
+            "running_jobs": running,
+            "done": [st.spec.id for st in self._states if st.done],
+        }
+
+    # -- scheduler thread ---------------------------------------------------
+
+    def _wake(self) -> None:
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass  # already pending (or shutting down)
+
+    def _job_exited(self, job: Job) -> None:  # called by waiter threads
+        self._exits.append(job)
+        self._wake()
+
+    def _emit(
+        self, task_id: int, job: int | None, kind: str, detail: str | None = None, **extra: Any
+    ) -> None:
+        event = {
+            "task_id": task_id,
+            "job": job,
+            "type": kind,
+            "ts": time.monotonic(),
+            "detail": detail,
+            **extra,
+        }
+        try:
+            self._emit_cb(event)
+        except Exception:
+            log.exception("event sink failed for %s", event)
+
+    def _notice(self, st: _TaskState, key: str, text: str) -> None:
+        if key not in st.noticed:
+            st.noticed.add(key)
+            self._emit(st.spec.id, None, "NOTICE", text)
+
+    def _push(self, when: float, kind: int, task: int, index: int) -> None:
+        heapq.heappush(self._heap, (when, next(self._seq), kind, task, index))
+
+    def _release_time(self, st: _TaskState, index: int) -> float:
+        return self.t0 + (st.spec.offset + index * st.spec.period) / 1000.0
+
+    def _run(self) -> None:
+        try:
+            for i, st in enumerate(self._states):
+                for note in st.plan.notes:
+                    self._notice(st, "plan", note)
+                self._push(self._release_time(st, 0), _RELEASE, i, 0)
+            while True:
+                self._handle_exits()
+                if self._stop.is_set():
+                    self._kill_all()
+                    break
+                self._handle_due()
+                if self.all_done:
+                    break
+                timeout = max(0.0, self._heap[0][0] - time.monotonic()) if self._heap else None
+                for key, _ in self._sel.select(timeout):
+                    if key.data is None:
+                        self._drain_wake()
+                    elif key.data.read_output():
+                        self._sel.unregister(key.fd)
+        except Exception:
+            log.exception("runner failed; killing its jobs")
+            self._kill_all()
+        finally:
+            self._reap_all()
+            self._finished.set()
+            if self._on_finish is not None:
+                try:
+                    self._on_finish(self)
+                except Exception:
+                    log.exception("on_finish callback failed")
+
+    def _drain_wake(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def _forget(self, job: Job) -> None:
+        if job.out_fd >= 0:
+            try:
+                self._sel.unregister(job.out_fd)
+            except (KeyError, ValueError):
+                pass
+        job.close_output()
+        self._live.discard(job)
+
+    def _handle_exits(self) -> None:
+        while self._exits:
+            job = self._exits.popleft()
+            self._forget(job)
+            if job.killed_as is not None:
+                continue  # its event went out when the agent killed it
+            st = self._by_id[job.task_id]
+            if st.running is job:
+                st.running = None
+            kind, detail = classify(job, st.spec.critical_ms)
+            out = job.outcome
+            assert out is not None
+            self._emit(
+                st.spec.id,
+                job.index,
+                kind,
+                detail,
+                end=out.end,
+                status=out.code,
+                cpu=out.cpu_s,
+                maxrss=out.maxrss,
+                output=job.output(),
+            )
+            self._after_job(st, job.index)
+
+    def _after_job(self, st: _TaskState, index: int) -> None:
+        """Bookkeeping once job ``index`` is over (ended, killed or skipped)."""
+        if st.is_last(index):
+            st.done = True
+            self._emit(st.spec.id, None, "JOBS_DONE")
+        elif st.spec.period <= 0:
+            self._push(time.monotonic(), _RELEASE, st.pos, index + 1)
+
+    def _handle_due(self) -> None:
+        while self._heap and self._heap[0][0] <= time.monotonic():
+            when, _, kind, i, index = heapq.heappop(self._heap)
+            st = self._states[i]
+            if st.done:
+                continue
+            if kind == _WINDOW_END:
+                if st.running is not None and st.running.index == index:
+                    self._overrun(st)
+                if not st.done:  # (it may have ended on its own just now)
+                    st.done = True
+                    self._emit(st.spec.id, None, "JOBS_DONE")
+                continue
+            if st.running is not None:
+                self._overrun(st)
+            self._release(st, i, index, when)
+
+    def _overrun(self, st: _TaskState) -> None:
+        """The running job of ``st`` reached its next release: EXIT_PERIOD unless it just ended."""
+        self._handle_exits()
+        job = st.running
+        if job is None:
+            return
+        st.running = None
+        if job.kill("EXIT_PERIOD"):
+            self._emit(
+                st.spec.id,
+                job.index,
+                "EXIT_PERIOD",
+                f"still running at its next release ({st.spec.period:g} ms period)",
+            )
+        else:
+            self._report_ended(st, job)
+
+    def _report_ended(self, st: _TaskState, job: Job) -> None:
+        """``job`` ended by itself while the agent was about to kill it: report that end now."""
+        job.join(REAP_TIMEOUT)  # its waiter is about to queue the exit
+        st.running = job
+        self._handle_exits()
+
+    def _release(self, st: _TaskState, i: int, index: int, release: float) -> None:
+        spec = st.spec
+        periodic = spec.period > 0
+        if periodic and time.monotonic() >= release + spec.period / 1000.0:
+            self._emit(spec.id, index, "NOT_SCHEDULED", "release reached after its whole period")
+            self._next_periodic(st, i, index)
+            return
+        if not periodic and index > 0:
+            release = time.monotonic()  # back to back: released when the previous one ended
+        try:
+            launch = self._launcher(spec, index, st.plan)
+            job = Job(spec.id, index, release, launch, self._job_exited)
+            job.spawn()
+        except (OSError, subprocess.SubprocessError, ValueError) as exc:
+            st.failures += 1
+            self._emit(spec.id, index, "NOT_SCHEDULED", f"could not start the job: {exc}")
+            if not periodic and st.failures >= MAX_SPAWN_FAILURES and not st.is_last(index):
+                st.done = True
+                self._emit(
+                    spec.id,
+                    None,
+                    "JOBS_DONE",
+                    f"gave up after {st.failures} spawn failures in a row",
+                )
+            elif periodic:
+                self._next_periodic(st, i, index)
+            else:
+                self._after_job(st, index)
+            return
+        st.failures = 0
+        self._live.add(job)
+        self._sel.register(job.out_fd, selectors.EVENT_READ, job)
+        if job.sched_error:
+            self._notice(st, "sched", job.sched_error)
+        applied = "other" if job.sched_error else st.plan.describe()
+        st.running = job
+        self._emit(spec.id, index, "START", release=release, pid=job.pid, sched=applied)
+        if periodic:
+            if st.is_last(index):
+                self._push(release + spec.period / 1000.0, _WINDOW_END, i, index)
+            else:
+                self._push(self._release_time(st, index + 1), _RELEASE, i, index + 1)
+
+    def _next_periodic(self, st: _TaskState, i: int, index: int) -> None:
+        if st.is_last(index):
+            st.done = True
+            self._emit(st.spec.id, None, "JOBS_DONE")
+        else:
+            self._push(self._release_time(st, index + 1), _RELEASE, i, index + 1)
+
+    def _kill_all(self) -> None:
+        self._handle_exits()
+        for st in self._states:
+            job = st.running
+            if job is None:
+                continue
+            st.running = None
+            if job.kill("EXIT_EXTERNAL"):
+                self._emit(st.spec.id, job.index, "EXIT_EXTERNAL", "stopped by request")
+            else:
+                self._report_ended(st, job)
+
+    def _reap_all(self) -> None:
+        deadline = time.monotonic() + REAP_TIMEOUT
+        for job in list(self._live):
+            if not job.join(max(0.0, deadline - time.monotonic())):
+                log.error("job %s.%s (pid %d) not reaped in time", job.task_id, job.index, job.pid)
+        try:
+            self._handle_exits()  # jobs that ended on their own just before a stop
+        except Exception:
+            log.exception("could not report the last job exits")
+        if self._live:
+            return  # a waiter may still write to the wake pipe: keep it open
+        self._sel.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)

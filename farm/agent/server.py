@@ -1,0 +1,135 @@
+"""TCP listener of the agent: accepts clients, one thread per connection, capped.
+
+The accept loop runs in the caller's thread and sleeps in a selector on the
+listening socket and a stop pipe (written by signal handlers), so SIGTERM is
+handled at once. Connections beyond ``max_connections`` get
+``{"type": "error", "code": "busy"}`` and are closed.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import selectors
+import socket
+import threading
+import time
+
+from farm.agent import protocol
+from farm.agent.connection import Connection
+from farm.agent.service import AgentService
+
+log = logging.getLogger(__name__)
+
+MAX_CONNECTIONS = 64
+AUTH_TIMEOUT = 10.0
+JOIN_TIMEOUT = 5.0
+FLUSH_TIMEOUT = 2.0
+
+
+class AgentServer:
+    """Listens on ``host:port`` (port 0 = any free port) and serves clients."""
+
+    def __init__(
+        self,
+        service: AgentService,
+        token: str,
+        host: str = "127.0.0.1",
+        port: int = protocol.DEFAULT_PORT,
+        heartbeat: float = 1.0,
+        max_connections: int = MAX_CONNECTIONS,
+        auth_timeout: float = AUTH_TIMEOUT,
+    ) -> None:
+        self._service = service
+        self._token = token
+        self._heartbeat = heartbeat
+        self._max = max_connections
+        self._auth_timeout = auth_timeout
+        family = socket.AF_INET6 if ":" in host else socket.AF_INET
+        self._sock = socket.create_server((host, port), family=family, backlog=128)
+        self._lock = threading.Lock()
+        self._conns: dict[Connection, threading.Thread] = {}
+
+    @property
+    def address(self) -> tuple[str, int]:
+        """The bound host and port."""
+        host, port = self._sock.getsockname()[:2]
+        return str(host), int(port)
+
+    def serve_forever(self, stop_fd: int) -> None:
+        """Accept clients until ``stop_fd`` becomes readable."""
+        with selectors.DefaultSelector() as sel:
+            sel.register(self._sock, selectors.EVENT_READ, "listen")
+            sel.register(stop_fd, selectors.EVENT_READ, "stop")
+            while True:
+                for key, _ in sel.select():
+                    if key.data == "stop":
+                        return
+                    self._accept()
+
+    def _accept(self) -> None:
+        try:
+            sock, addr = self._sock.accept()
+        except OSError as exc:  # e.g. EMFILE, ECONNABORTED: keep serving
+            log.warning("accept failed: %s", exc)
+            return
+        peer = f"{addr[0]}:{addr[1]}"
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        with self._lock:
+            full = len(self._conns) >= self._max
+            if not full:
+                conn = Connection(
+                    sock,
+                    peer,
+                    self._service,
+                    self._token,
+                    self._heartbeat,
+                    self._auth_timeout,
+                    self._closed,
+                )
+                thread = threading.Thread(target=conn.run, name=f"conn-{peer}", daemon=True)
+                self._conns[conn] = thread
+        if full:
+            log.warning("%s: refused, %d connections open", peer, self._max)
+            try:
+                sock.settimeout(1.0)
+                sock.sendall(protocol.encode(protocol.error("busy", "too many connections")))
+            except OSError:
+                pass
+            sock.close()
+            return
+        log.info("%s: connected", peer)
+        thread.start()
+
+    def _closed(self, conn: Connection) -> None:
+        with self._lock:
+            self._conns.pop(conn, None)
+        log.info("%s: disconnected", conn.name)
+
+    def connections(self) -> int:
+        """Number of open connections (authenticated or not)."""
+        with self._lock:
+            return len(self._conns)
+
+    def close(self) -> None:
+        """Stop listening, break every connection and wait (bounded) for their threads."""
+        self._sock.close()
+        with self._lock:
+            conns = list(self._conns.items())
+        deadline = time.monotonic() + FLUSH_TIMEOUT
+        for conn, _ in conns:
+            conn.close_gracefully()  # last events (EXIT_EXTERNAL) still reach the client
+        for conn, _ in conns:
+            conn.flushed(max(0.0, deadline - time.monotonic()))
+        for conn, _ in conns:
+            conn.abort()
+        for _, thread in conns:
+            thread.join(JOIN_TIMEOUT)
+
+
+def make_stop_pipe() -> tuple[int, int]:
+    """A non-blocking pipe whose read end :meth:`AgentServer.serve_forever` watches."""
+    r, w = os.pipe()
+    os.set_blocking(w, False)
+    return r, w
