@@ -37,6 +37,7 @@ def start_agent(token: str, tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
         [sys.executable, "-m", "farm.agent", "--port", "0", "--port-file", str(port_file)],
         env=env,
         stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
     )
     deadline = time.monotonic() + 15
     while time.monotonic() < deadline:
