@@ -15,3 +15,11 @@ def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item
         for tier in _TIERS:
             if tier in parts:
                 item.add_marker(getattr(pytest.mark, tier))
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _fresh_accel_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Each test session probes KVM itself (no result cached by an earlier run)."""
+    import os
+
+    os.environ["FARM_ACCEL_CACHE"] = str(tmp_path_factory.mktemp("accel") / "accel.json")

@@ -1,0 +1,16 @@
+"""Guest image of farm: a PREEMPT_RT kernel (PVH ELF) and an initramfs with the agent.
+
+``build(force=False, out_dir=Path("images")) -> ImageInfo`` writes
+``image.elf`` and ``initrd.img`` (cached, reproducible; see
+:mod:`farm.image.builder`); ``python -m farm.image build`` runs it from a shell.
+Parts: :mod:`~farm.image.debs` (apt), :mod:`~farm.image.kernel` (vmlinux +
+modules), :mod:`~farm.image.pyruntime` (trimmed python),
+:mod:`~farm.image.initrd` + :mod:`~farm.image.cpio` (the initramfs).
+"""
+
+from __future__ import annotations
+
+from farm.image.builder import ImageInfo, build
+from farm.image.cli import main
+
+__all__ = ["ImageInfo", "build", "main"]

@@ -1,0 +1,7 @@
+"""``python -m farm.image build``."""
+
+import sys
+
+from farm.image.cli import main
+
+sys.exit(main())

@@ -1,0 +1,189 @@
+"""Boot a guest image once, the plain way: QEMU child process, agent handshake, QMP quit.
+
+Used to check a freshly built image (tests/vm, bench/boot.py). The real
+machine management with screen/libvirt lives in :mod:`farm.backend`; this is
+the smallest honest thing that shows an image works.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import socket
+import subprocess
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from farm.agent.protocol import ProtocolViolation, client_handshake
+from farm.errors import AuthError, BootError
+from farm.profile import MachineProfile
+
+log = logging.getLogger(__name__)
+
+#: Per-attempt budget for one connect + greeting (slirp accepts at once, even
+#: before the guest listens, so a short attempt and a fresh connection win).
+ATTEMPT_TIMEOUT = 0.5
+RETRY_PAUSE = 0.05
+
+
+def free_port() -> int:
+    """A currently free loopback TCP port."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port: int = s.getsockname()[1]
+        return port
+
+
+@dataclass
+class Guest:
+    """One running QEMU child: its process, forwarded port, console log and QMP socket."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    port: int
+    console: Path
+    qmp: Path
+    started: float
+    argv: list[str] = field(default_factory=list)
+
+    def console_text(self) -> str:
+        """What the guest printed on its serial console so far."""
+        try:
+            return self.console.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_for_agent(
+        self, token: str, timeout: float = 60.0
+    ) -> tuple[socket.socket, dict[str, Any]]:
+        """Connect and complete the handshake; return (socket, hello). BootError on failure.
+
+        AuthError is raised at once if the agent refuses the token.
+        """
+        deadline = time.monotonic() + timeout
+        last: Exception | None = None
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise BootError(
+                    f"{self.name}: QEMU exited with {self.proc.returncode} before the agent "
+                    f"answered; console:\n{self.console_text()[-2000:]}"
+                )
+            try:
+                sock = socket.create_connection(("127.0.0.1", self.port), timeout=ATTEMPT_TIMEOUT)
+            except OSError as exc:
+                last = exc
+            else:
+                try:
+                    sock.settimeout(ATTEMPT_TIMEOUT)
+                    hello = client_handshake(sock, token)
+                except PermissionError as exc:
+                    sock.close()
+                    raise AuthError(f"{self.name}: {exc}") from exc
+                except (OSError, ConnectionError, ProtocolViolation) as exc:
+                    sock.close()
+                    last = exc
+                else:
+                    sock.settimeout(None)
+                    return sock, hello
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(RETRY_PAUSE)  # wakes at once if QEMU dies
+        raise BootError(
+            f"{self.name}: no agent handshake within {timeout:g} s (last: {last!r}); "
+            f"console:\n{self.console_text()[-2000:]}"
+        )
+
+    def wait_for_console(self, needle: str, timeout: float = 60.0) -> str:
+        """Wait until the console log contains ``needle`` (or QEMU exits); return the log."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            text = self.console_text()
+            if needle in text:
+                return text
+            if self.proc.poll() is not None:
+                return self.console_text()
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(0.1)
+        raise BootError(f"{self.name}: {needle!r} not on the console within {timeout:g} s")
+
+    def stop(self, timeout: float = 5.0) -> int:
+        """QMP ``quit``; SIGTERM, then SIGKILL if QEMU lingers. Returns QEMU's exit status."""
+        if self.proc.poll() is None:
+            try:
+                qmp_quit(self.qmp, timeout=2.0)
+                self.proc.wait(timeout)
+            except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
+                log.debug("%s: QMP quit failed (%s); terminating", self.name, exc)
+        for sig in (signal.SIGTERM, signal.SIGKILL):
+            if self.proc.poll() is not None:
+                break
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.proc.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                self.proc.wait(timeout)
+        return self.proc.wait()
+
+
+def qmp_quit(path: Path, timeout: float = 2.0) -> None:
+    """Ask QEMU to exit through its QMP socket."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+        sock.settimeout(timeout)
+        sock.connect(str(path))
+        reader = sock.makefile("rb")
+        json.loads(reader.readline())  # greeting
+        for command in ("qmp_capabilities", "quit"):
+            sock.sendall(json.dumps({"execute": command}).encode() + b"\n")
+            while True:
+                reply = json.loads(reader.readline())
+                if "return" in reply or "error" in reply:
+                    break
+
+
+@contextlib.contextmanager
+def boot(
+    profile: MachineProfile,
+    token: str | None,
+    workdir: Path,
+    *,
+    name: str = "smoke",
+    accel: str | None = None,
+    extra: Sequence[str] = (),
+) -> Iterator[Guest]:
+    """Start one guest (console to ``workdir/<name>.console.log``); always stop it on exit."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    console = workdir / f"{name}.console.log"
+    qmp = workdir / f"{name}.qmp"
+    console.unlink(missing_ok=True)
+    qmp.unlink(missing_ok=True)
+    port = free_port()
+    argv = profile.qemu_argv(
+        name,
+        hostfwd_port=port,
+        token=token,
+        console=console,
+        qmp_socket=qmp,
+        accel=accel,
+        extra=extra,
+    )
+    log.info("starting %s", " ".join(argv))
+    started = time.monotonic()
+    try:
+        proc = subprocess.Popen(
+            argv,
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.DEVNULL,
+            stderr=(workdir / f"{name}.qemu.log").open("wb"),
+            start_new_session=True,
+        )
+    except OSError as exc:
+        raise BootError(f"cannot start {argv[0]}: {exc}") from exc
+    guest = Guest(name, proc, port, console, qmp, started, argv)
+    try:
+        yield guest
+    finally:
+        guest.stop()

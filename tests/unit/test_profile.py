@@ -1,0 +1,144 @@
+"""MachineProfile: validation, plain-data round trip, QEMU argv and kernel command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from farm.errors import ConfigError
+from farm.profile import MachineProfile, default_profile, load_profile
+
+GENODE = {
+    "name": "genode-pbxa9",
+    "qemu": "qemu-system-arm",
+    "machine": "realview-pbx-a9",
+    "cpu": "",
+    "memory": 768,
+    "nic": "lan9118",
+    "nic_onboard": True,
+    "kernel": "genode/image.elf",
+    "initrd": "",
+    "kernel_args": "",
+    "farm_cmdline": False,
+    "accel": "tcg",
+    "session": "genode",
+}
+
+
+def test_default_profile_boots_farm_image() -> None:
+    p = default_profile(Path("/img"))
+    assert p.kernel == Path("/img/image.elf") and p.initrd == Path("/img/initrd.img")
+    assert "console=ttyS0" in p.kernel_args and p.accel == "auto"
+
+
+@pytest.mark.parametrize(
+    ("key", "value"),
+    [
+        ("memory", 0),
+        ("memory", "256"),
+        ("smp", 0),
+        ("smp", True),
+        ("accel", "hvf"),
+        ("guest_port", 70000),
+        ("qemu", ""),
+        ("session", "ssh"),
+        ("extra_args", [1, 2]),
+        ("kernel", 5),
+        ("farm_cmdline", "yes"),
+    ],
+)
+def test_from_dict_names_the_bad_key(key: str, value: object) -> None:
+    with pytest.raises(ConfigError, match=key):
+        MachineProfile.from_dict({key: value})
+
+
+def test_from_dict_rejects_unknown_keys_and_non_tables() -> None:
+    with pytest.raises(ConfigError, match="memroy"):
+        MachineProfile.from_dict({"memroy": 512})
+    with pytest.raises(ConfigError):
+        MachineProfile.from_dict(["memory", 512])  # type: ignore[arg-type]
+
+
+def test_round_trip_and_string_forms() -> None:
+    p = MachineProfile.from_dict({"extra_args": "-rtc base=utc", "initrd": "", "memory": 512})
+    assert p.extra_args == ("-rtc", "base=utc") and p.initrd is None and p.memory == 512
+    assert MachineProfile.from_dict(p.to_dict()) == p
+
+
+def test_load_profile_applies_overrides_to_the_default() -> None:
+    assert load_profile() == default_profile(Path("images").resolve())
+    p = load_profile({"memory": 512, "machine": "q35"})
+    assert (
+        p.memory == 512
+        and p.machine == "q35"
+        and p.kernel == default_profile(Path("images").resolve()).kernel
+    )
+    with pytest.raises(ConfigError, match="smp"):
+        load_profile({"smp": -1})
+
+
+def test_argv_for_user_networking_with_hostfwd(tmp_path: Path) -> None:
+    p = default_profile(Path("/img"))
+    argv = p.qemu_argv(
+        "qemu1",
+        hostfwd_port=40001,
+        token="s3cret",
+        console=tmp_path / "c.log",
+        qmp_socket=tmp_path / "q.sock",
+        accel="tcg",
+    )
+    assert argv[0] == "qemu-system-x86_64"
+    joined = " ".join(argv)
+    for part in ("-nodefaults", "-no-user-config", "-no-reboot", "-display none", "-accel tcg"):
+        assert part in joined
+    assert argv[argv.index("-netdev") + 1] == "user,id=net0,hostfwd=tcp:127.0.0.1:40001-:3001"
+    assert argv[argv.index("-device") + 1] == "virtio-net-pci,netdev=net0"
+    assert argv[argv.index("-chardev") + 1] == f"file,id=console,path={tmp_path / 'c.log'}"
+    assert argv[argv.index("-serial") + 1] == "chardev:console"
+    assert argv[argv.index("-qmp") + 1] == f"unix:{tmp_path / 'q.sock'},server=on,wait=off"
+    append = argv[argv.index("-append") + 1]
+    assert append.endswith("farm.token=s3cret") and "farm.port" not in append
+    assert argv[argv.index("-kernel") + 1] == "/img/image.elf"
+
+
+def test_argv_other_guest_port_console_log_and_extra(tmp_path: Path) -> None:
+    p = MachineProfile(extra_args=("-rtc", "base=utc"))
+    argv = p.qemu_argv(
+        "q",
+        hostfwd_port=5,
+        token="t",
+        guest_port=4000,
+        console="stdio",
+        console_log=tmp_path / "a,b.log",
+        accel="tcg",
+        extra=["-S"],
+    )
+    assert "hostfwd=tcp:127.0.0.1:5-:4000" in argv[argv.index("-netdev") + 1]
+    assert argv[argv.index("-append") + 1].endswith("farm.token=t farm.port=4000")
+    chardev = argv[argv.index("-chardev") + 1]
+    assert chardev == f"stdio,id=console,logfile={tmp_path}/a,,b.log,logappend=off"
+    assert argv[-3:] == ["-rtc", "base=utc", "-S"]
+
+
+def test_network_less_variant_has_no_nic() -> None:
+    argv = (
+        default_profile().without_network().qemu_argv("q", hostfwd_port=1, token="t", accel="tcg")
+    )
+    assert "-nic" not in argv and "-netdev" not in argv
+
+
+def test_genode_profile_example() -> None:
+    p = MachineProfile.from_dict(GENODE)
+    argv = p.qemu_argv("genode1", hostfwd_port=4444, token="ignored", accel=None)
+    assert argv[:5] == ["qemu-system-arm", "-name", "genode1", "-machine", "realview-pbx-a9"]
+    assert "-cpu" not in argv and "-initrd" not in argv and "-append" not in argv
+    assert argv[argv.index("-accel") + 1] == "tcg"
+    assert "model=lan9118" in argv[argv.index("-nic") + 1]
+    assert p.session == "genode"
+
+
+def test_token_must_be_one_word() -> None:
+    with pytest.raises(ConfigError):
+        default_profile().kernel_cmdline("two words")
+    assert "farm.token" not in default_profile().kernel_cmdline(None)
