@@ -1,0 +1,628 @@
+"""``libvirt`` backend (farm's default): guests are transient libvirt domains.
+
+Any libvirt URI works (``qemu:///system``, ``qemu+ssh://host/system``,
+``qemu+unix:///system?socket=...``); the default is the embedded driver
+``qemu:///embed?root=<state_dir>/libvirt``, which needs no daemon: farm writes
+its ``<root>/etc/qemu.conf``, checks the ``libvirt-qemu`` user exists and runs
+libvirt's default event loop in a daemon thread (see ``libvirt_xml`` for the
+details). libvirt allows one embedded root per process.
+
+Each guest is a domain created with ``createXML`` from the machine profile
+and marked with farm's metadata; cleanup never touches unmarked domains. On a
+local hypervisor the serial console is a pty that QEMU logs to
+``log/<name>.console.log`` and ``screen -xr <name>`` attaches to; the QEMU
+pid (found by the domain UUID on QEMU's command line) and the screen pid are
+recorded so a watchdog reaps both if farm is SIGKILLed. On a remote host the
+agent's hostfwd listens on all addresses, farm copies the console into the
+local log over a libvirt stream, and the daemon destroys the domains when
+farm's connection drops (AUTODESTROY).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import pwd
+import random
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import BinaryIO
+
+if "libvirt" not in sys.modules:
+    # libvirt logs warnings to stderr (two "tainted" lines per guest, ...), garbling farm's
+    # console view. It reads this once, when first imported: send its warnings and errors
+    # (which reach farm as exceptions anyway) to syslog unless the user chose outputs.
+    os.environ.setdefault("LIBVIRT_LOG_OUTPUTS", "3:syslog:farm-libvirt")
+
+import libvirt
+import psutil
+
+from farm.backend.base import Backend, Guest
+from farm.backend.libvirt_xml import (
+    DomainSpec,
+    FarmMarker,
+    check_embed_users,
+    domain_xml,
+    embed_root,
+    embed_socket_hint,
+    is_local,
+    offers_kvm,
+    parse_marker,
+    remote_host,
+    serial_pty,
+    write_qemu_conf,
+)
+from farm.config import FarmConfig, check_libvirt_uri
+from farm.errors import BackendError, ConfigError, ImageError
+from farm.procs import ProcessRegistry, terminate
+from farm.profile import MachineProfile, load_profile
+
+log = logging.getLogger(__name__)
+
+DESTROY_TIMEOUT = 5.0
+_CREATE_ATTEMPTS = 5
+_loop_lock = threading.Lock()
+_loop_started = False
+
+
+def ensure_event_loop() -> None:
+    """Register libvirt's default event loop once per process, run it in a daemon thread.
+
+    The embedded driver, console streams and keepalive need it; it must be
+    registered before the first connection is opened.
+    """
+    global _loop_started
+    with _loop_lock:
+        if _loop_started:
+            return
+        libvirt.registerErrorHandler(lambda _ctx, err: log.debug("libvirt: %s", err), None)
+        if libvirt.virEventRegisterDefaultImpl() < 0:
+            raise BackendError("cannot register libvirt's default event loop")
+        threading.Thread(target=_run_event_loop, name="libvirt-events", daemon=True).start()
+        _loop_started = True
+
+
+def _run_event_loop() -> None:
+    while True:
+        if libvirt.virEventRunDefaultImpl() < 0:
+            log.warning("libvirt event loop iteration failed")
+
+
+class _Ports:
+    """Host ports for hostfwd, never handed to two guests of this process at once."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._taken: set[int] = set()
+
+    def allocate(self, local: bool = True) -> int:
+        """A port free here now (local), or a random high one (remote host: QEMU checks)."""
+        with self._lock:
+            for _ in range(100):
+                if local:
+                    with socket.socket() as sock:
+                        sock.bind(("127.0.0.1", 0))
+                        port = int(sock.getsockname()[1])
+                else:
+                    port = random.randint(20000, 60999)
+                if port not in self._taken:
+                    self._taken.add(port)
+                    return port
+        raise BackendError("no free TCP port for the agent's hostfwd")
+
+    def release(self, port: int) -> None:
+        with self._lock:
+            self._taken.discard(port)
+
+
+_PORTS = _Ports()
+
+
+class ConsoleStream:
+    """Copies a domain's serial console into a local file over a libvirt stream."""
+
+    _EVENTS = (
+        libvirt.VIR_STREAM_EVENT_READABLE
+        | libvirt.VIR_STREAM_EVENT_ERROR
+        | libvirt.VIR_STREAM_EVENT_HANGUP
+    )
+
+    def __init__(self, conn: libvirt.virConnect, dom: libvirt.virDomain, path: Path) -> None:
+        self._lock = threading.Lock()
+        self._file: BinaryIO | None = path.open("wb", buffering=0)
+        self._stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
+        try:
+            dom.openConsole(None, self._stream, 0)
+            self._stream.eventAddCallback(self._EVENTS, self._on_event, None)
+        except libvirt.libvirtError as exc:
+            self.close()
+            raise BackendError(f"cannot open the console of {dom.name()}: {exc}") from exc
+
+    def _on_event(self, stream: libvirt.virStream, events: int, _opaque: object) -> None:
+        if events & libvirt.VIR_STREAM_EVENT_READABLE:
+            try:
+                data = stream.recv(65536)
+            except libvirt.libvirtError:
+                data = b""
+            if isinstance(data, bytes) and data:
+                with self._lock:
+                    if self._file is not None:
+                        self._file.write(data)
+                return
+            if data == -2:  # would block
+                return
+        self.close()  # EOF, error or hangup: the guest is gone
+
+    def close(self) -> None:
+        """Stop copying (idempotent); the file keeps what arrived."""
+        with self._lock:
+            out, self._file = self._file, None
+        if out is None:
+            return
+        with contextlib.suppress(libvirt.libvirtError):
+            self._stream.eventRemoveCallback()
+        with contextlib.suppress(libvirt.libvirtError):
+            self._stream.abort()
+        out.close()
+
+
+class LibvirtGuest(Guest):
+    """A running transient domain; ``destroy()`` leaves no QEMU or screen behind."""
+
+    def __init__(
+        self,
+        name: str,
+        dom: libvirt.virDomain,
+        address: tuple[str, int],
+        registry: ProcessRegistry,
+        *,
+        qemu: psutil.Process | None = None,
+        screen: subprocess.Popen[bytes] | None = None,
+        console: Path | None = None,
+        stream: ConsoleStream | None = None,
+    ) -> None:
+        self.name = name
+        self._dom = dom
+        self._address = address
+        self._registry = registry
+        self._qemu = qemu
+        self._screen = screen
+        self._console = console
+        self._stream = stream
+        self._lock = threading.Lock()
+        self._destroyed = False
+        self.log = log.getChild(name)
+
+    @property
+    def pid(self) -> int | None:
+        return self._qemu.pid if self._qemu is not None else None
+
+    @property
+    def console_log(self) -> Path | None:
+        return self._console
+
+    @property
+    def uuid(self) -> str:
+        """The domain's UUID (also on QEMU's command line)."""
+        return str(self._dom.UUIDString())
+
+    def address(self, timeout: float) -> tuple[str, int]:
+        return self._address
+
+    def alive(self) -> bool:
+        if self._destroyed:
+            return False
+        if self._qemu is not None and not _running(self._qemu):
+            return False  # a SIGKILLed QEMU reads dead at once, before libvirt notices
+        try:
+            return bool(self._dom.isActive())
+        except libvirt.libvirtError:
+            return False  # a transient domain that stopped is gone
+
+    def destroy(self) -> None:
+        with self._lock:
+            if self._destroyed:
+                return
+            self._destroyed = True
+        try:
+            try:
+                destroy_domain(self._dom, self.log)
+            except BackendError as exc:
+                if self._qemu is None:
+                    raise
+                self.log.warning("%s; making sure QEMU pid %d is gone", exc, self._qemu.pid)
+            if self._qemu is not None:
+                _ensure_gone(self._qemu, self.log)
+        finally:
+            if self._stream is not None:
+                self._stream.close()
+            if self._screen is not None:
+                quit_screen(self.name, self._screen)
+            _forget(self._registry, self.name, self.pid)
+            _forget(
+                self._registry, f"{self.name}.screen", self._screen.pid if self._screen else None
+            )
+            _PORTS.release(self._address[1])
+            self.log.debug("destroyed")
+
+
+class LibvirtBackend(Backend):
+    """Spawns guests as transient libvirt domains over one lazily opened connection.
+
+    ``console_stream`` (default: only for remote hosts) copies the console over
+    a libvirt stream instead of having QEMU log it and screen attach to its pty.
+    """
+
+    kind = "libvirt"
+
+    def __init__(
+        self,
+        config: FarmConfig,
+        profile: MachineProfile | None = None,
+        *,
+        console_stream: bool | None = None,
+    ) -> None:
+        self.config = config
+        self.profile = (
+            profile if profile is not None else load_profile(config.profile, config.image_dir)
+        )
+        self.registry = ProcessRegistry(config.state_dir)
+        self.uri = config.resolved_libvirt_uri
+        self.local = is_local(self.uri)
+        self.console_stream = (not self.local) if console_stream is None else console_stream
+        self._lock = threading.Lock()
+        self._conn: libvirt.virConnect | None = None
+        self._domain_type: str | None = None
+
+    def connection(self) -> libvirt.virConnect:
+        """The backend's connection, opened on first use (embedded root prepared first)."""
+        with self._lock:
+            if self._conn is not None:
+                return self._conn
+            check_libvirt_uri(self.uri)
+            root = embed_root(self.uri)
+            if root is not None:
+                check_embed_users()
+                write_qemu_conf(root)
+            ensure_event_loop()
+            try:
+                conn = libvirt.open(self.uri)
+            except libvirt.libvirtError as exc:
+                if root is not None and "already open" in str(exc):
+                    raise BackendError(
+                        f"cannot open {self.uri}: libvirt allows one embedded root per process "
+                        f"({exc}); use one state_dir per process, or a libvirtd URI"
+                    ) from exc
+                raise BackendError(f"cannot open libvirt connection {self.uri}: {exc}") from exc
+            if not self.local:
+                with contextlib.suppress(libvirt.libvirtError):
+                    conn.setKeepAlive(5, 3)  # notice a dead remote host
+            log.info("connected to %s", self.uri)
+            self._conn = conn
+            return conn
+
+    def check(self) -> None:
+        for label, path in (("kernel", self.profile.kernel), ("initrd", self.profile.initrd)):
+            if path is not None and not Path(path).is_file():
+                raise ImageError(f"missing guest {label} {path}: run `farm image build`")
+        if self.local and shutil.which(self.profile.qemu) is None:
+            raise ConfigError(f"QEMU binary {self.profile.qemu!r} not found (install qemu-system)")
+        self.connection()
+
+    def spawn(self, name: str, token: str) -> Guest:
+        glog = log.getChild(name)
+        conn = self.connection()
+        self._clear_name(conn, name, glog)
+        self.config.log_dir.mkdir(parents=True, exist_ok=True)
+        console = (self.config.log_dir / f"{name}.console.log").resolve()
+        console.unlink(missing_ok=True)
+        dom, port = self._create(conn, name, token, console, glog)
+        qemu = screen = stream = None
+        try:
+            if self.local:
+                qemu = self._find_qemu(dom, name)
+                if qemu is not None:
+                    self.registry.record(name, qemu.pid, "libvirt-qemu", uuid=dom.UUIDString())
+            if self.console_stream:
+                stream = ConsoleStream(conn, dom, console)
+            elif self.local:
+                screen = self._start_screen(dom, name, glog)
+        except BaseException:
+            if stream is not None:
+                stream.close()
+            destroy_domain(dom, glog)
+            if screen is not None:
+                quit_screen(name, screen)
+            _PORTS.release(port)
+            self.registry.forget(name)
+            self.registry.forget(f"{name}.screen")
+            raise
+        address = (remote_host(self.uri) or "127.0.0.1", port)
+        glog.info(
+            "domain %s up (QEMU pid %s), agent at %s:%d, console %s",
+            dom.UUIDString(),
+            qemu.pid if qemu else "?",
+            *address,
+            console,
+        )
+        return LibvirtGuest(
+            name,
+            dom,
+            address,
+            self.registry,
+            qemu=qemu,
+            screen=screen,
+            console=console,
+            stream=stream,
+        )
+
+    def _create(
+        self, conn: libvirt.virConnect, name: str, token: str, console: Path, glog: logging.Logger
+    ) -> tuple[libvirt.virDomain, int]:
+        """createXML with a fresh hostfwd port; retried when that port was taken meanwhile."""
+        # AUTODESTROY: a daemon destroys the domain when farm's connection drops (farm
+        # died); the embedded driver dies with farm and does not support it (the watchdog
+        # reaps its guests).
+        flags = 0 if embed_root(self.uri) else libvirt.VIR_DOMAIN_START_AUTODESTROY
+        for attempt in range(1, _CREATE_ATTEMPTS + 1):
+            port = _PORTS.allocate(self.local)
+            xml = domain_xml(
+                self._spec(name, token, None if self.console_stream else console, port)
+            )
+            glog.debug("domain XML:\n%s", xml)
+            try:
+                return conn.createXML(xml, flags), port
+            except libvirt.libvirtError as exc:
+                _PORTS.release(port)
+                if "forwarding" in str(exc) and attempt < _CREATE_ATTEMPTS:
+                    glog.info("hostfwd port %d taken, retrying with another", port)
+                    continue
+                raise BackendError(
+                    f"{name}: libvirt could not start the domain: {exc}"
+                    f"{embed_socket_hint(self.uri, name)}"
+                ) from exc
+        raise AssertionError("unreachable")
+
+    def _spec(self, name: str, token: str, console: Path | None, port: int) -> DomainSpec:
+        """The domain of guest ``name`` from the machine profile (same boot as plain QEMU)."""
+        p = self.profile
+        me = psutil.Process()
+        emulator = (shutil.which(p.qemu) if self.local else None) or p.qemu
+        return DomainSpec(
+            name=name,
+            domain_type=self.domain_type(),
+            emulator=emulator,
+            machine=p.machine,
+            memory_mib=p.memory,
+            smp=p.smp,
+            kernel=p.kernel.resolve(),
+            initrd=p.initrd.resolve() if p.initrd is not None else None,
+            cmdline=p.kernel_cmdline(token, self.config.agent_port),
+            console_log=console,
+            host_port=port,
+            agent_port=self.config.agent_port,
+            nic_model=p.nic,
+            cpu=p.cpu or None,
+            extra_args=p.extra_args,
+            serial=p.serial,
+            owner_pid=me.pid,
+            owner_start=me.create_time(),
+            owner_host=socket.gethostname(),
+            state_dir=self.config.state_dir.resolve(),
+            hostfwd_addr="127.0.0.1" if self.local else "0.0.0.0",
+        )
+
+    def domain_type(self) -> str:
+        """``kvm`` or ``qemu`` (TCG): the profile's accel, probed locally when ``auto``.
+
+        A remote host cannot be probed from here: with ``auto`` it gets KVM when
+        its libvirt offers KVM domains for the guest's architecture.
+        """
+        if self._domain_type is None:
+            if self.local or self.profile.accel != "auto":
+                kvm = self.profile.resolved_accel() == "kvm"
+            else:
+                try:
+                    caps = self.connection().getCapabilities()
+                except libvirt.libvirtError as exc:
+                    raise BackendError(f"cannot read capabilities of {self.uri}: {exc}") from exc
+                arch = DomainSpec.arch_of(self.profile.qemu)
+                kvm = offers_kvm(caps, arch)
+                log.info("%s: %s for %s guests", self.uri, "KVM" if kvm else "TCG", arch)
+            self._domain_type = "kvm" if kvm else "qemu"
+        return self._domain_type
+
+    def _clear_name(self, conn: libvirt.virConnect, name: str, glog: logging.Logger) -> None:
+        """Destroy a leftover farm domain called ``name``; refuse if someone else's has it."""
+        dom = next((d for d in conn.listAllDomains(0) if d.name() == name), None)
+        if dom is None:
+            return
+        marker = _marker(dom)
+        if marker is None:
+            raise BackendError(
+                f"{name}: a domain of that name exists on {self.uri} and is not farm's; "
+                "farm leaves it alone (rename it or use another libvirt URI)"
+            )
+        if marker.owner_pid != os.getpid() and _owner_alive(marker):
+            raise BackendError(
+                f"{name}: domain belongs to another running farm (pid {marker.owner_pid} "
+                f"on {marker.owner_host}, state dir {marker.state_dir})"
+            )
+        glog.warning("destroying stale farm domain %s", name)
+        destroy_domain(dom, glog)
+
+    def _find_qemu(self, dom: libvirt.virDomain, name: str) -> psutil.Process | None:
+        """The domain's QEMU process: the driver's pidfile if any, else a scan; checked by UUID."""
+        uuid = dom.UUIDString()
+        root = embed_root(self.uri)
+        pidfiles = [Path("/run/libvirt/qemu") / f"{name}.pid"]
+        if root is not None:
+            pidfiles.insert(0, root / "run" / "qemu" / f"{name}.pid")
+        for pidfile in pidfiles:
+            try:
+                proc = psutil.Process(int(pidfile.read_text().strip()))
+            except (OSError, ValueError, psutil.Error):
+                continue
+            if _has_uuid(proc, uuid):
+                return proc
+        for proc in psutil.process_iter(["name"]):
+            if str(proc.info["name"] or "").startswith("qemu") and _has_uuid(proc, uuid):
+                return proc
+        log.getChild(name).warning("QEMU process of domain %s not found", uuid)
+        return None
+
+    def _start_screen(
+        self, dom: libvirt.virDomain, name: str, glog: logging.Logger
+    ) -> subprocess.Popen[bytes] | None:
+        """``screen -D -m -S name <pty>`` so ``screen -xr name`` attaches to the console."""
+        pty = serial_pty(dom.XMLDesc(0))
+        if pty is None or shutil.which("screen") is None:
+            glog.warning("no screen session (pty %s, screen %s)", pty, shutil.which("screen"))
+            return None
+        try:
+            screen = subprocess.Popen(
+                ["screen", "-D", "-m", "-S", name, pty],
+                stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                start_new_session=True,
+            )
+        except OSError as exc:
+            glog.warning("cannot start screen on %s: %s", pty, exc)
+            return None
+        self.registry.record(f"{name}.screen", screen.pid, "screen")
+        _wait_screen_socket(screen, name, glog)
+        return screen
+
+    def reap_stale(self) -> list[str]:
+        """Destroy farm-marked domains whose owner is dead, then reap recorded processes."""
+        reaped: list[str] = []
+        conn = self.connection()
+        try:
+            domains = conn.listAllDomains(0)
+        except libvirt.libvirtError as exc:
+            raise BackendError(f"cannot list domains on {self.uri}: {exc}") from exc
+        for dom in domains:
+            marker = _marker(dom)
+            if marker is None or marker.owner_pid == os.getpid() or _owner_alive(marker):
+                continue
+            name = dom.name()
+            log.warning("reaping domain %s left by dead farm pid %d", name, marker.owner_pid)
+            try:
+                destroy_domain(dom, log.getChild(name))
+            except BackendError as exc:
+                log.error("%s", exc)  # keep reaping the others
+                continue
+            reaped.append(name)
+        reaped += [n for n in self.registry.reap_stale() if n not in reaped]
+        return reaped
+
+    def close(self) -> None:
+        with self._lock:
+            conn, self._conn = self._conn, None
+        if conn is not None:
+            with contextlib.suppress(libvirt.libvirtError):
+                conn.close()
+
+
+def destroy_domain(dom: libvirt.virDomain, glog: logging.Logger) -> None:
+    """Hard-stop a domain (SIGTERM, then SIGKILL); one that is already gone is fine."""
+    try:
+        dom.destroy()
+    except libvirt.libvirtError as exc:
+        if exc.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID):
+            return
+        raise BackendError(f"cannot destroy domain {dom.name()}: {exc}") from exc
+    glog.debug("domain destroyed")
+
+
+def quit_screen(name: str, screen: subprocess.Popen[bytes]) -> None:
+    """Quit farm's screen session ``<pid>.<name>`` and reap the screen process."""
+    if screen.poll() is None:
+        with contextlib.suppress(OSError, subprocess.SubprocessError):
+            subprocess.run(
+                ["screen", "-S", f"{screen.pid}.{name}", "-X", "quit"],
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
+                timeout=5,
+                check=False,
+            )
+        try:
+            screen.wait(timeout=3)
+        except subprocess.TimeoutExpired:
+            terminate(screen.pid, timeout=2.0)
+    screen.wait()
+
+
+def _wait_screen_socket(screen: subprocess.Popen[bytes], name: str, glog: logging.Logger) -> None:
+    """Wait (bounded) until ``screen -xr name`` can attach: the session socket exists."""
+    user = pwd.getpwuid(os.getuid()).pw_name
+    sock = Path(os.environ.get("SCREENDIR") or f"/run/screen/S-{user}") / f"{screen.pid}.{name}"
+    deadline = time.monotonic() + 3.0
+    delay = 0.005
+    while not sock.exists():
+        if screen.poll() is not None or time.monotonic() > deadline:
+            glog.warning("screen session %s did not come up (exit %s)", sock.name, screen.poll())
+            return
+        time.sleep(delay)
+        delay = min(delay * 2, 0.1)
+
+
+def _ensure_gone(proc: psutil.Process, glog: logging.Logger) -> None:
+    """Make sure the domain's QEMU is dead (a zombie awaiting its reaper is)."""
+    if not _running(proc):
+        return
+    try:
+        proc.wait(DESTROY_TIMEOUT)
+    except psutil.TimeoutExpired:
+        glog.warning("QEMU pid %d outlived the domain; terminating it", proc.pid)
+        terminate(proc.pid, timeout=3.0)
+    except psutil.NoSuchProcess:
+        pass
+
+
+def _forget(registry: ProcessRegistry, key: str, pid: int | None) -> None:
+    """Drop ``key`` from the registry if it still records ``pid`` (not a newer guest's)."""
+    entry = registry.entries().get(key)
+    if entry is not None and entry.get("pid") == pid:
+        registry.forget(key)
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _has_uuid(proc: psutil.Process, uuid: str) -> bool:
+    try:
+        argv = proc.cmdline()
+    except psutil.Error:
+        return False
+    return any(a == "-uuid" and b == uuid for a, b in itertools.pairwise(argv))
+
+
+def _marker(dom: libvirt.virDomain) -> FarmMarker | None:
+    try:
+        return parse_marker(dom.XMLDesc(0))
+    except libvirt.libvirtError:
+        return None
+
+
+def _owner_alive(marker: FarmMarker) -> bool:
+    """True unless the marker's owner is a farm process of this host that is gone."""
+    if marker.owner_host != socket.gethostname():
+        return True  # another host's farm: not ours to judge
+    try:
+        started = psutil.Process(marker.owner_pid).create_time()
+    except psutil.NoSuchProcess:
+        return False
+    return not marker.owner_start or abs(started - marker.owner_start) < 0.01
