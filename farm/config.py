@@ -31,6 +31,7 @@ class FarmConfig:
 
     state_dir: Path = Path(".farm")
     log_dir: Path = Path("log")
+    image_dir: Path = Path("images")  # where `farm image build` wrote image.elf + initrd.img
     backend: str = "libvirt"
     libvirt_uri: str | None = None  # None: qemu:///embed?root=<state_dir>/libvirt
     network: str = "user"
@@ -52,6 +53,7 @@ class FarmConfig:
     def __post_init__(self) -> None:
         object.__setattr__(self, "state_dir", Path(self.state_dir))
         object.__setattr__(self, "log_dir", Path(self.log_dir))
+        object.__setattr__(self, "image_dir", Path(self.image_dir))
         self.validate()
 
     def validate(self) -> None:

@@ -330,6 +330,11 @@ class Distributor:
             self._gave_up[machine.machine_name] = str(exc)
             self._cond.notify_all()
 
+    def _wake(self) -> None:
+        """Wake machines waiting for work (they re-check retire/pause)."""
+        with self._cond:
+            self._cond.notify_all()
+
     def _stalled(self) -> bool:
         return bool(self._gave_up) and not self._machines
 

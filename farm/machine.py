@@ -57,11 +57,13 @@ class Machine(threading.Thread):
     def retire(self) -> None:
         """Finish the current set, then shut down."""
         self.retiring = True
+        self.dist._wake()
 
     def kill(self) -> None:
         """Destroy the guest now; the running set is re-queued and reported stopped."""
         self.retiring = True
         self.killed.set()
+        self.dist._wake()
         self._destroy_guest()
 
     # -- the slot loop ---------------------------------------------------------

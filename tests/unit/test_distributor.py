@@ -283,3 +283,14 @@ def test_kill_all_machines_requeues_and_pauses(tmp_path: Path) -> None:
     finally:
         dist.close()
     assert sorted(mon.finished) == list(range(4))
+
+
+def test_close_wakes_idle_machines(tmp_path: Path) -> None:
+    """An idle machine waiting out a long linger must not hold up close()."""
+    dist, backend = make(tmp_path, idle_linger=600.0)
+    mon = RecordingMonitor()
+    dist.add_job(many(1), mon)
+    assert dist.wait_finished(timeout=30)
+    dist.close(wait=False)
+    assert dist.wait_closed(timeout=20)
+    assert not backend.live_guests()

@@ -1,0 +1,217 @@
+"""``qemu`` backend: a plain QEMU process inside ``screen -dmS qemuN`` (seed 004's way).
+
+Managed by PID with psutil, never ``ps | grep``: QEMU writes a pidfile, is
+asked to quit over QMP, then SIGTERM, then SIGKILL. The serial console is the
+screen window (``screen -xr qemuN`` to attach) and screen logs it to
+``log/qemuN.console.log``. Both PIDs are recorded so a watchdog reaps them if
+farm dies.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from pathlib import Path
+
+import psutil
+
+from farm.backend.base import Backend, Guest
+from farm.config import FarmConfig
+from farm.errors import BackendError, ConfigError, ImageError
+from farm.procs import ProcessRegistry, terminate
+from farm.profile import MachineProfile, load_profile
+
+log = logging.getLogger(__name__)
+
+_SCREENRC = "logfile flush 1\nlogtstamp off\nstartup_message off\n"
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port free on ``host`` right now (QEMU binds it for hostfwd)."""
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def qmp_quit(path: Path, timeout: float = 2.0) -> bool:
+    """Ask QEMU to quit over its QMP socket; False if that was not possible."""
+    try:
+        with socket.socket(socket.AF_UNIX) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(path))
+            reader = sock.makefile("rb")
+            reader.readline()  # greeting
+            sock.sendall(b'{"execute": "qmp_capabilities"}\n')
+            reader.readline()
+            sock.sendall(b'{"execute": "quit"}\n')
+            reader.readline()
+        return True
+    except (OSError, ValueError):
+        return False
+
+
+class QemuGuest(Guest):
+    """A QEMU process running in a screen session."""
+
+    def __init__(
+        self,
+        name: str,
+        port: int,
+        qemu_pid: int,
+        screen_pid: int | None,
+        run_dir: Path,
+        console: Path,
+        registry: ProcessRegistry,
+    ) -> None:
+        self.name = name
+        self.port = port
+        self._pid = qemu_pid
+        self._screen_pid = screen_pid
+        self._run_dir = run_dir
+        self._console = console
+        self._registry = registry
+        self._lock = threading.Lock()
+        self._destroyed = False
+        self.log = log.getChild(name)
+
+    @property
+    def pid(self) -> int | None:
+        return self._pid
+
+    @property
+    def console_log(self) -> Path | None:
+        return self._console
+
+    def address(self, timeout: float) -> tuple[str, int]:
+        return "127.0.0.1", self.port
+
+    def alive(self) -> bool:
+        try:
+            return psutil.Process(self._pid).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            return False
+
+    def destroy(self) -> None:
+        with self._lock:
+            if self._destroyed:
+                return
+            self._destroyed = True
+        try:
+            if self.alive() and qmp_quit(self._run_dir / "qmp.sock"):
+                try:
+                    psutil.Process(self._pid).wait(3.0)
+                except (psutil.NoSuchProcess, psutil.TimeoutExpired):
+                    pass
+            terminate(self._pid, timeout=3.0)
+            if self._screen_pid is not None:
+                terminate(self._screen_pid, timeout=3.0)
+        finally:
+            self._registry.forget(self.name)
+            self._registry.forget(f"{self.name}.screen")
+            shutil.rmtree(self._run_dir, ignore_errors=True)
+            self.log.debug("destroyed")
+
+
+class QemuBackend(Backend):
+    """Starts guests as ``screen -dmS NAME qemu-system-... `` processes."""
+
+    kind = "qemu"
+
+    def __init__(self, config: FarmConfig, profile: MachineProfile | None = None) -> None:
+        self.config = config
+        self.profile = (
+            profile if profile is not None else load_profile(config.profile, config.image_dir)
+        )
+        self.registry = ProcessRegistry(config.state_dir)
+
+    def check(self) -> None:
+        if shutil.which(self.profile.qemu) is None:
+            raise ConfigError(f"QEMU binary {self.profile.qemu!r} not found (install qemu-system)")
+        if shutil.which("screen") is None:
+            raise ConfigError("screen is not installed (apt-get install screen)")
+        for label, path in (("kernel", self.profile.kernel), ("initrd", self.profile.initrd)):
+            if path is not None and not Path(path).is_file():
+                raise ImageError(f"missing guest {label} {path}: run `farm image build`")
+
+    def spawn(self, name: str, token: str) -> Guest:
+        glog = log.getChild(name)
+        run_dir = (self.config.state_dir / "qemu" / name).resolve()
+        shutil.rmtree(run_dir, ignore_errors=True)
+        run_dir.mkdir(parents=True)
+        self.config.log_dir.mkdir(parents=True, exist_ok=True)
+        console = (self.config.log_dir / f"{name}.console.log").resolve()
+        console.unlink(missing_ok=True)
+        pidfile = run_dir / "qemu.pid"
+        port = free_port()
+        argv = self.profile.qemu_argv(
+            name,
+            hostfwd_port=port,
+            guest_port=self.config.agent_port,
+            token=token,
+            console="stdio",
+            qmp_socket=run_dir / "qmp.sock",
+            extra=("-pidfile", str(pidfile)),
+        )
+        (run_dir / "screenrc").write_text(_SCREENRC)
+        (run_dir / "cmdline").write_text(json.dumps(argv))
+        cmd = [
+            "screen",
+            "-dmS",
+            name,
+            "-c",
+            str(run_dir / "screenrc"),
+            "-L",
+            "-Logfile",
+            str(console),
+            *argv,
+        ]
+        glog.info("starting %s", " ".join(argv))
+        try:
+            subprocess.run(
+                cmd, check=True, timeout=10, stdin=subprocess.DEVNULL, capture_output=True
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise BackendError(f"{name}: cannot start screen/QEMU: {exc}") from exc
+        qemu_pid = self._wait_pid(name, pidfile, console, argv)
+        screen_pid = _parent(qemu_pid)
+        self.registry.record(name, qemu_pid, "qemu")
+        if screen_pid is not None:
+            self.registry.record(f"{name}.screen", screen_pid, "screen")
+        glog.info("QEMU pid %d in screen %s, agent on 127.0.0.1:%d", qemu_pid, name, port)
+        return QemuGuest(name, port, qemu_pid, screen_pid, run_dir, console, self.registry)
+
+    def _wait_pid(self, name: str, pidfile: Path, console: Path, argv: list[str]) -> int:
+        deadline = time.monotonic() + 10.0
+        delay = 0.005
+        while time.monotonic() < deadline:
+            try:
+                pid = int(pidfile.read_text().strip())
+                if psutil.pid_exists(pid):
+                    return pid
+            except (FileNotFoundError, ValueError):
+                pass
+            time.sleep(delay)
+            delay = min(delay * 2, 0.1)
+        subprocess.run(["screen", "-S", name, "-X", "quit"], capture_output=True, check=False)
+        output = console.read_text(errors="replace")[-2000:] if console.exists() else ""
+        raise BackendError(
+            f"{name}: QEMU did not start within 10s.\ncommand: {' '.join(argv)}\noutput:\n{output}"
+        )
+
+    def reap_stale(self) -> list[str]:
+        return self.registry.reap_stale()
+
+
+def _parent(pid: int) -> int | None:
+    try:
+        parent = psutil.Process(pid).parent()
+    except psutil.NoSuchProcess:
+        return None
+    if parent is None or "screen" not in parent.name().lower():
+        return None
+    return parent.pid
