@@ -29,10 +29,11 @@ def _fail(exc: BaseException) -> None:
 @click.pass_context
 def main(ctx: click.Context, verbose: int, config_path: str | None) -> None:
     """farm: run real-time task-set experiments on a farm of QEMU guests."""
-    level = logging.WARNING - 10 * verbose
-    logging.basicConfig(
-        level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s"
-    )
+    level = max(logging.WARNING - 10 * verbose, logging.DEBUG)
+    handler = logging.StreamHandler()
+    handler.setLevel(level)  # the farm logger may be more verbose (its log file is)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    logging.getLogger().addHandler(handler)
     ctx.obj = {"config": config_path}
 
 
@@ -82,6 +83,8 @@ def run(
         if dest:
             raise ConfigError("existing targets (DEST) are not supported yet; run without DEST")
         overrides: dict[str, Any] = {"backend": backend, "network": network}
+        if machines is not None:
+            overrides["max_machines"] = machines  # validated with the config, before any boot
         dist = Distributor(ctx.obj["config"], session_class=session_cls, **overrides)
     except FarmError as exc:
         _fail(exc)

@@ -45,10 +45,13 @@ class Distributor:
         self,
         config: FarmConfig | str | Path | None = None,
         *,
-        backend: Backend | None = None,
+        backend: Backend | str | None = None,
         session_class: type | None = None,
         **overrides: Any,
     ) -> None:
+        if isinstance(backend, str):  # Distributor(backend="qemu") is a config override
+            overrides["backend"] = backend
+            backend = None
         if isinstance(config, FarmConfig):
             self.config = config.replace(**overrides) if overrides else config
         else:
@@ -144,7 +147,7 @@ class Distributor:
         """Set how many machines may run (1..machine_cap); takes effect at once."""
         cap = self.config.machine_cap
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= cap:
-            raise ValueError(f"max machine value must be an integer in 1..{cap}, got {n!r}")
+            raise ConfigError(f"max machine value must be an integer in 1..{cap}, got {n!r}")
         with self._cond:
             self._limit = n
             self._paused = False
