@@ -101,8 +101,11 @@ class Machine(threading.Thread):
                 try:
                     self._spawn_and_attach()
                 except FarmError as exc:
-                    self.boot_failures += 1
                     self._teardown()
+                    if self.killed.is_set() or self.retiring:
+                        self.log.info("boot abandoned: machine is shutting down")
+                        return False
+                    self.boot_failures += 1
                     self.log.error(
                         "boot %d failed after %.1fs: %s",
                         self.boot_failures,

@@ -110,3 +110,27 @@ class AllPkgsTaskSet(BlockTaskSet):
 
     def __init__(self) -> None:
         super().__init__([*binaries.All(), shell.Command("echo farm")], priority.Value(40))
+
+
+class ExperimentTaskSet(TaskSet):
+    """The main-job demo: periodic `hey` + `pi` with deadlines; priorities x pi digits: 9 variants.
+
+    Each variant runs 4 jobs of a 100 ms `hey` task and 3 jobs of a 200 ms
+    `pi` task whose critical time (40 ms) the larger digit counts can miss
+    under TCG, so the results show both EXIT and EXIT_CRITICAL.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.append(
+            Task(hey.HelloWorld, priority.Variants([10, 50, 90]), period.Value(100), jobs.Value(4))
+        )
+        self.append(
+            Task(
+                pi.Variants([50, 400, 1500]),
+                priority.Value(40),
+                period.Value(200),
+                jobs.Value(3),
+                {"criticaltime": 40},
+            )
+        )
