@@ -13,6 +13,7 @@ in the working directory (or the path in ``FARM_CONFIG``) is read when present::
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import tomllib
 from dataclasses import dataclass, field
@@ -35,6 +36,8 @@ class FarmConfig:
     backend: str = "libvirt"
     libvirt_uri: str | None = None  # None: qemu:///embed?root=<state_dir>/libvirt
     network: str = "user"
+    bridge_name: str = "br0"  # network = "bridge": bridge farm creates (taps farm-tapN)
+    bridge_subnet: str = "10.200.40.0/21"  # bridge address .1, reservations, dynamic range
     max_machines: int = 1
     machine_cap: int = 7
     set_tries: int = 3
@@ -62,6 +65,12 @@ class FarmConfig:
             raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.network not in NETWORKS:
             raise ConfigError(f"network must be one of {', '.join(NETWORKS)}, got {self.network!r}")
+        try:
+            subnet = ipaddress.ip_network(self.bridge_subnet)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"bridge_subnet {self.bridge_subnet!r} is not a CIDR: {exc}") from exc
+        if subnet.version != 4 or subnet.prefixlen > 28:
+            raise ConfigError(f"bridge_subnet {self.bridge_subnet!r}: need IPv4, /28 or larger")
         if self.libvirt_uri is not None:
             check_libvirt_uri(self.libvirt_uri)
         _int_range("machine_cap", self.machine_cap, 1, 1024)

@@ -16,7 +16,10 @@ import socket
 import subprocess
 import threading
 import time
+from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 
@@ -25,6 +28,9 @@ from farm.config import FarmConfig
 from farm.errors import BackendError, ConfigError, ImageError
 from farm.procs import ProcessRegistry, terminate
 from farm.profile import MachineProfile, load_profile
+
+if TYPE_CHECKING:
+    from farm.network.bridge import BridgeNetwork
 
 log = logging.getLogger(__name__)
 
@@ -67,8 +73,12 @@ class QemuGuest(Guest):
         run_dir: Path,
         console: Path,
         registry: ProcessRegistry,
+        host: str = "127.0.0.1",
+        on_destroy: Callable[[], None] | None = None,
     ) -> None:
         self.name = name
+        self.host = host  # bridged: the guest's reserved IP; user mode: loopback (hostfwd)
+        self._on_destroy = on_destroy  # bridged: removes the guest's tap
         self.port = port
         self._pid = qemu_pid
         self._screen_pid = screen_pid
@@ -88,7 +98,7 @@ class QemuGuest(Guest):
         return self._console
 
     def address(self, timeout: float) -> tuple[str, int]:
-        return "127.0.0.1", self.port
+        return self.host, self.port
 
     def alive(self) -> bool:
         try:
@@ -114,6 +124,8 @@ class QemuGuest(Guest):
             self._registry.forget(self.name)
             self._registry.forget(f"{self.name}.screen")
             shutil.rmtree(self._run_dir, ignore_errors=True)
+            if self._on_destroy is not None:
+                self._on_destroy()
             self.log.debug("destroyed")
 
 
@@ -128,6 +140,9 @@ class QemuBackend(Backend):
             profile if profile is not None else load_profile(config.profile, config.image_dir)
         )
         self.registry = ProcessRegistry(config.state_dir)
+        self._net: BridgeNetwork | None = None  # network == "bridge": br0 + taps + dhcpd
+        self._net_owned = False
+        self._net_lock = threading.Lock()
 
     def check(self) -> None:
         if shutil.which(self.profile.qemu) is None:
@@ -137,6 +152,10 @@ class QemuBackend(Backend):
         for label, path in (("kernel", self.profile.kernel), ("initrd", self.profile.initrd)):
             if path is not None and not Path(path).is_file():
                 raise ImageError(f"missing guest {label} {path}: run `farm image build`")
+        if self.config.network == "bridge":
+            from farm.network.bridge import check_bridge_support
+
+            check_bridge_support(self.config)
 
     def spawn(self, name: str, token: str) -> Guest:
         glog = log.getChild(name)
@@ -148,14 +167,22 @@ class QemuBackend(Backend):
         console.unlink(missing_ok=True)
         pidfile = run_dir / "qemu.pid"
         port = free_port()
-        argv = self.profile.qemu_argv(
+        host, profile, extra = "127.0.0.1", self.profile, ["-pidfile", str(pidfile)]
+        on_destroy: Callable[[], None] | None = None
+        if self.config.network == "bridge":  # a tap on br0; the agent at the reserved IP
+            nic = self._bridge().attach(name)
+            host, port, on_destroy = str(nic.ip), self.config.agent_port, nic.release
+            if self.profile.nic:
+                extra += nic.qemu_args(self.profile.nic, self.profile.nic_onboard)
+            profile = replace(self.profile, nic="")  # the NIC comes from ``extra``
+        argv = profile.qemu_argv(
             name,
-            hostfwd_port=port,
+            hostfwd_port=port if host == "127.0.0.1" else None,
             guest_port=self.config.agent_port,
             token=token,
             console="stdio",
             qmp_socket=run_dir / "qmp.sock",
-            extra=("-pidfile", str(pidfile)),
+            extra=extra,
         )
         (run_dir / "screenrc").write_text(_SCREENRC)
         (run_dir / "cmdline").write_text(json.dumps(argv))
@@ -182,8 +209,28 @@ class QemuBackend(Backend):
         self.registry.record(name, qemu_pid, "qemu")
         if screen_pid is not None:
             self.registry.record(f"{name}.screen", screen_pid, "screen")
-        glog.info("QEMU pid %d in screen %s, agent on 127.0.0.1:%d", qemu_pid, name, port)
-        return QemuGuest(name, port, qemu_pid, screen_pid, run_dir, console, self.registry)
+        glog.info("QEMU pid %d in screen %s, agent on %s:%d", qemu_pid, name, host, port)
+        return QemuGuest(
+            name, port, qemu_pid, screen_pid, run_dir, console, self.registry, host, on_destroy
+        )
+
+    def _bridge(self) -> BridgeNetwork:
+        """The bridged network, brought up on first use (and down in close() if we did)."""
+        from farm.network.bridge import BridgeNetwork
+
+        with self._net_lock:
+            if self._net is None:
+                net = BridgeNetwork.from_config(self.config, registry=self.registry)
+                self._net_owned = net.ensure_up()
+                self._net = net
+            return self._net
+
+    def close(self) -> None:
+        """Take the bridged network down if this backend brought it up."""
+        with self._net_lock:
+            net, owned, self._net = self._net, self._net_owned, None
+        if net is not None and owned:
+            net.down()
 
     def _wait_pid(self, name: str, pidfile: Path, console: Path, argv: list[str]) -> int:
         deadline = time.monotonic() + 10.0

@@ -294,3 +294,11 @@ def test_close_wakes_idle_machines(tmp_path: Path) -> None:
     dist.close(wait=False)
     assert dist.wait_closed(timeout=20)
     assert not backend.live_guests()
+
+
+@pytest.mark.parametrize(
+    "subnet", ["10.0.0.0/33", "abc/24", "10.0.0.1/24", "fd00::/64", "10.0.0.0/30"]
+)
+def test_bad_bridge_subnet_rejected(subnet: str) -> None:
+    with pytest.raises(ConfigError, match="bridge_subnet"):
+        FarmConfig(bridge_subnet=subnet)

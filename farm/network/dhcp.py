@@ -1,0 +1,291 @@
+"""farm's own DHCP server for the bridged network: address plan, dhcpd.conf, dhcpd process.
+
+:class:`DhcpPlan` lays out the subnet (default ``10.200.40.0/21`` as seed
+004): the bridge's own address first, then one fixed address per machine id
+(``qemuN`` -> MAC ``52:54:00:fa:HH:LL`` with N in hex -> ``network + 10 + N``),
+then a dynamic range up to the broadcast address; the three never overlap.
+:func:`render_conf` fills the ``dhcp/dhcpd.conf`` template with it and
+:class:`DhcpServer` runs ``dhcpd -f`` on the bridge as a child process with
+its files under ``<state_dir>/dhcp``. Readiness of a guest is the agent
+handshake, not the lease file; :meth:`DhcpServer.leases` is for diagnostics
+(fixed-address bindings are not written to the lease file by dhcpd, only
+dynamic ones).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import re
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from string import Template
+
+import psutil
+
+from farm.errors import ConfigError, NetworkError
+from farm.procs import ProcessRegistry, terminate
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SUBNET = "10.200.40.0/21"
+DEFAULT_BRIDGE = "br0"
+#: the reservation of machine id N is ``network + RESERVED_OFFSET + N``
+RESERVED_OFFSET = 10
+#: the dynamic range must hold at least this many addresses
+MIN_DYNAMIC = 4
+MAX_ID = 0xFFFF  # two bytes of the MAC
+TEMPLATE = Path(__file__).resolve().parents[2] / "dhcp" / "dhcpd.conf"
+MAC_PREFIX = "52:54:00:fa"
+
+
+def machine_id(name: str) -> int:
+    """The id of machine ``name`` (the trailing number: ``qemu3`` -> 3)."""
+    match = re.search(r"(\d+)$", name)
+    if match is None or not 1 <= int(match.group(1)) <= MAX_ID:
+        raise ConfigError(f"machine name {name!r} does not end in an id 1..{MAX_ID}")
+    return int(match.group(1))
+
+
+def mac_for(ident: int) -> str:
+    """The MAC farm gives machine ``ident``: ``52:54:00:fa:HH:LL`` (QEMU's OUI)."""
+    if not 1 <= ident <= MAX_ID:
+        raise ConfigError(f"machine id must be 1..{MAX_ID}, got {ident}")
+    return f"{MAC_PREFIX}:{ident >> 8:02x}:{ident & 0xFF:02x}"
+
+
+@dataclass(frozen=True)
+class DhcpPlan:
+    """Address layout of the bridged network: bridge address, reservations, dynamic range."""
+
+    subnet: ipaddress.IPv4Network
+    machines: int  # reservations for ids 1..machines
+    bridge: str = DEFAULT_BRIDGE
+    lease_time: int = 3600
+
+    @classmethod
+    def create(
+        cls, subnet: str = DEFAULT_SUBNET, machines: int = 14, bridge: str = DEFAULT_BRIDGE
+    ) -> DhcpPlan:
+        """A validated plan; ConfigError for a bad CIDR or a subnet too small for ``machines``."""
+        if not isinstance(subnet, str):
+            raise ConfigError(f"subnet must be a CIDR string like {DEFAULT_SUBNET}, got {subnet!r}")
+        try:
+            net = ipaddress.ip_network(subnet, strict=True)
+        except ValueError as exc:
+            raise ConfigError(
+                f"subnet {subnet!r} is not an IPv4 network in CIDR form "
+                f"(e.g. {DEFAULT_SUBNET}): {exc}"
+            ) from exc
+        if not isinstance(net, ipaddress.IPv4Network):
+            raise ConfigError(f"subnet {subnet!r}: the bridged network is IPv4 only")
+        if isinstance(machines, bool) or not isinstance(machines, int) or machines < 1:
+            raise ConfigError(f"machines must be a positive integer, got {machines!r}")
+        if machines > MAX_ID:
+            raise ConfigError(f"at most {MAX_ID} machine reservations, got {machines}")
+        if not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", bridge or ""):
+            raise ConfigError(f"bridge name {bridge!r} is not a valid interface name")
+        needed = 1 + RESERVED_OFFSET + machines + MIN_DYNAMIC + 1  # + network/broadcast
+        if net.num_addresses < needed:
+            raise ConfigError(
+                f"subnet {subnet} is too small: {machines} reservations, the bridge address "
+                f"and a dynamic range of {MIN_DYNAMIC} need {needed} addresses, it has "
+                f"{net.num_addresses} (use a shorter prefix, e.g. /{32 - needed.bit_length()})"
+            )
+        return cls(net, machines, bridge)
+
+    @property
+    def bridge_ip(self) -> ipaddress.IPv4Address:
+        """The bridge's own address: the first host address."""
+        return self.subnet.network_address + 1
+
+    @property
+    def bridge_interface(self) -> ipaddress.IPv4Interface:
+        """The bridge's address with the subnet's prefix (what goes on ``br0``)."""
+        return ipaddress.IPv4Interface(f"{self.bridge_ip}/{self.subnet.prefixlen}")
+
+    def ip_for(self, ident: int) -> ipaddress.IPv4Address:
+        """The fixed address of machine ``ident``."""
+        if not 1 <= ident <= self.machines:
+            raise NetworkError(
+                f"machine id {ident} has no reservation (the plan reserves ids 1..{self.machines})"
+            )
+        return self.subnet.network_address + RESERVED_OFFSET + ident
+
+    @property
+    def range_start(self) -> ipaddress.IPv4Address:
+        return self.subnet.network_address + RESERVED_OFFSET + self.machines + 1
+
+    @property
+    def range_end(self) -> ipaddress.IPv4Address:
+        return self.subnet.broadcast_address - 1
+
+    def reservations(self) -> list[tuple[str, str, ipaddress.IPv4Address]]:
+        """(host name, MAC, IP) for every machine id."""
+        return [(f"farm{i}", mac_for(i), self.ip_for(i)) for i in range(1, self.machines + 1)]
+
+
+def render_conf(plan: DhcpPlan, template: Path | str | None = None) -> str:
+    """dhcpd.conf for ``plan`` from the template file (default ``dhcp/dhcpd.conf``)."""
+    path = Path(template) if template is not None else TEMPLATE
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise ConfigError(f"cannot read the dhcpd.conf template {path}: {exc}") from exc
+    hosts = "\n".join(
+        f"host {name} {{ hardware ethernet {mac}; fixed-address {ip}; }}"
+        for name, mac, ip in plan.reservations()
+    )
+    try:
+        return Template(text).substitute(
+            network=plan.subnet.network_address,
+            netmask=plan.subnet.netmask,
+            broadcast=plan.subnet.broadcast_address,
+            bridge_name=plan.bridge,
+            bridge_ip=plan.bridge_ip,
+            range_start=plan.range_start,
+            range_end=plan.range_end,
+            lease_time=plan.lease_time,
+            max_lease_time=plan.lease_time * 2,
+            hosts=hosts,
+        )
+    except (KeyError, ValueError) as exc:
+        raise ConfigError(f"dhcpd.conf template {path}: bad placeholder {exc}") from exc
+
+
+@dataclass(frozen=True)
+class Lease:
+    """One entry of the lease file (diagnostics)."""
+
+    mac: str
+    ip: str
+    state: str
+    hostname: str | None = None
+
+
+class DhcpServer:
+    """``dhcpd -f -4`` on the bridge, started and stopped by farm; files in ``state_dir/dhcp``."""
+
+    def __init__(
+        self,
+        plan: DhcpPlan,
+        state_dir: Path,
+        *,
+        dhcpd: str = "dhcpd",
+        registry: ProcessRegistry | None = None,
+    ) -> None:
+        self.plan = plan
+        self.dir = Path(state_dir).resolve() / "dhcp"
+        self.conf = self.dir / "dhcpd.conf"
+        self.lease_file = self.dir / "dhcpd.leases"
+        self.pidfile = self.dir / "dhcpd.pid"
+        self.logfile = self.dir / "dhcpd.log"
+        self.dhcpd = dhcpd
+        self.registry = registry
+        self._proc: subprocess.Popen[bytes] | None = None
+
+    def argv(self) -> list[str]:
+        """The dhcpd command line (foreground, IPv4, farm's own files, only the bridge)."""
+        return [
+            self.dhcpd, "-f", "-d", "-4", "-cf", str(self.conf), "-lf", str(self.lease_file),
+            "-pf", str(self.pidfile), self.plan.bridge,
+        ]  # fmt: skip
+
+    @property
+    def pid(self) -> int | None:
+        """PID of the running dhcpd (ours, or one a previous ``net up`` left), else None."""
+        if self._proc is not None and self._proc.poll() is None:
+            return self._proc.pid
+        try:
+            pid = int(self.pidfile.read_text().strip())
+            proc = psutil.Process(pid)
+            if "dhcpd" in proc.name() and proc.status() != psutil.STATUS_ZOMBIE:
+                return pid
+        except (OSError, ValueError, psutil.Error):
+            pass
+        return None
+
+    def running(self) -> bool:
+        """True while a dhcpd of this state dir runs."""
+        return self.pid is not None
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Write the config, start dhcpd, wait until it wrote its pidfile. Idempotent."""
+        if self.running():
+            return
+        binary = shutil.which(self.dhcpd)
+        if binary is None:
+            raise NetworkError(f"{self.dhcpd} not found (apt-get install isc-dhcp-server)")
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.conf.write_text(render_conf(self.plan))
+        self.lease_file.touch()
+        self.pidfile.unlink(missing_ok=True)
+        log.info("starting %s", " ".join(self.argv()))
+        with self.logfile.open("wb") as out:
+            try:
+                self._proc = subprocess.Popen(
+                    self.argv(), stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                    start_new_session=True,
+                )  # fmt: skip
+            except OSError as exc:
+                raise NetworkError(f"cannot start dhcpd: {exc}") from exc
+        deadline = time.monotonic() + timeout
+        delay = 0.01
+        while time.monotonic() < deadline:
+            if self._proc.poll() is not None:
+                raise NetworkError(
+                    f"dhcpd exited with status {self._proc.returncode}:\n{self._tail()}"
+                )
+            if self.pidfile.exists() and self.pidfile.read_text().strip():
+                break
+            time.sleep(delay)
+            delay = min(delay * 2, 0.2)
+        else:
+            self.stop()
+            raise NetworkError(f"dhcpd did not start within {timeout:.0f}s:\n{self._tail()}")
+        if self.registry is not None:
+            self.registry.record("dhcpd", self._proc.pid, "dhcpd")
+        log.info(
+            "dhcpd pid %d serving %s on %s", self._proc.pid, self.plan.subnet, self.plan.bridge
+        )
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """SIGTERM dhcpd, then SIGKILL after ``timeout``. Idempotent."""
+        pid = self.pid
+        if pid is not None:
+            terminate(pid, timeout=timeout)
+        if self._proc is not None:
+            try:
+                self._proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._proc.send_signal(signal.SIGKILL)
+                self._proc.wait()
+            self._proc = None
+        if self.registry is not None:
+            self.registry.forget("dhcpd")
+        self.pidfile.unlink(missing_ok=True)
+
+    def leases(self) -> list[Lease]:
+        """Entries of the lease file (MAC, IP, binding state); fixed addresses are not in it."""
+        from isc_dhcp_leases import IscDhcpLeases
+
+        if not self.lease_file.exists():
+            return []
+        try:
+            entries = IscDhcpLeases(str(self.lease_file)).get()
+        except (OSError, ValueError) as exc:
+            raise NetworkError(f"cannot read {self.lease_file}: {exc}") from exc
+        return [
+            Lease(str(e.ethernet), str(e.ip), str(e.binding_state), getattr(e, "hostname", None))
+            for e in entries
+        ]
+
+    def _tail(self, limit: int = 2000) -> str:
+        try:
+            return self.logfile.read_text(errors="replace")[-limit:]
+        except OSError:
+            return ""
