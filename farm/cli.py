@@ -80,12 +80,17 @@ def run(
         ts_cls = tasksets.resolve(taskset)
         mons = [monitor_mod.resolve(name)() for name in monitors]
         session_cls = session_mod.resolve(session_name) if session_name else None
-        if dest:
-            raise ConfigError("existing targets (DEST) are not supported yet; run without DEST")
         overrides: dict[str, Any] = {"backend": backend, "network": network}
         if machines is not None:
             overrides["max_machines"] = machines  # validated with the config, before any boot
-        dist = Distributor(ctx.obj["config"], session_class=session_cls, **overrides)
+        if dest:  # existing targets: CIDR ranges, addresses, host:port (hosts backend)
+            if backend is not None:
+                raise ConfigError("--backend does not apply to existing targets (DEST)")
+            dist = Distributor(
+                list(dest), config=ctx.obj["config"], session_class=session_cls, **overrides
+            )
+        else:
+            dist = Distributor(ctx.obj["config"], session_class=session_cls, **overrides)
     except FarmError as exc:
         _fail(exc)
         return
@@ -183,6 +188,14 @@ def list_(what: str) -> None:
     for name, doc in mod.available():
         click.echo(f"{name:32} {doc}")
 
+
+def _add_net_commands() -> None:
+    from farm.network.cli import net
+
+    main.add_command(net)
+
+
+_add_net_commands()
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

@@ -36,6 +36,7 @@ class FarmConfig:
     backend: str = "libvirt"
     libvirt_uri: str | None = None  # None: qemu:///embed?root=<state_dir>/libvirt
     network: str = "user"
+    rescan_interval: float = 5.0  # existing targets: s between probes of unavailable hosts
     bridge_name: str = "br0"  # network = "bridge": bridge farm creates (taps farm-tapN)
     bridge_subnet: str = "10.200.40.0/21"  # bridge address .1, reservations, dynamic range
     max_machines: int = 1
@@ -79,7 +80,7 @@ class FarmConfig:
         _int_range("boot_retries", self.boot_retries, 1, 1000)
         _int_range("max_concurrent_boots", self.max_concurrent_boots, 1, 1024)
         _int_range("agent_port", self.agent_port, 1, 65535)
-        for name in ("boot_timeout", "heartbeat", "heartbeat_timeout"):
+        for name in ("boot_timeout", "heartbeat", "heartbeat_timeout", "rescan_interval"):
             _positive(name, getattr(self, name))
         _positive("idle_linger", self.idle_linger, allow_zero=True)
         if self.set_time_limit is not None:

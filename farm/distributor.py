@@ -20,6 +20,7 @@ import logging
 import threading
 import time
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,15 +44,36 @@ class Distributor:
 
     def __init__(
         self,
+        where: FarmConfig | str | Path | Sequence[str] | None = None,
+        /,
         config: FarmConfig | str | Path | None = None,
         *,
         backend: Backend | str | None = None,
         session_class: type | None = None,
         **overrides: Any,
     ) -> None:
+        """``where``: a config (FarmConfig, path of a .toml) or existing targets.
+
+        Existing targets (taskgen's ``Distributor(["172.25.1.0/24", "10.0.0.7"])``)
+        are a list/tuple/set of target strings, or one string that neither ends in
+        ``.toml`` nor names an existing file (it may hold several targets separated by
+        commas or spaces); the config then comes from ``config=`` (or farm.toml). They
+        use the ``hosts`` backend (config ``rescan_interval``: seconds between probes
+        of unleased hosts). Unless ``max_machines`` is given (keyword, or a
+        config value other than the default 1), the machine limit starts at
+        min(number of hosts, machine_cap).
+        """
+        targets = _as_targets(where)
+        if where is not None and targets is None:
+            if config is not None:
+                raise ConfigError("config given twice (positional and config=)")
+            else:
+                config = where  # type: ignore[assignment]
         if isinstance(backend, str):  # Distributor(backend="qemu") is a config override
             overrides["backend"] = backend
             backend = None
+        if targets is not None and (backend is not None or overrides.get("backend")):
+            raise ConfigError("existing targets use the hosts backend; leave backend unset")
         if isinstance(config, FarmConfig):
             self.config = config.replace(**overrides) if overrides else config
         else:
@@ -59,19 +81,23 @@ class Distributor:
         cfg = self.config
         _setup_log_file(cfg.log_dir / "distributor.log")
         self.token = resolve_token(cfg.token, cfg.state_dir)
-        self._backend = backend if backend is not None else create_backend(cfg)
+        self._session_class = session_class or FarmSession
+        if backend is None:
+            backend = create_backend(cfg, targets, self._session_class)
+        self._backend = backend
         self._backend.check()
         reaped = self._backend.reap_stale()
         if reaped:
             log.warning("reaped guests left by a dead farm: %s", ", ".join(reaped))
         self._reaper = start_reaper(cfg.state_dir)
-        self._session_class = session_class or FarmSession
         self._journal = Journal(cfg.state_dir / "journal.db") if cfg.journal else None
         self._cond = threading.Condition()
         self._jobs: list[Job] = []
         self._machines: dict[str, Machine] = {}
         self._monitors: dict[int, MonitorThread] = {}
         self._limit = cfg.max_machines
+        if targets is not None and "max_machines" not in overrides and cfg.max_machines == 1:
+            self._limit = max(1, min(getattr(self._backend, "size", 1), cfg.machine_cap))
         self._paused = False
         self._closed = False
         self._boot_slots = threading.BoundedSemaphore(cfg.max_concurrent_boots)
@@ -80,7 +106,7 @@ class Distributor:
         _live.add(self)
         log.info(
             "distributor up: backend=%s network=%s limit=%d state=%s",
-            cfg.backend,
+            self._backend.kind if targets is not None else cfg.backend,
             cfg.network,
             self._limit,
             cfg.state_dir,
@@ -405,6 +431,17 @@ class Distributor:
     def _check_open(self) -> None:
         if self._closed:
             raise ConfigError("distributor is closed")
+
+
+def _as_targets(value: object) -> str | list[str] | None:
+    """Existing targets (list/tuple/set, or a str that is no .toml and no existing file)."""
+    if isinstance(value, list | tuple | set | frozenset):
+        return list(value)
+    if isinstance(value, str):
+        if value.strip().lower().endswith(".toml") or Path(value).is_file():
+            return None
+        return value
+    return None
 
 
 class _NullMonitor:

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Iterable
+from typing import TYPE_CHECKING, Any
 
 from farm.backend.base import Backend, Guest
 from farm.errors import ConfigError
@@ -13,8 +14,21 @@ if TYPE_CHECKING:
 __all__ = ["Backend", "Guest", "create"]
 
 
-def create(config: FarmConfig) -> Backend:
-    """Instantiate the backend named in ``config.backend`` (imported lazily)."""
+def create(
+    config: FarmConfig,
+    targets: str | Iterable[str] | None = None,
+    session_class: type | None = None,
+    **options: Any,
+) -> Backend:
+    """Instantiate the backend named in ``config.backend`` (imported lazily).
+
+    With ``targets`` (CIDR ranges / addresses of existing hosts) it is the
+    ``hosts`` backend whatever ``config.backend`` says; ``options`` go to it.
+    """
+    if targets is not None:
+        from farm.backend.hosts import HostsBackend
+
+        return HostsBackend(config, targets, session_class, **options)
     if config.backend == "local":
         from farm.backend.local import LocalBackend
 
