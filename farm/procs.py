@@ -90,12 +90,16 @@ class ProcessRegistry:
                 path.unlink(missing_ok=True)
         return out
 
-    def reap_stale(self) -> list[str]:
-        """Terminate recorded processes whose owning farm process is gone."""
+    def reap_stale(self, dead_owner: int | None = None) -> list[str]:
+        """Terminate recorded processes whose owning farm process is gone.
+
+        ``dead_owner``: a farm process known to have exited (the watchdog saw it
+        end), reaped whatever its PID looks like now.
+        """
         reaped = []
         for name, data in self.entries().items():
             owner = data.get("owner")
-            if isinstance(owner, int) and owner != os.getpid() and psutil.pid_exists(owner):
+            if isinstance(owner, int) and owner not in (os.getpid(), dead_owner) and _runs(owner):
                 continue  # another live farm owns it
             pid = data.get("pid")
             if isinstance(pid, int) and _same_process(pid, data.get("create_time")):
@@ -104,6 +108,14 @@ class ProcessRegistry:
                 reaped.append(name)
             self.forget(name)
         return reaped
+
+
+def _runs(pid: int) -> bool:
+    """True while ``pid`` runs; a killed farm that is a zombie (not yet waited for) does not."""
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 def _same_process(pid: int, create_time: object) -> bool:

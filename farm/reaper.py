@@ -50,7 +50,9 @@ def watch(parent: int, state_dir: Path) -> list[str]:
     if fd is not None:
         select.select([fd], [], [])
         os.close(fd)
-    return ProcessRegistry(state_dir).reap_stale()
+    # The farm is gone now, though it may linger as a zombie until its parent waits
+    # for it: its records are reaped whatever its PID looks like.
+    return ProcessRegistry(state_dir).reap_stale(dead_owner=parent)
 
 
 def main(argv: list[str] | None = None) -> int:
