@@ -24,6 +24,7 @@ from farm.errors import ConfigError
 
 BACKENDS = ("libvirt", "qemu", "local")
 NETWORKS = ("user", "bridge")
+DHCP_MODES = ("farm", "external")
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,8 @@ class FarmConfig:
     rescan_interval: float = 5.0  # existing targets: s between probes of unavailable hosts
     bridge_name: str = "br0"  # network = "bridge": bridge farm creates (taps farm-tapN)
     bridge_subnet: str = "10.200.40.0/21"  # bridge address .1, reservations, dynamic range
+    dhcp: str = "farm"  # bridge: "farm" starts its own dhcpd, "external": the user's (checked)
+    dhcpd_conf: Path = Path("/etc/dhcp/dhcpd.conf")  # dhcp = "external": the user's dhcpd config
     max_machines: int = 1
     machine_cap: int = 7
     set_tries: int = 3
@@ -58,6 +61,8 @@ class FarmConfig:
         object.__setattr__(self, "state_dir", Path(self.state_dir))
         object.__setattr__(self, "log_dir", Path(self.log_dir))
         object.__setattr__(self, "image_dir", Path(self.image_dir))
+        if isinstance(self.dhcpd_conf, str):
+            object.__setattr__(self, "dhcpd_conf", Path(self.dhcpd_conf))
         self.validate()
 
     def validate(self) -> None:
@@ -66,6 +71,10 @@ class FarmConfig:
             raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.network not in NETWORKS:
             raise ConfigError(f"network must be one of {', '.join(NETWORKS)}, got {self.network!r}")
+        if self.dhcp not in DHCP_MODES:
+            raise ConfigError(f"dhcp must be one of {', '.join(DHCP_MODES)}, got {self.dhcp!r}")
+        if not isinstance(self.dhcpd_conf, Path):
+            raise ConfigError(f"dhcpd_conf must be a file path, got {self.dhcpd_conf!r}")
         try:
             subnet = ipaddress.ip_network(self.bridge_subnet)
         except (TypeError, ValueError) as exc:

@@ -16,6 +16,12 @@ recorded so a watchdog reaps both if farm is SIGKILLed. On a remote host the
 agent's hostfwd listens on all addresses, farm copies the console into the
 local log over a libvirt stream, and the daemon destroys the domains when
 farm's connection drops (AUTODESTROY).
+
+With ``network = "bridge"`` (local hypervisors only) each domain gets an
+``<interface type='bridge'>`` on farm's bridge with the machine's reserved
+MAC (libvirt creates and removes the tap); the agent is reached at the
+reserved IP. The backend brings the bridge and farm's dhcpd up at its first
+guest and down at ``close()`` if it brought them up (:class:`BackendBridge`).
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -53,6 +60,7 @@ from farm.backend.libvirt_xml import (
     embed_root,
     embed_socket_hint,
     is_local,
+    libvirt_nic_model,
     offers_kvm,
     parse_marker,
     remote_host,
@@ -61,6 +69,7 @@ from farm.backend.libvirt_xml import (
 )
 from farm.config import FarmConfig, check_libvirt_uri
 from farm.errors import BackendError, ConfigError, ImageError
+from farm.network.bridge import BackendBridge, check_bridge_support
 from farm.procs import ProcessRegistry, terminate
 from farm.profile import MachineProfile, load_profile
 
@@ -187,10 +196,12 @@ class LibvirtGuest(Guest):
         screen: subprocess.Popen[bytes] | None = None,
         console: Path | None = None,
         stream: ConsoleStream | None = None,
+        hostfwd: bool = True,
     ) -> None:
         self.name = name
         self._dom = dom
         self._address = address
+        self._hostfwd = hostfwd  # the port of ``address`` is a hostfwd port of _PORTS
         self._registry = registry
         self._qemu = qemu
         self._screen = screen
@@ -249,7 +260,8 @@ class LibvirtGuest(Guest):
             _forget(
                 self._registry, f"{self.name}.screen", self._screen.pid if self._screen else None
             )
-            _PORTS.release(self._address[1])
+            if self._hostfwd:
+                _PORTS.release(self._address[1])
             self.log.debug("destroyed")
 
 
@@ -280,6 +292,12 @@ class LibvirtBackend(Backend):
         self._lock = threading.Lock()
         self._conn: libvirt.virConnect | None = None
         self._domain_type: str | None = None
+        self._net = BackendBridge(config, self.registry)  # network == "bridge": br0 + dhcpd
+
+    @property
+    def bridged(self) -> bool:
+        """True when guests go on farm's bridge (config ``network = "bridge"``)."""
+        return self.config.network == "bridge"
 
     def connection(self) -> libvirt.virConnect:
         """The backend's connection, opened on first use (embedded root prepared first)."""
@@ -314,6 +332,15 @@ class LibvirtBackend(Backend):
                 raise ImageError(f"missing guest {label} {path}: run `farm image build`")
         if self.local and shutil.which(self.profile.qemu) is None:
             raise ConfigError(f"QEMU binary {self.profile.qemu!r} not found (install qemu-system)")
+        if self.bridged:
+            if not self.local:
+                raise ConfigError(
+                    f"network = 'bridge' needs a local libvirt URI: farm's bridge is on this "
+                    f"host, not on {remote_host(self.uri)}"
+                )
+            if self.profile.nic:
+                libvirt_nic_model(self.profile.nic)  # ConfigError for a board NIC
+            check_bridge_support(self.config)
         self.connection()
 
     def spawn(self, name: str, token: str) -> Guest:
@@ -323,7 +350,13 @@ class LibvirtBackend(Backend):
         self.config.log_dir.mkdir(parents=True, exist_ok=True)
         console = (self.config.log_dir / f"{name}.console.log").resolve()
         console.unlink(missing_ok=True)
-        dom, port = self._create(conn, name, token, console, glog)
+        if self.bridged:  # libvirt puts the tap on br0; the agent at the reserved IP
+            mac, ip = self._net.network().reservation(name)
+            dom = self._create_bridged(conn, name, token, console, mac, glog)
+            address = (str(ip), self.config.agent_port)
+        else:
+            dom, port = self._create(conn, name, token, console, glog)
+            address = (remote_host(self.uri) or "127.0.0.1", port)
         qemu = screen = stream = None
         try:
             if self.local:
@@ -340,11 +373,11 @@ class LibvirtBackend(Backend):
             destroy_domain(dom, glog)
             if screen is not None:
                 quit_screen(name, screen)
-            _PORTS.release(port)
+            if not self.bridged:
+                _PORTS.release(address[1])
             self.registry.forget(name)
             self.registry.forget(f"{name}.screen")
             raise
-        address = (remote_host(self.uri) or "127.0.0.1", port)
         glog.info(
             "domain %s up (QEMU pid %s), agent at %s:%d, console %s",
             dom.UUIDString(),
@@ -361,7 +394,30 @@ class LibvirtBackend(Backend):
             screen=screen,
             console=console,
             stream=stream,
+            hostfwd=not self.bridged,
         )
+
+    def _create_bridged(
+        self,
+        conn: libvirt.virConnect,
+        name: str,
+        token: str,
+        console: Path,
+        mac: str,
+        glog: logging.Logger,
+    ) -> libvirt.virDomain:
+        """createXML of a domain whose NIC is on farm's bridge with ``mac`` (no hostfwd)."""
+        spec = self._spec(name, token, None if self.console_stream else console, 0)
+        bridge = self._net.network().plan.bridge
+        xml = domain_xml(replace(spec, bridge=bridge, mac=mac))
+        glog.debug("domain XML:\n%s", xml)
+        try:
+            return conn.createXML(xml, 0)
+        except libvirt.libvirtError as exc:
+            raise BackendError(
+                f"{name}: libvirt could not start the domain on bridge {bridge}: {exc}"
+                f"{embed_socket_hint(self.uri, name)}"
+            ) from exc
 
     def _create(
         self, conn: libvirt.virConnect, name: str, token: str, console: Path, glog: logging.Logger
@@ -525,11 +581,15 @@ class LibvirtBackend(Backend):
         return reaped
 
     def close(self) -> None:
+        """Close the connection; take the bridged network down if this backend brought it up."""
         with self._lock:
             conn, self._conn = self._conn, None
-        if conn is not None:
-            with contextlib.suppress(libvirt.libvirtError):
-                conn.close()
+        try:
+            if conn is not None:
+                with contextlib.suppress(libvirt.libvirtError):
+                    conn.close()
+        finally:
+            self._net.close()
 
 
 def destroy_domain(dom: libvirt.virDomain, glog: logging.Logger) -> None:

@@ -5,7 +5,9 @@ No libvirt import here (unit-testable without a hypervisor).
 disks, the serial console on a pty (logged to a file by QEMU when the host is
 local), user-mode networking with one hostfwd to the agent added through
 ``<qemu:commandline>`` (libvirt 9.0 rejects the passt backend; the NIC gets
-its own PCI slot), and farm's own metadata element (namespace
+its own PCI slot) or, on farm's bridge, an ``<interface type='bridge'>``
+whose tap libvirt creates and removes itself (the machine's reserved MAC,
+so farm's dhcpd hands it the reserved IP), and farm's own metadata element (namespace
 :data:`FARM_NS`), which is how farm recognises its domains and never touches
 anyone else's. ``parse_marker`` and ``serial_pty`` read a live domain's XML.
 """
@@ -148,6 +150,8 @@ class DomainSpec:
     extra_args: tuple[str, ...] = ()
     hostfwd_addr: str = "127.0.0.1"
     serial: bool = True  # a serial console (pty) at all
+    bridge: str | None = None  # on this bridge (libvirt's own tap) instead of user-mode net
+    mac: str | None = None  # the NIC's MAC on the bridge (the machine's reservation)
 
     @property
     def arch(self) -> str:
@@ -188,6 +192,30 @@ def network_args(
     else:  # a board's own NIC (e.g. lan9118 on realview): only -nic wires it
         return ["-nic", f"user,id={NETDEV_ID},model={nic_model},{fwd}"]
     return ["-netdev", f"user,id={NETDEV_ID},{fwd}", "-device", device]
+
+
+def libvirt_nic_model(nic_model: str) -> str:
+    """libvirt's ``<model type=...>`` for a QEMU NIC device (``virtio-net-pci`` -> ``virtio``).
+
+    Board NICs (``-nic model=...`` only) cannot be a libvirt ``<interface>``.
+    """
+    if nic_model.startswith("virtio-net"):
+        return "virtio"
+    if nic_model in PCI_NICS or nic_model.endswith("-pci"):
+        return nic_model
+    raise ConfigError(
+        f"NIC model {nic_model!r} is a board NIC: libvirt cannot put it on a bridge "
+        "(use a PCI/virtio NIC, or backend = 'qemu')"
+    )
+
+
+def bridge_interface(bridge: str, mac: str, nic_model: str) -> ET.Element:
+    """``<interface type='bridge'>`` on ``bridge`` with ``mac``; libvirt manages the tap."""
+    iface = ET.Element("interface", {"type": "bridge"})
+    ET.SubElement(iface, "source", {"bridge": bridge})
+    ET.SubElement(iface, "mac", {"address": mac})
+    ET.SubElement(iface, "model", {"type": libvirt_nic_model(nic_model)})
+    return iface
 
 
 def domain_xml(spec: DomainSpec) -> str:
@@ -235,9 +263,16 @@ def domain_xml(spec: DomainSpec) -> str:
         ET.SubElement(console, "target", {"type": "serial", "port": "0"})
     if x86:
         ET.SubElement(devices, "controller", {"type": "usb", "model": "none"})
+    net: list[str] = []
+    if spec.bridge is not None:
+        if spec.nic_model:  # no NIC model: no network at all, as in the profile
+            if not spec.mac:
+                raise ConfigError(f"{spec.name}: a NIC on bridge {spec.bridge} needs a MAC")
+            devices.append(bridge_interface(spec.bridge, spec.mac, spec.nic_model))
+    else:
+        net = network_args(spec.nic_model, spec.host_port, spec.agent_port, spec.hostfwd_addr)
     ET.SubElement(devices, "memballoon", {"model": "none"})
     cmd = ET.SubElement(root, f"{{{QEMU_NS}}}commandline")
-    net = network_args(spec.nic_model, spec.host_port, spec.agent_port, spec.hostfwd_addr)
     for arg in [*net, *extra]:
         ET.SubElement(cmd, f"{{{QEMU_NS}}}arg", {"value": arg})
     ET.indent(root)

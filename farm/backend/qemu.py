@@ -19,18 +19,15 @@ import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import psutil
 
 from farm.backend.base import Backend, Guest
 from farm.config import FarmConfig
 from farm.errors import BackendError, ConfigError, ImageError
+from farm.network.bridge import BackendBridge
 from farm.procs import ProcessRegistry, terminate
 from farm.profile import MachineProfile, load_profile
-
-if TYPE_CHECKING:
-    from farm.network.bridge import BridgeNetwork
 
 log = logging.getLogger(__name__)
 
@@ -140,9 +137,7 @@ class QemuBackend(Backend):
             profile if profile is not None else load_profile(config.profile, config.image_dir)
         )
         self.registry = ProcessRegistry(config.state_dir)
-        self._net: BridgeNetwork | None = None  # network == "bridge": br0 + taps + dhcpd
-        self._net_owned = False
-        self._net_lock = threading.Lock()
+        self._net = BackendBridge(config, self.registry)  # network == "bridge": br0 + dhcpd
 
     def check(self) -> None:
         if shutil.which(self.profile.qemu) is None:
@@ -170,7 +165,7 @@ class QemuBackend(Backend):
         host, profile, extra = "127.0.0.1", self.profile, ["-pidfile", str(pidfile)]
         on_destroy: Callable[[], None] | None = None
         if self.config.network == "bridge":  # a tap on br0; the agent at the reserved IP
-            nic = self._bridge().attach(name)
+            nic = self._net.network().attach(name)
             host, port, on_destroy = str(nic.ip), self.config.agent_port, nic.release
             if self.profile.nic:
                 extra += nic.qemu_args(self.profile.nic, self.profile.nic_onboard)
@@ -214,23 +209,9 @@ class QemuBackend(Backend):
             name, port, qemu_pid, screen_pid, run_dir, console, self.registry, host, on_destroy
         )
 
-    def _bridge(self) -> BridgeNetwork:
-        """The bridged network, brought up on first use (and down in close() if we did)."""
-        from farm.network.bridge import BridgeNetwork
-
-        with self._net_lock:
-            if self._net is None:
-                net = BridgeNetwork.from_config(self.config, registry=self.registry)
-                self._net_owned = net.ensure_up()
-                self._net = net
-            return self._net
-
     def close(self) -> None:
         """Take the bridged network down if this backend brought it up."""
-        with self._net_lock:
-            net, owned, self._net = self._net, self._net_owned, None
-        if net is not None and owned:
-            net.down()
+        self._net.close()
 
     def _wait_pid(self, name: str, pidfile: Path, console: Path, argv: list[str]) -> int:
         deadline = time.monotonic() + 10.0

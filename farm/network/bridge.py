@@ -3,7 +3,9 @@
 Everything goes through pyroute2 (netlink) in the network namespace of the
 calling process; every operation is idempotent (an existing bridge or tap is
 reused, a missing one is not an error on removal). :class:`BridgeNetwork`
-combines the bridge and :class:`~farm.network.dhcp.DhcpServer`;
+combines the bridge and :class:`~farm.network.dhcp.DhcpServer` (or, with
+``dhcp = "external"``, the check of the user's dhcpd); :class:`BackendBridge`
+is how a backend brings it up at its first guest and down at ``close()``;
 :func:`net_up` / :func:`net_down` are the API behind ``farm net up|down``.
 """
 
@@ -25,6 +27,8 @@ from farm.network.dhcp import (
     DEFAULT_SUBNET,
     DhcpPlan,
     DhcpServer,
+    ExternalDhcp,
+    check_reservations,
     mac_for,
     machine_id,
 )
@@ -185,17 +189,32 @@ def plan_for(config: Any) -> DhcpPlan:
 
 def check_bridge_support(config: Any) -> None:
     """Raise a FarmError saying what bridged networking lacks here (root, dhcpd, plan)."""
-    plan_for(config)  # ConfigError for a bad subnet
+    plan = plan_for(config)  # ConfigError for a bad subnet
     if os.geteuid() != 0:
         raise NetworkError("network = 'bridge' needs root (bridge, taps and dhcpd)")
-    if shutil.which("dhcpd") is None:
+    if _external(config):
+        check_reservations(plan, _dhcpd_conf(config))
+    elif shutil.which("dhcpd") is None:
         raise NetworkError("dhcpd not found (apt-get install isc-dhcp-server)")
     if not Path("/dev/net/tun").exists():
         raise NetworkError("/dev/net/tun is missing: QEMU cannot open taps (modprobe tun)")
 
 
+def _external(config: Any) -> bool:
+    return getattr(config, "dhcp", "farm") == "external"
+
+
+def _dhcpd_conf(config: Any) -> Path:
+    return Path(getattr(config, "dhcpd_conf", "/etc/dhcp/dhcpd.conf"))
+
+
 class BridgeNetwork:
-    """Bridge + taps + farm's dhcpd as one unit: ``up()`` / ``down()``, or ``with``."""
+    """Bridge + taps + farm's dhcpd as one unit: ``up()`` / ``down()``, or ``with``.
+
+    With ``external_conf`` (config ``dhcp = "external"``) the DHCP server is the
+    user's system-wide dhcpd: ``up()`` checks that config has every reservation
+    (before creating anything) instead of starting a dhcpd, ``down()`` stops none.
+    """
 
     def __init__(
         self,
@@ -204,20 +223,33 @@ class BridgeNetwork:
         *,
         registry: ProcessRegistry | None = None,
         dhcpd: str = "dhcpd",
+        external_conf: Path | None = None,
     ) -> None:
         self.plan = plan
         self.bridge = Bridge(plan.bridge, plan.bridge_interface)
-        self.dhcp = DhcpServer(plan, state_dir, dhcpd=dhcpd, registry=registry)
+        self.external = external_conf is not None
+        self.dhcp: DhcpServer | ExternalDhcp = (
+            ExternalDhcp(plan, external_conf)
+            if external_conf is not None
+            else DhcpServer(plan, state_dir, dhcpd=dhcpd, registry=registry)
+        )
         self._lock = threading.Lock()
 
     @classmethod
     def from_config(cls, config: Any, *, registry: ProcessRegistry | None = None) -> BridgeNetwork:
         """The bridged network of a FarmConfig."""
-        return cls(plan_for(config), Path(config.state_dir), registry=registry)
+        external = _dhcpd_conf(config) if _external(config) else None
+        return cls(
+            plan_for(config), Path(config.state_dir), registry=registry, external_conf=external
+        )
 
     def up(self) -> None:
-        """Create the bridge and start dhcpd on it. Idempotent."""
+        """Create the bridge and start dhcpd on it (external: check, then create). Idempotent."""
         with self._lock:
+            if self.external:
+                self.dhcp.start()  # the reservation check: nothing created if it fails
+                self.bridge.create()
+                return
             self.bridge.create()
             try:
                 self.dhcp.start()
@@ -252,13 +284,26 @@ class BridgeNetwork:
         self.bridge.add_tap(tap)
         return tap, mac_for(ident), ip
 
+    def reservation(self, name: str) -> tuple[str, ipaddress.IPv4Address]:
+        """(MAC, reserved IP) of machine ``name`` (``qemuN``); creates nothing."""
+        ident = machine_id(name)
+        return mac_for(ident), self.plan.ip_for(ident)
+
     def attach(self, name: str) -> TapNic:
         """Create the tap of machine ``name`` (``qemuN``) and describe its NIC."""
         tap, mac, ip = self.add_machine(machine_id(name))
         return TapNic(tap, mac, ip)
 
     def ensure_up(self) -> bool:
-        """Bring the network up unless its dhcpd already runs; True if this call started it."""
+        """Bring the network up unless it is up already; True if this call brought it up.
+
+        Up means farm's dhcpd runs; with an external dhcpd, that the bridge exists
+        (the reservations are checked either way when this call brings it up).
+        """
+        if self.external:
+            existed = self.bridge.exists()
+            self.up()
+            return not existed
         if self.dhcp.running():
             self.bridge.create()  # idempotent: make sure the bridge and its address exist
             return False
@@ -273,6 +318,33 @@ class BridgeNetwork:
         self, et: type[BaseException] | None, ev: BaseException | None, tb: TracebackType | None
     ) -> None:
         self.down()
+
+
+class BackendBridge:
+    """A backend's bridged network: brought up at first use, down at close() only if it did."""
+
+    def __init__(self, config: Any, registry: ProcessRegistry | None = None) -> None:
+        self.config = config
+        self.registry = registry
+        self._net: BridgeNetwork | None = None
+        self._owned = False
+        self._lock = threading.Lock()
+
+    def network(self) -> BridgeNetwork:
+        """The bridged network, up (bridge + dhcpd, or the external dhcpd's check passed)."""
+        with self._lock:
+            if self._net is None:
+                net = BridgeNetwork.from_config(self.config, registry=self.registry)
+                self._owned = net.ensure_up()
+                self._net = net
+            return self._net
+
+    def close(self) -> None:
+        """Take the network down if :meth:`network` brought it up; forget it either way."""
+        with self._lock:
+            net, owned, self._net, self._owned = self._net, self._owned, None, False
+        if net is not None and owned:
+            net.down()
 
 
 def net_up(config: Any) -> BridgeNetwork:

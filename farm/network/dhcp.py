@@ -9,7 +9,9 @@ then a dynamic range up to the broadcast address; the three never overlap.
 its files under ``<state_dir>/dhcp``. Readiness of a guest is the agent
 handshake, not the lease file; :meth:`DhcpServer.leases` is for diagnostics
 (fixed-address bindings are not written to the lease file by dhcpd, only
-dynamic ones).
+dynamic ones). With ``dhcp = "external"`` the user runs a system-wide dhcpd
+instead: :class:`ExternalDhcp` never starts one, :func:`check_reservations`
+verifies the user's dhcpd.conf holds every reservation of the plan.
 """
 
 from __future__ import annotations
@@ -129,6 +131,11 @@ class DhcpPlan:
         return [(f"farm{i}", mac_for(i), self.ip_for(i)) for i in range(1, self.machines + 1)]
 
 
+def host_line(name: str, mac: str, ip: ipaddress.IPv4Address | str) -> str:
+    """One dhcpd.conf reservation: ``host NAME { hardware ethernet MAC; fixed-address IP; }``."""
+    return f"host {name} {{ hardware ethernet {mac}; fixed-address {ip}; }}"
+
+
 def render_conf(plan: DhcpPlan, template: Path | str | None = None) -> str:
     """dhcpd.conf for ``plan`` from the template file (default ``dhcp/dhcpd.conf``)."""
     path = Path(template) if template is not None else TEMPLATE
@@ -136,10 +143,7 @@ def render_conf(plan: DhcpPlan, template: Path | str | None = None) -> str:
         text = path.read_text()
     except OSError as exc:
         raise ConfigError(f"cannot read the dhcpd.conf template {path}: {exc}") from exc
-    hosts = "\n".join(
-        f"host {name} {{ hardware ethernet {mac}; fixed-address {ip}; }}"
-        for name, mac, ip in plan.reservations()
-    )
+    hosts = "\n".join(host_line(name, mac, ip) for name, mac, ip in plan.reservations())
     try:
         return Template(text).substitute(
             network=plan.subnet.network_address,
@@ -271,21 +275,139 @@ class DhcpServer:
 
     def leases(self) -> list[Lease]:
         """Entries of the lease file (MAC, IP, binding state); fixed addresses are not in it."""
-        from isc_dhcp_leases import IscDhcpLeases
-
-        if not self.lease_file.exists():
-            return []
-        try:
-            entries = IscDhcpLeases(str(self.lease_file)).get()
-        except (OSError, ValueError) as exc:
-            raise NetworkError(f"cannot read {self.lease_file}: {exc}") from exc
-        return [
-            Lease(str(e.ethernet), str(e.ip), str(e.binding_state), getattr(e, "hostname", None))
-            for e in entries
-        ]
+        return read_leases(self.lease_file)
 
     def _tail(self, limit: int = 2000) -> str:
         try:
             return self.logfile.read_text(errors="replace")[-limit:]
         except OSError:
             return ""
+
+
+def read_leases(path: Path) -> list[Lease]:
+    """Entries of an isc-dhcp-server lease file (empty when there is none)."""
+    from isc_dhcp_leases import IscDhcpLeases
+
+    if not path.exists():
+        return []
+    try:
+        entries = IscDhcpLeases(str(path)).get()
+    except (OSError, ValueError) as exc:
+        raise NetworkError(f"cannot read {path}: {exc}") from exc
+    return [
+        Lease(str(e.ethernet), str(e.ip), str(e.binding_state), getattr(e, "hostname", None))
+        for e in entries
+    ]
+
+
+# -- a system-wide dhcpd the user manages (config ``dhcp = "external"``) -----------------------
+
+_COMMENT = re.compile(r"#[^\n]*")
+_HOST = re.compile(r"\bhost\s+(\"[^\"]*\"|[^\s{]+)\s*\{([^{}]*)\}", re.IGNORECASE)
+_HW = re.compile(r"\bhardware\s+ethernet\s+([0-9A-Fa-f:]+)\s*;", re.IGNORECASE)
+_FIXED = re.compile(r"\bfixed-address\s+([^;]+);", re.IGNORECASE)
+
+
+def parse_reservations(text: str) -> dict[str, list[str]]:
+    """MAC (lower case) -> fixed addresses of every ``host { ... }`` block of a dhcpd.conf.
+
+    Host blocks count wherever they are (top level, inside ``subnet`` or
+    ``group``); comments are ignored; ``include`` files are not followed.
+    A MAC declared in several host blocks collects all their addresses.
+    """
+    found: dict[str, list[str]] = {}
+    for match in _HOST.finditer(_COMMENT.sub("", text)):
+        body = match.group(2)
+        hw = _HW.search(body)
+        if hw is None:
+            continue
+        mac = ":".join(part.zfill(2) for part in hw.group(1).lower().split(":"))
+        addresses = found.setdefault(mac, [])
+        for fixed in _FIXED.finditer(body):
+            addresses += [a.strip() for a in fixed.group(1).split(",") if a.strip()]
+    return found
+
+
+@dataclass(frozen=True)
+class ReservationProblem:
+    """A reservation farm needs that the user's dhcpd.conf lacks (``have`` empty) or gets wrong."""
+
+    name: str
+    mac: str
+    ip: ipaddress.IPv4Address
+    have: tuple[str, ...] = ()
+
+    def describe(self) -> str:
+        """One line for the error message."""
+        if not self.have:
+            return f"{self.mac} -> {self.ip}: missing"
+        return f"{self.mac} -> {self.ip}: reserved as {', '.join(self.have)} instead"
+
+
+def reservation_problems(plan: DhcpPlan, text: str) -> list[ReservationProblem]:
+    """The reservations of ``plan`` that the dhcpd.conf ``text`` lacks or maps elsewhere."""
+    have = parse_reservations(text)
+    problems = []
+    for name, mac, ip in plan.reservations():
+        addresses = tuple(have.get(mac, ()))
+        if str(ip) not in addresses:
+            problems.append(ReservationProblem(name, mac, ip, addresses))
+    return problems
+
+
+def check_reservations(plan: DhcpPlan, conf: Path | str) -> None:
+    """Raise NetworkError unless ``conf`` reserves every machine's MAC -> IP of ``plan``.
+
+    The error lists each missing or mismatched reservation and the
+    ``host`` lines to put into the user's dhcpd.conf.
+    """
+    path = Path(conf)
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise NetworkError(
+            f"dhcp = 'external': cannot read the dhcpd config {path} ({exc}); set dhcpd_conf "
+            "to the system dhcpd's config file"
+        ) from exc
+    problems = reservation_problems(plan, text)
+    if not problems:
+        log.info("%s has all %d reservations of farm", path, plan.machines)
+        return
+    listing = "\n".join(f"  {p.describe()}" for p in problems)
+    lines = "\n".join(host_line(p.name, p.mac, p.ip) for p in problems)
+    raise NetworkError(
+        f"dhcp = 'external': {path} lacks {len(problems)} of farm's {plan.machines} "
+        f"reservations (subnet {plan.subnet}, bridge {plan.bridge}):\n{listing}\n"
+        f"add these lines to {path} (replacing wrong ones) and restart dhcpd:\n{lines}"
+    )
+
+
+class ExternalDhcp:
+    """The user's system-wide dhcpd: farm never starts or stops it, it checks the reservations."""
+
+    pid: int | None = None  # not farm's process
+
+    def __init__(
+        self,
+        plan: DhcpPlan,
+        conf: Path | str = "/etc/dhcp/dhcpd.conf",
+        lease_file: Path | str = "/var/lib/dhcp/dhcpd.leases",
+    ) -> None:
+        self.plan = plan
+        self.conf = Path(conf)
+        self.lease_file = Path(lease_file)
+
+    def running(self) -> bool:
+        """False: no dhcpd of farm's runs (the user's is not farm's to report)."""
+        return False
+
+    def start(self, timeout: float = 10.0) -> None:
+        """Check the user's config has farm's reservations (NetworkError listing what is off)."""
+        check_reservations(self.plan, self.conf)
+
+    def stop(self, timeout: float = 3.0) -> None:
+        """Nothing: the user's dhcpd keeps running."""
+
+    def leases(self) -> list[Lease]:
+        """Entries of the system lease file (diagnostics)."""
+        return read_leases(self.lease_file)

@@ -13,6 +13,7 @@ import pytest
 from farm.config import FarmConfig
 from farm.errors import ConfigError
 from farm.network.bridge import BridgeNetwork, TapNic, plan_for, tap_name
+from farm.network.dhcp import DhcpServer
 
 
 def test_tap_names() -> None:
@@ -55,4 +56,5 @@ def test_plan_honours_bridge_subnet_when_the_config_has_it(tmp_path: Path) -> No
     net = BridgeNetwork.from_config(Cfg())
     assert net.plan.bridge == "br9"
     assert str(net.bridge.address) == "10.9.0.1/24"
+    assert isinstance(net.dhcp, DhcpServer)
     assert net.dhcp.dir == tmp_path.resolve() / "dhcp"

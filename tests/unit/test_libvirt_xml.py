@@ -13,11 +13,14 @@ from farm.backend.libvirt_xml import (
     QEMU_NS,
     DomainSpec,
     FarmMarker,
+    bridge_interface,
     domain_xml,
+    libvirt_nic_model,
     network_args,
     parse_marker,
     serial_pty,
 )
+from farm.errors import ConfigError
 
 SPEC = DomainSpec(
     name="qemu1",
@@ -180,3 +183,48 @@ def test_special_characters_are_escaped() -> None:
     spec = dataclasses.replace(SPEC, cmdline="console=ttyS0 a=<b>&c", console_log=Path("/l o&g"))
     root = ET.fromstring(domain_xml(spec))
     assert root.findtext("os/cmdline") == "console=ttyS0 a=<b>&c"
+
+
+BRIDGED = dataclasses.replace(SPEC, bridge="br0", mac="52:54:00:fa:00:01", host_port=0)
+
+
+def test_bridged_nic_is_a_libvirt_bridge_interface() -> None:
+    root = ET.fromstring(domain_xml(BRIDGED))
+    ifaces = root.findall("devices/interface")
+    assert len(ifaces) == 1
+    iface = ifaces[0]
+    assert iface.get("type") == "bridge"
+    source, mac, model = iface.find("source"), iface.find("mac"), iface.find("model")
+    assert source is not None and source.attrib == {"bridge": "br0"}
+    assert mac is not None and mac.attrib == {"address": "52:54:00:fa:00:01"}
+    assert model is not None and model.attrib == {"type": "virtio"}
+    assert iface.find("target") is None  # libvirt names, creates and removes the tap itself
+
+
+def test_bridged_domain_has_no_user_mode_network() -> None:
+    root = ET.fromstring(domain_xml(BRIDGED))
+    args = qemu_args(root)
+    assert not any("user," in a or "hostfwd" in a or "netdev" in a for a in args), args
+    spec = dataclasses.replace(BRIDGED, extra_args=("-rtc", "base=utc"))
+    assert qemu_args(ET.fromstring(domain_xml(spec))) == ["-rtc", "base=utc"]
+    # and a user-mode domain has no <interface>
+    assert ET.fromstring(domain_xml(SPEC)).find("devices/interface") is None
+
+
+def test_bridged_nic_models() -> None:
+    assert libvirt_nic_model("virtio-net-pci") == "virtio"
+    assert libvirt_nic_model("virtio-net-device") == "virtio"
+    assert libvirt_nic_model("e1000") == "e1000"
+    assert libvirt_nic_model("rtl8139") == "rtl8139"
+    with pytest.raises(ConfigError, match="board NIC"):
+        libvirt_nic_model("lan9118")
+    model = bridge_interface("br9", "52:54:00:fa:01:ff", "e1000").find("model")
+    assert model is not None and model.get("type") == "e1000"
+
+
+def test_bridged_without_nic_model_has_no_network_and_mac_is_required() -> None:
+    root = ET.fromstring(domain_xml(dataclasses.replace(BRIDGED, nic_model="")))
+    assert root.find("devices/interface") is None
+    assert qemu_args(root) == []
+    with pytest.raises(ConfigError, match="needs a MAC"):
+        domain_xml(dataclasses.replace(BRIDGED, mac=None))
