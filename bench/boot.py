@@ -6,19 +6,34 @@ sizes, and QEMU's RSS next to the guest RAM size.
 
     .venv/bin/python bench/boot.py [--boots 5] [--profile '{"machine": "q35"}']
                                    [--kernel-args-extra "..."] [--build]
+                                   [--network user|bridge]
+
+``--network user`` (default): QEMU user-mode networking, the agent reached
+through a hostfwd port on 127.0.0.1. ``--network bridge`` (root): the bench
+creates a private network namespace ``farmbench-XXXX``, re-executes itself
+inside it (``ip netns exec``), brings up farm's bridge and dhcpd there
+(:class:`farm.network.bridge.BridgeNetwork`), boots each guest on its own tap
+with its reserved MAC (one guest at a time) and handshakes with the agent at
+the guest's reserved IP; afterwards every process in the namespace is ended
+and the namespace deleted. The JSON then also holds ``"network": "bridge"``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
+import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
 import threading
 import time
+import uuid
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -29,9 +44,13 @@ sys.path.insert(0, str(REPO))
 
 from farm.image import build  # noqa: E402
 from farm.image.smoke import Guest, free_port  # noqa: E402
+from farm.network.bridge import BridgeNetwork, TapNic  # noqa: E402
+from farm.network.dhcp import DEFAULT_SUBNET, DhcpPlan  # noqa: E402
 from farm.profile import MachineProfile, default_profile  # noqa: E402
 
 TOKEN = "bench-token"
+#: set (to the namespace's name) in the copy of the bench running inside its namespace
+NETNS_ENV = "FARM_BENCH_NETNS"
 
 
 def _pump(stream: Any, log: Path, t0: float, marks: dict[str, float]) -> None:
@@ -48,14 +67,31 @@ def _pump(stream: Any, log: Path, t0: float, marks: dict[str, float]) -> None:
                 marks.setdefault("agent-listening", time.monotonic() - t0)
 
 
-def boot_once(profile: MachineProfile, workdir: Path, n: int) -> dict[str, Any]:
-    """One boot: seconds to handshake, console step times, QEMU RSS."""
-    port = free_port()
+def boot_once(
+    profile: MachineProfile, workdir: Path, n: int, nic: TapNic | None = None
+) -> dict[str, Any]:
+    """One boot: seconds to handshake, console step times, QEMU RSS.
+
+    ``nic``: boot on that tap (bridged) and reach the agent at its reserved IP;
+    None: user-mode networking with a hostfwd port.
+    """
     qmp = workdir / f"b{n}.qmp"
     console = workdir / f"b{n}.console.log"
-    argv = profile.qemu_argv(
-        f"bench{n}", hostfwd_port=port, token=TOKEN, console="stdio", qmp_socket=qmp
-    )
+    if nic is None:
+        host, port = "127.0.0.1", free_port()
+        argv = profile.qemu_argv(
+            f"bench{n}", hostfwd_port=port, token=TOKEN, console="stdio", qmp_socket=qmp
+        )
+    else:  # as farm.backend.qemu does it: the profile's NIC model, on the tap
+        host, port = str(nic.ip), profile.guest_port
+        argv = replace(profile, nic="").qemu_argv(
+            f"bench{n}",
+            hostfwd_port=None,
+            token=TOKEN,
+            console="stdio",
+            qmp_socket=qmp,
+            extra=nic.qemu_args(profile.nic, profile.nic_onboard) if profile.nic else (),
+        )
     marks: dict[str, float] = {}
     t0 = time.monotonic()
     proc = subprocess.Popen(
@@ -63,7 +99,7 @@ def boot_once(profile: MachineProfile, workdir: Path, n: int) -> dict[str, Any]:
     )
     pump = threading.Thread(target=_pump, args=(proc.stdout, console, t0, marks), daemon=True)
     pump.start()
-    guest = Guest(f"bench{n}", proc, port, console, qmp, t0, argv)  # type: ignore[arg-type]
+    guest = Guest(f"bench{n}", proc, port, console, qmp, t0, argv, host)  # type: ignore[arg-type]
     try:
         sock, _hello = guest.wait_for_agent(TOKEN, 120)
         latency = time.monotonic() - t0
@@ -75,6 +111,91 @@ def boot_once(profile: MachineProfile, workdir: Path, n: int) -> dict[str, Any]:
     return {"latency": latency, "marks": marks, "rss": rss}
 
 
+def _ns_inode(name: str) -> int | None:
+    try:
+        return os.stat(f"/run/netns/{name}").st_ino
+    except OSError:
+        return None
+
+
+def _end_processes_in(name: str) -> list[str]:
+    """SIGTERM (then SIGKILL) every process whose network namespace is ``name``."""
+    inode = _ns_inode(name)
+    if inode is None:
+        return []
+    found = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if proc.status() != psutil.STATUS_ZOMBIE and (
+                os.stat(f"/proc/{proc.pid}/ns/net").st_ino == inode
+            ):
+                found.append(proc)
+    names = []
+    for proc in found:
+        with contextlib.suppress(psutil.Error):
+            names.append(" ".join(proc.cmdline())[:120])
+            proc.terminate()
+    _, alive = psutil.wait_procs(found, timeout=5)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=5)
+    return names
+
+
+def run_in_namespace(argv: list[str]) -> int:
+    """Create ``farmbench-XXXX``, run this bench inside it with ``argv``, delete it again."""
+    if os.geteuid() != 0:
+        raise SystemExit("--network bridge needs root (ip netns, bridge, taps, dhcpd)")
+    for tool in ("ip", "dhcpd"):
+        if shutil.which(tool) is None:
+            raise SystemExit(f"--network bridge needs {tool} (iproute2, isc-dhcp-server)")
+    name = f"farmbench-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True, timeout=10)
+    try:
+        subprocess.run(
+            ["ip", "-n", name, "link", "set", "lo", "up"],
+            check=True,
+            capture_output=True,
+            timeout=10,
+        )
+        child = [sys.executable, str(Path(__file__).resolve()), *argv]
+        proc = subprocess.run(
+            ["ip", "netns", "exec", name, *child],
+            env={**os.environ, NETNS_ENV: name},
+            check=False,
+        )
+        return proc.returncode
+    finally:
+        left = _end_processes_in(name)
+        if left:
+            print(f"ended processes left in {name}: {left}", file=sys.stderr)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10, check=False)
+        if _ns_inode(name) is not None:
+            print(f"warning: namespace {name} could not be deleted", file=sys.stderr)
+
+
+def _inside_own_namespace() -> bool:
+    """True if this process runs in the namespace named by $FARM_BENCH_NETNS."""
+    name = os.environ.get(NETNS_ENV, "")
+    inode = _ns_inode(name) if name else None
+    return inode is not None and os.stat("/proc/self/ns/net").st_ino == inode
+
+
+def bridged_boots(profile: MachineProfile, workdir: Path, boots: int) -> list[dict[str, Any]]:
+    """Bring up br0 + dhcpd here, boot guest 1..N one at a time on its tap; take it all down."""
+    plan = DhcpPlan.create(DEFAULT_SUBNET, machines=max(16, boots))
+    runs = []
+    with BridgeNetwork(plan, workdir / "state") as net:
+        for n in range(boots):
+            nic = net.attach(f"bench{n + 1}")  # tap farm-tapN, MAC/IP reserved for id N
+            try:
+                runs.append({**boot_once(profile, workdir, n, nic), "ip": str(nic.ip)})
+            finally:
+                nic.release()
+    return runs
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print its JSON document."""
     ap = argparse.ArgumentParser(description=__doc__)
@@ -83,8 +204,19 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kernel-args-extra", default="")
     ap.add_argument("--image-dir", type=Path, default=REPO / "images")
     ap.add_argument("--build", action="store_true", help="build (or reuse) the image first")
-    args = ap.parse_args(argv)
+    ap.add_argument(
+        "--network",
+        choices=("user", "bridge"),
+        default="user",
+        help="user: hostfwd on 127.0.0.1; bridge: farm's br0 + dhcpd in a private namespace",
+    )
+    raw = sys.argv[1:] if argv is None else argv
+    args = ap.parse_args(raw)
     logging.basicConfig(level=logging.WARNING)
+    if args.network == "bridge" and not _inside_own_namespace():
+        if args.build:
+            build(out_dir=args.image_dir)  # once, outside; the copy inside reuses it
+        return run_in_namespace([a for a in raw if a != "--build"])
     if args.build:
         build(out_dir=args.image_dir)
     base = default_profile(args.image_dir).to_dict()
@@ -96,8 +228,11 @@ def main(argv: list[str] | None = None) -> int:
         )
     runs = []
     with tempfile.TemporaryDirectory(prefix="farm-bench-boot-") as tmp:
-        for n in range(args.boots):
-            runs.append(boot_once(profile, Path(tmp), n))
+        if args.network == "bridge":
+            runs = bridged_boots(profile, Path(tmp), args.boots)
+        else:
+            for n in range(args.boots):
+                runs.append(boot_once(profile, Path(tmp), n))
     lat = [r["latency"] for r in runs]
     steps = sorted({k for r in runs for k in r["marks"]}, key=lambda k: runs[0]["marks"].get(k, 99))
     rss = [r["rss"] / 2**20 for r in runs]
@@ -129,6 +264,13 @@ def main(argv: list[str] | None = None) -> int:
         },
         "kernel_args": profile.kernel_args,
     }
+    if args.network == "bridge":
+        doc["network"] = "bridge"
+        doc["bridge"] = {
+            "subnet": DEFAULT_SUBNET,
+            "guest_ips": [r["ip"] for r in runs],
+            "agent": "guest's reserved IP, port " + str(profile.guest_port),
+        }
     print(json.dumps(doc, indent=1))
     return 0
 

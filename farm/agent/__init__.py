@@ -19,5 +19,6 @@ Modules, one concept each:
 * ``binaries``   store of uploaded binaries
 * ``sched``      SCHED_FIFO / SCHED_DEADLINE
 * ``workloads``  the built-in workloads (a stand-alone script)
+* ``logs``       loggers that hold records until ``logging`` is set up (fast start)
 * ``protocol``   wire format shared with the host; ``pkgs`` known pkg names
 """

@@ -15,39 +15,106 @@ prints exactly one line to stdout::
 
 SIGTERM / SIGINT stop every job, close all connections and exit with 0.
 Exit status 1: the port could not be bound.
+
+Start-up time matters (in a TCG guest every imported module costs
+milliseconds before the first handshake): a well-formed command line is
+parsed without argparse, which is only imported for anything else (``--help``,
+abbreviations, errors), so behaviour and messages stay argparse's; logging is
+set up after the first handshake (records made before are held, see
+:mod:`farm.agent.logs`).
 """
 
 from __future__ import annotations
 
-import argparse
-import logging
 import os
 import signal
 import sys
-import tempfile
-from pathlib import Path
+from types import SimpleNamespace
 
-from farm.agent import protocol
+from farm.agent import logs, protocol
 from farm.agent.server import AUTH_TIMEOUT, MAX_CONNECTIONS, AgentServer, make_stop_pipe
 from farm.agent.service import AgentService
 
-log = logging.getLogger("farm.agent")
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing is slow to import in a TCG guest
+if TYPE_CHECKING:
+    import argparse
+    from collections.abc import Callable
+    from pathlib import Path
+
+log = logs.get_logger("farm.agent")
 
 EXIT_OK, EXIT_BIND, EXIT_USAGE = 0, 1, 2
 
 
+def _path(value: str) -> Path:
+    from pathlib import Path  # only when a file option is given: pathlib is slow to import
+
+    return Path(value)
+
+
+#: the command line: flag -> (default, type, help); type None = the string as given
+_OPTIONS: dict[str, tuple[object, Callable[[str], object] | None, str | None]] = {
+    "--host": ("127.0.0.1", None, "address to listen on (0.0.0.0 = all)"),
+    "--port": (protocol.DEFAULT_PORT, int, "0 = any free port"),
+    "--token": (None, None, "shared secret (prefer --token-file or FARM_TOKEN)"),
+    "--token-file": (None, _path, "file holding the token"),
+    "--heartbeat": (1.0, float, "seconds between heartbeats"),
+    "--port-file": (None, _path, "write the bound port here once listening"),
+    "--log-level": ("INFO", None, "DEBUG, INFO, WARNING, ERROR"),
+    "--max-connections": (MAX_CONNECTIONS, int, None),
+    "--auth-timeout": (AUTH_TIMEOUT, float, None),
+}
+
+
 def _parser() -> argparse.ArgumentParser:
+    import argparse
+
     p = argparse.ArgumentParser(prog="python -m farm.agent", description="farm guest agent")
-    p.add_argument("--host", default="127.0.0.1", help="address to listen on (0.0.0.0 = all)")
-    p.add_argument("--port", type=int, default=protocol.DEFAULT_PORT, help="0 = any free port")
-    p.add_argument("--token", help="shared secret (prefer --token-file or FARM_TOKEN)")
-    p.add_argument("--token-file", type=Path, help="file holding the token")
-    p.add_argument("--heartbeat", type=float, default=1.0, help="seconds between heartbeats")
-    p.add_argument("--port-file", type=Path, help="write the bound port here once listening")
-    p.add_argument("--log-level", default="INFO", help="DEBUG, INFO, WARNING, ERROR")
-    p.add_argument("--max-connections", type=int, default=MAX_CONNECTIONS)
-    p.add_argument("--auth-timeout", type=float, default=AUTH_TIMEOUT)
+    for flag, (default, kind, text) in _OPTIONS.items():
+        if kind is None:
+            p.add_argument(flag, default=default, help=text)
+        else:
+            p.add_argument(flag, default=default, type=kind, help=text)
     return p
+
+
+def _dest(flag: str) -> str:
+    return flag[2:].replace("-", "_")
+
+
+def _parse_fast(argv: list[str]) -> SimpleNamespace | None:
+    """Parse ``--flag value`` / ``--flag=value`` with exact flag names; None for anything else.
+
+    Whatever this refuses (help, abbreviations, values starting with "-",
+    bad numbers, unknown words) goes to argparse, so the outcome is the same.
+    """
+    values = {_dest(flag): default for flag, (default, _, _) in _OPTIONS.items()}
+    i = 0
+    while i < len(argv):
+        flag, eq, value = argv[i].partition("=")
+        if flag not in _OPTIONS:
+            return None
+        if not eq:
+            if i + 1 >= len(argv) or argv[i + 1].startswith("-"):
+                return None
+            i += 1
+            value = argv[i]
+        i += 1
+        kind = _OPTIONS[flag][1]
+        try:
+            values[_dest(flag)] = value if kind is None else kind(value)
+        except ValueError:
+            return None
+    return SimpleNamespace(**values)
+
+
+def parse_args(argv: list[str] | None = None) -> SimpleNamespace:
+    """The command line as a namespace (None = ``sys.argv[1:]``); exits like argparse on errors."""
+    args = sys.argv[1:] if argv is None else list(argv)
+    fast = _parse_fast(args)
+    if fast is not None:
+        return fast
+    return SimpleNamespace(**vars(_parser().parse_args(args)))
 
 
 def resolve_token(token: str | None, token_file: Path | None) -> str | None:
@@ -68,7 +135,7 @@ def write_port_file(path: Path, port: int) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Run the agent until SIGTERM/SIGINT; return the exit status."""
-    args = _parser().parse_args(argv)
+    args = parse_args(argv)
     try:
         token = resolve_token(args.token, args.token_file)
     except OSError as exc:
@@ -83,11 +150,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.heartbeat < 0 or args.auth_timeout <= 0 or args.max_connections < 1:
         sys.stderr.write("farm-agent: --heartbeat, --auth-timeout, --max-connections invalid\n")
         return EXIT_USAGE
-    logging.basicConfig(
-        level=getattr(logging, str(args.log_level).upper(), logging.INFO),
-        stream=sys.stderr,
-        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-    )
     stop_r, stop_w = make_stop_pipe()
 
     def on_signal(signo: int, frame: object) -> None:
@@ -98,33 +160,41 @@ def main(argv: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
-    with tempfile.TemporaryDirectory(prefix="farm-agent-") as workdir:
-        service = AgentService(Path(workdir))
-        try:
-            server = AgentServer(
-                service,
-                token,
-                host=args.host,
-                port=args.port,
-                heartbeat=args.heartbeat,
-                max_connections=args.max_connections,
-                auth_timeout=args.auth_timeout,
-            )
-        except OSError as exc:
-            sys.stderr.write(f"farm-agent: cannot listen on {args.host}:{args.port}: {exc}\n")
-            return EXIT_BIND
-        host, port = server.address
-        try:
-            if args.port_file is not None:
-                write_port_file(args.port_file, port)
-            sys.stdout.write(f"farm-agent listening on {host}:{port} version {service.version}\n")
-            sys.stdout.flush()
-            log.info("listening on %s:%d (pid %d)", host, port, os.getpid())
-            server.serve_forever(stop_r)
-            log.info("stopping")
-        finally:
-            service.shutdown()
-            server.close()
+    logs.hold(str(args.log_level))
+    try:
+        return _serve(args, token, stop_r)
+    finally:
+        logs.release()  # writes what is still held
+
+
+def _serve(args: SimpleNamespace, token: str, stop_r: int) -> int:
+    # the private work directory is made by the first start and removed by shutdown()
+    service = AgentService()
+    try:
+        server = AgentServer(
+            service,
+            token,
+            host=args.host,
+            port=args.port,
+            heartbeat=args.heartbeat,
+            max_connections=args.max_connections,
+            auth_timeout=args.auth_timeout,
+        )
+    except OSError as exc:
+        sys.stderr.write(f"farm-agent: cannot listen on {args.host}:{args.port}: {exc}\n")
+        return EXIT_BIND
+    host, port = server.address
+    try:
+        if args.port_file is not None:
+            write_port_file(args.port_file, port)
+        sys.stdout.write(f"farm-agent listening on {host}:{port} version {service.version}\n")
+        sys.stdout.flush()
+        log.info("listening on %s:%d (pid %d)", host, port, os.getpid())
+        server.serve_forever(stop_r, on_idle=logs.release)
+        log.info("stopping")
+    finally:
+        service.shutdown()
+        server.close()
     return EXIT_OK
 
 

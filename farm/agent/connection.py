@@ -21,18 +21,22 @@ most this connection.
 
 from __future__ import annotations
 
-import logging
 import queue
 import socket
 import threading
 import time
-from collections.abc import Callable
-from typing import Any
 
-from farm.agent import protocol
-from farm.agent.service import AgentService, RequestError
+from farm.agent import logs, protocol
+from farm.agent.service import RequestError
 
-log = logging.getLogger(__name__)
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing is slow to import in a TCG guest
+if TYPE_CHECKING:
+    from collections.abc import Callable
+    from typing import Any
+
+    from farm.agent.service import AgentService
+
+log = logs.get_logger(__name__)
 
 PREAUTH_MAX_FRAME = 64 * 1024
 IO_TIMEOUT = 30.0
@@ -168,7 +172,7 @@ class Connection:
         nonce = protocol.new_nonce()
         deadline = time.monotonic() + self._auth_timeout
         self._sock.settimeout(self._auth_timeout)
-        self._send_now(protocol.hello(nonce, self._heartbeat))
+        self._send_now(protocol.hello(nonce, self._heartbeat, self._service.version))
         try:
             auth = self._read_frame(PREAUTH_MAX_FRAME, deadline)
         except _Timeout:

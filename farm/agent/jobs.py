@@ -29,7 +29,6 @@ reports to the runner.
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import resource
@@ -41,9 +40,9 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from farm.agent import sched, workloads
+from farm.agent import logs, sched, workloads
 
-log = logging.getLogger(__name__)
+log = logs.get_logger(__name__)
 
 OUTPUT_TAIL = 64 * 1024
 PR_SET_PDEATHSIG = 1

@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import heapq
 import itertools
-import logging
 import os
 import selectors
 import subprocess
@@ -48,11 +47,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from farm.agent import jobs, sched
+from farm.agent import jobs, logs, sched
 from farm.agent.jobs import Job, Launch, classify
 from farm.agent.taskspec import TaskSpec
 
-log = logging.getLogger(__name__)
+log = logs.get_logger(__name__)
 
 Emit = Callable[[dict[str, Any]], None]
 Launcher = Callable[[TaskSpec, int, sched.SchedPlan], Launch]

@@ -3,28 +3,36 @@
 The accept loop runs in the caller's thread and sleeps in a selector on the
 listening socket and a stop pipe (written by signal handlers), so SIGTERM is
 handled at once. Connections beyond ``max_connections`` get
-``{"type": "error", "code": "busy"}`` and are closed.
+``{"type": "error", "code": "busy"}`` and are closed. The loop can run a
+deferred set-up step once (``on_idle``: the agent's logging) when no client
+has arrived for a moment, so it stays off the first handshake's path.
 """
 
 from __future__ import annotations
 
-import logging
 import os
 import selectors
 import socket
 import threading
 import time
 
-from farm.agent import protocol
+from farm.agent import logs, protocol
 from farm.agent.connection import Connection
-from farm.agent.service import AgentService
 
-log = logging.getLogger(__name__)
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing is slow to import in a TCG guest
+if TYPE_CHECKING:
+    from collections.abc import Callable
+
+    from farm.agent.service import AgentService
+
+log = logs.get_logger(__name__)
 
 MAX_CONNECTIONS = 64
 AUTH_TIMEOUT = 10.0
 JOIN_TIMEOUT = 5.0
 FLUSH_TIMEOUT = 2.0
+#: ``on_idle`` runs after this long without a new client, or this long after serving began
+IDLE_AFTER, IDLE_AT_THE_LATEST = 0.5, 2.0
 
 
 class AgentServer:
@@ -56,16 +64,24 @@ class AgentServer:
         host, port = self._sock.getsockname()[:2]
         return str(host), int(port)
 
-    def serve_forever(self, stop_fd: int) -> None:
-        """Accept clients until ``stop_fd`` becomes readable."""
+    def serve_forever(self, stop_fd: int, on_idle: Callable[[], None] | None = None) -> None:
+        """Accept clients until ``stop_fd`` becomes readable; call ``on_idle`` once (see above)."""
+        latest = time.monotonic() + IDLE_AT_THE_LATEST
         with selectors.DefaultSelector() as sel:
             sel.register(self._sock, selectors.EVENT_READ, "listen")
             sel.register(stop_fd, selectors.EVENT_READ, "stop")
             while True:
-                for key, _ in sel.select():
+                timeout = None
+                if on_idle is not None:
+                    timeout = max(0.0, min(IDLE_AFTER, latest - time.monotonic()))
+                events = sel.select(timeout)
+                for key, _ in events:
                     if key.data == "stop":
                         return
                     self._accept()
+                if on_idle is not None and (not events or time.monotonic() >= latest):
+                    on_idle()
+                    on_idle = None
 
     def _accept(self) -> None:
         try:

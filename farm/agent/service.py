@@ -22,26 +22,47 @@ Session parameters (``params``) are recorded, returned by ``start`` and
 ``status``, and acknowledged by a NOTICE event with ``task_id`` -1 (the set as
 a whole) and the parameters in its ``params`` field. This agent does not
 enforce admission control itself; the NOTICE says so.
+
+Start-up cost: in a TCG guest every imported module costs milliseconds before
+the agent can answer its first handshake, so the task-set machinery (runner,
+jobs, commands, taskspec, binaries and what they import: dataclasses,
+subprocess, pathlib, re, ctypes ...) is not imported with this module. The
+first authenticated client triggers :func:`load_machinery` in a background
+thread (after the held log records, see :mod:`farm.agent.logs`); ``start``
+imports it too (waiting for that thread if it is still busy).
 """
 
 from __future__ import annotations
 
-import logging
 import math
 import os
 import threading
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Protocol
 
-from farm.agent import commands, jobs, protocol, sched
-from farm.agent.binaries import BadBinary, BinaryStore
-from farm.agent.runner import Runner
-from farm.agent.taskspec import InvalidTaskSet, TaskSpec, parse_taskset
+from farm.agent import logs, protocol
 
-log = logging.getLogger(__name__)
+TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing is slow to import in a TCG guest
+if TYPE_CHECKING:
+    import tempfile
+    from collections.abc import Callable
+    from pathlib import Path
+    from typing import Any, Protocol
+
+    from farm.agent import jobs, sched
+    from farm.agent.binaries import BinaryStore
+    from farm.agent.runner import Runner
+    from farm.agent.taskspec import TaskSpec
+
+    class Client(Protocol):
+        """What the service needs of a connected, authenticated client."""
+
+        name: str
+
+        def send(self, message: dict[str, Any]) -> None:
+            """Queue a message to the client (never blocks)."""
+
+
+log = logs.get_logger(__name__)
 
 #: task_id of events about the task set as a whole
 SET_TASK_ID = -1
@@ -58,34 +79,52 @@ class RequestError(Exception):
         self.message = message
 
 
-class Client(Protocol):
-    """What the service needs of a connected, authenticated client."""
-
-    name: str
-
-    def send(self, message: dict[str, Any]) -> None:
-        """Queue a message to the client (never blocks)."""
-
-
-@dataclass(frozen=True, slots=True)
 class Outcome:
     """A request's result, and what to do once the reply has been queued."""
 
-    result: Any
-    then: Callable[[], None] | None = None
+    __slots__ = ("result", "then")  # a plain class: dataclasses is slow to import
+
+    def __init__(self, result: Any, then: Callable[[], None] | None = None) -> None:
+        self.result = result
+        self.then = then
+
+    def __repr__(self) -> str:
+        return f"Outcome(result={self.result!r}, then={self.then!r})"
+
+
+_machinery_loaded = False
+
+
+def load_machinery() -> None:
+    """Import what running a task set needs, and load ctypes/libc (see the module docstring)."""
+    global _machinery_loaded
+    from farm.agent import binaries, commands, jobs, runner, taskspec  # noqa: F401
+
+    jobs.preload()
+    _machinery_loaded = True
+
+
+def _after_first_handshake() -> None:
+    logs.release()
+    try:
+        load_machinery()
+    except Exception:  # start will import again and report the failure to the client
+        log.exception("loading the task-set machinery failed")
 
 
 class AgentService:
     """Holds the agent's state (binaries, running set, params) and executes ops."""
 
-    def __init__(self, workdir: Path) -> None:
+    def __init__(self, workdir: Path | None = None) -> None:
+        """``workdir``: where jobs run and binaries are kept (made by the first ``start``);
+        None = a private temporary directory, removed again by :meth:`shutdown`."""
         self.version = protocol.agent_version()
         self._started = time.monotonic()
         self._workdir = workdir
-        self._jobdir = workdir / "jobs"
-        self._jobdir.mkdir(mode=0o700, parents=True, exist_ok=True)
-        self._binaries = BinaryStore(workdir / "bin")
+        self._tmpdir: tempfile.TemporaryDirectory[str] | None = None
+        self._binaries: BinaryStore | None = None
         self._lock = threading.Lock()
+        self._preloading = False
         self._runner: Runner | None = None
         self._owner: Client | None = None
         self._tasks: list[TaskSpec] = []
@@ -106,9 +145,13 @@ class AgentService:
         return frozenset(self._ops)
 
     def attach(self, client: Client) -> None:
-        """A client authenticated."""
+        """A client authenticated (the first one starts loading the task-set machinery)."""
         with self._lock:
             self._clients.add(client)
+            preload = not (self._preloading or _machinery_loaded)
+            self._preloading = True
+        if preload:
+            threading.Thread(target=_after_first_handshake, name="preload", daemon=True).start()
 
     def detach(self, client: Client) -> None:
         """A client went away; stop its task set if it owned the running one."""
@@ -130,9 +173,36 @@ class AgentService:
         """Stop the running set (if any) and forget everything."""
         with self._lock:
             runner = self._runner
-        if runner is not None and not runner.stop(STOP_TIMEOUT):
-            log.error("jobs of the running set were not all reaped at shutdown")
-        self._binaries.clear()
+        try:
+            if runner is not None and not runner.stop(STOP_TIMEOUT):
+                log.error("jobs of the running set were not all reaped at shutdown")
+        finally:
+            with self._lock:
+                if self._binaries is not None:
+                    self._binaries.clear()
+                    self._binaries = None
+                if self._tmpdir is not None:
+                    self._tmpdir.cleanup()
+                    self._tmpdir, self._workdir = None, None
+
+    def _prepare_workdir(self) -> tuple[BinaryStore, Path]:
+        """The binary store and the jobs' directory, created on first use (hold the lock)."""
+        if self._binaries is None or self._workdir is None:
+            from pathlib import Path
+
+            from farm.agent.binaries import BinaryStore
+
+            if self._workdir is None:
+                import tempfile
+
+                self._tmpdir = tempfile.TemporaryDirectory(prefix="farm-agent-")
+                self._workdir = Path(self._tmpdir.name)
+            (self._workdir / "jobs").mkdir(mode=0o700, parents=True, exist_ok=True)
+            self._binaries = BinaryStore(self._workdir / "bin")
+        return self._binaries, self._workdir / "jobs"
+
+    def _binary_names(self) -> frozenset[str]:
+        return frozenset() if self._binaries is None else self._binaries.names()
 
     # -- ops -----------------------------------------------------------------
 
@@ -155,7 +225,7 @@ class AgentService:
                 "done": snap.get("done", []),
                 "t0": snap.get("t0"),
                 "params": self._params,
-                "binaries": sorted(self._binaries.names()),
+                "binaries": sorted(self._binary_names()),
                 "agent_version": self.version,
                 "uptime": time.monotonic() - self._started,
                 "clients": len(self._clients),
@@ -164,6 +234,11 @@ class AgentService:
         return Outcome(result)
 
     def _start(self, client: Client, args: dict[str, Any]) -> Outcome:
+        from farm.agent import commands
+        from farm.agent.binaries import BadBinary
+        from farm.agent.runner import Runner
+        from farm.agent.taskspec import InvalidTaskSet, parse_taskset
+
         params = args.get("params", [])
         if params is None:
             params = []
@@ -187,20 +262,21 @@ class AgentService:
         with self._lock:
             if self._runner is not None and not self._runner.finished:
                 raise RequestError("busy", "a task set is already running; stop it first")
+            store, jobdir = self._prepare_workdir()
             try:
-                uploads = self._binaries.decode_all(args.get("binaries"))
+                uploads = store.decode_all(args.get("binaries"))
             except BadBinary as exc:
                 raise RequestError("bad_request", str(exc)) from exc
             try:
-                tasks = parse_taskset(args.get("tasks"), self._binaries.names() | set(uploads))
+                tasks = parse_taskset(args.get("tasks"), store.names() | set(uploads))
             except InvalidTaskSet as exc:
                 raise RequestError("invalid_taskset", str(exc)) from exc
             for name, data in uploads.items():
-                self._binaries.put(name, data)
-            paths = {name: self._binaries.path(name) for name in self._binaries.names()}
+                store.put(name, data)
+            paths = {name: store.path(name) for name in store.names()}
 
             def launcher(task: TaskSpec, index: int, plan: sched.SchedPlan) -> jobs.Launch:
-                return commands.build_launch(task, index, plan, paths, self._jobdir)
+                return commands.build_launch(task, index, plan, paths, jobdir)
 
             def emit(event: dict[str, Any]) -> None:
                 client.send({"type": "event", "event": event})
@@ -260,7 +336,8 @@ class AgentService:
         with self._lock:
             if self._runner is not None and not self._runner.finished:
                 raise RequestError("busy", "a new task set was started meanwhile")
-            self._binaries.clear()
+            if self._binaries is not None:
+                self._binaries.clear()
             self._runner, self._owner = None, None
             self._tasks, self._params = [], []
         return Outcome({"cleared": True, "stopped": stopped})

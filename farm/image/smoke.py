@@ -42,7 +42,11 @@ def free_port() -> int:
 
 @dataclass
 class Guest:
-    """One running QEMU child: its process, forwarded port, console log and QMP socket."""
+    """One running QEMU child: its process, agent port, console log and QMP socket.
+
+    ``host`` is where the agent is reached: 127.0.0.1 with user-mode networking
+    (``port`` is the hostfwd port), the guest's own address on a bridge.
+    """
 
     name: str
     proc: subprocess.Popen[bytes]
@@ -51,6 +55,7 @@ class Guest:
     qmp: Path
     started: float
     argv: list[str] = field(default_factory=list)
+    host: str = "127.0.0.1"
 
     def console_text(self) -> str:
         """What the guest printed on its serial console so far."""
@@ -75,7 +80,7 @@ class Guest:
                     f"answered; console:\n{self.console_text()[-2000:]}"
                 )
             try:
-                sock = socket.create_connection(("127.0.0.1", self.port), timeout=ATTEMPT_TIMEOUT)
+                sock = socket.create_connection((self.host, self.port), timeout=ATTEMPT_TIMEOUT)
             except OSError as exc:
                 last = exc
             else:

@@ -121,3 +121,115 @@ def netns() -> Iterator[NetNs]:
         shutil.rmtree(scratch, ignore_errors=True)
         assert _ns_inode(name) is None, f"namespace {name} still exists"
         assert report == [], f"processes left running in {name}: {report}"
+
+
+# -- several namespaces wired together (existing-targets scenarios) ------------------------
+
+
+def _popen_in(
+    name: str, argv: list[str], *, cwd: Path, log: Path | None = None
+) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    with open(log or os.devnull, "ab") as out:
+        return subprocess.Popen(
+            ["ip", "netns", "exec", name, *argv],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,  # its own process group: killpg() ends it and its jobs
+        )
+
+
+def popen_in(ns: NetNs, argv: list[str], log: Path | None = None) -> subprocess.Popen[bytes]:
+    """Start ``argv`` in the background inside ``ns`` (own session; output to ``log``).
+
+    ``ip netns exec`` execs the command, so the Popen's pid is the command itself.
+    """
+    return _popen_in(ns.name, argv, cwd=ns.dir, log=log)
+
+
+def _ip(*args: str) -> None:
+    proc = subprocess.run(["ip", *args], capture_output=True, text=True, timeout=10, check=False)
+    if proc.returncode != 0:
+        raise RuntimeError(f"ip {' '.join(args)} failed: {proc.stderr.strip()}")
+
+
+def _delete_namespace(name: str, scratch: Path) -> list[str]:
+    """Kill what runs in ``name``, delete it and its scratch dir; return what was left running."""
+    leftovers = ns_processes(name)
+    report = []
+    for proc in leftovers:
+        with contextlib.suppress(psutil.Error):
+            report.append(f"{proc.pid}: {' '.join(proc.cmdline())[:200]}")
+            proc.terminate()
+    _, alive = psutil.wait_procs(leftovers, timeout=5)
+    for proc in alive:
+        with contextlib.suppress(psutil.Error):
+            proc.kill()
+    psutil.wait_procs(alive, timeout=5)
+    subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10, check=False)
+    shutil.rmtree(scratch, ignore_errors=True)
+    return report
+
+
+class NetLab:
+    """Several ``farmtest-XXXX`` namespaces of one test, wired with veth pairs.
+
+    Every link is created from inside a test namespace (``ip -n NS link add ...
+    peer ... netns OTHER``), so no interface ever appears in the machine's own
+    namespace. ``close()`` (the ``netlab`` fixture calls it) kills every
+    process left in the namespaces, deletes them and reports leftovers.
+    """
+
+    def __init__(self) -> None:
+        self.namespaces: list[NetNs] = []
+
+    def add(self) -> NetNs:
+        """A new namespace with loopback up."""
+        name = f"farmtest-{uuid.uuid4().hex[:8]}"
+        scratch = Path(tempfile.mkdtemp(prefix="farmnet"))
+        subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True, timeout=10)
+        ns = NetNs(name, scratch)
+        self.namespaces.append(ns)
+        _ip("-n", name, "link", "set", "lo", "up")
+        return ns
+
+    def bridge(self, ns: NetNs, name: str, address: str) -> None:
+        """A Linux bridge ``name`` inside ``ns`` with ``address`` (CIDR), up."""
+        _ip("-n", ns.name, "link", "add", name, "type", "bridge")
+        _ip("-n", ns.name, "addr", "add", address, "dev", name)
+        _ip("-n", ns.name, "link", "set", name, "up")
+
+    def veth(self, bridge_ns: NetNs, bridge: str, port: str, host_ns: NetNs, address: str) -> None:
+        """Connect ``host_ns`` (its ``eth0`` gets ``address``) to ``bridge`` in ``bridge_ns``."""
+        _ip("-n", bridge_ns.name, "link", "add", port, "type", "veth",
+            "peer", "name", "eth0", "netns", host_ns.name)  # fmt: skip
+        _ip("-n", bridge_ns.name, "link", "set", port, "master", bridge, "up")
+        _ip("-n", host_ns.name, "addr", "add", address, "dev", "eth0")
+        _ip("-n", host_ns.name, "link", "set", "eth0", "up")
+
+    def close(self) -> list[str]:
+        """Delete every namespace (newest first); return the processes that were left running."""
+        report: list[str] = []
+        for ns in reversed(self.namespaces):
+            report += [f"{ns.name}: {line}" for line in _delete_namespace(ns.name, ns.dir)]
+        return report
+
+
+@pytest.fixture
+def netlab() -> Iterator[NetLab]:
+    """A :class:`NetLab`; all its namespaces are deleted and checked empty afterwards."""
+    if os.geteuid() != 0:
+        pytest.fail("the net tier needs root (ip netns add)")
+    if shutil.which("ip") is None:
+        pytest.fail("iproute2 (ip) is not installed")
+    lab = NetLab()
+    try:
+        yield lab
+    finally:
+        report = lab.close()
+        gone = [ns.name for ns in lab.namespaces if _ns_inode(ns.name) is not None]
+        assert gone == [], f"namespaces still exist: {gone}"
+        assert report == [], f"processes left running: {report}"

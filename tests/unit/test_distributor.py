@@ -241,7 +241,7 @@ def test_lowering_limit_retires_after_current_set(tmp_path: Path) -> None:
 def test_resume_runs_only_unfinished_variants(tmp_path: Path) -> None:
     backend = FakeBackend()
     mon1 = RecordingMonitor()
-    dist, _ = make(tmp_path, backend)
+    dist, _ = make(tmp_path, backend, slow(backend, 1.0))  # ~10 ms a set: close() lands mid-job
     dist.add_job(many(20), mon1)
     deadline = time.monotonic() + 10
     while len(mon1.finished) < 5 and time.monotonic() < deadline:
