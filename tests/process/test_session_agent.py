@@ -84,7 +84,7 @@ def periodic_with_a_late_task() -> TaskSet:
             {**common, "id": 1, "pkg": "hey", "priority": 10, "period": 50,
              "criticaltime": 45, "numberofjobs": 3},
             {**common, "id": 2, "pkg": "idle", "config": {"ms": 5}, "priority": 20,
-             "period": 80, "criticaltime": 70, "numberofjobs": 3},
+             "period": 300, "criticaltime": 290, "numberofjobs": 3},
             {**common, "id": 3, "pkg": "idle", "config": {"ms": 150}, "priority": 30,
              "period": 400, "criticaltime": 60, "numberofjobs": 2},
         ],
@@ -115,7 +115,7 @@ def test_periodic_set_with_a_missed_deadline(agent: AgentProcess, tmp_path: Path
     exits = {(t, j): x for t, j, _s, _e, x in jobs}
     assert {x for (t, _j), x in exits.items() if t == 3} == {"EXIT_CRITICAL"}
     assert {x for (t, _j), x in exits.items() if t != 3} <= {"EXIT", "EXIT_CRITICAL"}
-    assert exits[(2, 0)] == "EXIT"  # a 5 ms job has ample slack
+    assert exits[(2, 0)] == "EXIT"  # a 5 ms job has ample slack, even on a loaded host
     assert done == [(1,), (2,), (3,)]
     assert stamps == sorted(stamps)  # the agent's clock never runs backwards
     assert len(stamps) == len(events)
