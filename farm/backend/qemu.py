@@ -225,7 +225,7 @@ class QemuBackend(Backend):
                 pass
             time.sleep(delay)
             delay = min(delay * 2, 0.1)
-        subprocess.run(["screen", "-S", name, "-X", "quit"], capture_output=True, check=False)
+        _end_screens_using(pidfile.parent / "screenrc")  # ours only, never a same-named one
         output = console.read_text(errors="replace")[-2000:] if console.exists() else ""
         raise BackendError(
             f"{name}: QEMU did not start within 10s.\ncommand: {' '.join(argv)}\noutput:\n{output}"
@@ -233,6 +233,19 @@ class QemuBackend(Backend):
 
     def reap_stale(self) -> list[str]:
         return self.registry.reap_stale()
+
+
+def _end_screens_using(screenrc: Path) -> None:
+    """Terminate the screen sessions started with this guest's own screenrc."""
+    marker = str(screenrc)
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        try:
+            if "screen" in (proc.info["name"] or "").lower() and marker in (
+                proc.info["cmdline"] or []
+            ):
+                terminate(proc.pid, timeout=2.0)
+        except psutil.Error:
+            pass
 
 
 def _parent(pid: int) -> int | None:
