@@ -113,11 +113,13 @@ def _after_first_handshake() -> None:
 
 
 class AgentService:
-    """Holds the agent's state (binaries, running set, params) and executes ops."""
+    """Holds the agent's state (binaries, running set, params) and executes ops.
+
+    ``workdir``: where jobs run and binaries are kept (made by the first
+    ``start``); None: a private temporary directory, removed by :meth:`shutdown`.
+    """
 
     def __init__(self, workdir: Path | None = None) -> None:
-        """``workdir``: where jobs run and binaries are kept (made by the first ``start``);
-        None = a private temporary directory, removed again by :meth:`shutdown`."""
         self.version = protocol.agent_version()
         self._started = time.monotonic()
         self._workdir = workdir
