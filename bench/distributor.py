@@ -1,6 +1,6 @@
 """Benchmark the Distributor on real guests: first-event latency, scaling, idle CPU.
 
-    .venv/bin/python bench/distributor.py [--backend qemu|libvirt|local] [--sets 12] [--machines 1 2 3]
+    .venv/bin/python bench/distributor.py [--backend qemu|libvirt|local] [--sets 12]
 
 Prints one JSON document:
 - ``add_job_to_first_event_s``: from add_job() to the first event reaching the
