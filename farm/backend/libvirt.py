@@ -30,17 +30,14 @@ import contextlib
 import itertools
 import logging
 import os
-import pwd
 import random
 import shutil
 import socket
 import subprocess
 import sys
 import threading
-import time
 from dataclasses import replace
 from pathlib import Path
-from typing import BinaryIO
 
 if "libvirt" not in sys.modules:
     # libvirt logs warnings to stderr (two "tainted" lines per guest, ...), garbling farm's
@@ -52,6 +49,7 @@ import libvirt
 import psutil
 
 from farm.backend.base import Backend, Guest
+from farm.backend.libvirt_console import ConsoleStream
 from farm.backend.libvirt_xml import (
     DomainSpec,
     FarmMarker,
@@ -67,6 +65,7 @@ from farm.backend.libvirt_xml import (
     serial_pty,
     write_qemu_conf,
 )
+from farm.backend.screen import quit_screen, wait_screen_socket
 from farm.config import FarmConfig, check_libvirt_uri
 from farm.errors import BackendError, ConfigError, ImageError
 from farm.network.bridge import BackendBridge, check_bridge_support
@@ -132,54 +131,6 @@ class _Ports:
 
 
 _PORTS = _Ports()
-
-
-class ConsoleStream:
-    """Copies a domain's serial console into a local file over a libvirt stream."""
-
-    _EVENTS = (
-        libvirt.VIR_STREAM_EVENT_READABLE
-        | libvirt.VIR_STREAM_EVENT_ERROR
-        | libvirt.VIR_STREAM_EVENT_HANGUP
-    )
-
-    def __init__(self, conn: libvirt.virConnect, dom: libvirt.virDomain, path: Path) -> None:
-        self._lock = threading.Lock()
-        self._file: BinaryIO | None = path.open("wb", buffering=0)
-        self._stream = conn.newStream(libvirt.VIR_STREAM_NONBLOCK)
-        try:
-            dom.openConsole(None, self._stream, 0)
-            self._stream.eventAddCallback(self._EVENTS, self._on_event, None)
-        except libvirt.libvirtError as exc:
-            self.close()
-            raise BackendError(f"cannot open the console of {dom.name()}: {exc}") from exc
-
-    def _on_event(self, stream: libvirt.virStream, events: int, _opaque: object) -> None:
-        if events & libvirt.VIR_STREAM_EVENT_READABLE:
-            try:
-                data = stream.recv(65536)
-            except libvirt.libvirtError:
-                data = b""
-            if isinstance(data, bytes) and data:
-                with self._lock:
-                    if self._file is not None:
-                        self._file.write(data)
-                return
-            if data == -2:  # would block
-                return
-        self.close()  # EOF, error or hangup: the guest is gone
-
-    def close(self) -> None:
-        """Stop copying (idempotent); the file keeps what arrived."""
-        with self._lock:
-            out, self._file = self._file, None
-        if out is None:
-            return
-        with contextlib.suppress(libvirt.libvirtError):
-            self._stream.eventRemoveCallback()
-        with contextlib.suppress(libvirt.libvirtError):
-            self._stream.abort()
-        out.close()
 
 
 class LibvirtGuest(Guest):
@@ -554,7 +505,7 @@ class LibvirtBackend(Backend):
             glog.warning("cannot start screen on %s: %s", pty, exc)
             return None
         self.registry.record(f"{name}.screen", screen.pid, "screen")
-        _wait_screen_socket(screen, name, glog)
+        wait_screen_socket(screen, name, glog)
         return screen
 
     def reap_stale(self) -> list[str]:
@@ -601,38 +552,6 @@ def destroy_domain(dom: libvirt.virDomain, glog: logging.Logger) -> None:
             return
         raise BackendError(f"cannot destroy domain {dom.name()}: {exc}") from exc
     glog.debug("domain destroyed")
-
-
-def quit_screen(name: str, screen: subprocess.Popen[bytes]) -> None:
-    """Quit farm's screen session ``<pid>.<name>`` and reap the screen process."""
-    if screen.poll() is None:
-        with contextlib.suppress(OSError, subprocess.SubprocessError):
-            subprocess.run(
-                ["screen", "-S", f"{screen.pid}.{name}", "-X", "quit"],
-                stdin=subprocess.DEVNULL,
-                capture_output=True,
-                timeout=5,
-                check=False,
-            )
-        try:
-            screen.wait(timeout=3)
-        except subprocess.TimeoutExpired:
-            terminate(screen.pid, timeout=2.0)
-    screen.wait()
-
-
-def _wait_screen_socket(screen: subprocess.Popen[bytes], name: str, glog: logging.Logger) -> None:
-    """Wait (bounded) until ``screen -xr name`` can attach: the session socket exists."""
-    user = pwd.getpwuid(os.getuid()).pw_name
-    sock = Path(os.environ.get("SCREENDIR") or f"/run/screen/S-{user}") / f"{screen.pid}.{name}"
-    deadline = time.monotonic() + 3.0
-    delay = 0.005
-    while not sock.exists():
-        if screen.poll() is not None or time.monotonic() > deadline:
-            glog.warning("screen session %s did not come up (exit %s)", sock.name, screen.poll())
-            return
-        time.sleep(delay)
-        delay = min(delay * 2, 0.1)
 
 
 def _ensure_gone(proc: psutil.Process, glog: logging.Logger) -> None:
