@@ -23,7 +23,37 @@ def _fail(exc: BaseException) -> None:
     raise SystemExit(code)
 
 
-@click.group()
+# Subcommands that live in their own modules, imported only when invoked so
+# that ``farm --help`` and ``farm run`` stay fast: name -> "module:attribute".
+_LAZY_COMMANDS = {
+    "net": "farm.network.cli:net",
+    "netjobs": "farm.netjobs.cli:netjobs",
+    "report": "farm.report.cli:report",
+    "doctor": "farm.doctor:doctor",
+    "status": "farm.control.cli:status",
+}
+
+
+def _load_lazy(name: str) -> click.Command:
+    import importlib
+
+    module, _, attr = _LAZY_COMMANDS[name].partition(":")
+    cmd = getattr(importlib.import_module(module), attr)
+    assert isinstance(cmd, click.Command), f"{_LAZY_COMMANDS[name]} is not a click command"
+    return cmd
+
+
+class _LazyGroup(click.Group):
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted({*super().list_commands(ctx), *_LAZY_COMMANDS})
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in _LAZY_COMMANDS and cmd_name not in self.commands:
+            return _load_lazy(cmd_name)
+        return super().get_command(ctx, cmd_name)
+
+
+@click.group(cls=_LazyGroup)
 @click.option("-v", "--verbose", count=True, help="More log output on stderr.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="farm.toml to use.")
 @click.pass_context
@@ -188,14 +218,6 @@ def list_(what: str) -> None:
     for name, doc in mod.available():
         click.echo(f"{name:32} {doc}")
 
-
-def _add_net_commands() -> None:
-    from farm.network.cli import net
-
-    main.add_command(net)
-
-
-_add_net_commands()
 
 if __name__ == "__main__":  # pragma: no cover
     sys.exit(main())

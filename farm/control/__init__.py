@@ -1,0 +1,1 @@
+"""A running Distributor's local control socket and its client (``farm status``)."""

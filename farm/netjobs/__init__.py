@@ -1,0 +1,1 @@
+"""Synchronised multi-host jobs (NetJobs, seed 003)."""

@@ -1,0 +1,1 @@
+"""Result reports (HTML + PNG) from a SqliteMonitor database."""
