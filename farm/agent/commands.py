@@ -4,6 +4,10 @@
   (CONFIG in the compact ``key=value,...`` form).
 * ``shell``: ``/bin/sh -c config["command"]``; ``config["output_limit"]``
   (bytes, default 64 KiB, at most 16 MiB) sets how much output tail is kept.
+* traffic pkg (``pkgs.TRAFFIC_PKGS``): ``python -S -s -P -m farm.agent.traffic ROLE
+  --key=value ...`` (see docs/traffic.md); its JSON stats lines become events
+  (``Launch.stats``) and a stop sends SIGTERM first (``Launch.term_grace``) so
+  it can print its final statistics.
 * an uploaded binary: executed directly. Its arguments are
   ``config["args"]`` (a list) if present, else the config's values in key
   order; strings are passed as they are, other scalars as JSON
@@ -11,7 +15,9 @@
 
 Every job gets the agent's environment minus ``FARM_TOKEN``, plus
 ``FARM_TASK_ID``, ``FARM_JOB`` (0-based), ``FARM_PKG`` and ``FARM_CONFIG``
-(the config as JSON). Jobs run in the agent's private work directory.
+(the config as JSON), and the directory holding the ``farm`` package first on
+``PYTHONPATH`` (so ``python3 -m farm.agent.traffic`` works in shell jobs, also in
+a guest). Jobs run in the agent's private work directory.
 """
 
 from __future__ import annotations
@@ -25,7 +31,11 @@ from farm.agent import jobs, pkgs, sched, workloads
 from farm.agent.taskspec import TaskSpec
 
 WORKLOADS_SCRIPT = str(Path(workloads.__file__).resolve())
+#: the directory that holds the ``farm`` package
+AGENT_ROOT = str(Path(pkgs.__file__).resolve().parents[2])
 MAX_OUTPUT_LIMIT = 16 * 1024 * 1024
+#: seconds a traffic job gets after SIGTERM to print its final statistics
+TRAFFIC_TERM_GRACE = 3.0
 
 
 def _arg(value: object) -> str:
@@ -49,6 +59,8 @@ def job_env(task: TaskSpec, index: int) -> dict[str, str]:
         FARM_PKG=task.pkg,
         FARM_CONFIG=json.dumps(task.config),
     )
+    path = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = AGENT_ROOT + (os.pathsep + path if path else "")
     return env
 
 
@@ -57,7 +69,7 @@ def build_launch(
 ) -> jobs.Launch:
     """The Launch for job ``index`` of ``task``."""
     tail = jobs.OUTPUT_TAIL
-    builtin = False
+    builtin = traffic = False
     if task.pkg in binaries:
         argv = [str(binaries[task.pkg]), *binary_args(task.config)]
     elif task.pkg == pkgs.SHELL_PKG:
@@ -74,6 +86,13 @@ def build_launch(
         argv = [python, "-S", "-s", "-P", WORKLOADS_SCRIPT, task.pkg, config]
         argv.append(str(task.quota))
         builtin = True
+    elif task.pkg in pkgs.TRAFFIC_PKGS:
+        from farm.agent.traffic import config as traffic_config
+
+        python = sys.executable or "python3"
+        argv = [python, "-S", "-s", "-P", "-m", "farm.agent.traffic"]
+        argv += traffic_config.config_argv(task.pkg, task.config)
+        traffic = True
     else:
         raise ValueError(f"no way to run pkg {task.pkg!r}")
     return jobs.Launch(
@@ -85,4 +104,6 @@ def build_launch(
         quota=task.quota,
         sched=plan,
         output_tail=tail,
+        stats=traffic,
+        term_grace=TRAFFIC_TERM_GRACE if traffic else 0.0,
     )

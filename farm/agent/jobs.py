@@ -21,7 +21,11 @@ and exec:
 * PR_SET_PDEATHSIG = SIGKILL, so jobs die with the agent.
 
 stdout and stderr go to one pipe that the runner drains without blocking;
-the last ``OUTPUT_TAIL`` bytes are kept. A waiter thread per job blocks in
+the last ``OUTPUT_TAIL`` bytes are kept. With ``Launch.stats`` (traffic
+workloads) every complete output line that starts with ``{"traffic":`` and
+parses as a JSON object is also queued in ``Job.stats`` for the runner to
+turn into events. ``Launch.term_grace`` > 0: :meth:`Job.terminate` sends
+SIGTERM first so the job can report before it is killed. A waiter thread per job blocks in
 ``waitid`` (no polling), kills what is left of the job's process group once
 the leader has exited, reaps it with ``wait4`` (exit status + rusage) and
 reports to the runner.
@@ -29,6 +33,7 @@ reports to the runner.
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import resource
@@ -46,6 +51,8 @@ log = logs.get_logger(__name__)
 
 OUTPUT_TAIL = 64 * 1024
 PR_SET_PDEATHSIG = 1
+STATS_PREFIX = b'{"traffic":'  # farm.agent.traffic.STATS_PREFIX
+MAX_STATS_LINE = 64 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +67,8 @@ class Launch:
     quota: int = 0  # bytes, 0 = unlimited
     sched: sched.SchedPlan = field(default_factory=sched.SchedPlan)
     output_tail: int = OUTPUT_TAIL
+    stats: bool = False  # parse JSON stats lines of the output (traffic workloads)
+    term_grace: float = 0.0  # s between SIGTERM and SIGKILL on a stop, 0 = SIGKILL at once
 
 
 @dataclass(slots=True)
@@ -107,6 +116,9 @@ class Job:
         self.killed_as: str | None = None  # event type already sent when the agent killed it
         self.out_fd = -1
         self._tail = bytearray()
+        self._line = bytearray()  # incomplete last output line (stats parsing)
+        self.stats: list[dict[str, Any]] = []  # stats lines not yet turned into events
+        self.last_stats: dict[str, Any] | None = None
         self._lock = threading.Lock()
         self._reaped = False
         self._on_exit = on_exit
@@ -220,6 +232,18 @@ class Job:
                 pass
             return True
 
+    def terminate(self, as_type: str) -> bool:
+        """SIGTERM the job's process group unless it is already reaped; remember why."""
+        with self._lock:
+            if self._reaped:
+                return False
+            self.killed_as = as_type
+            try:
+                os.killpg(self.pid, signal.SIGTERM)
+            except (ProcessLookupError, PermissionError):
+                pass
+            return True
+
     def join(self, timeout: float) -> bool:
         """Wait for the waiter thread (the job reaped); True if it finished."""
         if self._waiter is None:
@@ -243,10 +267,28 @@ class Job:
                 return True
             if not chunk:
                 return True
+            if self.launch.stats:
+                self._scan_stats(chunk)
             self._tail += chunk
             if len(self._tail) > limit:
                 del self._tail[: len(self._tail) - limit]
         return False
+
+    def _scan_stats(self, chunk: bytes) -> None:
+        """Queue the stats objects of the complete lines in ``chunk`` (bounded line length)."""
+        self._line += chunk
+        *lines, rest = self._line.split(b"\n")
+        self._line = bytearray(rest) if len(rest) <= MAX_STATS_LINE else bytearray()
+        for line in lines:
+            if not line.startswith(STATS_PREFIX):
+                continue
+            try:
+                stats = json.loads(line)
+            except ValueError:
+                continue
+            if isinstance(stats, dict):
+                self.stats.append(stats)
+                self.last_stats = stats
 
     def close_output(self) -> None:
         """Stop reading the job's output (after its exit)."""

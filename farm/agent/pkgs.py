@@ -9,8 +9,8 @@ BUILTIN_PKGS: frozenset[str] = frozenset(
 #: run ``config["command"]`` with /bin/sh
 SHELL_PKG = "shell"
 
-#: traffic-generation workloads (seed 002), added by the netjobs issue.
-TRAFFIC_PKGS: frozenset[str] = frozenset()
+#: traffic-generation workloads (seed 002): ``farm.agent.traffic`` (docs/traffic.md).
+TRAFFIC_PKGS: frozenset[str] = frozenset({"traffic_server", "traffic_client"})
 
 
 def is_known(pkg: str, uploaded: frozenset[str] | set[str] = frozenset()) -> bool:

@@ -28,6 +28,11 @@ Rules (times from the task, in ms; ``t0`` is the set's start):
 * stop: every running job's process group is killed, each gets EXIT_EXTERNAL,
   and :meth:`Runner.stop` returns once all are reaped. No JOBS_DONE follows.
 * NOTICE (job None) for scheduling remarks, at most one per task per kind.
+* traffic jobs (``Launch.stats``): a NOTICE with the job's number, detail
+  ``traffic stats {json}`` and extra ``stats`` (the object) for every stats
+  line the job prints; its exit event carries ``stats`` = the last one (the
+  final statistics). On a stop such a job gets SIGTERM and up to
+  ``Launch.term_grace`` s to print them before it is killed.
 
 Event ``ts`` is ``time.monotonic()`` when the event is emitted (the single
 scheduler thread emits them in order, so they never decrease).
@@ -37,6 +42,7 @@ from __future__ import annotations
 
 import heapq
 import itertools
+import json
 import os
 import selectors
 import subprocess
@@ -216,8 +222,10 @@ class Runner:
                 for key, _ in self._sel.select(timeout):
                     if key.data is None:
                         self._drain_wake()
-                    elif key.data.read_output():
-                        self._sel.unregister(key.fd)
+                    else:
+                        if key.data.read_output():
+                            self._sel.unregister(key.fd)
+                        self._emit_stats(key.data)
         except Exception:
             log.exception("runner failed; killing its jobs")
             self._kill_all()
@@ -246,10 +254,22 @@ class Runner:
         job.close_output()
         self._live.discard(job)
 
+    def _emit_stats(self, job: Job) -> None:
+        """A NOTICE per stats line the job printed since the last call."""
+        while job.stats:
+            stats = job.stats.pop(0)
+            text = json.dumps(stats, separators=(",", ":"))
+            self._emit(job.task_id, job.index, "NOTICE", f"traffic stats {text}", stats=stats)
+
+    @staticmethod
+    def _stats_extra(job: Job) -> dict[str, Any]:
+        return {"stats": job.last_stats} if job.launch.stats else {}
+
     def _handle_exits(self) -> None:
         while self._exits:
             job = self._exits.popleft()
             self._forget(job)
+            self._emit_stats(job)
             if job.killed_as is not None:
                 continue  # its event went out when the agent killed it
             st = self._by_id[job.task_id]
@@ -268,6 +288,7 @@ class Runner:
                 cpu=out.cpu_s,
                 maxrss=out.maxrss,
                 output=job.output(),
+                **self._stats_extra(job),
             )
             self._after_job(st, job.index)
 
@@ -371,15 +392,38 @@ class Runner:
 
     def _kill_all(self) -> None:
         self._handle_exits()
+        graceful: list[tuple[_TaskState, Job]] = []
         for st in self._states:
             job = st.running
             if job is None:
+                continue
+            if job.launch.term_grace > 0 and job.terminate("EXIT_EXTERNAL"):
+                graceful.append((st, job))
                 continue
             st.running = None
             if job.kill("EXIT_EXTERNAL"):
                 self._emit(st.spec.id, job.index, "EXIT_EXTERNAL", "stopped by request")
             else:
                 self._report_ended(st, job)
+        if graceful:
+            self._finish_terminated(graceful)
+
+    def _finish_terminated(self, graceful: list[tuple[_TaskState, Job]]) -> None:
+        """Give SIGTERM'ed jobs their grace, SIGKILL the rest, report with their last stats."""
+        deadline = time.monotonic() + max(job.launch.term_grace for _, job in graceful)
+        for st, job in graceful:
+            job.join(max(0.0, deadline - time.monotonic()))
+            job.kill("EXIT_EXTERNAL")  # no-op once reaped
+            st.running = None
+            job.read_output(max_reads=1024)  # the final stats line, if it came
+            self._emit_stats(job)
+            self._emit(
+                st.spec.id,
+                job.index,
+                "EXIT_EXTERNAL",
+                "stopped by request",
+                **self._stats_extra(job),
+            )
 
     def _reap_all(self) -> None:
         deadline = time.monotonic() + REAP_TIMEOUT

@@ -130,7 +130,12 @@ def _check_config(task: object, pkg: str, config: dict[str, Any], uploaded: bool
                 "config.command",
             )
         return
-    problem = workloads.check_config(pkg, config)
+    if pkg in pkgs.TRAFFIC_PKGS:  # imported only when a set uses traffic
+        from farm.agent.traffic import config as traffic_config
+
+        problem = traffic_config.check_config(pkg, config)
+    else:
+        problem = workloads.check_config(pkg, config)
     if problem:
         raise InvalidTaskSet(f"task {task}: {problem}", task, "config")
 

@@ -16,9 +16,10 @@ from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from farm.agent import workloads
-from farm.agent.pkgs import SHELL_PKG, is_known
+from farm.agent.pkgs import SHELL_PKG, TRAFFIC_PKGS, is_known
+from farm.agent.traffic import config as traffic_config
 from farm.errors import ConfigError, TaskSetError
-from farm.taskset.values import checkable, is_int, short, size
+from farm.taskset.values import checkable, is_dimension, is_int, short, size
 
 EDF_PRIORITY = 128
 #: Wire value of ``priority`` for a task that gives none (best effort); never valid as input.
@@ -158,6 +159,11 @@ def check_task(task: Mapping[str, Any], pos: int, uploaded: frozenset[str]) -> N
                     problem = workloads.check_config(pkg, {key: v})
                     if problem:
                         fail(f"config[{key!r}]", f"pkg {pkg!r}: {problem}")
+    for pkg in pkgs:  # traffic keys depend on each other: checked whole, once concrete
+        if pkg in TRAFFIC_PKGS and not any(is_dimension(v) for v in config.values()):
+            problem = traffic_config.check_config(pkg, dict(config))
+            if problem:
+                fail("config", f"pkg {pkg!r}: {problem}")
     if SHELL_PKG in pkgs:
         commands = each("config['command']", config.get("command"))
         for command in commands:
