@@ -17,6 +17,9 @@ Ops, their ``args`` and results (errors are ``RequestError(code, message)``):
     reaped (each running job got EXIT_EXTERNAL). Error ``not_running``.
 ``clear`` {} -> ``{"cleared": true, "stopped": bool}``: stop if running, forget
     uploaded binaries and the recorded params.
+``exec``, ``exec_poll``, ``exec_kill``, ``exec_forget``: one shell command at a
+    synchronised instant, its whole output read back in chunks (NetJobs; see
+    :mod:`farm.agent.netexec`, imported on first use).
 
 Session parameters (``params``) are recorded, returned by ``start`` and
 ``status``, and acknowledged by a NOTICE event with ``task_id`` -1 (the set as
@@ -50,6 +53,7 @@ if TYPE_CHECKING:
 
     from farm.agent import jobs, sched
     from farm.agent.binaries import BinaryStore
+    from farm.agent.netexec import NetExec
     from farm.agent.runner import Runner
     from farm.agent.taskspec import TaskSpec
 
@@ -132,6 +136,7 @@ class AgentService:
         self._tasks: list[TaskSpec] = []
         self._params: list[Any] = []
         self._clients: set[Client] = set()
+        self._netexec: NetExec | None = None
         self._ops: dict[str, Callable[[Client, dict[str, Any]], Outcome]] = {
             "ping": self._ping,
             "time": self._time,
@@ -140,6 +145,8 @@ class AgentService:
             "stop": self._stop,
             "clear": self._clear,
         }
+        for name in ("exec", "exec_poll", "exec_kill", "exec_forget"):
+            self._ops[name] = self._exec_op(name)
 
     @property
     def ops(self) -> frozenset[str]:
@@ -163,6 +170,8 @@ class AgentService:
         if runner is not None and not runner.finished:
             log.warning("client %s owning the running set left: stopping the set", client.name)
             runner.stop(STOP_TIMEOUT)
+        if self._netexec is not None:
+            self._netexec.detach(client)
 
     def handle(self, client: Client, op: str, args: dict[str, Any]) -> Outcome:
         """Execute one op; raise RequestError for an error reply."""
@@ -175,6 +184,9 @@ class AgentService:
         """Stop the running set (if any) and forget everything."""
         with self._lock:
             runner = self._runner
+            netexec = self._netexec
+        if netexec is not None:
+            netexec.shutdown()
         try:
             if runner is not None and not runner.stop(STOP_TIMEOUT):
                 log.error("jobs of the running set were not all reaped at shutdown")
@@ -308,6 +320,30 @@ class AgentService:
             runner.start()
 
         return Outcome(result, go)
+
+    def _exec_op(self, op: str) -> Callable[[Client, dict[str, Any]], Outcome]:
+        def handler(client: Client, args: dict[str, Any]) -> Outcome:
+            return self._exec(client, args, op)
+
+        return handler
+
+    def _exec(self, client: Client, args: dict[str, Any], op: str) -> Outcome:
+        from farm.agent.netexec import ExecError, NetExec
+
+        with self._lock:
+            if self._netexec is None:
+                self._netexec = NetExec()
+            netexec = self._netexec
+        action = {
+            "exec": netexec.exec,
+            "exec_poll": netexec.poll,
+            "exec_kill": netexec.kill,
+            "exec_forget": netexec.forget,
+        }[op]
+        try:
+            return Outcome(action(client, args))
+        except ExecError as exc:
+            raise RequestError(exc.code, exc.message) from exc
 
     def _finished(self, runner: Runner) -> None:
         with self._lock:

@@ -1,9 +1,97 @@
-"""Placeholder for ``farm netjobs``: replaced by its implementation."""
+"""``farm netjobs CONFIG [-s] [-v] [-l]``: exit 0 all passed, 1 a test failed, 2 bad input."""
+
+from __future__ import annotations
 
 import click
 
+from farm.errors import ConfigError, FarmError
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+
+def _monitor(spec: str) -> object:
+    """``NAME`` or ``NAME=PATH`` (e.g. ``SqliteMonitor=results.db``) -> a monitor instance."""
+    from farm.monitors import resolve
+
+    name, _, arg = spec.partition("=")
+    cls = resolve(name)
+    return cls(arg) if arg else cls()  # type: ignore[call-arg]
+
 
 @click.command("netjobs")
-def netjobs() -> None:
-    """Run synchronised NetJobs tests (not built yet)."""
-    raise click.UsageError("farm netjobs is not built yet")
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("-s", "--simulate", is_flag=True, help="Simulate: no network, print the plan.")
+@click.option("-v", "--verbose", is_flag=True, help="Narrate each step (on stderr).")
+@click.option("-l", "--log", "log_results", is_flag=True, help="A log file per test beside CONFIG.")
+@click.option(
+    "--token", default=None, help="Agent token (default: farm config, FARM_TOKEN, state dir)."
+)
+@click.option("--port", type=int, default=None, help="Agent port for targets without one.")
+@click.option(
+    "--monitor",
+    "monitors",
+    multiple=True,
+    metavar="NAME[=PATH]",
+    help="Also report to a farm monitor, e.g. SqliteMonitor=results.db (repeatable).",
+)
+@click.pass_context
+def netjobs(
+    ctx: click.Context,
+    config: str,
+    simulate: bool,
+    verbose: bool,
+    log_results: bool,
+    token: str | None,
+    port: int | None,
+    monitors: tuple[str, ...],
+) -> None:
+    """Run the synchronised NetJobs tests of CONFIG (seed 003 grammar) on farm agents."""
+    from farm.config import FarmConfig
+    from farm.monitors import FanoutMonitor
+    from farm.netjobs.api import run_config
+    from farm.netjobs.report import format_result
+    from farm.netjobs.runner import TestResult
+
+    def narrate(text: str) -> None:
+        click.echo(f"netjobs: {text}", err=True)
+
+    def show(result: TestResult) -> None:
+        click.echo(format_result(result))
+
+    instances: list[object] = []
+    try:
+        cfg_path = (ctx.obj or {}).get("config") if ctx.obj else None
+        farm_config = FarmConfig.load(cfg_path)
+        instances = [_monitor(spec) for spec in monitors]
+        monitor = None
+        if len(instances) == 1:
+            monitor = instances[0]
+        elif instances:
+            monitor = FanoutMonitor(instances)
+        results = run_config(
+            config,
+            simulate_only=simulate,
+            log_results=log_results,
+            monitor=monitor,
+            narrate=narrate if verbose else None,
+            on_result=show,
+            token=token,
+            port=port,
+            farm_config=farm_config,
+        )
+    except ConfigError as exc:
+        click.secho(f"farm netjobs: error: {exc}", fg="red", err=True)
+        ctx.exit(EXIT_USAGE)
+    except FarmError as exc:
+        click.secho(f"farm netjobs: error: {exc}", fg="red", err=True)
+        ctx.exit(EXIT_FAILED)
+    finally:
+        for instance in instances:
+            close = getattr(instance, "close", None)
+            if close is not None:
+                close()
+    failed = [r.label for r in results if not r.passed]
+    if failed:
+        click.secho(f"farm netjobs: failed: {', '.join(failed)}", fg="red", err=True)
+        ctx.exit(EXIT_FAILED)
+    ctx.exit(EXIT_OK)

@@ -49,7 +49,10 @@ def test_ping_time_status(service: AgentService) -> None:
     assert status["agent_version"] == protocol.agent_version() == service.version
     service.detach(client)
     assert service.handle(client, "status", {}).result["clients"] == 0
-    assert service.ops == {"ping", "time", "status", "start", "stop", "clear"}
+    assert service.ops == {
+        *("ping", "time", "status", "start", "stop", "clear"),
+        *("exec", "exec_poll", "exec_kill", "exec_forget"),
+    }
 
 
 def test_errors(service: AgentService) -> None:
