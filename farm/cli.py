@@ -17,7 +17,23 @@ from farm.errors import ConfigError, FarmError
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INTERRUPTED = 0, 1, 2, 130
 
 
+def _debug() -> bool:
+    """True when ``farm -d`` asked for full tracebacks."""
+    ctx = click.get_current_context(silent=True)
+    root = ctx.find_root() if ctx is not None else None
+    return bool(root is not None and isinstance(root.obj, dict) and root.obj.get("debug"))
+
+
 def _fail(exc: BaseException) -> None:
+    """Print ``exc`` as one clear line (its traceback too with ``-d``) and exit 2 or 1.
+
+    Exit 2 for bad input (ConfigError), 1 for everything else. Subcommands in
+    other modules may call this to honour ``-d``.
+    """
+    if _debug():
+        import traceback
+
+        traceback.print_exception(exc, file=sys.stderr)
     click.secho(f"farm: error: {exc}", fg="red", err=True)
     code = EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED
     raise SystemExit(code)
@@ -44,6 +60,27 @@ def _load_lazy(name: str) -> click.Command:
 
 
 class _LazyGroup(click.Group):
+    def invoke(self, ctx: click.Context) -> Any:
+        """Run the subcommand; errors that escape it become one line and exit 1 or 2."""
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except KeyboardInterrupt:
+            click.echo("farm: interrupted", err=True)
+            raise SystemExit(EXIT_INTERRUPTED) from None
+        except FarmError as exc:
+            _fail(exc)
+        except Exception as exc:  # a bug: say so in one line, the traceback with -d
+            if _debug():
+                raise
+            click.secho(
+                f"farm: internal error: {type(exc).__name__}: {exc} (farm -d shows the traceback)",
+                fg="red",
+                err=True,
+            )
+            raise SystemExit(EXIT_FAILED) from None
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *_LAZY_COMMANDS})
 
@@ -56,15 +93,19 @@ class _LazyGroup(click.Group):
 @click.group(cls=_LazyGroup)
 @click.option("-v", "--verbose", count=True, help="More log output on stderr.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="farm.toml to use.")
+@click.option("-d", "--debug", is_flag=True, help="Full traceback on errors.")
 @click.pass_context
-def main(ctx: click.Context, verbose: int, config_path: str | None) -> None:
-    """farm: run real-time task-set experiments on a farm of QEMU guests."""
+def main(ctx: click.Context, verbose: int, config_path: str | None, debug: bool) -> None:
+    """farm: run real-time task-set experiments on a farm of QEMU guests.
+
+    Exit codes: 0 ok, 1 failure (e.g. a set given up), 2 bad input, 130 interrupted.
+    """
     level = max(logging.WARNING - 10 * verbose, logging.DEBUG)
     handler = logging.StreamHandler()
     handler.setLevel(level)  # the farm logger may be more verbose (its log file is)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     logging.getLogger().addHandler(handler)
-    ctx.obj = {"config": config_path}
+    ctx.obj = {"config": config_path, "debug": debug}
 
 
 @main.command()
@@ -85,6 +126,13 @@ def main(ctx: click.Context, verbose: int, config_path: str | None) -> None:
 @click.option("--backend", type=click.Choice(["libvirt", "qemu", "local"]), default=None)
 @click.option("--network", type=click.Choice(["user", "bridge"]), default=None)
 @click.option(
+    "--port",
+    "-p",
+    type=int,
+    default=None,
+    help="Agent port of DEST targets given without one (overrides config agent_port).",
+)
+@click.option(
     "--json", "as_json", is_flag=True, help="Print a JSON summary instead of the live view."
 )
 @click.pass_context
@@ -97,9 +145,14 @@ def run(
     session_name: str | None,
     backend: str | None,
     network: str | None,
+    port: int | None,
     as_json: bool,
 ) -> None:
-    """Run TASKSET (e.g. example.Hey0TaskSet or module:Class) on spawned guests."""
+    """Run TASKSET (e.g. example.Hey0TaskSet or module:Class) on spawned guests.
+
+    With DEST (CIDR ranges, addresses, host:port) it runs on those existing
+    targets instead; without, it spawns guests of the configured backend.
+    """
     from farm import monitors as monitor_mod
     from farm import session as session_mod
     from farm import tasksets
@@ -113,6 +166,8 @@ def run(
         overrides: dict[str, Any] = {"backend": backend, "network": network}
         if machines is not None:
             overrides["max_machines"] = machines  # validated with the config, before any boot
+        if port is not None:
+            overrides["agent_port"] = port  # validated (1..65535) with the config
         if dest:  # existing targets: CIDR ranges, addresses, host:port (hosts backend)
             if backend is not None:
                 raise ConfigError("--backend does not apply to existing targets (DEST)")
@@ -168,6 +223,14 @@ def run(
             f"{s['name']}: {s['finished']} finished, {s['stopped']} stopped, "
             f"{s['bad']} bad in {summary['seconds']:.1f}s"
         )
+    if not summary["job"]["done"]:  # e.g. no machine could boot: the job stalled
+        click.secho(
+            "farm: error: the job did not complete (no machine could boot? "
+            f"see {dist.config.log_dir / 'distributor.log'})",
+            fg="red",
+            err=True,
+        )
+        raise SystemExit(EXIT_FAILED)
     if summary["job"]["bad"] or summary["job"]["error"]:
         raise SystemExit(EXIT_FAILED)
 

@@ -27,6 +27,7 @@ from typing import Any
 from farm.backend import Backend
 from farm.backend import create as create_backend
 from farm.config import FarmConfig
+from farm.control.server import ControlServer
 from farm.errors import ConfigError
 from farm.job import Job, job_key
 from farm.journal import Journal
@@ -104,6 +105,7 @@ class Distributor:
         self._gave_up: dict[str, str] = {}
         self.event_handler: Any = None  # taskgen compatibility: default monitor for start()
         _live.add(self)
+        self._control = _start_control(self)  # farm status: <state_dir>/control.sock
         log.info(
             "distributor up: backend=%s network=%s limit=%d state=%s",
             self._backend.kind if targets is not None else cfg.backend,
@@ -270,6 +272,9 @@ class Distributor:
 
     def _finish_close(self, machines: list[Machine]) -> None:
         self._join(machines)
+        control = getattr(self, "_control", None)
+        if control is not None:
+            control.close()
         for mon in list(self._monitors.values()):
             mon.close()
         self._backend.close()
@@ -454,6 +459,16 @@ class _NullMonitor:
 def _slot(name: str) -> int:
     digits = "".join(c for c in name if c.isdigit())
     return int(digits) if digits else 0
+
+
+def _start_control(dist: Distributor) -> ControlServer | None:
+    """Open the control socket; a farm without one still runs (logged)."""
+    server = ControlServer(dist)
+    try:
+        return server if server.start() else None
+    except OSError as exc:
+        log.warning("no control socket (farm status will not see this farm): %s", exc)
+        return None
 
 
 _live: weakref.WeakSet[Distributor] = weakref.WeakSet()
