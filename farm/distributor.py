@@ -369,6 +369,11 @@ class Distributor:
         with self._cond:
             self._cond.notify_all()
 
+    def stalled(self) -> bool:
+        """True when every slot gave up booting and no machine is left: jobs cannot progress."""
+        with self._cond:
+            return self._stalled()
+
     def _stalled(self) -> bool:
         return bool(self._gave_up) and not self._machines
 

@@ -49,5 +49,6 @@ def live_view(dist: Any, refresh: float = 0.5) -> None:
                 rate = f"{(job['finished'] - job['resumed_from']) / elapsed:.2f} sets/s"
                 progress.update(bars[job["job"]], completed=job["finished"] + job["bad"], rate=rate)
             live.update(Group(progress, _machine_table(dist.machines())))
-            if done:
-                return
+            if done or dist.stalled():  # stalled: no machine can boot, nothing will change
+                break
+    live.console.line()  # the caller's summary goes below the table, not glued to it

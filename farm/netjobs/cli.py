@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from farm.errors import ConfigError, FarmError
+from farm.errors import FarmError
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
@@ -79,12 +79,10 @@ def netjobs(
             port=port,
             farm_config=farm_config,
         )
-    except ConfigError as exc:
-        click.secho(f"farm netjobs: error: {exc}", fg="red", err=True)
-        ctx.exit(EXIT_USAGE)
     except FarmError as exc:
-        click.secho(f"farm netjobs: error: {exc}", fg="red", err=True)
-        ctx.exit(EXIT_FAILED)
+        from farm.cli import _fail  # one clear line (traceback with -d), exit 2 or 1
+
+        _fail(exc)
     finally:
         for instance in instances:
             close = getattr(instance, "close", None)

@@ -13,7 +13,7 @@ from typing import Any
 
 import click
 
-from farm.errors import ConfigError, FarmError
+from farm.errors import FarmError
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 
@@ -26,8 +26,9 @@ def _config(ctx: click.Context) -> Any:
 
 
 def _fail(exc: FarmError) -> None:
-    click.secho(f"farm: error: {exc}", fg="red", err=True)
-    raise SystemExit(EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED)
+    from farm.cli import _fail as fail  # one clear line (traceback with -d), exit 2 or 1
+
+    fail(exc)
 
 
 @click.group()

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from farm.errors import ConfigError, FarmError
+from farm.errors import FarmError
 
 EXIT_FAILED, EXIT_USAGE = 1, 2
 
@@ -35,8 +35,10 @@ def report(db: Path, out_dir: Path | None, detail: int, open_it: bool) -> None:
     try:
         index = build_report(db, out_dir if out_dir is not None else db.parent / "report", detail)
     except FarmError as exc:
-        click.secho(f"farm: error: {exc}", fg="red", err=True)
-        raise SystemExit(EXIT_USAGE if isinstance(exc, ConfigError) else EXIT_FAILED) from exc
+        from farm.cli import _fail  # one clear line (traceback with -d), exit 2 or 1
+
+        _fail(exc)
+        return
     click.echo(str(index.resolve()))
     if open_it:
         click.launch(str(index))

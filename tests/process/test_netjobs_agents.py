@@ -187,7 +187,7 @@ def test_cli_exit_codes(three: list[AgentProcess], tmp_path: Path) -> None:
     res = farm_cli(tmp_path, str(bad), token=TOKEN)
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [
-        f"farm netjobs: error: {bad}:3: expected a duration like 30s, 5m, 1h or none, got 'soon'"
+        f"farm: error: {bad}:3: expected a duration like 30s, 5m, 1h or none, got 'soon'"
     ]
     failing = tmp_path / "fail.cfg"
     failing.write_text(f'f:\n127.0.0.1:{three[0].port}: "sleep 30"\n-timeout: 0.2s\nend\n')
