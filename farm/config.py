@@ -8,6 +8,11 @@ in the working directory (or the path in ``FARM_CONFIG``) is read when present::
     machine_cap = 7           # highest limit set_max_machine_value accepts
     [profile]                 # machine profile, see farm.profile.MachineProfile
     memory = 256
+    [[hypervisors]]           # several libvirt hosts (see HypervisorConfig, docs/multihost.md)
+    uri = "qemu+ssh://farm@rack1/system"
+    max_machines = 4
+    network = "bridge"
+    image_dir = "/var/lib/farm/images"
 """
 
 from __future__ import annotations
@@ -15,10 +20,12 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 import os
+import re
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from farm.errors import ConfigError
 
@@ -56,6 +63,9 @@ class FarmConfig:
     token: str | None = None
     journal: bool = True
     profile: dict[str, Any] = field(default_factory=dict)  # overrides of the default profile
+    # several libvirt hypervisor hosts (tables or HypervisorConfig); empty: one backend as above
+    hypervisors: tuple[HypervisorConfig, ...] = ()
+    hypervisor_retry_max: float = 60.0  # s: cap of a lost/failing host's exponential back-off
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state_dir", Path(self.state_dir))
@@ -63,6 +73,7 @@ class FarmConfig:
         object.__setattr__(self, "image_dir", Path(self.image_dir))
         if isinstance(self.dhcpd_conf, str):
             object.__setattr__(self, "dhcpd_conf", Path(self.dhcpd_conf))
+        object.__setattr__(self, "hypervisors", _hypervisors(self.hypervisors, self))
         self.validate()
 
     def validate(self) -> None:
@@ -98,6 +109,9 @@ class FarmConfig:
             raise ConfigError("heartbeat_timeout must be larger than heartbeat")
         if not isinstance(self.profile, dict):
             raise ConfigError("profile must be a table of machine-profile keys")
+        _positive("hypervisor_retry_max", self.hypervisor_retry_max)
+        if self.hypervisors and self.backend != "libvirt":
+            raise ConfigError(f"hypervisors need backend = 'libvirt', not {self.backend!r}")
 
     def replace(self, **changes: Any) -> FarmConfig:
         """A copy with some fields changed (validated)."""
@@ -131,6 +145,107 @@ class FarmConfig:
             return cls(**data)
         except TypeError as exc:
             raise ConfigError(f"{path or 'config'}: {exc}") from exc
+
+
+@dataclass(frozen=True)
+class HypervisorConfig:
+    """One libvirt hypervisor host of a multi-host farm (a ``[[hypervisors]]`` table).
+
+    ``max_machines`` caps the guests on this host (the Distributor's limit is
+    the total, shared out over the hosts). ``network``: ``user`` (hostfwd on the
+    host) or ``bridge`` (the host's own bridge ``bridge_name`` on
+    ``bridge_subnet``, whose dhcpd holds farm's reservations). ``image_dir``:
+    a directory on that host where farm uploads the guest kernel and initrd as
+    libvirt storage volumes; None means the host sees this machine's image
+    paths (local or shared file system).
+    """
+
+    uri: str
+    name: str = ""
+    max_machines: int = 7
+    network: str = "user"
+    bridge_name: str = "br0"
+    bridge_subnet: str = "10.200.40.0/21"
+    image_dir: str | None = None
+
+    @property
+    def uploads(self) -> bool:
+        """True when the host has its own file system (images uploaded to ``image_dir``)."""
+        return self.image_dir is not None
+
+
+_HV_KEYS = {f.name for f in dataclasses.fields(HypervisorConfig)}
+
+
+def _hypervisors(value: object, cfg: FarmConfig) -> tuple[HypervisorConfig, ...]:
+    """Validate ``hypervisors``: a list of tables (or HypervisorConfig); errors name the key."""
+    if value is None:
+        return ()
+    if not isinstance(value, list | tuple):
+        raise ConfigError("hypervisors must be a list of tables ([[hypervisors]] in farm.toml)")
+    hosts: list[HypervisorConfig] = []
+    for i, item in enumerate(value):
+        where = f"hypervisors[{i}]"
+        if isinstance(item, HypervisorConfig):
+            item = dataclasses.asdict(item)
+        if not isinstance(item, dict):
+            raise ConfigError(f"{where} must be a table with at least uri, got {item!r}")
+        unknown = sorted(set(item) - _HV_KEYS)
+        if unknown:
+            raise ConfigError(f"{where}: unknown key(s) {', '.join(unknown)}")
+        if "uri" not in item:
+            raise ConfigError(f"{where}.uri is missing (e.g. qemu+ssh://user@host/system)")
+        data = {
+            "network": cfg.network,
+            "bridge_name": cfg.bridge_name,
+            "bridge_subnet": cfg.bridge_subnet,
+            **item,
+        }
+        hosts.append(_hypervisor(where, data, cfg))
+    names = [h.name for h in hosts]
+    for i, name in enumerate(names):
+        if name in names[:i]:
+            raise ConfigError(f"hypervisors[{i}].name {name!r} is used twice")
+    return tuple(hosts)
+
+
+def _hypervisor(where: str, data: dict[str, Any], cfg: FarmConfig) -> HypervisorConfig:
+    """One validated HypervisorConfig (``where`` prefixes every error)."""
+    uri = data["uri"]
+    try:
+        check_libvirt_uri(uri)
+    except ConfigError as exc:
+        raise ConfigError(f"{where}.uri: {exc}") from exc
+    name = data.get("name") or urlsplit(uri).hostname or f"host{where[12:-1]}"
+    if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.@-]{1,64}", name):
+        raise ConfigError(f"{where}.name {name!r}: letters, digits, _.@- (1..64)")
+    if "max_machines" in data:
+        _int_range(f"{where}.max_machines", data["max_machines"], 1, 1024)
+    if data["network"] not in NETWORKS:
+        raise ConfigError(
+            f"{where}.network must be one of {', '.join(NETWORKS)}, got {data['network']!r}"
+        )
+    bridge = data["bridge_name"]
+    if not isinstance(bridge, str) or not re.fullmatch(r"[A-Za-z0-9_.-]{1,15}", bridge):
+        raise ConfigError(f"{where}.bridge_name {bridge!r} is not an interface name")
+    try:
+        subnet = ipaddress.ip_network(data["bridge_subnet"])
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"{where}.bridge_subnet {data['bridge_subnet']!r}: {exc}") from exc
+    if subnet.version != 4 or subnet.prefixlen > 28:
+        raise ConfigError(f"{where}.bridge_subnet {subnet}: need IPv4, /28 or larger")
+    image_dir = data.get("image_dir")
+    if image_dir is not None and (not isinstance(image_dir, str) or not image_dir.startswith("/")):
+        raise ConfigError(f"{where}.image_dir must be an absolute path on that host")
+    return HypervisorConfig(
+        uri=uri,
+        name=name,
+        max_machines=data.get("max_machines", cfg.machine_cap),
+        network=data["network"],
+        bridge_name=bridge,
+        bridge_subnet=str(subnet),
+        image_dir=image_dir,
+    )
 
 
 def check_libvirt_uri(uri: str) -> None:

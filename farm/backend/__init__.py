@@ -24,11 +24,17 @@ def create(
 
     With ``targets`` (CIDR ranges / addresses of existing hosts) it is the
     ``hosts`` backend whatever ``config.backend`` says; ``options`` go to it.
+    With ``config.hypervisors`` it is the ``multihost`` backend (one libvirt
+    connection per hypervisor host, see ``farm.backend.multihost``).
     """
     if targets is not None:
         from farm.backend.hosts import HostsBackend
 
         return HostsBackend(config, targets, session_class, **options)
+    if config.hypervisors:
+        from farm.backend.multihost import MultiHostBackend
+
+        return MultiHostBackend(config, **options)
     if config.backend == "local":
         from farm.backend.local import LocalBackend
 

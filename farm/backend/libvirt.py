@@ -17,6 +17,15 @@ agent's hostfwd listens on all addresses, farm copies the console into the
 local log over a libvirt stream, and the daemon destroys the domains when
 farm's connection drops (AUTODESTROY).
 
+As one host of a multi-host farm (``host=``, see ``multihost``) the URI,
+network and image directory come from its ``[[hypervisors]]`` table: a
+bridge there is the host's own (farm neither creates it nor runs its dhcpd;
+the guest's address is farm's static reservation for its machine id on the
+host's ``bridge_subnet``), a host with ``image_dir`` gets kernel and initrd
+uploaded as storage volumes (``libvirt_storage``), and a lost connection
+(close callback, keepalive) is reported through ``on_lost`` and reopened on
+the next use.
+
 With ``network = "bridge"`` (local hypervisors only) each domain gets an
 ``<interface type='bridge'>`` on farm's bridge with the machine's reserved
 MAC (libvirt creates and removes the tap); the agent is reached at the
@@ -27,6 +36,7 @@ guest and down at ``close()`` if it brought them up (:class:`BackendBridge`).
 from __future__ import annotations
 
 import contextlib
+import ipaddress
 import itertools
 import logging
 import os
@@ -36,8 +46,10 @@ import socket
 import subprocess
 import sys
 import threading
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 if "libvirt" not in sys.modules:
     # libvirt logs warnings to stderr (two "tainted" lines per guest, ...), garbling farm's
@@ -50,6 +62,7 @@ import psutil
 
 from farm.backend.base import Backend, Guest
 from farm.backend.libvirt_console import ConsoleStream
+from farm.backend.libvirt_storage import ImageUploader
 from farm.backend.libvirt_xml import (
     DomainSpec,
     FarmMarker,
@@ -68,9 +81,13 @@ from farm.backend.libvirt_xml import (
 from farm.backend.screen import quit_screen, wait_screen_socket
 from farm.config import FarmConfig, check_libvirt_uri
 from farm.errors import BackendError, ConfigError, ImageError
-from farm.network.bridge import BackendBridge, check_bridge_support
+from farm.network.bridge import BackendBridge, check_bridge_support, plan_for
+from farm.network.dhcp import mac_for, machine_id
 from farm.procs import ProcessRegistry, terminate
 from farm.profile import MachineProfile, load_profile
+
+if TYPE_CHECKING:
+    from farm.config import HypervisorConfig
 
 log = logging.getLogger(__name__)
 
@@ -231,24 +248,53 @@ class LibvirtBackend(Backend):
         profile: MachineProfile | None = None,
         *,
         console_stream: bool | None = None,
+        host: HypervisorConfig | None = None,
+        on_lost: Callable[[str], None] | None = None,
     ) -> None:
+        if host is not None:  # one host of a multi-host farm: its URI and network
+            config = config.replace(
+                libvirt_uri=host.uri,
+                network=host.network,
+                bridge_name=host.bridge_name,
+                bridge_subnet=host.bridge_subnet,
+            )
         self.config = config
+        self.host = host
         self.profile = (
             profile if profile is not None else load_profile(config.profile, config.image_dir)
         )
         self.registry = ProcessRegistry(config.state_dir)
         self.uri = config.resolved_libvirt_uri
-        self.local = is_local(self.uri)
+        # a host with its own file system: no local pids, ptys or files of its guests
+        self.local = is_local(self.uri) and not (host is not None and host.uploads)
         self.console_stream = (not self.local) if console_stream is None else console_stream
+        self.on_lost = on_lost
+        self.lost: str | None = None  # why the last connection was lost, until reopened
         self._lock = threading.Lock()
         self._conn: libvirt.virConnect | None = None
         self._domain_type: str | None = None
+        self._watching = False  # a close callback is registered on _conn
         self._net = BackendBridge(config, self.registry)  # network == "bridge": br0 + dhcpd
+        self._uploader = (
+            ImageUploader(host.image_dir, host.name)
+            if host is not None and host.image_dir is not None
+            else None
+        )
 
     @property
     def bridged(self) -> bool:
         """True when guests go on farm's bridge (config ``network = "bridge"``)."""
         return self.config.network == "bridge"
+
+    @property
+    def host_bridge(self) -> bool:
+        """True when the bridge is the hypervisor host's own (multi-host), not farm's."""
+        return self.bridged and self.host is not None
+
+    @property
+    def uploads(self) -> int:
+        """Image volumes uploaded to this host so far."""
+        return self._uploader.uploads if self._uploader is not None else 0
 
     def connection(self) -> libvirt.virConnect:
         """The backend's connection, opened on first use (embedded root prepared first)."""
@@ -270,12 +316,58 @@ class LibvirtBackend(Backend):
                         f"({exc}); use one state_dir per process, or a libvirtd URI"
                     ) from exc
                 raise BackendError(f"cannot open libvirt connection {self.uri}: {exc}") from exc
-            if not self.local:
+            if embed_root(self.uri) is None:
                 with contextlib.suppress(libvirt.libvirtError):
                     conn.setKeepAlive(5, 3)  # notice a dead remote host
+                try:
+                    conn.registerCloseCallback(self._on_close, None)
+                    self._watching = True
+                except libvirt.libvirtError as exc:
+                    log.debug("%s: no close callback (%s); relying on errors", self.uri, exc)
             log.info("connected to %s", self.uri)
             self._conn = conn
+            self.lost = None
+            if self._uploader is not None:
+                self._uploader.forget()  # a restarted host may have lost its volumes
             return conn
+
+    def _on_close(self, conn: libvirt.virConnect, reason: int, _opaque: object) -> None:
+        """libvirt's close callback: the daemon went away (EOF, keepalive, error)."""
+        why = {
+            libvirt.VIR_CONNECT_CLOSE_REASON_ERROR: "connection error",
+            libvirt.VIR_CONNECT_CLOSE_REASON_EOF: "daemon closed the connection",
+            libvirt.VIR_CONNECT_CLOSE_REASON_KEEPALIVE: "keepalive timeout",
+        }.get(reason)
+        if why is None:
+            return  # VIR_CONNECT_CLOSE_REASON_CLIENT: farm closed it
+        self.connection_lost(f"{self.uri}: {why}", conn)
+
+    def connection_lost(self, reason: str, conn: libvirt.virConnect | None = None) -> None:
+        """Forget a dead connection (reopened on next use) and tell ``on_lost``."""
+        with self._lock:
+            if conn is not None and conn is not self._conn:
+                return  # an older connection's late callback
+            old, self._conn = self._conn, None
+            watching, self._watching = self._watching, False
+            if old is None and self.lost is not None:
+                return
+            self.lost = reason
+        log.warning("lost %s", reason)
+        if self.on_lost is not None:
+            self.on_lost(reason)
+        if old is not None:  # not from here: this may run inside libvirt's close callback
+            threading.Thread(target=_close_quietly, args=(old, watching), daemon=True).start()
+
+    def probe(self) -> None:
+        """Raise BackendError unless the hypervisor answers now (connects if needed)."""
+        conn = self.connection()
+        try:
+            if not conn.isAlive():
+                raise BackendError(f"{self.uri}: connection is not alive")
+            conn.getLibVersion()
+        except libvirt.libvirtError as exc:
+            self.connection_lost(f"{self.uri}: {exc}", conn)
+            raise BackendError(f"{self.uri} does not answer: {exc}") from exc
 
     def check(self) -> None:
         for label, path in (("kernel", self.profile.kernel), ("initrd", self.profile.initrd)):
@@ -283,7 +375,10 @@ class LibvirtBackend(Backend):
                 raise ImageError(f"missing guest {label} {path}: run `farm image build`")
         if self.local and shutil.which(self.profile.qemu) is None:
             raise ConfigError(f"QEMU binary {self.profile.qemu!r} not found (install qemu-system)")
-        if self.bridged:
+        if self.host_bridge:  # the host's bridge: farm only needs a NIC libvirt can bridge
+            if self.profile.nic:
+                libvirt_nic_model(self.profile.nic)
+        elif self.bridged:
             if not self.local:
                 raise ConfigError(
                     f"network = 'bridge' needs a local libvirt URI: farm's bridge is on this "
@@ -302,7 +397,7 @@ class LibvirtBackend(Backend):
         console = (self.config.log_dir / f"{name}.console.log").resolve()
         console.unlink(missing_ok=True)
         if self.bridged:  # libvirt puts the tap on br0; the agent at the reserved IP
-            mac, ip = self._net.network().reservation(name)
+            mac, ip = self._reservation(name)
             dom = self._create_bridged(conn, name, token, console, mac, glog)
             address = (str(ip), self.config.agent_port)
         else:
@@ -359,7 +454,7 @@ class LibvirtBackend(Backend):
     ) -> libvirt.virDomain:
         """createXML of a domain whose NIC is on farm's bridge with ``mac`` (no hostfwd)."""
         spec = self._spec(name, token, None if self.console_stream else console, 0)
-        bridge = self._net.network().plan.bridge
+        bridge = self.config.bridge_name if self.host_bridge else self._net.network().plan.bridge
         xml = domain_xml(replace(spec, bridge=bridge, mac=mac))
         glog.debug("domain XML:\n%s", xml)
         try:
@@ -397,11 +492,30 @@ class LibvirtBackend(Backend):
                 ) from exc
         raise AssertionError("unreachable")
 
+    def _reservation(self, name: str) -> tuple[str, ipaddress.IPv4Address]:
+        """(MAC, IP) of machine ``name`` on the bridge: farm's dhcpd, or the host's plan."""
+        if not self.host_bridge:
+            return self._net.network().reservation(name)
+        ident = machine_id(name)
+        return mac_for(ident), plan_for(self.config).ip_for(ident)
+
+    def _boot_files(self) -> tuple[Path, Path | None]:
+        """Kernel and initrd paths as the hypervisor sees them (uploaded when it has its own)."""
+        p = self.profile
+        kernel = p.kernel.resolve()
+        initrd = p.initrd.resolve() if p.initrd is not None else None
+        if self._uploader is None:
+            return kernel, initrd
+        conn = self.connection()
+        remote_initrd = Path(self._uploader.ensure(conn, initrd)) if initrd else None
+        return Path(self._uploader.ensure(conn, kernel)), remote_initrd
+
     def _spec(self, name: str, token: str, console: Path | None, port: int) -> DomainSpec:
         """The domain of guest ``name`` from the machine profile (same boot as plain QEMU)."""
         p = self.profile
         me = psutil.Process()
         emulator = (shutil.which(p.qemu) if self.local else None) or p.qemu
+        kernel, initrd = self._boot_files()
         return DomainSpec(
             name=name,
             domain_type=self.domain_type(),
@@ -409,8 +523,8 @@ class LibvirtBackend(Backend):
             machine=p.machine,
             memory_mib=p.memory,
             smp=p.smp,
-            kernel=p.kernel.resolve(),
-            initrd=p.initrd.resolve() if p.initrd is not None else None,
+            kernel=kernel,
+            initrd=initrd,
             cmdline=p.kernel_cmdline(token, self.config.agent_port),
             console_log=console,
             host_port=port,
@@ -535,10 +649,10 @@ class LibvirtBackend(Backend):
         """Close the connection; take the bridged network down if this backend brought it up."""
         with self._lock:
             conn, self._conn = self._conn, None
+            watching, self._watching = self._watching, False
         try:
             if conn is not None:
-                with contextlib.suppress(libvirt.libvirtError):
-                    conn.close()
+                _close_quietly(conn, watching)
         finally:
             self._net.close()
 
@@ -552,6 +666,15 @@ def destroy_domain(dom: libvirt.virDomain, glog: logging.Logger) -> None:
             return
         raise BackendError(f"cannot destroy domain {dom.name()}: {exc}") from exc
     glog.debug("domain destroyed")
+
+
+def _close_quietly(conn: libvirt.virConnect, watching: bool) -> None:
+    """Unregister the close callback (if ``watching``) and close the connection."""
+    if watching:
+        with contextlib.suppress(libvirt.libvirtError):
+            conn.unregisterCloseCallback()
+    with contextlib.suppress(libvirt.libvirtError):
+        conn.close()
 
 
 def _ensure_gone(proc: psutil.Process, glog: logging.Logger) -> None:
