@@ -5,7 +5,8 @@ measures (a) the bare request/response round trip (``ping``) and (b) full
 task-set cycles of a one-job ``hey`` task (start -> START/EXIT/JOBS_DONE) on
 the same connection. Prints one JSON document; the ratio of (b)'s time per set
 to (a)'s time per ping is the cost of a set beyond the protocol itself (it
-includes spawning the job process).
+includes spawning the job process). :func:`bare_exchange` is reused by
+``bench/dispatch.py`` against the agents a Distributor booted.
 
     .venv/bin/python bench/agent_rtt.py [--sets 200] [--pings 2000]
 """
@@ -22,6 +23,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -29,8 +31,12 @@ sys.path.insert(0, str(ROOT))
 from farm.session import FarmSession  # noqa: E402
 from farm.taskset import Task, TaskSet  # noqa: E402
 
+#: the trivial set of every bench: one task, one job, a process that prints "hey"
+TRIVIAL = {"pkg": "hey"}
+
 
 def start_agent(token: str, tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
+    """A local agent on 127.0.0.1 (ephemeral port); returns the process and its port."""
     port_file = tmp / "port"
     env = {**os.environ, "FARM_TOKEN": token, "PYTHONPATH": str(ROOT)}
     proc = subprocess.Popen(
@@ -49,8 +55,47 @@ def start_agent(token: str, tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
 
 
 def percentile(values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..1)."""
     values = sorted(values)
     return values[min(len(values) - 1, int(q * len(values)))]
+
+
+def bare_exchange(session: FarmSession, sets: int, pings: int) -> dict[str, Any]:
+    """Ping round trips and bare start -> events -> finished cycles of the trivial set."""
+    for _ in range(min(50, pings)):
+        session.ping()
+    rtts = []
+    t0 = time.perf_counter()
+    for _ in range(pings):
+        rtts.append(session.ping())
+    ping_wall = time.perf_counter() - t0
+    variant = next(TaskSet([Task(dict(TRIVIAL))]).variants())
+    set_times = []
+    t0 = time.perf_counter()
+    for _ in range(sets):
+        s0 = time.perf_counter()
+        session.start(variant)
+        while not session.finished():
+            session.run(timeout=5.0)
+        set_times.append(time.perf_counter() - s0)
+    sets_wall = time.perf_counter() - t0
+    ping_median = statistics.median(rtts)
+    set_median = statistics.median(set_times)
+    return {
+        "pings": pings,
+        "ping_rtt_ms": {
+            "median": round(ping_median * 1e3, 4),
+            "p99": round(percentile(rtts, 0.99) * 1e3, 4),
+        },
+        "pings_per_s": round(pings / ping_wall, 1),
+        "sets": sets,
+        "set_ms": {
+            "median": round(set_median * 1e3, 3),
+            "p99": round(percentile(set_times, 0.99) * 1e3, 3),
+        },
+        "sets_per_s": round(sets / sets_wall, 2),
+        "set_over_ping_ratio": round(set_median / ping_median, 1),
+    }
 
 
 def main() -> None:
@@ -64,51 +109,17 @@ def main() -> None:
         try:
             session = FarmSession("127.0.0.1", port, token=token)
             session.connect()
-            for _ in range(50):
-                session.ping()
-            rtts = []
-            t0 = time.perf_counter()
-            for _ in range(args.pings):
-                rtts.append(session.ping())
-            ping_wall = time.perf_counter() - t0
-            variant = next(TaskSet([Task({"pkg": "hey"})]).variants())
-            set_times = []
-            t0 = time.perf_counter()
-            for _ in range(args.sets):
-                s0 = time.perf_counter()
-                session.start(variant)
-                while not session.finished():
-                    session.run(timeout=5.0)
-                set_times.append(time.perf_counter() - s0)
-            sets_wall = time.perf_counter() - t0
+            doc = bare_exchange(session, args.sets, args.pings)
             session.close()
         finally:
             proc.terminate()
             proc.wait(10)
-    ping_median = statistics.median(rtts)
-    set_median = statistics.median(set_times)
-    print(
-        json.dumps(
-            {
-                "bench": "agent_rtt",
-                "pings": args.pings,
-                "ping_rtt_ms": {
-                    "median": round(ping_median * 1e3, 4),
-                    "p99": round(percentile(rtts, 0.99) * 1e3, 4),
-                },
-                "pings_per_s": round(args.pings / ping_wall, 1),
-                "sets": args.sets,
-                "set_ms": {
-                    "median": round(set_median * 1e3, 3),
-                    "p99": round(percentile(set_times, 0.99) * 1e3, 3),
-                },
-                "sets_per_s": round(args.sets / sets_wall, 2),
-                "set_over_ping_ratio": round(set_median / ping_median, 1),
-                "note": "one-job hey task: includes spawning the job process in the agent",
-            },
-            indent=2,
-        )
-    )
+    doc = {
+        "bench": "agent_rtt",
+        **doc,
+        "note": "one-job hey task: includes spawning the job process in the agent",
+    }
+    print(json.dumps(doc, indent=2))
 
 
 if __name__ == "__main__":

@@ -24,6 +24,8 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _BACKOFF_CAP = 30.0
+#: longest a running set waits before re-checking that its guest process lives
+_ALIVE_CHECK = 0.5
 
 
 class _GuestLost(Exception):
@@ -57,14 +59,24 @@ class Machine(threading.Thread):
     def retire(self) -> None:
         """Finish the current set, then shut down."""
         self.retiring = True
-        self.dist._wake()
+        self._wake()
 
     def kill(self) -> None:
         """Destroy the guest now; the running set is re-queued and reported stopped."""
         self.retiring = True
         self.killed.set()
-        self.dist._wake()
+        self._wake()
+        with self._lock:
+            session = self.session
+        interrupt = getattr(session, "interrupt", None)
+        if interrupt is not None:  # the slot loop leaves run() at once, not at its next poll
+            interrupt("machine killed")
         self._destroy_guest()
+
+    def _wake(self) -> None:
+        """Wake this slot wherever it waits: for work, or inside the backend for a guest."""
+        self.dist._wake()
+        self.dist._backend.wake()
 
     # -- the slot loop ---------------------------------------------------------
     def run(self) -> None:
@@ -177,7 +189,12 @@ class Machine(threading.Thread):
             while not session.finished():
                 if self.killed.is_set():
                     raise BackendError("machine killed")
-                for event in session.run(timeout=0.5):
+                # events, a lost connection and kill() wake run() at once; the timeout
+                # only bounds how late a dead guest process or the time limit is noticed
+                wait = _ALIVE_CHECK
+                if limit is not None:
+                    wait = max(0.0, min(wait, limit - time.monotonic()))
+                for event in session.run(timeout=wait):
                     record = getattr(variant, "record", None)
                     if record is not None:
                         record(event)

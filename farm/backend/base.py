@@ -71,3 +71,6 @@ class Backend(abc.ABC):
 
     def check(self) -> None:  # noqa: B027 - optional hook
         """Raise a FarmError explaining what is missing before anything starts."""
+
+    def wake(self) -> None:  # noqa: B027 - optional hook
+        """Wake spawn() calls waiting inside the backend (a machine was retired or killed)."""

@@ -20,9 +20,9 @@ Rules:
   (timeout, no ping reply, busy agent) resets the count.
 * ``spawn`` leases a free available host (the one free longest), waiting for
   one up to ``boot_timeout`` (then BootError "no available target among N
-  hosts"; at once if every host was dropped). Machine.kill() does not
-  notify backends, so the wait also re-checks the calling Machine's
-  ``retiring`` flag every 0.25 s.
+  hosts"; at once if every host was dropped). The wait re-checks the calling
+  Machine's ``retiring`` flag whenever it is woken: Machine.retire()/kill()
+  call ``wake()``, so no periodic poll is needed.
 * ``HostGuest.destroy()`` only gives the host back (nothing remote is killed);
   ``alive()`` is True until the lease is marked failed (``mark_failed()``,
   or the backend is closed). A host whose session was lost mid-set comes
@@ -56,7 +56,6 @@ UP, DOWN, REFUSED = "up", "down", "refused"
 Probe = Callable[[str, int, float], str]
 
 DEFAULT_RESCAN_INTERVAL = 5.0
-_SHUTDOWN_CHECK = 0.25
 
 
 @dataclass(eq=False)
@@ -214,7 +213,12 @@ class HostsBackend(Backend):
                         f"{name}: no available target among {self._candidates()} hosts "
                         f"within {timeout:g}s ({self._summary()})"
                     )
-                self._cond.wait(min(remaining, _SHUTDOWN_CHECK))
+                self._cond.wait(remaining)  # woken by a free host, close() or wake()
+
+    def wake(self) -> None:
+        """Wake spawn() waiters so a retiring or killed machine stops waiting for a host."""
+        with self._cond:
+            self._cond.notify_all()
 
     def close(self) -> None:
         with self._cond:

@@ -65,8 +65,8 @@ class LocalGuest(Guest):
                 )
             if time.monotonic() > deadline:
                 raise BootError(f"{self.name}: agent did not listen within {timeout:.0f}s")
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
+            time.sleep(delay)  # the agent writes its port file once; ~150 ms after spawn
+            delay = min(delay * 2, 0.02)
 
     def alive(self) -> bool:
         return self._proc.poll() is None

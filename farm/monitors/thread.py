@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
+from collections.abc import Callable
 from typing import Any
 
 from farm.events import Event
@@ -18,6 +19,7 @@ from farm.monitors.base import AbstractMonitor
 log = logging.getLogger(__name__)
 
 _STOP = object()
+_THEN = "__then__"
 
 
 class MonitorThread(AbstractMonitor):
@@ -63,6 +65,19 @@ class MonitorThread(AbstractMonitor):
     def __taskset_bad__(self, taskset: Any, tries: int) -> None:
         self._submit("__taskset_bad__", taskset, tries)
 
+    def then(self, callback: Callable[[], None]) -> None:
+        """Run ``callback`` on the worker once every hook queued so far has run.
+
+        Lets the caller go on at once instead of waiting in flush(); the
+        callback is never dropped: once closed, it runs here in the caller.
+        """
+        with self._cond:
+            if not self._closed:
+                self._submitted += 1
+                self._queue.put((_THEN, (callback,)))
+                return
+        callback()
+
     # -- worker ----------------------------------------------------------------------
 
     def _work(self) -> None:
@@ -71,7 +86,10 @@ class MonitorThread(AbstractMonitor):
             if item is _STOP:
                 break
             hook, args = item
-            self._call(hook, *args)
+            if hook == _THEN:
+                self._run_callback(args[0])
+            else:
+                self._call(hook, *args)
             with self._cond:
                 self._done += 1
                 self._cond.notify_all()
@@ -89,6 +107,12 @@ class MonitorThread(AbstractMonitor):
         except Exception:
             self.errors += 1
             log.exception("monitor %r failed in %s", self.monitor, hook)
+
+    def _run_callback(self, callback: Callable[[], None]) -> None:
+        try:
+            callback()
+        except Exception:
+            log.exception("%s: callback %r failed", self, callback)
 
     # -- control ---------------------------------------------------------------------
 

@@ -288,6 +288,10 @@ class FarmSession(AbstractSession):
         else:
             self.log.debug("ignoring message of type %r", kind)
 
+    def interrupt(self, reason: str = "interrupted") -> None:
+        """Make a waiting run()/request raise SessionError now (e.g. its machine was killed)."""
+        self._fail(SessionError(f"{self!r}: {reason}"))
+
     def _fail(self, reason: SessionError | ProtocolError) -> None:
         with self._cond:
             if self._error is None:

@@ -348,3 +348,45 @@ def test_resolve_and_available() -> None:
     listed = dict(monitors.available())
     assert {"LoggingMonitor", "CsvMonitor", "SqliteMonitor", "FanoutMonitor"} <= set(listed)
     assert all(listed.values())
+
+
+def test_monitor_thread_then_runs_after_the_hooks_queued_before_it() -> None:
+    """Distributor settles a finished set through then(): results first, journal after."""
+    inner = Recorder()
+    wrapped = MonitorThread(inner, name="mon-then")
+    seen: list[tuple[list[tuple[str, Any]], str]] = []
+    try:
+        variant = FakeVariant(index=7, tasks=1)
+        feed(wrapped, variant)
+        wrapped.then(lambda: seen.append((list(inner.calls), threading.current_thread().name)))
+        assert wrapped.flush(10)
+    finally:
+        wrapped.close()
+    assert len(seen) == 1
+    calls, thread = seen[0]
+    assert calls[-1] == ("finish", 7)  # every hook queued before it had run
+    assert thread == "mon-then"
+
+
+def test_monitor_thread_then_after_close_runs_at_once_and_is_never_dropped() -> None:
+    wrapped = MonitorThread(Recorder())
+    wrapped.close()
+    ran: list[str] = []
+    wrapped.then(lambda: ran.append(threading.current_thread().name))
+    assert ran == [threading.current_thread().name]
+
+
+def test_monitor_thread_then_survives_a_failing_callback(caplog: pytest.LogCaptureFixture) -> None:
+    wrapped = MonitorThread(Recorder())
+    after: list[int] = []
+
+    def boom() -> None:
+        raise RuntimeError("callback boom")
+
+    with caplog.at_level(logging.ERROR, logger="farm.monitors.thread"):
+        wrapped.then(boom)
+        wrapped.then(lambda: after.append(1))
+        assert wrapped.flush(10)
+        wrapped.close()
+    assert after == [1]
+    assert any("callback boom" in str(r.exc_info[1]) for r in caplog.records if r.exc_info)
