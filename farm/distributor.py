@@ -86,6 +86,8 @@ class Distributor:
         if backend is None:
             backend = create_backend(cfg, targets, self._session_class)
         self._backend = backend
+        if hasattr(backend, "capacity_changed"):  # multi-host: a host came back
+            backend.capacity_changed = self._capacity_changed
         self._backend.check()
         reaped = self._backend.reap_stale()
         if reaped:
@@ -335,11 +337,20 @@ class Distributor:
                 self._cond.wait(max(remaining, 0.05) if remaining > 0 else 0.5)
 
     def _set_finished(self, machine: Machine, job: Job, variant: Any) -> None:
+        """Report the set finished; settle it once the monitor has seen all its events.
+
+        The settling runs on the monitor's thread after its hooks (results reach
+        the store before the journal says finished), so the machine goes on to its
+        next set at once instead of waiting for a slow monitor to drain.
+        """
         job.monitor.__taskset_finish__(variant)
-        job.monitor.flush()  # results reach the store before the journal says finished
-        with self._cond:
-            job.complete(variant)
-            self._cond.notify_all()
+
+        def settle() -> None:
+            with self._cond:
+                job.complete(variant)
+                self._cond.notify_all()
+
+        job.monitor.then(settle)
 
     def _set_failed(self, machine: Machine, job: Job, variant: Any, count_try: bool) -> None:
         job.monitor.__taskset_stop__(variant)
@@ -351,6 +362,12 @@ class Distributor:
         if not requeued:
             log.error("set %s #%s given up after %d tries", job.key, variant.index, tries)
             job.monitor.__taskset_bad__(variant, tries)
+
+    def _capacity_changed(self) -> None:
+        """The backend can take more guests again (a hypervisor is back): fill the room."""
+        with self._cond:
+            self._rebalance()
+            self._cond.notify_all()
 
     def _machine_exited(self, machine: Machine) -> None:
         with self._cond:
@@ -388,7 +405,7 @@ class Distributor:
             heartbeat_timeout=self.config.heartbeat_timeout,
             connect_attempts=100_000,
             retry_wait=0.02,
-            retry_wait_max=0.25,
+            retry_wait_max=0.05,  # a booting guest: notice its agent within 50 ms
         )
 
     # -- internal: scaling (call with _cond held) -----------------------------------
@@ -411,7 +428,10 @@ class Distributor:
             return
         if self._paused or self._gave_up or not any(j.has_work() for j in self._jobs):
             return
-        for _ in range(self._limit - len(active)):
+        # a multi-host backend may take fewer guests than the limit while hosts are down:
+        # extra slots would only fail to boot, back off and give up
+        room = min(self._limit, getattr(self._backend, "capacity", self._limit))
+        for _ in range(room - len(active)):
             name = self._free_name()
             machine = Machine(self, name)
             self._machines[name] = machine
@@ -456,6 +476,10 @@ def _as_targets(value: object) -> str | list[str] | None:
 
 class _NullMonitor:
     """Monitor used when a job has none."""
+
+    def then(self, callback: Any) -> None:
+        """No hooks to wait for: run ``callback`` now."""
+        callback()
 
     def __getattr__(self, name: str) -> Any:
         return lambda *a, **k: None

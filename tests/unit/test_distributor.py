@@ -302,3 +302,41 @@ def test_close_wakes_idle_machines(tmp_path: Path) -> None:
 def test_bad_bridge_subnet_rejected(subnet: str) -> None:
     with pytest.raises(ConfigError, match="bridge_subnet"):
         FarmConfig(bridge_subnet=subnet)
+
+
+class FakeCappedBackend(FakeBackend):
+    """A fake multi-host backend: takes at most ``capacity`` guests (hosts down lower it)."""
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__()
+        self.capacity = capacity
+        self.capacity_changed: Any = None
+
+
+def test_limit_is_capped_by_backend_capacity_and_refilled_when_a_host_returns(
+    tmp_path: Path,
+) -> None:
+    backend = FakeCappedBackend(capacity=2)
+    dist, _ = make(tmp_path, backend=backend)
+    mon = RecordingMonitor()
+    try:
+        dist.set_max_machine_value(4)
+        slow = {"pkg": "hey", "period": 10_000, "numberofjobs": 5, "x-run": range(100)}
+        dist.add_job(TaskSet([Task(slow)]), mon)  # ~50 ms per set at the fake's time scale
+        seen = 0
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline:
+            seen = max(seen, len(dist.machines()))
+            time.sleep(0.01)
+        assert seen == 2  # no slot beyond what the hosts can take (it would only fail)
+        assert backend.capacity_changed is not None  # the Distributor listens
+        backend.capacity = 4
+        backend.capacity_changed()
+        deadline = time.monotonic() + 10
+        while len(dist.machines()) < 4 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert len(dist.machines()) == 4
+        assert dist.wait_finished(timeout=60)
+        assert sorted(mon.finished) == list(range(100))
+    finally:
+        dist.close()

@@ -220,7 +220,10 @@ def test_all_hosts_failing_raises_with_every_reason(tmp_path: Path) -> None:
 def test_prober_reconnects_a_down_host(tmp_path: Path) -> None:
     """The prober thread brings a host whose daemon came back to ``up`` by itself."""
     backend, fakes, clock = _setup(tmp_path)
+    told: list[int] = []
+    backend.capacity_changed = lambda: told.append(backend.capacity)
     fakes["h1"].lose()
+    assert backend.capacity == 2  # only h0's limit while h1 is down
     fakes["h1"].gone = False
     clock.now += 1.0  # the back-off has passed
     thread = threading.Thread(target=backend._probe_loop, daemon=True)
@@ -232,6 +235,11 @@ def test_prober_reconnects_a_down_host(tmp_path: Path) -> None:
             threading.Event().wait(0.01)
         assert _hosts(backend)["h1"]["state"] == "up"
         assert fakes["h1"].probes >= 2
+        for _ in range(200):
+            if told:
+                break
+            threading.Event().wait(0.01)
+        assert told == [4]  # the Distributor is told to fill the room again
     finally:
         backend.close()
         thread.join(2)
