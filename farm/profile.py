@@ -39,15 +39,41 @@ from farm.accel import ACCELS, resolve_accel
 from farm.agent.protocol import DEFAULT_PORT
 from farm.errors import ConfigError
 
-#: Kernel arguments that make the farm image boot fast under TCG; each one
-#: measured (see images/README.md): no crypto self-tests and no KDF self-test
-#: (~0.4 s), entropy from RDRAND so python's first getrandom() doesn't wait
-#: for the jitter entropy collector (~0.9 s), quiet console.
-FAST_KERNEL_ARGS = (
-    "console=ttyS0 quiet loglevel=3 panic=-1 "
-    "cryptomgr.notests initcall_blacklist=crypto_kdf108_init random.trust_cpu=on "
-    "tsc=reliable no_timer_check i8042.noaux i8042.nomux i8042.nopnp"
+#: Initcalls skipped at boot, slowest first in bench/boot_breakdown.py's ranking:
+#: the kprobe-events self-test, the PS/2 controller and keyboard (the console is
+#: serial), KDF and BLAKE2s self-tests, EDAC (no memory controller to watch),
+#: encrypted keys, the osnoise tracer.
+BOOT_INITCALL_BLACKLIST = (
+    "init_kprobe_trace",
+    "i8042_init",
+    "atkbd_init",
+    "crypto_kdf108_init",
+    "blake2s_mod_init",
+    "edac_init",
+    "init_encrypted",
+    "init_osnoise_tracer",
 )
+#: Kernel arguments that make the farm image boot fast under TCG; each one
+#: measured (see images/README.md, bench/boot_breakdown.py): no crypto self-tests
+#: (~0.4 s), entropy from RDRAND so python's first getrandom() doesn't wait for
+#: the jitter entropy collector (~0.9 s), quiet console, no read-only remapping
+#: of kernel data with its W+X page-table walk (~0.1 s; a test guest), LOCK
+#: prefixes left in place on one vCPU (``noreplace-smp``: the kernel's UP
+#: patching pokes each of them through text_poke, a full TLB flush each under
+#: TCG, 0.2-0.5 s), and initcalls this guest has no use for
+#: (BOOT_INITCALL_BLACKLIST, ~0.15 s).
+FAST_KERNEL_ARGS = (
+    "console=ttyS0 quiet loglevel=3 panic=-1 cryptomgr.notests "
+    f"initcall_blacklist={','.join(BOOT_INITCALL_BLACKLIST)} "
+    "random.trust_cpu=on tsc=reliable no_timer_check rodata=off noreplace-smp"
+)
+#: what QEMU's user-mode network (slirp, default ``net=10.0.2.0/24``) hands out by
+#: DHCP to the first guest: given statically it saves the guest's udhcpc (~0.15 s)
+USER_NET_STATIC_IP = "10.0.2.15/24,10.0.2.2"
+#: firmware for booting a kernel directly (-kernel) on x86 PC boards: qboot
+#: (shipped with QEMU) starts the kernel ~0.4 s sooner under TCG than SeaBIOS
+QBOOT = "qboot.rom"
+
 SESSIONS = ("farm", "genode")
 
 
@@ -72,6 +98,8 @@ class MachineProfile:
     farm_cmdline: bool = True  # append farm.token=/farm.port= to the kernel args
     session: str = "farm"  # which protocol the guest speaks: farm agent or Genode dom0
     serial: bool = True  # give the board a serial console (-serial chardev:console)
+    bios: str = "auto"  # -bios: "auto" = qboot for farm's image on x86 PC boards, "" = board's
+    user_net_dhcp: bool = False  # user-mode net: DHCP in the guest instead of the fixed address
 
     def __post_init__(self) -> None:
         _check(
@@ -122,6 +150,18 @@ class MachineProfile:
         _check(self.session in SESSIONS, "session", f"one of {', '.join(SESSIONS)}", self.session)
         _check(isinstance(self.serial, bool), "serial", "true or false", self.serial)
         _check(isinstance(self.nic_onboard, bool), "nic_onboard", "true or false", self.nic_onboard)
+        _check(
+            isinstance(self.user_net_dhcp, bool),
+            "user_net_dhcp",
+            "true or false",
+            self.user_net_dhcp,
+        )
+        _check(
+            isinstance(self.bios, str) and not any(c.isspace() for c in self.bios),
+            "bios",
+            "a firmware file ('auto', '' = the board's default)",
+            self.bios,
+        )
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> MachineProfile:
@@ -189,10 +229,36 @@ class MachineProfile:
         kernel = self.kernel if self.farm_cmdline and self.kernel.is_file() else None
         return resolve_accel(accel or self.accel, self.qemu, kernel=kernel)
 
-    def kernel_cmdline(self, token: str | None, port: int | None = None) -> str:
-        """Kernel command line: the profile's arguments plus farm.token/farm.port."""
+    def resolved_bios(self) -> str:
+        """The -bios firmware to use ('' = the board's default); resolves ``auto``.
+
+        ``auto`` picks qboot when farm's own image (a Linux kernel booted with
+        ``-kernel``) runs on an x86 PC board (``pc*``, ``q35``): it needs no
+        option ROMs, disks or boot menu, so the kernel starts sooner. Other
+        boards and images (e.g. Genode on ARM) keep their own firmware.
+        """
+        if self.bios != "auto":
+            return self.bios
+        arch = Path(self.qemu).name.removeprefix("qemu-system-")
+        board = self.machine.split(",", 1)[0]
+        pc_board = board == "q35" or board.startswith("pc")  # pc, pc-i440fx-*, pc-q35-*
+        if arch in ("x86_64", "i386") and pc_board and self.farm_cmdline:
+            return QBOOT
+        return ""
+
+    def kernel_cmdline(
+        self, token: str | None, port: int | None = None, *, user_net: bool = False
+    ) -> str:
+        """Kernel command line: the profile's arguments plus farm.token/farm.port.
+
+        ``user_net``: the NIC is on QEMU's user-mode network, whose addresses are
+        fixed; unless ``user_net_dhcp`` (or a ``farm.ip=`` of the profile's own)
+        the guest gets QEMU's DHCP answer as a static ``farm.ip=`` and skips DHCP.
+        """
         args = self.kernel_args
         if self.farm_cmdline:
+            if user_net and self.nic and not self.user_net_dhcp and "farm.ip=" not in args:
+                args += f" farm.ip={USER_NET_STATIC_IP}"
             if token is not None:
                 if not token or any(c.isspace() for c in token):
                     raise ConfigError("token must be non-empty and contain no whitespace")
@@ -234,6 +300,8 @@ class MachineProfile:
         ]  # fmt: skip
         if self.cpu:
             argv += ["-cpu", self.cpu]
+        if bios := self.resolved_bios():
+            argv += ["-bios", bios]
         if self.serial:
             if isinstance(console, Path):
                 chardev = f"file,id=console,path={_opt(console)}"
@@ -245,7 +313,7 @@ class MachineProfile:
         argv += ["-kernel", str(self.kernel)]
         if self.initrd is not None:
             argv += ["-initrd", str(self.initrd)]
-        cmdline = self.kernel_cmdline(token, port)
+        cmdline = self.kernel_cmdline(token, port, user_net=bool(self.nic))
         if cmdline:
             argv += ["-append", cmdline]
         if self.nic:

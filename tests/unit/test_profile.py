@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -142,3 +143,57 @@ def test_token_must_be_one_word() -> None:
     with pytest.raises(ConfigError):
         default_profile().kernel_cmdline("two words")
     assert "farm.token" not in default_profile().kernel_cmdline(None)
+
+
+def test_farm_image_on_a_pc_board_boots_through_qboot() -> None:
+    p = default_profile(Path("/img"))
+    assert p.bios == "auto" and p.resolved_bios() == "qboot.rom"
+    argv = p.qemu_argv("q", hostfwd_port=1, token="t", accel="tcg")
+    assert argv[argv.index("-bios") + 1] == "qboot.rom"
+    for machine in ("pc", "pc-i440fx-7.2", "q35,smm=off"):
+        assert replace(p, machine=machine).resolved_bios() == "qboot.rom"
+
+
+def test_other_boards_and_images_keep_their_firmware() -> None:
+    genode = MachineProfile.from_dict(GENODE)
+    assert genode.resolved_bios() == ""
+    assert "-bios" not in genode.qemu_argv("g", hostfwd_port=1, token=None, accel=None)
+    assert MachineProfile(machine="microvm").resolved_bios() == ""
+    assert MachineProfile(farm_cmdline=False).resolved_bios() == ""  # not farm's Linux image
+    board_default = MachineProfile.from_dict({"bios": ""})
+    assert "-bios" not in board_default.qemu_argv("q", hostfwd_port=1, token="t", accel="tcg")
+    own = MachineProfile.from_dict({"bios": "/fw/bios-256k.bin"})
+    argv = own.qemu_argv("q", hostfwd_port=1, token="t", accel="tcg")
+    assert argv[argv.index("-bios") + 1] == "/fw/bios-256k.bin"
+    assert MachineProfile.from_dict(own.to_dict()) == own
+    with pytest.raises(ConfigError, match="bios"):
+        MachineProfile.from_dict({"bios": "a b"})
+
+
+def test_default_kernel_args_skip_the_measured_slow_boot_steps() -> None:
+    args = default_profile().kernel_args.split()
+    blacklist = next(a for a in args if a.startswith("initcall_blacklist=")).split("=", 1)[1]
+    assert {"crypto_kdf108_init", "init_kprobe_trace", "i8042_init"} <= set(blacklist.split(","))
+    for arg in ("quiet", "cryptomgr.notests", "random.trust_cpu=on", "rodata=off", "noreplace-smp"):
+        assert arg in args
+
+
+def test_user_mode_network_gets_qemus_fixed_address_without_dhcp() -> None:
+    p = default_profile(Path("/img"))
+    append = (argv := p.qemu_argv("q", hostfwd_port=1, token="t", accel="tcg"))[
+        argv.index("-append") + 1
+    ]
+    assert "farm.ip=10.0.2.15/24,10.0.2.2" in append.split() and append.endswith("farm.token=t")
+    # no NIC, DHCP asked for, or an address of the profile's own: no fixed address
+    for other in (
+        p.without_network(),
+        replace(p, user_net_dhcp=True),
+        replace(p, kernel_args=p.kernel_args + " farm.ip=10.9.0.5/24"),
+    ):
+        argv = other.qemu_argv("q", hostfwd_port=1, token="t", accel="tcg")
+        assert "farm.ip=10.0.2.15/24,10.0.2.2" not in argv[argv.index("-append") + 1]
+    # the command line alone (libvirt, bridges) is not for user-mode networking
+    assert "farm.ip" not in p.kernel_cmdline("t")
+    assert MachineProfile.from_dict(replace(p, user_net_dhcp=True).to_dict()).user_net_dhcp
+    with pytest.raises(ConfigError, match="user_net_dhcp"):
+        MachineProfile.from_dict({"user_net_dhcp": "no"})

@@ -21,7 +21,15 @@ from farm.tasksets.example import Hey0TaskSet, PeriodicTaskSet
 from tests.vm.conftest import BOOT_TIMEOUT, GuestFactory, qemu_processes
 
 TOKEN = "vm-test-token"
-INIT_STEPS = ("mounted", "cmdline read", "modules loaded", "eth0 up", "dhcp:", "starting agent")
+#: user-mode networking: the profile passes QEMU's fixed address (farm.ip=), no DHCP
+INIT_STEPS = (
+    "mounted",
+    "cmdline read",
+    "modules loaded",
+    "eth0 up",
+    "static address 10.0.2.15/24,10.0.2.2",
+    "starting agent",
+)
 
 
 def _request(sock, request_id: int, op: str, **args):
