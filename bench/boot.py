@@ -1,12 +1,20 @@
 """Boot latency of the guest image: QEMU start -> agent handshake, over several boots.
 
-Prints one JSON document: median/min/max/stdev of the handshake latency, the
+Prints one JSON document: median/p90/min/max/stdev of the handshake latency
+and the median CPU seconds QEMU used until then (less sensitive to a busy host), the
 moment each ``farm-init:`` step appeared on the console (medians), image
 sizes, and QEMU's RSS next to the guest RAM size.
 
     .venv/bin/python bench/boot.py [--boots 5] [--profile '{"machine": "q35"}']
                                    [--kernel-args-extra "..."] [--build]
-                                   [--network user|bridge]
+                                   [--network user|bridge] [--warm]
+    .venv/bin/python bench/boot.py --compare '{"A": {}, "B": {"profile": {...},
+                                   "kernel_args_extra": "..."}}' [--boots 10]
+
+``--compare``: interleaved A/B(/C...) runs in one session (boot 1 of every
+variant, then boot 2 of every variant, ...), so the host's load drifts hit all
+variants alike; a failed boot is counted, not fatal. Prints per variant the
+median, p90, successes and failures, plus the load average before and after.
 
 ``--network user`` (default): QEMU user-mode networking, the agent reached
 through a hostfwd port on 127.0.0.1. ``--network bridge`` (root): the bench
@@ -104,11 +112,14 @@ def boot_once(
         sock, _hello = guest.wait_for_agent(TOKEN, 120)
         latency = time.monotonic() - t0
         sock.close()
-        rss = psutil.Process(proc.pid).memory_info().rss
+        qemu = psutil.Process(proc.pid)
+        rss = qemu.memory_info().rss
+        cpu = qemu.cpu_times()  # CPU seconds QEMU used: less sensitive to a busy host
+        cpu_s = cpu.user + cpu.system
     finally:
         guest.stop()
         pump.join(5)
-    return {"latency": latency, "marks": marks, "rss": rss}
+    return {"latency": latency, "marks": marks, "rss": rss, "cpu_s": cpu_s}
 
 
 def _ns_inode(name: str) -> int | None:
@@ -196,6 +207,74 @@ def bridged_boots(profile: MachineProfile, workdir: Path, boots: int) -> list[di
     return runs
 
 
+def _p90(values: list[float]) -> float:
+    """The 90th percentile (nearest rank) of a non-empty list."""
+    ordered = sorted(values)
+    return ordered[max(0, -(-9 * len(ordered) // 10) - 1)]
+
+
+def _variant_profile(base: dict[str, Any], spec: dict[str, Any]) -> MachineProfile:
+    """The default profile with a --compare variant's overrides and extra kernel args."""
+    unknown = set(spec) - {"profile", "kernel_args_extra"}
+    if unknown:
+        raise SystemExit(f"--compare: unknown variant key(s) {sorted(unknown)}")
+    profile = MachineProfile.from_dict({**base, "accel": "tcg", **spec.get("profile", {})})
+    if spec.get("kernel_args_extra"):
+        profile = replace(profile, kernel_args=f"{profile.kernel_args} {spec['kernel_args_extra']}")
+    return profile
+
+
+def compare(base: dict[str, Any], variants: dict[str, Any], boots: int) -> dict[str, Any]:
+    """Interleaved boots of several variants; per variant median/p90/successes/failures."""
+    profiles = {name: _variant_profile(base, spec or {}) for name, spec in variants.items()}
+    results: dict[str, list[float]] = {name: [] for name in profiles}
+    cpu: dict[str, list[float]] = {name: [] for name in profiles}
+    failures: dict[str, list[str]] = {name: [] for name in profiles}
+    load_before = os.getloadavg()
+    with tempfile.TemporaryDirectory(prefix="farm-bench-boot-") as tmp:
+        for n in range(boots):
+            for name, profile in profiles.items():
+                try:
+                    run = boot_once(profile, Path(tmp), n)
+                    results[name].append(run["latency"])
+                    cpu[name].append(run["cpu_s"])
+                except Exception as exc:  # a failed boot is a figure here, not the end
+                    failures[name].append(f"boot {n}: {str(exc)[:300]}")
+    doc: dict[str, Any] = {
+        "benchmark": "qemu start -> agent handshake, interleaved variants",
+        "boots_per_variant": boots,
+        "loadavg_before": [round(x, 2) for x in load_before],
+        "loadavg_after": [round(x, 2) for x in os.getloadavg()],
+        "variants": {},
+    }
+    for name, profile in profiles.items():
+        lat = results[name]
+        doc["variants"][name] = {
+            "ok": len(lat),
+            "failed": len(failures[name]),
+            "median_s": round(statistics.median(lat), 3) if lat else None,
+            "p90_s": round(_p90(lat), 3) if lat else None,
+            "all": [round(x, 3) for x in lat],
+            "qemu_cpu_s_median": round(statistics.median(cpu[name]), 3) if lat else None,
+            "failures": failures[name],
+            "kernel_args": profile.kernel_args,
+            "extra_args": list(profile.extra_args),
+            "machine": profile.machine,
+            "bios": profile.bios,
+        }
+    first = next(iter(profiles))
+    for name in list(profiles)[1:]:  # same-round pairs: the host's drift cancels out
+        if failures[first] or failures[name]:
+            continue  # a failed boot breaks the pairing of rounds
+        pairs = list(zip(results[first], results[name], strict=True))
+        if pairs:
+            doc["variants"][name][f"paired_vs_{first}"] = {
+                "median_saving_s": round(statistics.median(a - b for a, b in pairs), 3),
+                "median_ratio": round(statistics.median(b / a for a, b in pairs), 3),
+            }
+    return doc
+
+
 def main(argv: list[str] | None = None) -> int:
     """Run the benchmark and print its JSON document."""
     ap = argparse.ArgumentParser(description=__doc__)
@@ -210,8 +289,22 @@ def main(argv: list[str] | None = None) -> int:
         default="user",
         help="user: hostfwd on 127.0.0.1; bridge: farm's br0 + dhcpd in a private namespace",
     )
+    ap.add_argument(
+        "--compare",
+        default="",
+        help='JSON {"name": {"profile": {...}, "kernel_args_extra": "..."}, ...}: '
+        "interleaved boots of each variant (user-mode network)",
+    )
+    ap.add_argument(
+        "--warm",
+        action="store_true",
+        help="restore each guest from a saved snapshot instead of booting it "
+        '(bench/boot_warm.py; JSON adds "warm"; user-mode network only)',
+    )
     raw = sys.argv[1:] if argv is None else argv
     args = ap.parse_args(raw)
+    if args.warm and (args.network == "bridge" or args.compare):
+        raise SystemExit("--warm works with --network user only, and not with --compare")
     logging.basicConfig(level=logging.WARNING)
     if args.network == "bridge" and not _inside_own_namespace():
         if args.build:
@@ -220,6 +313,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.build:
         build(out_dir=args.image_dir)
     base = default_profile(args.image_dir).to_dict()
+    if args.compare:
+        print(json.dumps(compare(base, json.loads(args.compare), args.boots), indent=1))
+        return 0
     overrides = json.loads(args.profile)
     profile = MachineProfile.from_dict({**base, "accel": "tcg", **overrides})
     if args.kernel_args_extra:
@@ -231,8 +327,14 @@ def main(argv: list[str] | None = None) -> int:
         if args.network == "bridge":
             runs = bridged_boots(profile, Path(tmp), args.boots)
         else:
+            boot: Any = boot_once
+            if args.warm:  # the snapshot is built here, once, before the timed restores
+                from boot_warm import WarmBoot
+
+                boot = WarmBoot(profile, Path(tmp))
             for n in range(args.boots):
-                runs.append(boot_once(profile, Path(tmp), n))
+                runs.append(boot(profile, Path(tmp), n))
+            warm_info = boot.info() if args.warm else None
     lat = [r["latency"] for r in runs]
     steps = sorted({k for r in runs for k in r["marks"]}, key=lambda k: runs[0]["marks"].get(k, 99))
     rss = [r["rss"] / 2**20 for r in runs]
@@ -243,9 +345,11 @@ def main(argv: list[str] | None = None) -> int:
             "median": round(statistics.median(lat), 3),
             "min": round(min(lat), 3),
             "max": round(max(lat), 3),
+            "p90": round(_p90(lat), 3),
             "stdev": round(statistics.stdev(lat), 3) if len(lat) > 1 else 0.0,
             "all": [round(x, 3) for x in lat],
         },
+        "qemu_cpu_s_median": round(statistics.median(r["cpu_s"] for r in runs), 3),
         "console_steps_median_s": {
             k: round(statistics.median([r["marks"][k] for r in runs if k in r["marks"]]), 3)
             for k in steps
@@ -260,10 +364,14 @@ def main(argv: list[str] | None = None) -> int:
             "rss_minus_guest_ram_mib": round(statistics.median(rss) - profile.memory, 1),
         },
         "profile": {
-            k: v for k, v in profile.to_dict().items() if k in ("machine", "cpu", "memory", "accel")
+            k: v
+            for k, v in profile.to_dict().items()
+            if k in ("machine", "cpu", "memory", "accel", "bios")
         },
         "kernel_args": profile.kernel_args,
     }
+    if args.warm:
+        doc["warm"] = warm_info
     if args.network == "bridge":
         doc["network"] = "bridge"
         doc["bridge"] = {

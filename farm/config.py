@@ -57,6 +57,7 @@ class FarmConfig:
     heartbeat: float = 1.0  # agent heartbeat interval (s)
     heartbeat_timeout: float = 10.0  # silence after which a guest counts as hung
     max_concurrent_boots: int = 2
+    warm_start: bool = False  # qemu backend: restore guests from a saved snapshot
     idle_linger: float = 2.0  # s an idle machine waits for new work before shutting down
     set_time_limit: float | None = None  # s; sets still running then are stopped (finished)
     agent_port: int = 3001
@@ -99,6 +100,15 @@ class FarmConfig:
         _int_range("set_tries", self.set_tries, 1, 1000)
         _int_range("boot_retries", self.boot_retries, 1, 1000)
         _int_range("max_concurrent_boots", self.max_concurrent_boots, 1, 1024)
+        if not isinstance(self.warm_start, bool):
+            raise ConfigError(f"warm_start must be true or false, got {self.warm_start!r}")
+        if self.warm_start and self.backend != "qemu":
+            raise ConfigError(f"warm_start needs backend = 'qemu', not {self.backend!r}")
+        if self.warm_start and self.network == "bridge":
+            raise ConfigError(
+                "warm_start does not work with network = 'bridge' "
+                "(the NIC's MAC address is saved guest state)"
+            )
         _int_range("agent_port", self.agent_port, 1, 65535)
         for name in ("boot_timeout", "heartbeat", "heartbeat_timeout", "rescan_interval"):
             _positive(name, getattr(self, name))

@@ -5,6 +5,11 @@ asked to quit over QMP, then SIGTERM, then SIGKILL. The serial console is the
 screen window (``screen -xr qemuN`` to attach) and screen logs it to
 ``log/qemuN.console.log``. Both PIDs are recorded so a watchdog reaps them if
 farm dies.
+
+With ``warm_start`` (config ``warm_start``, or the constructor argument) a
+guest is not booted but restored from a saved template guest and handed its
+own name and token (see :mod:`farm.backend.snapshot`); if the snapshot cannot
+be made or restored, the guest boots cold instead (logged).
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 
 import psutil
 
+from farm.backend import snapshot
 from farm.backend.base import Backend, Guest
 from farm.config import FarmConfig
 from farm.errors import BackendError, ConfigError, ImageError
@@ -82,6 +88,7 @@ class QemuGuest(Guest):
         self._run_dir = run_dir
         self._console = console
         self._registry = registry
+        self.run_dir = run_dir
         self._lock = threading.Lock()
         self._destroyed = False
         self.log = log.getChild(name)
@@ -131,11 +138,25 @@ class QemuBackend(Backend):
 
     kind = "qemu"
 
-    def __init__(self, config: FarmConfig, profile: MachineProfile | None = None) -> None:
+    def __init__(
+        self,
+        config: FarmConfig,
+        profile: MachineProfile | None = None,
+        warm_start: bool | None = None,
+    ) -> None:
         self.config = config
         self.profile = (
             profile if profile is not None else load_profile(config.profile, config.image_dir)
         )
+        #: restore guests from a snapshot (None: config ``warm_start``, default off)
+        self.warm_start = bool(
+            getattr(config, "warm_start", False) if warm_start is None else warm_start
+        )
+        if self.warm_start:
+            snapshot.check_profile(self.profile, config.network)
+        self._wprofile = replace(self.profile, guest_port=config.agent_port)
+        self._warm_off = ""  # why warm start was given up in this backend ("" = not)
+        self._warm_lock = threading.Lock()
         self.registry = ProcessRegistry(config.state_dir)
         self._net = BackendBridge(config, self.registry)  # network == "bridge": br0 + dhcpd
 
@@ -153,6 +174,47 @@ class QemuBackend(Backend):
             check_bridge_support(self.config)
 
     def spawn(self, name: str, token: str) -> Guest:
+        if self.warm_start and not self._warm_off:
+            snap = self._snapshot()
+            if snap is not None:
+                try:
+                    return self._restore(name, token, snap)
+                except snapshot.SnapshotError as exc:
+                    log.warning("%s: warm start failed, booting cold: %s", name, exc)
+                    if isinstance(exc, snapshot.SnapshotLoadFailed):  # the next spawn rebuilds it
+                        snapshot.discard(snap.path)
+        return self._spawn(name, token)
+
+    def _snapshot(self) -> snapshot.Snapshot | None:
+        """The current snapshot (built on first use); None after a failure (cold boots)."""
+        try:
+            return snapshot.ensure(
+                self._wprofile, self.config.state_dir, self.registry, self.config.boot_timeout
+            )
+        except snapshot.SnapshotCorrupt as exc:
+            log.warning("%s; this guest boots cold, the next one rebuilds it", exc)
+            return None
+        except snapshot.SnapshotError as exc:
+            with self._warm_lock:
+                if not self._warm_off:
+                    log.warning("warm start off, guests boot cold: %s", exc)
+                self._warm_off = str(exc)
+            return None
+
+    def _restore(self, name: str, token: str, snap: snapshot.Snapshot) -> Guest:
+        """Start QEMU with ``-incoming defer``, load the snapshot, hand over name and token."""
+        started = time.monotonic()
+        guest = self._spawn(name, token, warm=True)
+        assert isinstance(guest, QemuGuest)
+        try:
+            snapshot.restore(snap, guest.run_dir, name, token, guest.alive)
+        except BaseException:
+            guest.destroy()
+            raise
+        guest.log.info("restored from %s in %.2fs", snap.path.name, time.monotonic() - started)
+        return guest
+
+    def _spawn(self, name: str, token: str, warm: bool = False) -> Guest:
         glog = log.getChild(name)
         run_dir = (self.config.state_dir / "qemu" / name).resolve()
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -170,15 +232,20 @@ class QemuBackend(Backend):
             if self.profile.nic:
                 extra += nic.qemu_args(self.profile.nic, self.profile.nic_onboard)
             profile = replace(self.profile, nic="")  # the NIC comes from ``extra``
-        argv = profile.qemu_argv(
-            name,
-            hostfwd_port=port if host == "127.0.0.1" else None,
-            guest_port=self.config.agent_port,
-            token=token,
-            console="stdio",
-            qmp_socket=run_dir / "qmp.sock",
-            extra=extra,
-        )
+        if warm:  # the template's command line (same guest port) + identity port + -incoming
+            argv = snapshot.guest_argv(
+                self._wprofile, name, run_dir, hostfwd_port=port, extra=extra
+            )
+        else:
+            argv = profile.qemu_argv(
+                name,
+                hostfwd_port=port if host == "127.0.0.1" else None,
+                guest_port=self.config.agent_port,
+                token=token,
+                console="stdio",
+                qmp_socket=run_dir / "qmp.sock",
+                extra=extra,
+            )
         (run_dir / "screenrc").write_text(_SCREENRC)
         (run_dir / "cmdline").write_text(json.dumps(argv))
         cmd = [

@@ -13,7 +13,7 @@ from pathlib import Path, PurePosixPath
 from farm.errors import ImageError
 from farm.image import pyruntime
 from farm.image.cpio import Tree, compress
-from farm.image.kernel import KernelFiles, module_load_order
+from farm.image.kernel import GUEST_MODULES, KernelFiles, module_load_order
 
 log = logging.getLogger(__name__)
 
@@ -135,7 +135,7 @@ def build_tree(src: InitrdSources, work: Path) -> tuple[Tree, dict[str, object]]
         if applet != "bin/busybox" and applet not in tree:
             tree.symlink(applet, "/bin/busybox")
 
-    modules = module_load_order(src.kernel)
+    modules = module_load_order(src.kernel, GUEST_MODULES)
     moddir = PurePosixPath("lib/modules") / src.kernel.release
     for name, data in modules:
         tree.file(moddir / f"{name}.ko", data)

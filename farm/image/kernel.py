@@ -29,12 +29,16 @@ log = logging.getLogger(__name__)
 #: Modules the guest needs for its NIC (virtio-net over PCI or MMIO); their
 #: dependencies are added from each module's ``.modinfo``.
 NET_MODULES: tuple[str, ...] = ("virtio_pci", "virtio_mmio", "virtio_net")
+#: What the initrd ships: the NIC's modules and the warm start's identity port
+#: (virtio-serial, ``virtio_console``; see farm/backend/snapshot.py).
+GUEST_MODULES: tuple[str, ...] = (*NET_MODULES, "virtio_console")
 
 #: Which members of the kernel package we keep in the cache.
 _KEEP = re.compile(
     r"boot/(vmlinuz|config)-.*"
     r"|(usr/)?lib/modules/[^/]+/(modules\.builtin(\.modinfo)?"
     r"|kernel/(drivers/virtio/.*|drivers/net/(virtio_net|net_failover)\.ko.*"
+    r"|drivers/char/virtio_console\.ko.*"
     r"|net/core/failover\.ko.*))"
 )
 
@@ -137,7 +141,7 @@ class KernelFiles:
 def unpack_kernel(deb: Path, cache: Path) -> KernelFiles:
     """Extract bzImage, config and the NIC modules of a kernel package (cached)."""
     root = cache / deb.name.removesuffix(".deb")
-    marker = root / ".complete"
+    marker = root / f".complete-{zlib.crc32(_KEEP.pattern.encode()):08x}"  # re-extract: new _KEEP
     if not marker.exists():
         log.info("unpacking %s", deb.name)
         root.mkdir(parents=True, exist_ok=True)

@@ -1,0 +1,420 @@
+"""Warm start: save a booted guest once, restore copies of it, each with its own identity.
+
+A *template* guest boots with ``farm.identity=wait`` on its kernel command
+line: its /init (images/init.sh.in) brings the network up, imports the agent
+and then says ``farm-identity: waiting`` on the virtio-serial port
+``farm.identity`` and blocks reading one JSON line. At that point farm stops
+the template and migrates its state into a file (QMP ``getfd`` hands QEMU
+the open file, ``migrate`` to ``fd:``): the snapshot. A restored guest is a
+new QEMU process with the same command line plus ``-incoming defer``: farm
+loads the file (``getfd``, ``migrate-incoming`` from ``fd:``), resumes it
+(``cont``) and writes the guest's identity (name, agent token, wall-clock
+time, a random seed) to the port; the guest starts its agent with that
+token and answers ``farm-identity: ok NAME`` as soon as the agent listens,
+so the first handshake attempt succeeds.
+
+Snapshots live in ``<state_dir>/snapshots/<key>.bin`` next to a ``.json``
+with their size and SHA256. The key is a digest of everything the saved state
+depends on: the QEMU version, the full command line minus the per-guest parts
+(name, sockets, console, host port), which includes the accelerator, memory,
+CPU, firmware and kernel arguments, and the image (kernel and initrd digests
+from ``manifest.json`` plus their sizes and mtimes). A changed input gives a
+new key, hence a new snapshot. Building is serialised by a lock file, so
+concurrent guests (threads or farm processes) build it once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import logging
+import os
+import secrets
+import shutil
+import socket
+import subprocess
+import time
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from farm.backend.qmp import Qmp, QmpError
+from farm.errors import BackendError, ConfigError
+from farm.procs import ProcessRegistry, terminate
+from farm.profile import MachineProfile
+
+log = logging.getLogger(__name__)
+
+#: bump when the snapshot's layout or the identity protocol changes
+FORMAT = "1"
+PORT_NAME = "farm.identity"
+WAIT_ARG = "farm.identity=wait"
+WAITING = b"farm-identity: waiting"
+#: how long loading a snapshot and the guest's identity answer may take
+RESTORE_TIMEOUT = 30.0
+_verified: set[tuple[str, int, int]] = set()  # (path, size, mtime_ns) whose SHA256 matched
+_versions: dict[str, str] = {}  # "binary|mtime" -> first line of its --version
+
+
+class SnapshotError(BackendError):
+    """A snapshot could not be built or loaded, or a guest could not be restored from it."""
+
+
+class SnapshotLoadFailed(SnapshotError):
+    """QEMU could not load the snapshot (a damaged file or an incompatible QEMU)."""
+
+
+class SnapshotCorrupt(SnapshotError):
+    """The snapshot file was damaged (size or SHA256 differ); it has been removed."""
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """A saved guest state file and the key of the inputs it was made from."""
+
+    path: Path
+    key: str
+    size: int
+    sha256: str
+
+
+def check_profile(profile: MachineProfile, network: str) -> None:
+    """ConfigError when guests of this profile/network cannot be warm started."""
+    if network == "bridge":
+        raise ConfigError(
+            "warm_start does not work with network = 'bridge': the NIC's MAC address is part "
+            "of the saved guest state, so every restored guest would have the template's MAC "
+            "(use network = 'user', or warm_start = false)"
+        )
+    if not profile.farm_cmdline or profile.session != "farm":
+        raise ConfigError(
+            f"warm_start needs farm's own guest image (profile {profile.name!r} does not take "
+            "farm's kernel arguments)"
+        )
+
+
+def warm_profile(profile: MachineProfile) -> MachineProfile:
+    """The profile whose guests wait for their identity instead of reading a token."""
+    if WAIT_ARG in profile.kernel_args.split():
+        return profile
+    return replace(profile, kernel_args=f"{profile.kernel_args} {WAIT_ARG}".strip())
+
+
+def identity_args(sock: Path) -> list[str]:
+    """QEMU arguments of the identity port: a virtio-serial port on a unix socket."""
+    path = str(sock).replace(",", ",,")
+    return [
+        "-device", "virtio-serial-pci,id=farmser",
+        "-chardev", f"socket,id=farmid,path={path},server=on,wait=off",
+        "-device", f"virtserialport,bus=farmser.0,chardev=farmid,name={PORT_NAME}",
+    ]  # fmt: skip
+
+
+def guest_argv(
+    profile: MachineProfile,
+    name: str,
+    run_dir: Path,
+    *,
+    hostfwd_port: int | None,
+    console: Path | str = "stdio",
+    extra: list[str] | None = None,
+    incoming: bool = True,
+) -> list[str]:
+    """Command line of a template (``incoming=False``) or restored guest in ``run_dir``."""
+    tail = [*(extra or []), *identity_args(run_dir / "identity.sock")]
+    if incoming:
+        tail += ["-incoming", "defer"]
+    return warm_profile(profile).qemu_argv(
+        name,
+        hostfwd_port=hostfwd_port,
+        token=None,
+        console=console,
+        qmp_socket=run_dir / "qmp.sock",
+        extra=tail,
+    )
+
+
+def qemu_version(qemu: str) -> str:
+    """First line of ``qemu --version`` (part of the key: state formats change); cached."""
+    binary = shutil.which(qemu) or qemu
+    try:
+        stamp = f"{binary}|{os.stat(binary).st_mtime_ns}"
+    except OSError as exc:
+        raise SnapshotError(f"QEMU binary {qemu!r} not found: {exc}") from exc
+    if stamp not in _versions:
+        try:
+            out = subprocess.run(
+                [binary, "--version"], capture_output=True, text=True, timeout=10, check=True
+            ).stdout
+        except (OSError, subprocess.SubprocessError) as exc:
+            raise SnapshotError(f"cannot run {qemu} --version: {exc}") from exc
+        _versions[stamp] = out.splitlines()[0] if out else "?"
+    return _versions[stamp]
+
+
+def _image_identity(profile: MachineProfile) -> dict[str, Any]:
+    """Digests (from manifest.json when present), sizes and mtimes of kernel and initrd."""
+    files = {"kernel": profile.kernel, "initrd": profile.initrd}
+    manifest: dict[str, Any] = {}
+    with contextlib.suppress(OSError, ValueError):
+        manifest = json.loads((profile.kernel.parent / "manifest.json").read_text())
+    out: dict[str, Any] = {}
+    for part, path in files.items():
+        if path is None:
+            continue
+        st = Path(path).stat()
+        recorded = manifest.get(part, {}).get("output", {}) if isinstance(manifest, dict) else {}
+        out[part] = [str(path), st.st_size, st.st_mtime_ns, recorded.get("sha256")]
+    return out
+
+
+def snapshot_key(profile: MachineProfile) -> str:
+    """Digest of every input the saved state depends on (see the module docstring)."""
+    argv = guest_argv(profile, "guest", Path("/run"), hostfwd_port=None, incoming=False)
+    doc = {
+        "format": FORMAT,
+        "qemu": qemu_version(profile.qemu),
+        "argv": argv,
+        "image": _image_identity(profile),
+    }
+    return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        while chunk := f.read(1 << 20):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def _load(path: Path, key: str) -> Snapshot | None:
+    """The snapshot at ``path``; None if there is none; SnapshotCorrupt if damaged (removed)."""
+    meta_path = path.with_suffix(".json")
+    try:
+        meta = json.loads(meta_path.read_text())
+        st = path.stat()
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as exc:
+        log.warning("snapshot %s unreadable (%s): rebuilding it", path, exc)
+        discard(path)
+        return None
+    size, sha = int(meta.get("size", -1)), str(meta.get("sha256", ""))
+    stamp = (str(path), st.st_size, st.st_mtime_ns)
+    if stamp not in _verified:
+        if st.st_size != size or _sha256(path) != sha:
+            discard(path)
+            raise SnapshotCorrupt(f"snapshot {path} is corrupt (size or SHA256 differ): removed")
+        _verified.add(stamp)
+    return Snapshot(path, key, size, sha)
+
+
+def discard(path: Path) -> None:
+    """Remove a snapshot and its metadata (the next warm start rebuilds it)."""
+    path.unlink(missing_ok=True)
+    path.with_suffix(".json").unlink(missing_ok=True)
+
+
+def ensure(
+    profile: MachineProfile,
+    state_dir: Path,
+    registry: ProcessRegistry | None = None,
+    boot_timeout: float = 120.0,
+) -> Snapshot:
+    """The current snapshot for ``profile``: reused if intact, else built now (locked).
+
+    A damaged file raises SnapshotCorrupt (after removing it; the next call builds a new one),
+    so the caller can boot this guest cold rather than wait for a new template.
+    """
+    key = snapshot_key(profile)
+    folder = (Path(state_dir) / "snapshots").resolve()
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{key}.bin"
+    with (folder / ".lock").open("w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        found = _load(path, key)
+        if found is not None:
+            with contextlib.suppress(OSError):
+                os.utime(path.with_suffix(".json"))  # last use, for _prune
+            return found
+        _prune(folder, keep=path)
+        return build(profile, path, key, registry, boot_timeout)
+
+
+def _prune(folder: Path, keep: Path) -> None:
+    """Drop snapshots of other inputs not used for an hour (stale images, old settings)."""
+    cutoff = time.time() - 3600
+    for old in folder.glob("*.bin"):
+        with contextlib.suppress(OSError):
+            meta = old.with_suffix(".json")
+            used = meta.stat().st_mtime if meta.exists() else old.stat().st_mtime
+            if old != keep and used < cutoff:
+                discard(old)
+    for left in [*folder.glob("tmpl-*"), *folder.glob("*.part")]:  # of a farm killed mid-build
+        owner = left.name.removeprefix("tmpl-") if left.is_dir() else ""
+        if not (owner.isdigit() and psutil.pid_exists(int(owner))):
+            shutil.rmtree(left, ignore_errors=True) if left.is_dir() else left.unlink(True)
+
+
+def build(
+    profile: MachineProfile,
+    path: Path,
+    key: str,
+    registry: ProcessRegistry | None = None,
+    boot_timeout: float = 120.0,
+) -> Snapshot:
+    """Boot a template guest until it waits for its identity, save its state to ``path``."""
+    started = time.monotonic()
+    run_dir = path.parent / f"tmpl-{os.getpid()}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir()
+    console = run_dir / "console.log"
+    argv = guest_argv(profile, "farm-template", run_dir, hostfwd_port=None, incoming=False)
+    argv += ["-pidfile", str(run_dir / "qemu.pid")]
+    tmp = path.with_suffix(".part")
+    log.info("building snapshot %s: %s", path.name, " ".join(argv))
+    try:
+        with console.open("wb") as out:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+            )
+    except OSError as exc:
+        shutil.rmtree(run_dir, ignore_errors=True)
+        raise SnapshotError(f"cannot start the template guest: {exc}") from exc
+    name = f"snapshot-template-{os.getpid()}"
+    if registry is not None:
+        registry.record(name, proc.pid, "qemu")
+    try:
+        with _connect(run_dir / "identity.sock", proc, 10.0) as ident:
+            line = _read_line(ident, boot_timeout, proc)
+            if not line.startswith(WAITING):
+                raise SnapshotError(f"template guest said {line[:200]!r}, not {WAITING!r}")
+            with Qmp(run_dir / "qmp.sock") as qmp, tmp.open("wb") as out:
+                qmp.cmd("stop")
+                qmp.cmd("migrate-set-capabilities", capabilities=_EVENTS)
+                qmp.getfd("snapshot", out.fileno())  # QEMU writes the file itself: no exec:cat
+                qmp.cmd("migrate", uri="fd:snapshot")
+                event = qmp.wait_event("MIGRATION", 120.0, _final)
+                if event["data"]["status"] != "completed":
+                    raise SnapshotError(f"saving the template failed: {qmp.cmd('query-migrate')}")
+                qmp.cmd("quit")
+        proc.wait(10)
+        sha = _sha256(tmp)
+        size = tmp.stat().st_size
+        meta = {"key": key, "size": size, "sha256": sha, "argv": argv, "created": time.time()}
+        path.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
+        tmp.replace(path)
+        _verified.add((str(path), size, path.stat().st_mtime_ns))
+        log.info("snapshot %s: %d MiB in %.1f s", path.name, size >> 20, time.monotonic() - started)
+        return Snapshot(path, key, size, sha)
+    except (OSError, QmpError, subprocess.SubprocessError, ValueError) as exc:
+        output = console.read_text(errors="replace")[-1500:] if console.exists() else ""
+        raise SnapshotError(f"cannot build the snapshot: {exc}\nconsole:\n{output}") from exc
+    except SnapshotError as exc:
+        output = console.read_text(errors="replace")[-1500:] if console.exists() else ""
+        raise SnapshotError(f"{exc}\nconsole:\n{output}") from exc
+    finally:
+        if proc.poll() is None:
+            terminate(proc.pid, timeout=3.0)
+        with contextlib.suppress(subprocess.SubprocessError):
+            proc.wait(5)
+        if registry is not None:
+            registry.forget(name)
+        tmp.unlink(missing_ok=True)
+        shutil.rmtree(run_dir, ignore_errors=True)
+
+
+_EVENTS = [{"capability": "events", "state": True}]
+
+
+def _final(data: dict[str, Any]) -> bool:
+    return data.get("status") in ("completed", "failed", "cancelled")
+
+
+def _connect(path: Path, proc: Any, timeout: float) -> socket.socket:
+    """Connect to QEMU's identity socket as soon as it listens (QEMU must stay alive)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        sock = socket.socket(socket.AF_UNIX)
+        try:
+            sock.connect(str(path))
+            return sock
+        except OSError as exc:
+            sock.close()
+            if not _running(proc):
+                raise SnapshotError("QEMU exited before its identity port was up") from exc
+            if time.monotonic() >= deadline:
+                raise SnapshotError(f"no identity socket {path} within {timeout:g} s") from exc
+            time.sleep(0.002)
+
+
+def _running(proc: Any) -> bool:
+    if isinstance(proc, subprocess.Popen):
+        return proc.poll() is None
+    return bool(proc())
+
+
+def _read_line(sock: socket.socket, timeout: float, proc: Any) -> bytes:
+    """One line from the guest's identity port (SnapshotError on EOF or timeout)."""
+    deadline = time.monotonic() + timeout
+    buf = b""
+    while b"\n" not in buf:
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise SnapshotError(f"guest said nothing on its identity port within {timeout:g} s")
+        sock.settimeout(min(left, 1.0))
+        try:
+            chunk = sock.recv(4096)
+        except TimeoutError:
+            if not _running(proc):
+                raise SnapshotError("QEMU exited while farm waited for its guest") from None
+            continue
+        if not chunk:
+            raise SnapshotError("QEMU closed the identity port (the guest or QEMU ended)")
+        buf += chunk
+    return buf.split(b"\n", 1)[0]
+
+
+def restore(
+    snapshot: Snapshot,
+    run_dir: Path,
+    name: str,
+    token: str,
+    alive: Any,
+    timeout: float = RESTORE_TIMEOUT,
+) -> None:
+    """Load ``snapshot`` into the QEMU waiting in ``run_dir``, resume it, hand it its identity.
+
+    ``alive``: a callable telling whether that QEMU still runs. Returns once the
+    guest acknowledged its identity, i.e. once its agent listens with ``token``.
+    """
+    if not token or any(c.isspace() for c in token):
+        raise ConfigError("token must be non-empty and contain no whitespace")
+    # connect first: the port is then "host connected" when the saved state (connected too) loads
+    with _connect(run_dir / "identity.sock", alive, 10.0) as ident:
+        try:
+            with Qmp(run_dir / "qmp.sock") as qmp, snapshot.path.open("rb") as data:
+                qmp.cmd("migrate-set-capabilities", capabilities=_EVENTS)
+                qmp.getfd("snapshot", data.fileno())  # QEMU reads the file itself
+                qmp.cmd("migrate-incoming", uri="fd:snapshot")
+                event = qmp.wait_event("MIGRATION", timeout, _final)
+                if event["data"]["status"] != "completed":
+                    raise SnapshotLoadFailed(f"QEMU could not load {snapshot.path}")
+                qmp.cmd("cont")
+        except QmpError as exc:
+            raise SnapshotLoadFailed(f"QEMU could not load {snapshot.path}: {exc}") from exc
+        identity = {
+            "name": name,
+            "token": token,
+            "time": time.time(),
+            "seed": secrets.token_hex(32),
+        }
+        ident.sendall(json.dumps(identity).encode() + b"\n")
+        line = _read_line(ident, timeout, alive)
+        if line != f"farm-identity: ok {name}".encode():
+            raise SnapshotError(f"restored guest answered {line[:200]!r} to its identity")
