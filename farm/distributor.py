@@ -39,6 +39,10 @@ from farm.session.token import resolve_token
 
 log = logging.getLogger(__name__)
 
+#: finished jobs kept for jobs()/status; older ones are dropped so a farm fed jobs for
+#: days does not keep every job's task set and counters (soak: ~6 KiB per job)
+KEEP_DONE_JOBS = 100
+
 
 class Distributor:
     """Runs jobs (task set + monitor) on a self-managed pool of guests."""
@@ -127,9 +131,9 @@ class Distributor:
             validate()
         if not hasattr(taskset, "variants"):
             raise ConfigError(f"{taskset!r} is not a task set (it has no variants())")
-        mon = self._monitor_thread(monitor if monitor is not None else self.event_handler)
         key = job_key(taskset, name)
-        with self._cond:
+        with self._cond:  # wrapper and job together: no release can close it in between
+            mon = self._monitor_thread(monitor if monitor is not None else self.event_handler)
             if any(j.key == key and not j.done for j in self._jobs):
                 key = f"{key}#{sum(1 for j in self._jobs if j.key.startswith(key)) + 1}"
             job = Job(
@@ -348,7 +352,10 @@ class Distributor:
         def settle() -> None:
             with self._cond:
                 job.complete(variant)
+                released = self._release_monitors()
                 self._cond.notify_all()
+            for mon in released:
+                mon.close()  # on its own thread (this one) close() only queues the stop
 
         job.monitor.then(settle)
 
@@ -362,6 +369,10 @@ class Distributor:
         if not requeued:
             log.error("set %s #%s given up after %d tries", job.key, variant.index, tries)
             job.monitor.__taskset_bad__(variant, tries)
+        with self._cond:
+            released = self._release_monitors()
+        for mon in released:
+            mon.close()
 
     def _capacity_changed(self) -> None:
         """The backend can take more guests again (a hypervisor is back): fill the room."""
@@ -447,6 +458,22 @@ class Distributor:
         for m in machines:
             if m is not threading.current_thread():
                 m.join()
+
+    def _release_monitors(self) -> list[MonitorThread]:
+        """Forget old finished jobs; drop the monitor threads no unfinished job uses.
+
+        Call with ``_cond`` held. A farm fed jobs with a monitor each must not keep a
+        thread and the monitor's open files per finished job; the caller closes them
+        outside the lock (farm's monitors reopen lazily if given to a later job).
+        """
+        done = [j for j in self._jobs if j.done]
+        for old in done[: max(0, len(done) - KEEP_DONE_JOBS)]:  # status history, bounded
+            self._jobs.remove(old)
+        in_use = {id(j.monitor) for j in self._jobs if not j.done}
+        released = {k: m for k, m in self._monitors.items() if id(m) not in in_use}
+        for key in released:
+            del self._monitors[key]
+        return list(released.values())
 
     def _monitor_thread(self, monitor: Any) -> Any:
         if monitor is None:

@@ -23,3 +23,34 @@ def _fresh_accel_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
     import os
 
     os.environ["FARM_ACCEL_CACHE"] = str(tmp_path_factory.mktemp("accel") / "accel.json")
+
+
+# -- robustness suite size: small in CI, full with --full or FARM_FULL=1 ----------------------
+
+
+def pytest_addoption(parser: pytest.Parser) -> None:
+    parser.addoption(
+        "--full",
+        action="store_true",
+        default=False,
+        help="run the robustness suite (chaos, fuzz, soak, resume) at full size",
+    )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """``--full`` also sets FARM_FULL=1, so module-level sizes (hypothesis settings) see it."""
+    import os
+
+    if config.getoption("--full", default=False):
+        os.environ["FARM_FULL"] = "1"
+
+
+@pytest.fixture(scope="session")
+def full_size(request: pytest.FixtureRequest) -> bool:
+    """True when the robustness suite runs at full size (``--full`` or ``FARM_FULL=1``)."""
+    import os
+
+    return bool(request.config.getoption("--full")) or os.environ.get("FARM_FULL", "") not in (
+        "",
+        "0",
+    )

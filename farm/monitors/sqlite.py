@@ -131,6 +131,8 @@ _TASK_COLUMNS = (
     "quota",
 )
 _TERMINAL = (EventType.JOBS_DONE, EventType.NOTICE)
+#: SQLite page cache of the monitor's connection, KiB
+CACHE_KIB = 512
 
 
 def _sql_value(value: Any) -> Any:
@@ -163,6 +165,9 @@ class SqliteMonitor(AbstractMonitor):
                 conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False)
                 conn.execute("PRAGMA journal_mode=WAL")
                 conn.execute("PRAGMA synchronous=NORMAL")
+                # writes go to the tail of the indexes: a small page cache serves them, and a
+                # long-running farm's RSS stays flat (the default 2 MiB fills up over hours)
+                conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
                 conn.execute("PRAGMA foreign_keys=ON")
                 conn.executescript(SCHEMA)
                 self._conn = conn
@@ -223,8 +228,9 @@ class SqliteMonitor(AbstractMonitor):
         return row_id
 
     def _forget(self, taskset: Any) -> None:
+        """Drop a settled set's cached row id: a long-lived monitor must not grow per set."""
+        self._rows.pop(self._key(taskset), None)
         if taskset_variant(taskset) is None:
-            self._rows.pop(id(taskset), None)
             self._anon.pop(id(taskset), None)
 
     def _start_run(self, conn: sqlite3.Connection, taskset_id: int, now: float) -> int:

@@ -72,7 +72,9 @@ def binary_header(name: str, size: int) -> bytes:
 
 
 def parse_binary_header(data: bytes) -> tuple[str, int]:
-    """Inverse of binary_header()."""
+    """Inverse of binary_header(); ProtocolError unless ``data`` is exactly 20 bytes."""
+    if len(data) != BINARY_HEADER.size:
+        raise ProtocolError(f"binary header of {len(data)} bytes, expected {BINARY_HEADER.size}")
     raw, _nul, size = BINARY_HEADER.unpack(data)
     return raw.rstrip(b"\0").decode("ascii", "replace"), size
 
@@ -200,7 +202,7 @@ def parse_profile(payload: bytes) -> list[ProfileEvent]:
                     int(float(node.attrib["time-stamp"])),
                 )
             )
-        except (KeyError, ValueError) as exc:
+        except (KeyError, ValueError, OverflowError) as exc:  # inf time stamp: OverflowError
             raise ProtocolError(f"malformed profile event {node.attrib!r}") from exc
     return events
 

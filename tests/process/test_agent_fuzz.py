@@ -1,16 +1,31 @@
-"""1,000 malformed frames at a real agent; it must answer or hang up, and keep working."""
+"""Malformed frames at a real agent; it must answer or hang up, and keep working.
+
+1,000 varied frames checked one by one; frames pipelined in batches (some on
+fresh connections: pre-auth requests, stream-breaking garbage) with no
+fd/thread growth; hypothesis-made frames. CI: 20k + ~5k frames; ``--full`` /
+``FARM_FULL=1``: 110k + ~50k.
+"""
 
 from __future__ import annotations
 
 import json
+import logging
 import random
 import socket
 import struct
+import time
 from collections.abc import Iterator
 from typing import Any
 
+import psutil
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from farm.agent import protocol
 from tests.process.conftest import AgentClient, AgentProcess
+
+log = logging.getLogger(__name__)
 
 SEED = 20261123
 FRESH = 300  # frames on unauthenticated connections
@@ -172,3 +187,220 @@ def test_malformed_frames_never_stop_the_agent(agent: AgentProcess) -> None:
     done = [e["task_id"] for e in events if e["type"] == "JOBS_DONE"]
     assert sorted(done) == [1, 2]
     assert [e["type"] for e in events if e["type"].startswith("EXIT")] == ["EXIT"] * 3
+
+
+# -- volume: >= 100k frames (full size), pipelined, with hypothesis-made frames ---------------
+
+#: frames of the volume test: full size (``--full`` / FARM_FULL=1) and CI size
+VOLUME_FULL = 110_000
+VOLUME_CI = 20_000  # ~25-40 s for 100k on this 2-core host: too much of the CI budget
+BATCH = 400  # frames pipelined before a ping probe
+FRESH_EVERY = 40  # one frame in this many goes on a fresh connection (pre-auth / breaking)
+SMALL_WEIRD: list[Any] = [
+    None, True, False, 0, -1, 2**64, 2**200, -(2**63), 1e308, -0.0, 1.5, "", "\u0000", "\udfff",
+    "ping", [], {}, [[[]]], {"a": {"b": []}}, "x" * 300,
+]  # fmt: skip
+
+
+def cheap_frame(rng: random.Random) -> bytes:
+    """One small frame that keeps the stream in sync (length prefix always right)."""
+    roll = rng.random()
+    if roll < 0.35:  # a request with wrong types / unknown ops / huge ids
+        msg: dict[str, Any] = {"type": "request"}
+        if rng.random() < 0.9:
+            msg["id"] = rng.choice([rng.randint(-(2**80), 2**80), "i" * rng.randint(0, 300),
+                                    *SMALL_WEIRD])  # fmt: skip
+        if rng.random() < 0.9:
+            msg["op"] = rng.choice(["nope", "PING", "", "stop ", "time\u0000", *SMALL_WEIRD])
+        if rng.random() < 0.7:
+            msg["args"] = rng.choice([*SMALL_WEIRD, {"tasks": rng.choice(SMALL_WEIRD)}])
+        return jframe(msg)
+    if roll < 0.5:  # a valid request whose args are wrong (real ops, never one that starts work)
+        op = rng.choice(["ping", "time", "status", "stop"])
+        return jframe({"type": "request", "id": rng.randint(0, 10**9), "op": op,
+                       "args": rng.choice(SMALL_WEIRD)})  # fmt: skip
+    if roll < 0.65:  # random bytes in a correct frame
+        return frame(rng.randbytes(rng.randint(0, 120)))
+    if roll < 0.75:  # a JSON value that is no message
+        return jframe(rng.choice(SMALL_WEIRD))
+    if roll < 0.85:  # a frame of another type
+        kind = rng.choice(["auth", "hello", "reply", "event", "heartbeat", "welcome", "", "x"])
+        return jframe({"type": kind, "id": rng.randint(0, 9), "mac": "00" * 32})
+    if roll < 0.93:  # truncated / damaged JSON text
+        body = json.dumps({"type": "request", "id": 1, "op": "ping", "args": {"a": [1, 2]}})
+        cut = rng.randint(0, len(body))
+        return frame(body[:cut].encode() + rng.randbytes(rng.randint(0, 3)))
+    if roll < 0.97:  # invalid UTF-8, surrogates, NUL
+        return frame(rng.choice([b"\xff\xfe\xfd", b'{"type":"\xed\xa0\x80"}', b"\x00" * 9,
+                                 b'{"type":"request","id":1,"op":"\xc3"}']))  # fmt: skip
+    return frame(b"[" * rng.randint(10, 3000))  # nesting
+
+
+def fresh_frame(rng: random.Random) -> bytes:
+    """A frame for a fresh connection: pre-auth requests or stream-breaking garbage."""
+    roll = rng.random()
+    if roll < 0.3:  # request before auth
+        return jframe({"type": "request", "id": 1, "op": rng.choice(["ping", "start", "status"])})
+    if roll < 0.5:  # auth with a wrong mac / protocol / types
+        auth = {
+            "type": "auth",
+            "protocol": rng.choice([1, 2, "1", None]),
+            "mac": rng.choice(["00", None, 5, "f" * 64]),
+            "cnonce": rng.choice(SMALL_WEIRD),
+        }
+        return jframe(auth)
+    if roll < 0.65:  # oversized length before auth (> PREAUTH_MAX_FRAME) or after
+        return struct.pack(">I", rng.choice([64 * 1024 + 1, protocol.MAX_FRAME + 1, 0xFFFFFFFF]))
+    if roll < 0.8:  # truncated frame then hang up
+        return struct.pack(">I", rng.randint(5, 5000)) + rng.randbytes(rng.randint(0, 4))
+    return rng.randbytes(rng.randint(1, 64))
+
+
+def resources(agent: AgentProcess) -> tuple[int, int]:
+    """(open fds, threads) of the agent process."""
+    proc = psutil.Process(agent.proc.pid)
+    return proc.num_fds(), proc.num_threads()
+
+
+def settle_resources(agent: AgentProcess, limit: tuple[int, int]) -> tuple[int, int]:
+    """Wait (bounded) for closed connections' threads and fds to go; return the final counts."""
+    deadline = time.monotonic() + 20
+    now = resources(agent)
+    while (now[0] > limit[0] or now[1] > limit[1]) and time.monotonic() < deadline:
+        time.sleep(0.1)
+        now = resources(agent)
+    return now
+
+
+def drain_probe(client: AgentClient, rid: str) -> list[dict[str, Any]]:
+    """Read until the reply to probe ``rid``; return the other non-heartbeat frames."""
+    before: list[dict[str, Any]] = []
+    while True:
+        got = client.read(timeout=30)
+        if got["type"] == "reply" and got.get("id") == rid:
+            assert got["ok"], got
+            return before
+        if got["type"] != "heartbeat":
+            before.append(got)
+
+
+def check_answers(answers: list[dict[str, Any]]) -> None:
+    for a in answers:
+        assert a["type"] in ("error", "reply"), a
+        if a["type"] == "error":
+            assert a["code"] in ("bad_frame", "bad_request"), a
+        elif not a["ok"]:
+            assert a["error"]["code"] != "internal", a
+
+
+def fresh_connection(agent: AgentProcess, data: bytes) -> None:
+    with agent.raw_socket() as sock:
+        assert protocol.read_frame(sock)["type"] == "hello"
+        frames = send_and_hang_up(sock, data)
+    assert len(frames) <= 1 and all(f["type"] == "error" for f in frames), frames
+
+
+def assert_serves_a_set(agent: AgentProcess) -> None:
+    fresh = agent.connect()
+    tasks = [
+        {"id": 1, "pkg": "hey", "numberofjobs": 2},
+        {"id": 2, "pkg": "shell", "config": {"command": "echo still alive"}},
+    ]
+    events = fresh.run_taskset(tasks)
+    assert sorted(e["task_id"] for e in events if e["type"] == "JOBS_DONE") == [1, 2]
+    fresh.close()
+
+
+@pytest.mark.timeout(900)
+def test_100k_frames_agent_alive_no_fd_or_thread_growth(
+    agent: AgentProcess, full_size: bool
+) -> None:
+    """>= 100k random frames (pipelined; some on fresh connections): no leak, still works."""
+    total = VOLUME_FULL if full_size else VOLUME_CI
+    rng = random.Random(SEED + 1)
+    warm = agent.connect()
+    warm.call("ping")
+    warm.close()
+    agent.clients.remove(warm)
+    base = settle_resources(agent, (0, 0))
+    client = agent.connect()
+    answers: list[dict[str, Any]] = []
+    sent = fresh = 0
+    while sent < total:
+        batch = []
+        for _ in range(BATCH):
+            if rng.randrange(FRESH_EVERY) == 0:
+                fresh_connection(agent, fresh_frame(rng))
+                fresh += 1
+            else:
+                batch.append(cheap_frame(rng))
+            sent += 1
+        rid = f"probe-{sent}"
+        client.sock.sendall(b"".join(batch) + jframe({"type": "request", "id": rid, "op": "ping"}))
+        answers += drain_probe(client, rid)
+        if len(answers) > 50_000:
+            check_answers(answers)
+            answers.clear()
+    check_answers(answers)
+    log.info("volume fuzz: %d frames (%d on fresh connections)", sent, fresh)
+    assert sent >= total and fresh > 0
+    assert agent.proc.poll() is None
+    assert "Traceback" not in agent.log_text()
+    assert client.call("status")["running"] is False
+    client.close()
+    agent.clients.remove(client)
+    fds, threads = settle_resources(agent, base)
+    assert fds <= base[0] + 2, f"fds grew: {base[0]} -> {fds}"
+    assert threads <= base[1] + 1, f"threads grew: {base[1]} -> {threads}"
+    assert_serves_a_set(agent)
+
+
+_json = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=20),
+    lambda inner: (
+        st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4)
+    ),
+    max_leaves=12,
+)
+_message = st.fixed_dictionaries(
+    {"type": st.sampled_from(["request", "auth", "reply", "x"]) | st.text(max_size=6)},
+    optional={
+        "id": st.integers() | st.text(max_size=300) | _json,
+        "op": st.sampled_from(["ping", "time", "status", "stop", "nope"])
+        | st.text(max_size=8)
+        | _json,
+        "args": _json,
+    },
+)
+_body = _message.map(lambda m: json.dumps(m).encode()) | _json.map(
+    lambda v: json.dumps(v).encode()
+) | st.binary(max_size=200)  # fmt: skip
+
+
+@pytest.mark.timeout(900)
+def test_hypothesis_frames_agent_alive(agent: AgentProcess, full_size: bool) -> None:
+    """hypothesis-made bodies (messages, JSON values, bytes) in batches on one connection."""
+    client = agent.connect()
+    count = [0]
+
+    @settings(
+        max_examples=4000 if full_size else 400,
+        deadline=None,
+        derandomize=True,
+        database=None,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(st.lists(_body, min_size=1, max_size=25))
+    def one_batch(bodies: list[bytes]) -> None:
+        count[0] += len(bodies)
+        rid = f"h{count[0]}"
+        data = b"".join(frame(b) for b in bodies)
+        client.sock.sendall(data + jframe({"type": "request", "id": rid, "op": "ping"}))
+        check_answers(drain_probe(client, rid))
+
+    one_batch()
+    log.info("hypothesis fuzz: %d frames", count[0])
+    assert count[0] >= 400
+    assert agent.proc.poll() is None
+    assert "Traceback" not in agent.log_text()
+    assert_serves_a_set(agent)
