@@ -10,7 +10,6 @@ namespace holds no process (the ``netns`` fixture checks and deletes it).
 from __future__ import annotations
 
 import json
-import sqlite3
 import time
 from pathlib import Path
 
@@ -18,6 +17,7 @@ import pytest
 
 from farm.image import ImageInfo
 from farm.network.dhcp import DhcpPlan
+from tests.helpers import query
 
 from .conftest import NetNs
 
@@ -61,14 +61,6 @@ print(json.dumps(report, default=str))
 """
 
 
-def _query(db: Path, sql: str) -> list[tuple[object, ...]]:
-    con = sqlite3.connect(db)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
-
-
 @pytest.mark.timeout(330)
 def test_three_guests_on_the_bridge_reach_each_other(netns: NetNs, image: ImageInfo) -> None:
     """br0 + farm's dhcpd in a namespace; 3 TCG guests get reserved IPs and ping each other."""
@@ -98,10 +90,10 @@ def test_three_guests_on_the_bridge_reach_each_other(netns: NetNs, image: ImageI
 
     # the ping job: 3 variants finished, each one EXIT (status 0) after reaching all 3 guests
     db = netns.dir / "pings.db"
-    assert _query(db, "SELECT state, count(*) FROM tasksets GROUP BY state") == [("finished", 3)]
-    exits = _query(db, "SELECT type FROM events WHERE task_id = 1 AND type LIKE 'EXIT%'")
+    assert query(db, "SELECT state, count(*) FROM tasksets GROUP BY state") == [("finished", 3)]
+    exits = query(db, "SELECT type FROM events WHERE task_id = 1 AND type LIKE 'EXIT%'")
     assert exits == [("EXIT",)] * 3, context
-    hey = _query(netns.dir / "hey.db", "SELECT state FROM tasksets")
+    hey = query(netns.dir / "hey.db", "SELECT state FROM tasksets")
     assert hey == [("finished",)]
 
     # taps existed while guests ran; after close(): no tap, no bridge, no dhcpd pidfile

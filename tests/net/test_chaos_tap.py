@@ -12,12 +12,11 @@ from __future__ import annotations
 
 import json
 import re
-import sqlite3
-from pathlib import Path
 
 import pytest
 
 from farm.image import ImageInfo
+from tests.helpers import query
 
 from .conftest import NetNs
 
@@ -66,14 +65,6 @@ print(json.dumps(report, default=str))
 """
 
 
-def _query(db: Path, sql: str) -> list[tuple[object, ...]]:
-    con = sqlite3.connect(db)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
-
-
 @pytest.mark.timeout(500)
 def test_tap_down_mid_set_reruns_it_elsewhere_exactly_once(
     netns: NetNs, image: ImageInfo, full_size: bool
@@ -93,19 +84,19 @@ def test_tap_down_mid_set_reruns_it_elsewhere_exactly_once(
     index = int(key_set.rsplit("#", 1)[1])
 
     db = netns.dir / "results.db"
-    assert _query(db, "SELECT state, COUNT(*) FROM tasksets GROUP BY state") == [
+    assert query(db, "SELECT state, COUNT(*) FROM tasksets GROUP BY state") == [
         ("finished", sets)
     ], context
     not_once = (
         "SELECT t.variant FROM tasksets t LEFT JOIN runs r ON r.taskset_id = t.id "
         "AND r.state = 'finished' GROUP BY t.id HAVING COUNT(r.id) != 1"
     )
-    assert _query(db, not_once) == []
+    assert query(db, not_once) == []
     attempts = (
         "SELECT r.attempt, r.state FROM runs r JOIN tasksets t ON t.id = r.taskset_id "
         f"WHERE t.variant = {index} ORDER BY r.attempt"
     )
-    assert _query(db, attempts) == [(1, "stopped"), (2, "finished")], context
+    assert query(db, attempts) == [(1, "stopped"), (2, "finished")], context
     (job,) = report["jobs"]
     assert job["bad"] == 0 and job["stopped"] == 1
 

@@ -20,7 +20,6 @@ import queue
 import re
 import secrets
 import signal
-import sqlite3
 import subprocess
 import threading
 import time
@@ -30,6 +29,7 @@ from typing import Any
 import pytest
 
 from farm.monitors import FINISHED_NOT_ONCE
+from tests.helpers import query
 
 from .conftest import PYTHON, REPO, NetLab, NetNs, popen_in
 
@@ -228,14 +228,6 @@ def set_hosts(log: str) -> list[tuple[str, str, str]]:
     return found
 
 
-def _query(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    con = sqlite3.connect(db)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
-
-
 @pytest.mark.timeout(180)
 def test_cidr_targets_in_namespaces_survive_agent_loss_and_are_rescanned(netlab: NetLab) -> None:
     """Two agent hosts behind a bridge: found by CIDR, one killed mid-set, leased again."""
@@ -296,9 +288,9 @@ def test_cidr_targets_in_namespaces_survive_agent_loss_and_are_rescanned(netlab:
         assert (name, "finished", b) in outcomes, outcomes
         assert (name, "finished", a) not in outcomes, outcomes
     db1 = farm.dir / "job1.db"
-    assert _query(db1, FINISHED_NOT_ONCE) == []
-    assert _query(db1, "SELECT state, count(*) FROM tasksets GROUP BY state") == [("finished", 8)]
-    assert _query(db1, "SELECT count(*) FROM runs WHERE state = 'stopped'")[0][0] >= 1
+    assert query(db1, FINISHED_NOT_ONCE) == []
+    assert query(db1, "SELECT state, count(*) FROM tasksets GROUP BY state") == [("finished", 8)]
+    assert query(db1, "SELECT count(*) FROM runs WHERE state = 'stopped'")[0][0] >= 1
 
     # host A's agent is back: the rescan finds it, it is leased again and runs job 2's sets
     assert done["found_again"]["state"] in ("free", "leased"), done
@@ -308,5 +300,5 @@ def test_cidr_targets_in_namespaces_survive_agent_loss_and_are_rescanned(netlab:
     assert f"leased {a}" in after, after
     assert any(m["address"] == a and m["current"] for m in done["running_again"])
     db2 = farm.dir / "job2.db"
-    assert _query(db2, FINISHED_NOT_ONCE) == []
-    assert _query(db2, "SELECT state, count(*) FROM tasksets GROUP BY state") == [("finished", 4)]
+    assert query(db2, FINISHED_NOT_ONCE) == []
+    assert query(db2, "SELECT state, count(*) FROM tasksets GROUP BY state") == [("finished", 4)]

@@ -13,13 +13,13 @@ or process is left (the ``netns`` fixture checks the namespace).
 from __future__ import annotations
 
 import json
-import sqlite3
 from pathlib import Path
 
 import pytest
 
 from farm.image import ImageInfo
 from farm.network.dhcp import DhcpPlan, mac_for
+from tests.helpers import query
 
 from .conftest import NetNs
 
@@ -64,14 +64,6 @@ print(json.dumps(report, default=str))
 """
 
 
-def _query(db: Path, sql: str) -> list[tuple[object, ...]]:
-    con = sqlite3.connect(db)
-    try:
-        return con.execute(sql).fetchall()
-    finally:
-        con.close()
-
-
 def _tail(path: Path, limit: int = 1500) -> str:
     try:
         return path.read_text(errors="replace")[-limit:]
@@ -114,10 +106,10 @@ def test_two_libvirt_guests_on_the_bridge_reach_each_other(netns: NetNs, image: 
         assert f"farm-init: dhcp: {ip}/{plan.subnet.prefixlen}" in text, context
 
     # the small job finished; each ping variant exited 0 after reaching both guests
-    assert _query(netns.dir / "hey.db", "SELECT state FROM tasksets") == [("finished",)]
+    assert query(netns.dir / "hey.db", "SELECT state FROM tasksets") == [("finished",)]
     db = netns.dir / "pings.db"
-    assert _query(db, "SELECT state, count(*) FROM tasksets GROUP BY state") == [("finished", 2)]
-    exits = _query(db, "SELECT type FROM events WHERE task_id = 1 AND type LIKE 'EXIT%'")
+    assert query(db, "SELECT state, count(*) FROM tasksets GROUP BY state") == [("finished", 2)]
+    exits = query(db, "SELECT type FROM events WHERE task_id = 1 AND type LIKE 'EXIT%'")
     assert exits == [("EXIT",)] * 2, context
 
     # after close(): libvirt removed its taps, farm its bridge and dhcpd

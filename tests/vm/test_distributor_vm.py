@@ -46,6 +46,7 @@ from farm.errors import BackendError, ConfigError, ImageError, TaskSetError
 from farm.image import ImageInfo
 from farm.monitors import FINISHED_NOT_ONCE, AbstractMonitor, FanoutMonitor, SqliteMonitor
 from farm.taskset import Task, TaskSet
+from tests.helpers import query
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILE = {"accel": "tcg", "memory": 256}
@@ -273,11 +274,6 @@ def runs(pid: int) -> bool:
         return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
     except psutil.NoSuchProcess:
         return False
-
-
-def query(db: Path, sql: str) -> list[tuple[Any, ...]]:
-    with contextlib.closing(sqlite3.connect(db)) as con:
-        return con.execute(sql).fetchall()
 
 
 def count(db: Path, sql: str) -> int:
