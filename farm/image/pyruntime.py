@@ -58,10 +58,16 @@ print(json.dumps({"modules": out, "failed": failed}))
 
 _COMPILE = r"""
 import json, py_compile, sys
+optimize = int(sys.argv[1])
 for src, dst, dfile in json.load(sys.stdin):
-    py_compile.compile(src, cfile=dst, dfile=dfile, doraise=True,
+    py_compile.compile(src, cfile=dst, dfile=dfile, doraise=True, optimize=optimize,
                        invalidation_mode=py_compile.PycInvalidationMode.UNCHECKED_HASH)
 """
+
+#: Optimization level of the shipped stdlib ``.pyc`` files: 2 drops docstrings and asserts
+#: (the stdlib is tested under ``-OO``), so less to read and unmarshal at every import; the
+#: agent's own code stays at 0 (``farm.agent.traffic`` uses its module docstring).
+STDLIB_OPTIMIZE = 2
 
 
 def resolve_in_root(root: Path, guest_path: str | PurePosixPath, depth: int = 0) -> Path:
@@ -160,11 +166,19 @@ def trace_modules(
     return modules
 
 
-def compile_sources(root: Path, jobs: list[tuple[Path, Path, str]]) -> None:
-    """Compile (source, pyc, guest name) with the guest python (unchecked-hash pycs)."""
+def compile_sources(
+    root: Path, jobs: list[tuple[Path, Path, str]], optimize: int = 0, lean: bool = False
+) -> None:
+    """Compile (source, pyc, guest name) with the guest python (unchecked-hash pycs).
+
+    ``optimize`` as for :func:`compile`; the guest's sourceless stdlib ``.pyc`` files are
+    loaded whatever their level, so no ``-O`` flag is needed in the guest. ``lean``: without
+    column positions (``-X no_debug_ranges``: tracebacks lose their ``^^^`` markers only).
+    """
     if jobs:
         payload = json.dumps([[str(s), str(d), g] for s, d, g in jobs])
-        _run_python(root, ["-c", _COMPILE], stdin=payload)
+        flags = ["-X", "no_debug_ranges"] if lean else []
+        _run_python(root, [*flags, "-c", _COMPILE, str(optimize)], stdin=payload)
 
 
 def add_libraries(tree: Tree, root: Path, objects: list[PurePosixPath]) -> list[str]:
@@ -244,7 +258,7 @@ def add_python(
             copy_path(tree, root, guest)
             extensions.append(guest)
         shipped.append(name)
-    compile_sources(root, jobs)
+    compile_sources(root, jobs, optimize=STDLIB_OPTIMIZE, lean=True)
     for _src, dst, guest_name in jobs:
         tree.file(PurePosixPath(guest_name).with_suffix(".pyc"), dst.read_bytes())
     copy_path(tree, root, f"usr/bin/{PY}")

@@ -117,3 +117,15 @@ def test_commands(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert launch.argv == [str(tmp_path / "tool"), "x y", "2", "true"]
     assert commands.binary_args({"args": [1, "a"], "b": 2}) == ["1", "a"]
     assert os.environ["FARM_TOKEN"] == "secret"
+
+
+def test_version_recorded_by_the_image_is_used_without_rehashing(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """The guest's /init passes the version the image build computed (saves ~7M instructions)."""
+    monkeypatch.setenv("FARM_AGENT_VERSION", "built-1234")
+    monkeypatch.setattr(protocol, "agent_version", lambda: pytest.fail("re-hashed the sources"))
+    assert AgentService(workdir=tmp_path).version == "built-1234"
+    monkeypatch.delenv("FARM_AGENT_VERSION")
+    monkeypatch.undo()
+    assert AgentService(workdir=tmp_path).version == protocol.agent_version()  # host agents
