@@ -37,10 +37,8 @@ from __future__ import annotations
 
 import contextlib
 import ipaddress
-import itertools
 import logging
 import os
-import random
 import shutil
 import socket
 import subprocess
@@ -62,6 +60,15 @@ import psutil
 
 from farm.backend.base import Backend, Guest
 from farm.backend.libvirt_console import ConsoleStream
+from farm.backend.libvirt_guest import (  # noqa: F401  (re-exported: tests, multihost)
+    _PORTS,
+    LibvirtGuest,
+    _has_uuid,
+    _Ports,
+    _running,
+    destroy_domain,
+    ensure_event_loop,
+)
 from farm.backend.libvirt_storage import ImageUploader
 from farm.backend.libvirt_xml import (
     DomainSpec,
@@ -83,7 +90,7 @@ from farm.config import FarmConfig, check_libvirt_uri
 from farm.errors import BackendError, ConfigError, ImageError
 from farm.network.bridge import BackendBridge, check_bridge_support, plan_for
 from farm.network.dhcp import mac_for, machine_id
-from farm.procs import ProcessRegistry, terminate
+from farm.procs import ProcessRegistry
 from farm.profile import MachineProfile, load_profile
 
 if TYPE_CHECKING:
@@ -91,146 +98,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-DESTROY_TIMEOUT = 5.0
 _CREATE_ATTEMPTS = 5
-_loop_lock = threading.Lock()
-_loop_started = False
-
-
-def ensure_event_loop() -> None:
-    """Register libvirt's default event loop once per process, run it in a daemon thread.
-
-    The embedded driver, console streams and keepalive need it; it must be
-    registered before the first connection is opened.
-    """
-    global _loop_started
-    with _loop_lock:
-        if _loop_started:
-            return
-        libvirt.registerErrorHandler(lambda _ctx, err: log.debug("libvirt: %s", err), None)
-        if libvirt.virEventRegisterDefaultImpl() < 0:
-            raise BackendError("cannot register libvirt's default event loop")
-        threading.Thread(target=_run_event_loop, name="libvirt-events", daemon=True).start()
-        _loop_started = True
-
-
-def _run_event_loop() -> None:
-    while True:
-        if libvirt.virEventRunDefaultImpl() < 0:
-            log.warning("libvirt event loop iteration failed")
-
-
-class _Ports:
-    """Host ports for hostfwd, never handed to two guests of this process at once."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._taken: set[int] = set()
-
-    def allocate(self, local: bool = True) -> int:
-        """A port free here now (local), or a random high one (remote host: QEMU checks)."""
-        with self._lock:
-            for _ in range(100):
-                if local:
-                    with socket.socket() as sock:
-                        sock.bind(("127.0.0.1", 0))
-                        port = int(sock.getsockname()[1])
-                else:
-                    port = random.randint(20000, 60999)
-                if port not in self._taken:
-                    self._taken.add(port)
-                    return port
-        raise BackendError("no free TCP port for the agent's hostfwd")
-
-    def release(self, port: int) -> None:
-        with self._lock:
-            self._taken.discard(port)
-
-
-_PORTS = _Ports()
-
-
-class LibvirtGuest(Guest):
-    """A running transient domain; ``destroy()`` leaves no QEMU or screen behind."""
-
-    def __init__(
-        self,
-        name: str,
-        dom: libvirt.virDomain,
-        address: tuple[str, int],
-        registry: ProcessRegistry,
-        *,
-        qemu: psutil.Process | None = None,
-        screen: subprocess.Popen[bytes] | None = None,
-        console: Path | None = None,
-        stream: ConsoleStream | None = None,
-        hostfwd: bool = True,
-    ) -> None:
-        self.name = name
-        self._dom = dom
-        self._address = address
-        self._hostfwd = hostfwd  # the port of ``address`` is a hostfwd port of _PORTS
-        self._registry = registry
-        self._qemu = qemu
-        self._screen = screen
-        self._console = console
-        self._stream = stream
-        self._lock = threading.Lock()
-        self._destroyed = False
-        self.log = log.getChild(name)
-
-    @property
-    def pid(self) -> int | None:
-        return self._qemu.pid if self._qemu is not None else None
-
-    @property
-    def console_log(self) -> Path | None:
-        return self._console
-
-    @property
-    def uuid(self) -> str:
-        """The domain's UUID (also on QEMU's command line)."""
-        return str(self._dom.UUIDString())
-
-    def address(self, timeout: float) -> tuple[str, int]:
-        return self._address
-
-    def alive(self) -> bool:
-        if self._destroyed:
-            return False
-        if self._qemu is not None and not _running(self._qemu):
-            return False  # a SIGKILLed QEMU reads dead at once, before libvirt notices
-        try:
-            return bool(self._dom.isActive())
-        except libvirt.libvirtError:
-            return False  # a transient domain that stopped is gone
-
-    def destroy(self) -> None:
-        with self._lock:
-            if self._destroyed:
-                return
-            self._destroyed = True
-        try:
-            try:
-                destroy_domain(self._dom, self.log)
-            except BackendError as exc:
-                if self._qemu is None:
-                    raise
-                self.log.warning("%s; making sure QEMU pid %d is gone", exc, self._qemu.pid)
-            if self._qemu is not None:
-                _ensure_gone(self._qemu, self.log)
-        finally:
-            if self._stream is not None:
-                self._stream.close()
-            if self._screen is not None:
-                quit_screen(self.name, self._screen)
-            _forget(self._registry, self.name, self.pid)
-            _forget(
-                self._registry, f"{self.name}.screen", self._screen.pid if self._screen else None
-            )
-            if self._hostfwd:
-                _PORTS.release(self._address[1])
-            self.log.debug("destroyed")
 
 
 class LibvirtBackend(Backend):
@@ -657,17 +525,6 @@ class LibvirtBackend(Backend):
             self._net.close()
 
 
-def destroy_domain(dom: libvirt.virDomain, glog: logging.Logger) -> None:
-    """Hard-stop a domain (SIGTERM, then SIGKILL); one that is already gone is fine."""
-    try:
-        dom.destroy()
-    except libvirt.libvirtError as exc:
-        if exc.get_error_code() in (libvirt.VIR_ERR_NO_DOMAIN, libvirt.VIR_ERR_OPERATION_INVALID):
-            return
-        raise BackendError(f"cannot destroy domain {dom.name()}: {exc}") from exc
-    glog.debug("domain destroyed")
-
-
 def _close_quietly(conn: libvirt.virConnect, watching: bool) -> None:
     """Unregister the close callback (if ``watching``) and close the connection."""
     if watching:
@@ -675,41 +532,6 @@ def _close_quietly(conn: libvirt.virConnect, watching: bool) -> None:
             conn.unregisterCloseCallback()
     with contextlib.suppress(libvirt.libvirtError):
         conn.close()
-
-
-def _ensure_gone(proc: psutil.Process, glog: logging.Logger) -> None:
-    """Make sure the domain's QEMU is dead (a zombie awaiting its reaper is)."""
-    if not _running(proc):
-        return
-    try:
-        proc.wait(DESTROY_TIMEOUT)
-    except psutil.TimeoutExpired:
-        glog.warning("QEMU pid %d outlived the domain; terminating it", proc.pid)
-        terminate(proc.pid, timeout=3.0)
-    except psutil.NoSuchProcess:
-        pass
-
-
-def _forget(registry: ProcessRegistry, key: str, pid: int | None) -> None:
-    """Drop ``key`` from the registry if it still records ``pid`` (not a newer guest's)."""
-    entry = registry.entries().get(key)
-    if entry is not None and entry.get("pid") == pid:
-        registry.forget(key)
-
-
-def _running(proc: psutil.Process) -> bool:
-    try:
-        return proc.is_running() and proc.status() != psutil.STATUS_ZOMBIE
-    except psutil.NoSuchProcess:
-        return False
-
-
-def _has_uuid(proc: psutil.Process, uuid: str) -> bool:
-    try:
-        argv = proc.cmdline()
-    except psutil.Error:
-        return False
-    return any(a == "-uuid" and b == uuid for a, b in itertools.pairwise(argv))
 
 
 def _marker(dom: libvirt.virDomain) -> FarmMarker | None:
