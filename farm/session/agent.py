@@ -66,6 +66,10 @@ class AgentVersionMismatch(SessionError):
         self.remote = remote
 
 
+#: the first dial attempt's wait for connect + greeting (see FarmSession.attempt_timeout)
+FIRST_ATTEMPT_TIMEOUT = 0.3
+
+
 class FarmSession(AbstractSession):
     """Client of a farm agent: framed JSON, HMAC handshake, request ids, heartbeats."""
 
@@ -100,6 +104,7 @@ class FarmSession(AbstractSession):
         self._token = token
         self._state_dir = state_dir
         self.connect_timeout = connect_timeout
+        self._attempt = 0  # dial attempts of the current connect(): sets their timeout
         self.connect_attempts = connect_attempts
         self.connect_deadline = connect_deadline
         self.retry_wait = retry_wait
@@ -151,6 +156,7 @@ class FarmSession(AbstractSession):
         if self._sock is not None:
             return
         token = resolve_token(self._token, self._state_dir)
+        self._attempt = 0
         bound = self.connect_deadline if timeout is None else timeout
         deadline = time.monotonic() + bound
         retrying = retry_policy(
@@ -180,7 +186,8 @@ class FarmSession(AbstractSession):
             raise SessionError(f"{self!r} closed while connecting")
         if alive is not None and not alive():
             raise SessionError(f"target of {self!r} is gone (not alive) while connecting")
-        timeout = max(0.05, min(self.connect_timeout, deadline - time.monotonic()))
+        timeout = max(0.05, min(self.attempt_timeout(self._attempt), deadline - time.monotonic()))
+        self._attempt += 1
         try:
             sock = socket.create_connection((self.host, self.port), timeout=timeout)
         except OSError as exc:
@@ -202,6 +209,16 @@ class FarmSession(AbstractSession):
         except BaseException:
             sock.close()
             raise
+
+    def attempt_timeout(self, attempt: int) -> float:
+        """How long dial attempt ``attempt`` (0-based) waits for connect + greeting.
+
+        Short first, growing 25 % an attempt up to ``connect_timeout``: QEMU's
+        user-mode network accepts the connection before the guest's NIC is up and
+        then holds it silently, so a long first wait would cost a booting guest
+        the whole ``connect_timeout`` (measured: ready after 5.1 s instead of 2.1 s).
+        """
+        return min(self.connect_timeout, FIRST_ATTEMPT_TIMEOUT * 1.25**attempt)
 
     def _check_version(self, hello: dict[str, Any]) -> None:
         if not self.check_version:

@@ -390,3 +390,41 @@ def test_unanswered_request_times_out(agent: FakeAgent) -> None:
             gate.set()
     finally:
         gate.set()
+
+
+def test_dial_attempts_start_short_and_grow_to_connect_timeout() -> None:
+    session = FarmSession("127.0.0.1", 1, token="t", connect_timeout=5.0)
+    waits = [session.attempt_timeout(k) for k in range(40)]
+    assert waits[0] <= 0.5 and waits == sorted(waits) and waits[-1] == 5.0
+
+
+def test_a_silently_held_connection_is_redialled_soon() -> None:
+    """QEMU's user-mode net accepts before the guest is up and then says nothing."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(16)
+    accepted: list[socket.socket] = []
+
+    def accept() -> None:
+        while True:
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            accepted.append(conn)  # held open, never greeted
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    session = FarmSession(
+        "127.0.0.1", listener.getsockname()[1], token="t", connect_timeout=5.0,
+        connect_attempts=None, retry_wait=0.01, retry_wait_max=0.01,
+    )  # fmt: skip
+    try:
+        with pytest.raises(SessionError, match="unreachable"):
+            session.connect(timeout=2.5)
+    finally:
+        session.close()
+        listener.close()
+        for conn in accepted:
+            conn.close()
+    assert len(accepted) >= 3  # one 5 s wait would have allowed a single attempt
