@@ -42,6 +42,10 @@ CREATE TABLE IF NOT EXISTS variants (
 """
 
 
+#: SQLite page cache of the journal's connection, KiB
+CACHE_KIB = 256
+
+
 class Journal:
     """Durable record of job progress; one connection shared under a lock."""
 
@@ -52,6 +56,9 @@ class Journal:
         self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
         self._db.execute("PRAGMA journal_mode=WAL")
         self._db.execute("PRAGMA synchronous=NORMAL")
+        # small page cache: SQLite's default 2 MiB fills as journal.db grows over a long
+        # campaign, which reads as a memory leak of the distributor (soak: +13 % RSS)
+        self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         self._db.executescript(_SCHEMA)
 
     def open_job(self, key: str, name: str, taskset: object = None) -> tuple[int, set[int]]:
