@@ -345,8 +345,11 @@ class Distributor:
 
         The settling runs on the monitor's thread after its hooks (results reach
         the store before the journal says finished), so the machine goes on to its
-        next set at once instead of waiting for a slow monitor to drain.
+        next set at once instead of waiting for a slow monitor to drain. The journal
+        says 'finishing' before the monitor is told: a farm that dies before the
+        settle re-runs the set on resume and tells the monitor to replace its record.
         """
+        job.finishing(variant)
         job.monitor.__taskset_finish__(variant)
 
         def settle() -> None:

@@ -47,10 +47,20 @@ class Job:
         self.journal = journal
         self.journal_id: int | None = None
         settled: set[int] = set()
+        unsettled_finish: set[int] = set()
         if journal is not None:
             self.journal_id, settled = journal.open_job(key, self.name, taskset)
+            unsettled_finish = journal.finishing(self.journal_id)
         self.skipped = len(settled)
         self._settled = settled
+        self._unsettled_finish = unsettled_finish
+        if unsettled_finish:
+            log.warning(
+                "job %s: sets %s finished before the farm stopped but were not settled; "
+                "they run again and their monitor replaces the result it may have recorded",
+                key,
+                _some(unsettled_finish),
+            )
         self._variants: Iterator[Any] = iter(taskset.variants())
         self._pending: collections.deque[Any] = collections.deque()
         self._tries: dict[int, int] = {}
@@ -94,6 +104,9 @@ class Job:
                 continue
             variant.job_id = self.key
             variant.name = self.key
+            if variant.index in self._unsettled_finish:
+                self._unsettled_finish.discard(variant.index)
+                variant.replaces_finish = True  # see farm.monitors.base.taskset_replaces_finish
             return variant
         return None
 
@@ -107,6 +120,15 @@ class Job:
         return (self.cancelled or (self.exhausted and not self._pending)) and not self.in_flight
 
     # -- results ------------------------------------------------------------
+    def finishing(self, variant: Any) -> None:
+        """The variant finished; journal that before its monitor is told (thread-safe).
+
+        ``complete`` settles it after the monitor has seen all its events; a farm
+        that dies in between re-runs it on resume with ``replaces_finish`` set.
+        """
+        if self.journal is not None and self.journal_id is not None:
+            self.journal.mark_finishing(self.journal_id, variant.index)
+
     def complete(self, variant: Any) -> None:
         """The variant finished on a machine."""
         self.in_flight.pop(variant.index, None)
@@ -203,6 +225,13 @@ def _stable(value: Any) -> Any:
     if isinstance(value, str | int | float | bool) or value is None:
         return value
     return f"<{type(value).__name__}>"  # generators, callables: identity by type only
+
+
+def _some(indices: set[int], limit: int = 20) -> str:
+    """``1, 5, 7`` (the first ``limit`` indices, then how many more) for a log line."""
+    ordered = sorted(indices)
+    text = ", ".join(map(str, ordered[:limit]))
+    return text if len(ordered) <= limit else f"{text} and {len(ordered) - limit} more"
 
 
 def _count(taskset: Any) -> int | None:

@@ -5,10 +5,16 @@ its template, or the name the user gives). A Distributor started again after
 its process died re-adds the same task set (or calls ``resume()``) and only
 the variants not yet finished or given up are run.
 
+A finished variant is marked 'finishing' before its monitor is told and
+'finished' once the monitor has seen all its events. A variant still
+'finishing' when the farm is resumed runs again, and its monitor is told that
+an earlier result of it may already be recorded (``Job`` sets
+``variant.replaces_finish``): re-run, never lost, and not recorded twice.
+
 Schema::
 
     jobs(id, key UNIQUE among unfinished, name, created, finished, state, pickle)
-    variants(job_id, idx, state 'finished'|'bad', tries, at)  PK(job_id, idx)
+    variants(job_id, idx, state 'finishing'|'finished'|'bad', tries, at)  PK(job_id, idx)
 """
 
 from __future__ import annotations
@@ -72,7 +78,7 @@ class Journal:
                 done = {
                     i
                     for (i,) in self._db.execute(
-                        "SELECT idx FROM variants WHERE job_id=?", (job_id,)
+                        "SELECT idx FROM variants WHERE job_id=? AND state!='finishing'", (job_id,)
                     )
                 }
                 return job_id, done
@@ -82,6 +88,29 @@ class Journal:
                 (key, name, time.time(), blob),
             )
             return int(cur.lastrowid or 0), set()
+
+    def mark_finishing(self, job_id: int, index: int) -> None:
+        """Record that variant ``index`` finished and its monitor is being told (not settled yet).
+
+        Written before the monitor hears of the finish, so a farm that dies before
+        ``settle`` knows on resume that the monitor may have recorded it.
+        """
+        with self._lock:
+            self._db.execute(
+                "INSERT OR REPLACE INTO variants(job_id, idx, state, tries, at) "
+                "VALUES (?,?,'finishing',1,?)",
+                (job_id, index, time.time()),
+            )
+
+    def finishing(self, job_id: int) -> set[int]:
+        """Indices whose finish reached the monitor (maybe) but was never settled."""
+        with self._lock:
+            return {
+                i
+                for (i,) in self._db.execute(
+                    "SELECT idx FROM variants WHERE job_id=? AND state='finishing'", (job_id,)
+                )
+            }
 
     def settle(self, job_id: int, index: int, state: str, tries: int) -> None:
         """Record that variant ``index`` is finished or given up ('finished' | 'bad')."""

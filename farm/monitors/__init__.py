@@ -8,7 +8,13 @@ at once). MonitorThread serialises one monitor's calls on its own thread.
 
 from __future__ import annotations
 
-from farm.monitors.base import AbstractMonitor, taskset_job, taskset_label, taskset_variant
+from farm.monitors.base import (
+    AbstractMonitor,
+    taskset_job,
+    taskset_label,
+    taskset_replaces_finish,
+    taskset_variant,
+)
 from farm.monitors.csvfile import CsvMonitor
 from farm.monitors.fanout import FanoutMonitor
 from farm.monitors.logfile import LoggingMonitor
@@ -60,5 +66,6 @@ __all__ = [
     "resolve",
     "taskset_job",
     "taskset_label",
+    "taskset_replaces_finish",
     "taskset_variant",
 ]

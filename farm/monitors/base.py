@@ -14,6 +14,12 @@ a thread of its own, with exceptions logged instead of raised.
 A variant identifies itself by attributes the Distributor sets: ``job_id`` (or
 ``name``) and ``index`` (0-based ordinal within its job); the helpers below
 read them defensively, so monitors also accept plain task sets.
+
+A farm that died after telling a monitor that a set finished but before its
+journal settled it runs the set again when resumed, with ``replaces_finish``
+set on the variant: this run's finish replaces an earlier one that may already
+be recorded. A store keyed by (job, index) replaces that record
+(SqliteMonitor); an append-only one marks the new finish (CSV, log).
 """
 
 from __future__ import annotations
@@ -38,6 +44,11 @@ def taskset_variant(taskset: Any) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int):
         return None
     return value
+
+
+def taskset_replaces_finish(taskset: Any) -> bool:
+    """True if an earlier finish of this variant may already be recorded (a resumed re-run)."""
+    return getattr(taskset, "replaces_finish", False) is True
 
 
 def taskset_label(taskset: Any) -> str:

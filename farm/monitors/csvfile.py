@@ -9,14 +9,27 @@ from pathlib import Path
 from typing import IO, Any
 
 from farm.events import Event
-from farm.monitors.base import AbstractMonitor, taskset_job, taskset_variant
+from farm.monitors.base import (
+    AbstractMonitor,
+    taskset_job,
+    taskset_replaces_finish,
+    taskset_variant,
+)
 
 COLUMNS = ("wall_time", "taskset", "variant", "task_id", "job", "type", "timestamp", "detail")
 """Header row. ``timestamp`` is the guest's (s); ``wall_time`` the host's, ISO 8601 UTC."""
 
+REPLACES_FINISH = "replaces an earlier FINISHED of this set"
+"""``detail`` of a FINISHED row whose set ran again after the farm was resumed (rows are
+never rewritten: keep the last FINISHED of a set and the events just before it)."""
+
 
 class CsvMonitor(AbstractMonitor):
-    """One row per event, plus FINISHED / STOPPED / BAD rows per task set."""
+    """One row per event, plus FINISHED / STOPPED / BAD rows per task set.
+
+    A set run again after a resume (its earlier FINISHED may be in the file) gets a
+    FINISHED row whose detail is REPLACES_FINISH.
+    """
 
     def __init__(self, path: str | Path = "events.csv") -> None:
         """Rows are appended; the header is written when the file is new or empty."""
@@ -52,7 +65,8 @@ class CsvMonitor(AbstractMonitor):
         self._row(taskset, str(event.type), event)
 
     def __taskset_finish__(self, taskset: Any) -> None:
-        self._row(taskset, "FINISHED")
+        detail = REPLACES_FINISH if taskset_replaces_finish(taskset) else ""
+        self._row(taskset, "FINISHED", detail=detail)
 
     def __taskset_stop__(self, taskset: Any) -> None:
         self._row(taskset, "STOPPED")

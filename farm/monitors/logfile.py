@@ -8,7 +8,12 @@ from pathlib import Path
 from typing import Any
 
 from farm.events import Event
-from farm.monitors.base import AbstractMonitor, taskset_label, taskset_tasks
+from farm.monitors.base import (
+    AbstractMonitor,
+    taskset_label,
+    taskset_replaces_finish,
+    taskset_tasks,
+)
 
 
 class LoggingMonitor(AbstractMonitor):
@@ -41,7 +46,9 @@ class LoggingMonitor(AbstractMonitor):
 
     def __taskset_start__(self, taskset: Any) -> None:
         ids = ",".join(str(t.get("id")) for t in taskset_tasks(taskset))
-        self._line(f"START   {taskset_label(taskset)} tasks=[{ids}]")
+        note = " (re-run: its FINISH before the farm stopped may be above)"
+        note = note if taskset_replaces_finish(taskset) else ""
+        self._line(f"START   {taskset_label(taskset)} tasks=[{ids}]{note}")
 
     def __taskset_event__(self, taskset: Any, event: Event) -> None:
         job = "-" if event.job is None else event.job
@@ -52,7 +59,10 @@ class LoggingMonitor(AbstractMonitor):
         )
 
     def __taskset_finish__(self, taskset: Any) -> None:
-        self._line(f"FINISH  {taskset_label(taskset)}")
+        note = (
+            " (replaces an earlier FINISH of this set)" if taskset_replaces_finish(taskset) else ""
+        )
+        self._line(f"FINISH  {taskset_label(taskset)}{note}")
 
     def __taskset_stop__(self, taskset: Any) -> None:
         self._line(f"STOP    {taskset_label(taskset)} (not finished, re-queued)")

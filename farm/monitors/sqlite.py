@@ -29,6 +29,13 @@ new ``runs`` row (attempt + 1); jobs and events of every attempt are kept,
 tied to their run, and the ``results`` view shows only the finished one. So
 "every variant finished exactly once" is one query (FINISHED_NOT_ONCE below)
 that must return no rows.
+
+A farm that died between recording a finish here and settling it in its
+journal runs the set again when resumed, flagged ``replaces_finish``: that
+run's finish replaces the earlier finished run (its row, jobs and events are
+deleted in the same transaction), so the set is still recorded once. Without
+the flag a second finish stays visible to FINISHED_NOT_ONCE. A run left
+'running' by a dead farm is marked 'stopped' when the set starts again.
 """
 
 from __future__ import annotations
@@ -42,7 +49,14 @@ from pathlib import Path
 from typing import Any
 
 from farm.events import Event, EventType
-from farm.monitors.base import AbstractMonitor, taskset_job, taskset_tasks, taskset_variant
+from farm.monitors.base import (
+    AbstractMonitor,
+    taskset_job,
+    taskset_label,
+    taskset_replaces_finish,
+    taskset_tasks,
+    taskset_variant,
+)
 
 log = logging.getLogger(__name__)
 
@@ -234,7 +248,12 @@ class SqliteMonitor(AbstractMonitor):
             self._anon.pop(id(taskset), None)
 
     def _start_run(self, conn: sqlite3.Connection, taskset_id: int, now: float) -> int:
-        self._end_run(conn, taskset_id, "stopped", now)  # a start without stop/finish
+        self._runs.pop(taskset_id, None)
+        conn.execute(  # a start without stop/finish, here or in a farm that died
+            "UPDATE runs SET state = 'stopped', ended_at = ? "
+            "WHERE taskset_id = ? AND state = 'running'",
+            (now, taskset_id),
+        )
         (attempt,) = conn.execute(
             "SELECT COALESCE(MAX(attempt), 0) + 1 FROM runs WHERE taskset_id = ?", (taskset_id,)
         ).fetchone()
@@ -297,10 +316,31 @@ class SqliteMonitor(AbstractMonitor):
                      str(event.type), event.detail),
                 )  # fmt: skip
 
+    def _replace_finish(self, conn: sqlite3.Connection, taskset: Any, taskset_id: int) -> None:
+        """Delete the latest finished run of the set but the current one (resumed re-run)."""
+        row = conn.execute(
+            "SELECT id, attempt FROM runs WHERE taskset_id = ? AND state = 'finished' "
+            "AND id != ? ORDER BY attempt DESC LIMIT 1",
+            (taskset_id, self._runs.get(taskset_id, -1)),
+        ).fetchone()
+        if row is None:
+            return
+        run_id, attempt = row
+        conn.execute("DELETE FROM events WHERE run_id = ?", (run_id,))
+        conn.execute("DELETE FROM jobs WHERE run_id = ?", (run_id,))
+        conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
+        log.info(
+            "%s: finish of attempt %d (recorded before the farm stopped) replaced by this run",
+            taskset_label(taskset),
+            attempt,
+        )
+
     def _settle(self, taskset: Any, run_state: str, state: str, tries: int | None = None) -> None:
         now = time.time()
         with self._lock, self.connection as conn:
             taskset_id = self._taskset_row(conn, taskset)
+            if state == "finished" and taskset_replaces_finish(taskset):
+                self._replace_finish(conn, taskset, taskset_id)
             self._end_run(conn, taskset_id, run_state, now)
             finished_at = now if state == "finished" else None
             conn.execute(
