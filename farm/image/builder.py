@@ -23,9 +23,10 @@ from typing import Any
 import farm
 from farm.agent.protocol import agent_version
 from farm.errors import ImageError
-from farm.image import debs
+from farm.image import debs, kernel_source
 from farm.image.initrd import InitrdSources, build_initrd
-from farm.image.kernel import build_kernel, unpack_kernel
+from farm.image.kernel import KernelFiles, build_kernel, unpack_kernel, write_vmlinux
+from farm.image.kernel_source import build_farm_kernel
 
 log = logging.getLogger(__name__)
 
@@ -44,11 +45,14 @@ USERLAND_PACKAGES = (
     "libexpat1",
     "libffi8",
 )
+#: ``farm``: farm's own PREEMPT_RT kernel built from linux-source (farm.image.kernel_source,
+#: boots ~1 s faster); ``debian``: Debian's packaged RT kernel and its virtio modules.
+KERNEL_FLAVORS = ("farm", "debian")
 KERNEL_NAME = "image.elf"
 INITRD_NAME = "initrd.img"
 MANIFEST_NAME = "manifest.json"
 _HERE = Path(__file__).resolve().parent
-_KERNEL_CODE = ("kernel.py", "elf.py", "debs.py")
+_KERNEL_CODE = ("kernel.py", "elf.py", "debs.py", "kernel_source.py")
 _INITRD_CODE = (
     "initrd.py",
     "pyruntime.py",
@@ -137,17 +141,22 @@ def load_manifest(path: Path) -> dict[str, Any]:
     return data if isinstance(data, dict) else {}
 
 
-def resolve_packages(cache: Path, manifest: dict[str, Any]) -> dict[str, debs.Deb]:
-    """Current kernel + userland packages; offline, fall back to the manifest's if cached."""
+def resolve_packages(
+    cache: Path, manifest: dict[str, Any], kernel: str = "farm"
+) -> dict[str, debs.Deb]:
+    """Current kernel (source or image) + userland packages; offline, the manifest's if cached."""
     try:
-        kernel_pkg = debs.kernel_package()
+        kernel_pkg = kernel_source.source_package() if kernel == "farm" else debs.kernel_package()
         resolved = debs.resolve([kernel_pkg, *USERLAND_PACKAGES])
         return {"kernel": resolved[kernel_pkg], **{n: resolved[n] for n in USERLAND_PACKAGES}}
     except ImageError as exc:
         recorded = manifest.get("packages")
         if isinstance(recorded, dict) and recorded:
             old = {k: debs.Deb(**v) for k, v in recorded.items()}
-            if all((cache / d.filename).is_file() for d in old.values()):
+            source = old.get("kernel", debs.Deb("", "", "", "")).package.startswith("linux-source")
+            if source == (kernel == "farm") and all(
+                (cache / d.filename).is_file() for d in old.values()
+            ):
                 log.warning("apt unavailable (%s); reusing cached packages of the last build", exc)
                 return old
         raise
@@ -167,15 +176,23 @@ def build(
     recipe_dir: Path = RECIPE_DIR,
     agent_dir: Path = AGENT_DIR,
     compression: str = "none",
+    kernel: str = "farm",
 ) -> ImageInfo:
-    """Build (or reuse) the guest kernel and initrd in ``out_dir``; see the module docstring."""
+    """Build (or reuse) the guest kernel and initrd in ``out_dir``; see the module docstring.
+
+    ``kernel`` is one of KERNEL_FLAVORS.
+    """
+    if kernel not in KERNEL_FLAVORS:
+        raise ImageError(f"unknown kernel flavor {kernel!r} (one of {', '.join(KERNEL_FLAVORS)})")
     started = time.monotonic()
     out_dir = Path(out_dir).resolve()
     cache = out_dir / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     with (cache / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time per output dir
-        return _build_locked(force, out_dir, cache, recipe_dir, agent_dir, compression, started)
+        return _build_locked(
+            force, out_dir, cache, recipe_dir, agent_dir, compression, kernel, started
+        )
 
 
 def _build_locked(
@@ -185,30 +202,49 @@ def _build_locked(
     recipe_dir: Path,
     agent_dir: Path,
     compression: str,
+    flavor: str,
     started: float,
 ) -> ImageInfo:
     manifest_path = out_dir / MANIFEST_NAME
     manifest = load_manifest(manifest_path)
-    packages = resolve_packages(cache / "debs", manifest)
+    packages = resolve_packages(cache / "debs", manifest, flavor)
     paths = debs.fetch(packages, cache / "debs")
     _prune(cache / "debs", {d.filename for d in packages.values()} | {"partial"})
     kdeb = packages["kernel"]
     kernel_out, initrd_out = out_dir / KERNEL_NAME, out_dir / INITRD_NAME
 
     kernel_inputs = {
+        "flavor": flavor,
         "package": kdeb.package,
         "version": kdeb.version,
         "deb_sha256": kdeb.sha256,
         "builder": BUILDER_VERSION,
         "code": digest_files([_HERE / n for n in _KERNEL_CODE]),
     }
-    _prune(cache / "kernel", {paths["kernel"].name.removesuffix(".deb")})
+    if flavor == "farm":
+        kernel_inputs["build_key"] = kernel_source.build_key(kdeb)
+    else:
+        _prune(cache / "kernel", {paths["kernel"].name.removesuffix(".deb")})
     why = "forced" if force else needs_rebuild("kernel", kernel_inputs, manifest, kernel_out)
+    if not why and flavor == "farm" and not manifest["kernel"].get("release"):
+        why = "no kernel release recorded"
     kernel_rebuilt = bool(why)
     if why:
         log.info("building %s (%s)", kernel_out, why)
-        kfiles = build_kernel(paths["kernel"], cache / "kernel", kernel_out)
-        manifest["kernel"] = {"inputs": kernel_inputs, "output": output_record(kernel_out)}
+        if flavor == "farm":
+            kfiles = build_farm_kernel(kdeb, paths["kernel"], cache / "kernel-build")
+            write_vmlinux(kfiles, kernel_out)
+        else:
+            kfiles = build_kernel(paths["kernel"], cache / "kernel", kernel_out)
+        manifest["kernel"] = {
+            "inputs": kernel_inputs,
+            "output": output_record(kernel_out),
+            "release": kfiles.release,
+        }
+    elif flavor == "farm":  # up to date: the release is all the initrd needs of it
+        kfiles = KernelFiles(
+            cache / "kernel-build", manifest["kernel"]["release"], builtin_only=True
+        )
     else:
         kfiles = unpack_kernel(paths["kernel"], cache / "kernel")
 

@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from farm.errors import FarmError
-from farm.image.builder import build
+from farm.image.builder import KERNEL_FLAVORS, build
 from farm.image.cpio import COMPRESSIONS
 
 
@@ -22,6 +22,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     p_build.add_argument("--force", action="store_true", help="rebuild even if up to date")
     p_build.add_argument("--out-dir", type=Path, default=Path("images"))
     p_build.add_argument("--compression", choices=COMPRESSIONS, default="none")
+    p_build.add_argument(
+        "--kernel",
+        choices=KERNEL_FLAVORS,
+        default="farm",
+        help="farm: PREEMPT_RT built from linux-source (default, fast boot); "
+        "debian: Debian's packaged RT kernel",
+    )
     p_build.add_argument("-v", "--verbose", action="store_true")
     args = parser.parse_args(argv)
     logging.basicConfig(
@@ -29,7 +36,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(asctime)s %(name)s %(levelname)s %(message)s",
     )
     try:
-        info = build(force=args.force, out_dir=args.out_dir, compression=args.compression)
+        info = build(
+            force=args.force,
+            out_dir=args.out_dir,
+            compression=args.compression,
+            kernel=args.kernel,
+        )
     except FarmError as exc:
         print(f"farm image: error: {exc}", file=sys.stderr)
         return 1

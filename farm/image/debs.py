@@ -44,7 +44,7 @@ class Deb:
         return f"{self.package}_{self.version.replace(':', '%3a')}_{self.arch}.deb"
 
 
-def _run(argv: list[str], cwd: Path | None = None) -> str:
+def run_apt(argv: list[str], cwd: Path | None = None) -> str:
     try:
         proc = subprocess.run(
             argv, cwd=cwd, capture_output=True, text=True, timeout=APT_TIMEOUT, check=False
@@ -60,7 +60,7 @@ def _run(argv: list[str], cwd: Path | None = None) -> str:
 
 def kernel_package(meta: str = KERNEL_METAPACKAGE) -> str:
     """Name of the kernel image package the metapackage currently depends on."""
-    out = _run(["apt-cache", "depends", meta])
+    out = run_apt(["apt-cache", "depends", meta])
     for line in out.splitlines():
         match = re.match(r"\s*Depends:\s*(linux-image-\S+)", line)
         if match:
@@ -71,7 +71,7 @@ def kernel_package(meta: str = KERNEL_METAPACKAGE) -> str:
 def resolve(packages: Iterable[str]) -> dict[str, Deb]:
     """Candidate version, architecture and SHA256 of each package (one apt-cache call)."""
     names = list(dict.fromkeys(packages))
-    out = _run(["apt-cache", "show", "--no-all-versions", *names])
+    out = run_apt(["apt-cache", "show", "--no-all-versions", *names])
     found: dict[str, Deb] = {}
     for stanza in out.split("\n\n"):
         fields = dict(
@@ -102,7 +102,7 @@ def fetch(wanted: Mapping[str, Deb], cache: Path) -> dict[str, Path]:
     missing = [d for d in debs if not (cache / d.filename).is_file()]
     if missing:
         log.info("downloading %s", ", ".join(f"{d.package}={d.version}" for d in missing))
-        _run(
+        run_apt(
             ["apt-get", "download", "-q", *(f"{d.package}={d.version}" for d in missing)],
             cwd=cache,
         )

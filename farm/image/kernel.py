@@ -120,9 +120,14 @@ class KernelFiles:
 
     root: Path
     release: str  # uname -r, e.g. 6.1.0-56-rt-amd64
+    #: farm's own kernel (farm.image.kernel_source): every driver built in, no modules
+    builtin_only: bool = False
 
     @property
     def vmlinuz(self) -> Path:
+        """The kernel image: the package's bzImage, or farm's own ELF vmlinux."""
+        if self.builtin_only:
+            return self.root / "boot" / f"vmlinux-{self.release}"
         return self.root / "boot" / f"vmlinuz-{self.release}"
 
     @property
@@ -189,8 +194,11 @@ def module_load_order(
     """(name, .ko bytes) of ``roots`` and their dependencies, dependencies first.
 
     Built-in drivers (``modules.builtin``) are skipped; a root that is neither a
-    module nor built in raises ImageError.
+    module nor built in raises ImageError. farm's own kernel has no modules at all
+    (its build checked that the drivers are built in).
     """
+    if files.builtin_only:
+        return []
     builtin_file = files.modules_dir / "modules.builtin"
     builtin = set()
     if builtin_file.exists():
@@ -229,6 +237,12 @@ def module_load_order(
 def build_kernel(deb: Path, cache: Path, out: Path) -> KernelFiles:
     """Write the PVH-bootable vmlinux of a kernel package to ``out``."""
     files = unpack_kernel(deb, cache)
+    write_vmlinux(files, out)
+    return files
+
+
+def write_vmlinux(files: KernelFiles, out: Path) -> None:
+    """Write the kernel's PVH-bootable ELF vmlinux, without its zero tails, to ``out``."""
     vmlinux, how = extract_vmlinux(files.vmlinuz.read_bytes(), files.vmlinuz.name)
     entry = check_pvh(vmlinux, f"vmlinux of {files.vmlinuz.name}")
     size = len(vmlinux)
@@ -241,4 +255,3 @@ def build_kernel(deb: Path, cache: Path, out: Path) -> KernelFiles:
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_bytes(vmlinux)
     tmp.replace(out)
-    return files

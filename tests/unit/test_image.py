@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gzip
 import io
+import json
 import lzma
 import stat
 import struct
@@ -229,9 +230,15 @@ class FakeWorld:
         monkeypatch.setattr(build_mod, "build_kernel", self.build_kernel)
         monkeypatch.setattr(build_mod, "unpack_kernel", self.unpack_kernel)
         monkeypatch.setattr(build_mod, "build_initrd", self.build_initrd)
+        monkeypatch.setattr(build_mod, "build_farm_kernel", self.build_farm_kernel)
+        monkeypatch.setattr(build_mod, "write_vmlinux", self.write_vmlinux)
+        monkeypatch.setattr(build_mod.kernel_source, "build_key", lambda deb: "key-" + deb.version)
 
-    def resolve(self, cache: Path, manifest: dict[str, Any]) -> dict[str, debs.Deb]:
-        pkgs = {"kernel": debs.Deb("linux-image-x-rt", self.kernel_version, "amd64", "k" * 64)}
+    def resolve(
+        self, cache: Path, manifest: dict[str, Any], flavor: str = "farm"
+    ) -> dict[str, debs.Deb]:
+        name = "linux-source-6.12" if flavor == "farm" else "linux-image-x-rt"
+        pkgs = {"kernel": debs.Deb(name, self.kernel_version, "amd64", "k" * 64)}
         for name in build_mod.USERLAND_PACKAGES:
             pkgs[name] = debs.Deb(name, "1.0", "amd64", "u" * 64)
         return pkgs
@@ -247,6 +254,13 @@ class FakeWorld:
         out.write_bytes(b"ELF " + self.kernel_version.encode())
         return self.unpack_kernel(deb, cache)
 
+    def build_farm_kernel(self, deb: debs.Deb, path: Path, cache: Path) -> kernel.KernelFiles:
+        self.calls.append("farm-kernel")
+        return kernel.KernelFiles(cache, "6.12.1-farm", builtin_only=True)
+
+    def write_vmlinux(self, files: kernel.KernelFiles, out: Path) -> None:
+        out.write_bytes(b"ELF farm " + self.kernel_version.encode())
+
     def build_initrd(self, src: Any, work: Path, out: Path) -> dict[str, object]:
         self.calls.append("initrd")
         out.write_bytes(b"cpio " + src.agent_version.encode())
@@ -254,6 +268,7 @@ class FakeWorld:
 
     def build(self, **kw: Any) -> build_mod.ImageInfo:
         self.calls.clear()
+        kw.setdefault("kernel", "debian")
         return build_mod.build(out_dir=self.out, recipe_dir=self.recipe, agent_dir=self.agent, **kw)
 
 
@@ -292,6 +307,23 @@ def test_new_kernel_package_rebuilds_both(world: FakeWorld) -> None:
     world.kernel_version = "6.1.2-1"
     info = world.build()
     assert world.calls == ["kernel", "initrd"] and info.kernel_version == "6.1.2-1"
+
+
+def test_farm_kernel_flavor_builds_from_source_and_switching_flavor_rebuilds(
+    world: FakeWorld,
+) -> None:
+    info = world.build(kernel="farm")
+    assert world.calls == ["farm-kernel", "initrd"]
+    assert info.kernel_package == "linux-source-6.12" and info.kernel_release == "6.12.1-farm"
+    manifest = json.loads(info.manifest.read_text())
+    assert manifest["kernel"]["inputs"]["flavor"] == "farm"
+    assert manifest["kernel"]["release"] == "6.12.1-farm"
+    info = world.build(kernel="farm")  # up to date: neither the kernel build nor its cache
+    assert world.calls == [] and info.kernel_release == "6.12.1-farm"
+    world.build(kernel="debian")
+    assert world.calls == ["kernel", "initrd"]  # another kernel, another release
+    with pytest.raises(ImageError, match="unknown kernel flavor 'mine'"):
+        world.build(kernel="mine")
 
 
 def test_missing_or_altered_output_is_rebuilt(world: FakeWorld) -> None:

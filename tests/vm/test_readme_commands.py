@@ -2,10 +2,13 @@
 
 Clones the repository's committed HEAD into a temporary dir; the scripts
 create a fresh virtualenv in the clone (``scripts/setup``), build the guest
-image there and run. Only the image builder's download cache
-(``images/cache/debs``: Debian packages, verified by SHA256 when used) is
-seeded from this checkout, so the test needs no apt download; the kernel and
-initrd are built anew in the clone.
+image there and run. Only the image builder's caches are seeded from this
+checkout: its downloads (``images/cache/debs``: Debian packages, verified by
+SHA256 when used), so the test needs no apt download, and farm's compiled
+kernel (``images/cache/kernel-build``, keyed by source package, config,
+patches and compiler), so it does not compile the kernel a second time (CI's
+own run of scripts/test on its fresh clone does). The image itself (vmlinux
+and initrd) is built anew in the clone.
 """
 
 from __future__ import annotations
@@ -37,9 +40,10 @@ def clone() -> Iterator[Path]:
             capture_output=True,
             timeout=300,
         )
-        debs = REPO / "images" / "cache" / "debs"
-        if debs.is_dir():
-            shutil.copytree(debs, path / "images" / "cache" / "debs", copy_function=os.link)
+        for cache in ("debs", "kernel-build"):
+            seed = REPO / "images" / "cache" / cache
+            if seed.is_dir():
+                shutil.copytree(seed, path / "images" / "cache" / cache, copy_function=os.link)
         try:
             yield path
         finally:
