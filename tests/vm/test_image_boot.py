@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import json
 import sqlite3
 import time
@@ -148,6 +149,36 @@ def test_guest_without_token_reports_error(
     with guest_factory(profile, None) as guest:
         console = guest.wait_for_console("farm-init: powering off", BOOT_TIMEOUT)
     assert "farm-init: ERROR: no farm.token=" in console, console
+
+
+def test_guest_runs_farms_preempt_rt_kernel(
+    image: ImageInfo, profile: MachineProfile, guest_factory: GuestFactory
+) -> None:
+    """The default image boots farm's own kernel: PREEMPT_RT, given QEMU's APIC bus clock."""
+    assert image.kernel_package.startswith("linux-source-"), image
+    assert image.kernel_release.endswith("-farm"), image
+    with guest_factory(profile, TOKEN) as guest:
+        sock, _ = guest.wait_for_agent(TOKEN, BOOT_TIMEOUT)
+        with sock:
+            sock.settimeout(60)
+            command = "uname -r; uname -v; cat /proc/cmdline"
+            reply, _ = _request(sock, 1, "exec", command=command, timeout=30)
+            assert reply["ok"], reply
+            rid, data, state = reply["result"]["id"], b"", "running"
+            for n in range(2, 30):
+                args = {"id": rid, "offset": len(data), "wait": 5}
+                reply, _ = _request(sock, n, "exec_poll", **args)
+                assert reply["ok"], reply
+                data += base64.b64decode(reply["result"]["data"])
+                state = reply["result"]["state"]
+                if state not in ("waiting", "running") and not reply["result"]["data"]:
+                    break
+    assert state == "exited", reply
+    out = data.decode()
+    release, version, cmdline = out.splitlines()[:3]
+    assert release == image.kernel_release
+    assert "PREEMPT_RT" in version, out
+    assert "lapic_timer_frequency=1000000000" in cmdline
 
 
 def test_image_records_its_agent_version(image: ImageInfo) -> None:
