@@ -3,8 +3,9 @@
 ``build(force=False, out_dir=Path("images")) -> ImageInfo`` writes
 ``image.elf`` and ``initrd.img`` (cached, reproducible; see
 :mod:`farm.image.builder`); ``python -m farm.image build`` runs it from a shell.
-Parts: :mod:`~farm.image.debs` (apt), :mod:`~farm.image.kernel` (vmlinux +
-modules), :mod:`~farm.image.pyruntime` (trimmed python),
+Parts: :mod:`~farm.image.debs` (apt), :mod:`~farm.image.kernel_source` (farm's
+own kernel, compiled), :mod:`~farm.image.kernel` (vmlinux + modules of Debian's
+packaged kernel), :mod:`~farm.image.pyruntime` (trimmed python),
 :mod:`~farm.image.initrd` + :mod:`~farm.image.cpio` (the initramfs).
 """
 
