@@ -43,6 +43,9 @@ IO_TIMEOUT = 30.0
 PREAUTH_SEND_TIMEOUT = 5.0
 FLUSH_GRACE = 2.0
 MAX_QUEUE = 10_000
+#: frames sent with one sendall at most (bounds the memory of one join)
+MAX_BATCH = 64
+MAX_BATCH_BYTES = 256 * 1024
 MAX_ID_LEN = 256
 _HEADER = 4
 
@@ -313,17 +316,48 @@ class Connection:
                     continue
                 if message is _CLOSE:
                     return
-                self._write(message)
+                # what else is queued goes out in the same send: a set's reply and
+                # START, or EXIT and JOBS_DONE, then cost one segment, not two (each
+                # one is guest CPU under TCG: syscall, TCP, virtio, slirp, ACK)
+                batch = [message]
+                closing = False
+                while len(batch) < MAX_BATCH:
+                    try:
+                        more = self._queue.get_nowait()
+                    except queue.Empty:
+                        break
+                    if more is _CLOSE:
+                        closing = True
+                        break
+                    batch.append(more)
+                self._write(*batch)
+                if closing:
+                    return
         except _Closed:
             self.abort()
 
-    def _write(self, message: dict[str, Any]) -> None:
+    def _write(self, *messages: dict[str, Any]) -> None:
+        frames = []
+        for message in messages:
+            try:
+                frames.append(protocol.encode(message))
+            except (protocol.ProtocolViolation, TypeError, ValueError):
+                log.exception(
+                    "%s: cannot encode a %s frame; dropped", self.name, message.get("type")
+                )
+        pending: list[bytes] = []
+        size = 0
+        for frame in frames:  # joined up to MAX_BATCH_BYTES: big frames are not copied
+            if pending and size + len(frame) > MAX_BATCH_BYTES:
+                self._send(pending)
+                pending, size = [], 0
+            pending.append(frame)
+            size += len(frame)
+        if pending:
+            self._send(pending)
+
+    def _send(self, frames: list[bytes]) -> None:
         try:
-            frame = protocol.encode(message)
-        except (protocol.ProtocolViolation, TypeError, ValueError):
-            log.exception("%s: cannot encode a %s frame; dropped", self.name, message.get("type"))
-            return
-        try:
-            self._sock.sendall(frame)
+            self._sock.sendall(frames[0] if len(frames) == 1 else b"".join(frames))
         except OSError as exc:
             raise _Closed(str(exc)) from exc
