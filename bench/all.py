@@ -199,7 +199,8 @@ def scaling_figures(
         "x vs 1 machine",
         "7 machines >= 6x of 1",
         top["speedup_vs_1"] >= 6 if top["machines"] == 7 else None,
-        how + ": sets of one idle job, add_job -> last finish, machines booted beforehand",
+        how + ": sets of one shell `sleep` job, add_job -> last finish, machines booted "
+        f"and warmed up beforehand ({doc.get('warmup_rounds', 0)} rounds of the same sets each)",
         sets_per_s={p["machines"]: p["sets_per_s"] for p in curve},
     )
     idle = doc["idle_cpu_percent"]
