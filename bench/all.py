@@ -130,7 +130,14 @@ def ready_figures(boots: int, figs: dict[str, Any], plot: dict[str, Any]) -> Non
             figs[key] = _err(doc, how, "<= 1.5 s")
             continue
         stats = {k: doc["ready_s"][k] for k in ("median", "p90")} | {"n": boots}
-        figs[key] = figure(stats, "s", "<= 1.5 s", stats["p90"] <= 1.5, how + " (pass on p90)")
+        figs[key] = figure(
+            stats,
+            "s",
+            "<= 1.5 s",
+            stats["p90"] <= 1.5,
+            how + " (pass on p90; the first boot on the fresh state dir is reported apart)",
+            first_boot_s=doc.get("first_boot_s"),
+        )
         plot[f"farm {backend}"] = stats
 
 
