@@ -163,6 +163,37 @@ def _run(argv: Sequence[str | Path], logfile: Path, cwd: Path | None = None) -> 
         )
 
 
+def extract_tree(tar: tarfile.TarFile, dest: Path) -> None:
+    """Extract a source tarball below ``dest``, refusing members that would leave it.
+
+    ``extractall(filter=...)`` exists only from Python 3.11.4 (Debian 12 ships
+    3.11.2), so the check is farm's own: no absolute or ``..`` names, no device
+    files, links only to targets inside ``dest``; modes keep no set-id bits.
+    """
+    root = dest.resolve()
+
+    def inside(name: str) -> bool:
+        target = (root / name).resolve()
+        return target == root or root in target.parents
+
+    members = []
+    for m in tar:
+        if m.name.startswith("/") or not inside(m.name):
+            raise tarfile.TarError(f"member {m.name!r} would be extracted outside {dest}")
+        if m.ischr() or m.isblk() or m.isfifo():
+            raise tarfile.TarError(f"member {m.name!r} is a device or FIFO")
+        if m.issym() and not inside(str(Path(m.name).parent / m.linkname)):
+            raise tarfile.TarError(f"symlink {m.name!r} -> {m.linkname!r} leaves {dest}")
+        if m.islnk() and not inside(m.linkname):
+            raise tarfile.TarError(f"hard link {m.name!r} -> {m.linkname!r} leaves {dest}")
+        m.mode &= 0o777
+        members.append(m)
+    if hasattr(tarfile, "fully_trusted_filter"):  # 3.11.4+: say so, or 3.14 filters again
+        tar.extractall(dest, members=members, filter="fully_trusted")
+    else:
+        tar.extractall(dest, members=members)
+
+
 def _unpack_source(deb: Path, work: Path) -> Path:
     """Extract the source tarball of a linux-source package into ``work``; its top dir."""
     inner = debs.extract(deb, work, lambda p: p.name.endswith(".tar.xz"))
@@ -173,7 +204,7 @@ def _unpack_source(deb: Path, work: Path) -> Path:
     src_parent.mkdir()
     try:
         with tarfile.open(tarballs[0]) as tar:
-            tar.extractall(src_parent, filter="tar")
+            extract_tree(tar, src_parent)
     except (OSError, tarfile.TarError) as exc:
         raise ImageError(f"cannot unpack {tarballs[0].name}: {exc}") from exc
     tarballs[0].unlink()
