@@ -1,0 +1,90 @@
+"""Before and after, side by side in one run: a bench script of two checkouts, A B A B.
+
+    .venv/bin/python bench/compare.py --before ../farm-old [--runs 3] -- dispatch.py --sets 200
+
+Runs ``bench/<script> ARGS`` from the ``--before`` checkout and from this one,
+alternating (before, after, before, after, ...) so that a drift of the machine's
+speed touches both alike. Each run is a fresh process whose ``farm`` is imported
+from its own checkout (``PYTHONPATH``). Prints one JSON document: for every
+numeric figure of the script's JSON (dotted path), the median of the runs of
+each side and after/before. Use a ``git worktree add`` of the old commit as
+``--before``; the guest image (``images/``) must exist in both.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+HERE = Path(__file__).resolve().parents[1]
+
+
+def run(checkout: Path, script: str, args: list[str], timeout: float) -> dict[str, Any]:
+    """One run of ``checkout/bench/script``: its JSON document."""
+    env = {**os.environ, "PYTHONPATH": str(checkout)}
+    argv = [sys.executable, str(checkout / "bench" / script), *args]
+    res = subprocess.run(
+        argv, cwd=checkout, env=env, capture_output=True, text=True, timeout=timeout, check=False
+    )
+    if res.returncode != 0:
+        raise SystemExit(f"{checkout}: {script} exited {res.returncode}:\n{res.stderr[-2000:]}")
+    doc: dict[str, Any] = json.loads(res.stdout[res.stdout.index("{") :])
+    return doc
+
+
+def numbers(doc: Any, prefix: str = "") -> dict[str, float]:
+    """Every int/float leaf of a JSON document by dotted path (lists of numbers left out)."""
+    out: dict[str, float] = {}
+    if isinstance(doc, dict):
+        for key, value in doc.items():
+            out.update(numbers(value, f"{prefix}{key}."))
+    elif isinstance(doc, bool):
+        pass
+    elif isinstance(doc, int | float):
+        out[prefix.rstrip(".")] = float(doc)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--before", type=Path, required=True, help="the old checkout")
+    parser.add_argument("--runs", type=int, default=3, help="runs of each side")
+    parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument("script", help="bench script, e.g. dispatch.py")
+    parser.add_argument("args", nargs=argparse.REMAINDER)
+    opts = parser.parse_args()
+    sides = {"before": opts.before.resolve(), "after": HERE}
+    runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
+    t0 = time.monotonic()
+    for _ in range(opts.runs):
+        for side, checkout in sides.items():
+            runs[side].append(numbers(run(checkout, opts.script, opts.args, opts.timeout)))
+    figures: dict[str, dict[str, float | None]] = {}
+    for key in sorted(set(runs["before"][0]) & set(runs["after"][0])):
+        before = statistics.median(r[key] for r in runs["before"] if key in r)
+        after = statistics.median(r[key] for r in runs["after"] if key in r)
+        ratio = round(after / before, 3) if before else None
+        figures[key] = {"before": before, "after": after, "after/before": ratio}
+    doc = {
+        "bench": "compare",
+        "script": opts.script,
+        "args": opts.args,
+        "runs_each": opts.runs,
+        "order": "before, after, alternating",
+        "before": str(sides["before"]),
+        "after": str(sides["after"]),
+        "took_s": round(time.monotonic() - t0, 1),
+        "figures": figures,
+    }
+    print(json.dumps(doc, indent=2))
+
+
+if __name__ == "__main__":
+    main()
