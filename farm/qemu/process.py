@@ -207,7 +207,9 @@ class QemuProcess:
         if self.log_file is not None:
             self.log_file.parent.mkdir(parents=True, exist_ok=True)
             self._log = self.log_file.open("wb")
-        out = self._log if self._log is not None else subprocess.DEVNULL
+        out: IO[bytes] | int = self._log if self._log is not None else subprocess.DEVNULL
+        if self._pipe_stdout and self._log is None:
+            out = subprocess.STDOUT  # stderr into the pipe too: the caller sees why it failed
         self._popen = subprocess.Popen(
             self.argv,
             stdin=subprocess.DEVNULL,
@@ -339,3 +341,20 @@ def _end_screens_using(screenrc: Path) -> None:
                 proc.info["cmdline"] or []
             ):
                 terminate(proc.pid, timeout=2.0)
+
+
+def qemu_version(binary: str, timeout: float = 10.0) -> str:
+    """First line of ``binary --version`` ("" if it printed nothing); LaunchError if it fails."""
+    argv = [binary, "--version"]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=True)
+    except (OSError, subprocess.SubprocessError) as exc:
+        code = exc.returncode if isinstance(exc, subprocess.CalledProcessError) else None
+        output = getattr(exc, "stderr", None) or ""
+        raise LaunchError(
+            f"cannot run {binary} --version: {exc}",
+            exitcode=code,
+            command=argv,
+            output=output if isinstance(output, str) else output.decode(errors="replace"),
+        ) from exc
+    return done.stdout.splitlines()[0] if done.stdout else ""
