@@ -176,8 +176,9 @@ class QemuProcess:
                 raise
             if not isinstance(exc, OSError | QmpError | subprocess.SubprocessError):
                 raise
+            why = _TOKEN.sub(r"\1***", str(exc))  # a CalledProcessError names the argv
             raise LaunchError(
-                f"{self.name}: cannot start QEMU: {exc}\ncommand: {redact(self.argv)}\n"
+                f"{self.name}: cannot start QEMU: {why}\ncommand: {redact(self.argv)}\n"
                 f"output:\n{self.output()}",
                 exitcode=exitcode,
                 command=self.argv,

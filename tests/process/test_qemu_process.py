@@ -150,3 +150,18 @@ def test_screen_rollback_when_qemu_never_writes_its_pidfile(tmp_path: Path) -> N
 
 def test_redact_hides_the_token() -> None:
     assert redact(["q", "-append", "a farm.token=abc b"]) == "q -append a farm.token=*** b"
+
+
+def test_failing_screen_command_keeps_the_token_out(tmp_path: Path) -> None:
+    """screen itself failing (bad option for it) is a LaunchError without the token."""
+    proc = QemuProcess(
+        ["-farm.token=secret456"],  # screen takes this as its own (unknown) option
+        name="x",
+        pidfile=tmp_path / "qemu.pid",
+        screen=Screen("farmtestbad", tmp_path / "screenrc", tmp_path / "console.log"),
+        launch_timeout=1.0,
+    )
+    with pytest.raises(LaunchError) as err:
+        proc.launch()
+    assert "secret456" not in str(err.value)
+    assert running(str(tmp_path)) == []
