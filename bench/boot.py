@@ -51,10 +51,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from farm.image import build  # noqa: E402
-from farm.image.smoke import Guest, free_port  # noqa: E402
+from farm.image.smoke import Guest  # noqa: E402
 from farm.network.bridge import BridgeNetwork, TapNic  # noqa: E402
 from farm.network.dhcp import DEFAULT_SUBNET, DhcpPlan  # noqa: E402
 from farm.profile import MachineProfile, default_profile  # noqa: E402
+from farm.qemu import QemuProcess, free_port  # noqa: E402
 
 TOKEN = "bench-token"
 #: set (to the namespace's name) in the copy of the bench running inside its namespace
@@ -102,12 +103,10 @@ def boot_once(
         )
     marks: dict[str, float] = {}
     t0 = time.monotonic()
-    proc = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, start_new_session=True
-    )
+    proc = QemuProcess(argv, name=f"bench{n}", qmp_socket=qmp, pipe_stdout=True).launch()
     pump = threading.Thread(target=_pump, args=(proc.stdout, console, t0, marks), daemon=True)
     pump.start()
-    guest = Guest(f"bench{n}", proc, port, console, qmp, t0, argv, host)  # type: ignore[arg-type]
+    guest = Guest(f"bench{n}", proc, port, console, qmp, t0, argv, host)
     try:
         sock, _hello = guest.wait_for_agent(TOKEN, 120)
         latency = time.monotonic() - t0

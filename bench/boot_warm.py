@@ -17,7 +17,6 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
 import threading
@@ -31,8 +30,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from farm.backend import snapshot  # noqa: E402
-from farm.image.smoke import Guest, free_port  # noqa: E402
+from farm.image.smoke import Guest  # noqa: E402
 from farm.profile import MachineProfile, default_profile  # noqa: E402
+from farm.qemu import QemuProcess, free_port  # noqa: E402
 
 TOKEN = "bench-token"
 
@@ -76,14 +76,13 @@ class WarmBoot:
         marks: dict[str, float] = {}
         console = run_dir / "console.log"
         t0 = time.monotonic()
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, start_new_session=True
-        )
+        qmp = run_dir / "qmp.sock"
+        proc = QemuProcess(argv, name=f"warm{n}", qmp_socket=qmp, pipe_stdout=True).launch()
         pump = threading.Thread(target=_pump, args=(proc.stdout, console, t0, marks), daemon=True)
         pump.start()
-        guest = Guest(f"warm{n}", proc, port, console, run_dir / "qmp.sock", t0, argv)
+        guest = Guest(f"warm{n}", proc, port, console, qmp, t0, argv)
         try:
-            snapshot.restore(self.snap, run_dir, f"warm{n}", TOKEN, lambda: proc.poll() is None)
+            snapshot.restore(self.snap, run_dir, f"warm{n}", TOKEN, proc.alive, qmp=proc.qmp)
             marks["identity-ok"] = time.monotonic() - t0
             sock, _hello = guest.wait_for_agent(TOKEN, 60)
             latency = time.monotonic() - t0

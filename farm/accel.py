@@ -18,7 +18,6 @@ import logging
 import os
 import platform
 import selectors
-import signal
 import struct
 import subprocess
 import tempfile
@@ -26,7 +25,8 @@ import threading
 import time
 from pathlib import Path
 
-from farm.errors import ConfigError
+from farm.errors import ConfigError, LaunchError
+from farm.qemu.process import QemuProcess
 
 log = logging.getLogger(__name__)
 
@@ -137,28 +137,25 @@ def _run_bounded(argv: list[str], timeout: float, until: bytes | None) -> tuple[
     """Run argv for at most ``timeout`` s; (exit status | _FOUND | None on timeout, output).
 
     With ``until``, stop (kill) as soon as stdout contains it and return _FOUND.
+    Whatever happens, the probe QEMU and its whole process group are gone afterwards.
     """
+    proc = QemuProcess(argv, name="kvm-probe", pipe_stdout=True)
     try:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    except OSError as exc:
-        return 1, f"cannot run {argv[0]}: {exc}"
-    assert proc.stdout is not None
+        proc.launch()
+    except LaunchError as exc:
+        return 1, f"cannot run {argv[0]}: {exc.__cause__ or exc}"
+    stdout = proc.stdout
+    assert stdout is not None
     deadline = time.monotonic() + timeout
     out = bytearray()
     found = False
     try:
         with selectors.DefaultSelector() as sel:
-            sel.register(proc.stdout, selectors.EVENT_READ)
+            sel.register(stdout, selectors.EVENT_READ)
             while (left := deadline - time.monotonic()) > 0:
                 if not sel.select(left):
                     break
-                chunk = os.read(proc.stdout.fileno(), 65536)
+                chunk = os.read(stdout.fileno(), 65536)
                 if not chunk:
                     break
                 out += chunk
@@ -168,32 +165,12 @@ def _run_bounded(argv: list[str], timeout: float, until: bytes | None) -> tuple[
         if found:
             return _FOUND, out.decode(errors="replace")
         try:
-            status: int | None = proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+            status = proc.wait(timeout=max(0.0, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
             status = None
         return status, out.decode(errors="replace").strip() or "no output"
     finally:
-        _kill_group(proc)
-        proc.stdout.close()
-
-
-def _kill_group(proc: subprocess.Popen[bytes]) -> None:
-    """Kill the probe QEMU (and anything in its session) and reap it."""
-    if proc.poll() is not None:
-        return
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        try:
-            os.killpg(proc.pid, sig)
-        except ProcessLookupError:
-            break
-        try:
-            proc.wait(timeout=1.0)
-            break
-        except subprocess.TimeoutExpired:
-            continue
-    if proc.returncode is None:
-        proc.kill()
-        proc.wait()
+        proc.shutdown(hard=True)
 
 
 def resolve_accel(

@@ -24,7 +24,8 @@ from typing import Any
 
 import click
 
-from farm.errors import FarmError
+from farm.errors import FarmError, LaunchError
+from farm.qemu.process import qemu_version
 
 PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
 SUBPROCESS_TIMEOUT = 15.0
@@ -52,12 +53,10 @@ def check_qemu(qemu: str) -> Check:
     if path is None:
         return Check("qemu", FAIL, f"{qemu} not found", f"{SETUP_HINT} qemu-system-x86")
     try:
-        out = subprocess.run(
-            [path, "--version"], capture_output=True, text=True, timeout=SUBPROCESS_TIMEOUT
-        ).stdout
-    except (OSError, subprocess.TimeoutExpired) as exc:
+        version = qemu_version(path, timeout=SUBPROCESS_TIMEOUT)
+    except LaunchError as exc:
         return Check("qemu", FAIL, f"{path} --version failed: {exc}", "reinstall qemu-system-x86")
-    return Check("qemu", PASS, f"{path}: {out.splitlines()[0] if out else 'version unknown'}")
+    return Check("qemu", PASS, f"{path}: {version or 'version unknown'}")
 
 
 _LIBVIRT_PROBE = """

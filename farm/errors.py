@@ -11,7 +11,8 @@
     │   └── SessionTimeout
     ├── AgentError             the agent answered a request with an error reply
     ├── BackendError           a VM backend failed (infrastructure)
-    │   └── BootError          the guest did not come up (its fault, not the host's)
+    │   ├── BootError          the guest did not come up (its fault, not the host's)
+    │   └── LaunchError        QEMU could not be started (exit code, command, output)
     ├── ImageError             guest image missing or cannot be built
     └── NetworkError           bridge, tap, DHCP or address-pool failure
 
@@ -20,6 +21,8 @@ callers validating input can catch the builtin.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 
 class FarmError(Exception):
@@ -69,6 +72,27 @@ class BackendError(FarmError):
 
 class BootError(BackendError):
     """The guest started but never became ready (a problem of the guest)."""
+
+
+class LaunchError(BackendError):
+    """QEMU could not be started or did not come up: ``exitcode``, ``command``, ``output``.
+
+    ``command`` is the argv (it may hold the guest token: do not log it as is);
+    ``output`` is the tail of QEMU's log.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        exitcode: int | None = None,
+        command: Sequence[str] = (),
+        output: str = "",
+    ) -> None:
+        super().__init__(message)
+        self.exitcode = exitcode
+        self.command = list(command)
+        self.output = output
 
 
 class ImageError(FarmError):

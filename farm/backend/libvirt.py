@@ -41,7 +41,6 @@ import logging
 import os
 import shutil
 import socket
-import subprocess
 import sys
 import threading
 from collections.abc import Callable
@@ -58,6 +57,7 @@ if "libvirt" not in sys.modules:
 import libvirt
 import psutil
 
+from farm.backend import libvirt_host
 from farm.backend.base import Backend, Guest
 from farm.backend.libvirt_console import ConsoleStream
 from farm.backend.libvirt_guest import (  # noqa: F401  (re-exported: tests, multihost)
@@ -72,7 +72,6 @@ from farm.backend.libvirt_guest import (  # noqa: F401  (re-exported: tests, mul
 from farm.backend.libvirt_storage import ImageUploader
 from farm.backend.libvirt_xml import (
     DomainSpec,
-    FarmMarker,
     check_embed_users,
     domain_xml,
     embed_root,
@@ -80,12 +79,10 @@ from farm.backend.libvirt_xml import (
     is_local,
     libvirt_nic_model,
     offers_kvm,
-    parse_marker,
     remote_host,
-    serial_pty,
     write_qemu_conf,
 )
-from farm.backend.screen import quit_screen, wait_screen_socket
+from farm.backend.screen import quit_screen
 from farm.config import FarmConfig, check_libvirt_uri
 from farm.errors import BackendError, ConfigError, ImageError
 from farm.network.bridge import BackendBridge, check_bridge_support, plan_for
@@ -224,7 +221,8 @@ class LibvirtBackend(Backend):
         if self.on_lost is not None:
             self.on_lost(reason)
         if old is not None:  # not from here: this may run inside libvirt's close callback
-            threading.Thread(target=_close_quietly, args=(old, watching), daemon=True).start()
+            quietly = libvirt_host.close_quietly
+            threading.Thread(target=quietly, args=(old, watching), daemon=True).start()
 
     def probe(self) -> None:
         """Raise BackendError unless the hypervisor answers now (connects if needed)."""
@@ -274,13 +272,13 @@ class LibvirtBackend(Backend):
         qemu = screen = stream = None
         try:
             if self.local:
-                qemu = self._find_qemu(dom, name)
+                qemu = libvirt_host.find_qemu(dom, name, self.uri)
                 if qemu is not None:
                     self.registry.record(name, qemu.pid, "libvirt-qemu", uuid=dom.UUIDString())
             if self.console_stream:
                 stream = ConsoleStream(conn, dom, console)
             elif self.local:
-                screen = self._start_screen(dom, name, glog)
+                screen = libvirt_host.start_screen(dom, name, self.registry, glog)
         except BaseException:
             if stream is not None:
                 stream.close()
@@ -430,86 +428,11 @@ class LibvirtBackend(Backend):
 
     def _clear_name(self, conn: libvirt.virConnect, name: str, glog: logging.Logger) -> None:
         """Destroy a leftover farm domain called ``name``; refuse if someone else's has it."""
-        dom = next((d for d in conn.listAllDomains(0) if d.name() == name), None)
-        if dom is None:
-            return
-        marker = _marker(dom)
-        if marker is None:
-            raise BackendError(
-                f"{name}: a domain of that name exists on {self.uri} and is not farm's; "
-                "farm leaves it alone (rename it or use another libvirt URI)"
-            )
-        if marker.owner_pid != os.getpid() and _owner_alive(marker):
-            raise BackendError(
-                f"{name}: domain belongs to another running farm (pid {marker.owner_pid} "
-                f"on {marker.owner_host}, state dir {marker.state_dir})"
-            )
-        glog.warning("destroying stale farm domain %s", name)
-        destroy_domain(dom, glog)
-
-    def _find_qemu(self, dom: libvirt.virDomain, name: str) -> psutil.Process | None:
-        """The domain's QEMU process: the driver's pidfile if any, else a scan; checked by UUID."""
-        uuid = dom.UUIDString()
-        root = embed_root(self.uri)
-        pidfiles = [Path("/run/libvirt/qemu") / f"{name}.pid"]
-        if root is not None:
-            pidfiles.insert(0, root / "run" / "qemu" / f"{name}.pid")
-        for pidfile in pidfiles:
-            try:
-                proc = psutil.Process(int(pidfile.read_text().strip()))
-            except (OSError, ValueError, psutil.Error):
-                continue
-            if _has_uuid(proc, uuid):
-                return proc
-        for proc in psutil.process_iter(["name"]):
-            if str(proc.info["name"] or "").startswith("qemu") and _has_uuid(proc, uuid):
-                return proc
-        log.getChild(name).warning("QEMU process of domain %s not found", uuid)
-        return None
-
-    def _start_screen(
-        self, dom: libvirt.virDomain, name: str, glog: logging.Logger
-    ) -> subprocess.Popen[bytes] | None:
-        """``screen -D -m -S name <pty>`` so ``screen -xr name`` attaches to the console."""
-        pty = serial_pty(dom.XMLDesc(0))
-        if pty is None or shutil.which("screen") is None:
-            glog.warning("no screen session (pty %s, screen %s)", pty, shutil.which("screen"))
-            return None
-        try:
-            screen = subprocess.Popen(
-                ["screen", "-D", "-m", "-S", name, pty],
-                stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                start_new_session=True,
-            )
-        except OSError as exc:
-            glog.warning("cannot start screen on %s: %s", pty, exc)
-            return None
-        self.registry.record(f"{name}.screen", screen.pid, "screen")
-        wait_screen_socket(screen, name, glog)
-        return screen
+        libvirt_host.clear_name(conn, name, self.uri, glog)
 
     def reap_stale(self) -> list[str]:
         """Destroy farm-marked domains whose owner is dead, then reap recorded processes."""
-        reaped: list[str] = []
-        conn = self.connection()
-        try:
-            domains = conn.listAllDomains(0)
-        except libvirt.libvirtError as exc:
-            raise BackendError(f"cannot list domains on {self.uri}: {exc}") from exc
-        for dom in domains:
-            marker = _marker(dom)
-            if marker is None or marker.owner_pid == os.getpid() or _owner_alive(marker):
-                continue
-            name = dom.name()
-            log.warning("reaping domain %s left by dead farm pid %d", name, marker.owner_pid)
-            try:
-                destroy_domain(dom, log.getChild(name))
-            except BackendError as exc:
-                log.error("%s", exc)  # keep reaping the others
-                continue
-            reaped.append(name)
+        reaped = libvirt_host.reap_domains(self.connection(), self.uri)
         reaped += [n for n in self.registry.reap_stale() if n not in reaped]
         return reaped
 
@@ -520,33 +443,6 @@ class LibvirtBackend(Backend):
             watching, self._watching = self._watching, False
         try:
             if conn is not None:
-                _close_quietly(conn, watching)
+                libvirt_host.close_quietly(conn, watching)
         finally:
             self._net.close()
-
-
-def _close_quietly(conn: libvirt.virConnect, watching: bool) -> None:
-    """Unregister the close callback (if ``watching``) and close the connection."""
-    if watching:
-        with contextlib.suppress(libvirt.libvirtError):
-            conn.unregisterCloseCallback()
-    with contextlib.suppress(libvirt.libvirtError):
-        conn.close()
-
-
-def _marker(dom: libvirt.virDomain) -> FarmMarker | None:
-    try:
-        return parse_marker(dom.XMLDesc(0))
-    except libvirt.libvirtError:
-        return None
-
-
-def _owner_alive(marker: FarmMarker) -> bool:
-    """True unless the marker's owner is a farm process of this host that is gone."""
-    if marker.owner_host != socket.gethostname():
-        return True  # another host's farm: not ours to judge
-    try:
-        started = psutil.Process(marker.owner_pid).create_time()
-    except psutil.NoSuchProcess:
-        return False
-    return not marker.owner_start or abs(started - marker.owner_start) < 0.01

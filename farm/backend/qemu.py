@@ -17,51 +17,22 @@ from __future__ import annotations
 import json
 import logging
 import shutil
-import socket
-import subprocess
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-import psutil
-
 from farm.backend import snapshot
 from farm.backend.base import Backend, Guest
 from farm.config import FarmConfig
-from farm.errors import BackendError, ConfigError, ImageError
+from farm.errors import ConfigError, ImageError, LaunchError
 from farm.network.bridge import BackendBridge
-from farm.procs import ProcessRegistry, terminate
+from farm.procs import ProcessRegistry
 from farm.profile import MachineProfile, load_profile
+from farm.qemu import QemuProcess, Screen, free_port
 
 log = logging.getLogger(__name__)
-
-_SCREENRC = "logfile flush 1\nlogtstamp off\nstartup_message off\n"
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    """A TCP port free on ``host`` right now (QEMU binds it for hostfwd)."""
-    with socket.socket() as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
-
-
-def qmp_quit(path: Path, timeout: float = 2.0) -> bool:
-    """Ask QEMU to quit over its QMP socket; False if that was not possible."""
-    try:
-        with socket.socket(socket.AF_UNIX) as sock:
-            sock.settimeout(timeout)
-            sock.connect(str(path))
-            reader = sock.makefile("rb")
-            reader.readline()  # greeting
-            sock.sendall(b'{"execute": "qmp_capabilities"}\n')
-            reader.readline()
-            sock.sendall(b'{"execute": "quit"}\n')
-            reader.readline()
-        return True
-    except (OSError, ValueError):
-        return False
 
 
 class QemuGuest(Guest):
@@ -71,11 +42,9 @@ class QemuGuest(Guest):
         self,
         name: str,
         port: int,
-        qemu_pid: int,
-        screen_pid: int | None,
+        process: QemuProcess,
         run_dir: Path,
         console: Path,
-        registry: ProcessRegistry,
         host: str = "127.0.0.1",
         on_destroy: Callable[[], None] | None = None,
     ) -> None:
@@ -83,11 +52,8 @@ class QemuGuest(Guest):
         self.host = host  # bridged: the guest's reserved IP; user mode: loopback (hostfwd)
         self._on_destroy = on_destroy  # bridged: removes the guest's tap
         self.port = port
-        self._pid = qemu_pid
-        self._screen_pid = screen_pid
-        self._run_dir = run_dir
+        self.process = process
         self._console = console
-        self._registry = registry
         self.run_dir = run_dir
         self._lock = threading.Lock()
         self._destroyed = False
@@ -95,7 +61,7 @@ class QemuGuest(Guest):
 
     @property
     def pid(self) -> int | None:
-        return self._pid
+        return self.process.pid
 
     @property
     def console_log(self) -> Path | None:
@@ -105,10 +71,7 @@ class QemuGuest(Guest):
         return self.host, self.port
 
     def alive(self) -> bool:
-        try:
-            return psutil.Process(self._pid).status() != psutil.STATUS_ZOMBIE
-        except psutil.NoSuchProcess:
-            return False
+        return self.process.alive()
 
     def destroy(self) -> None:
         with self._lock:
@@ -116,18 +79,9 @@ class QemuGuest(Guest):
                 return
             self._destroyed = True
         try:
-            if self.alive() and qmp_quit(self._run_dir / "qmp.sock"):
-                try:
-                    psutil.Process(self._pid).wait(3.0)
-                except (psutil.NoSuchProcess, psutil.TimeoutExpired):
-                    pass
-            terminate(self._pid, timeout=3.0)
-            if self._screen_pid is not None:
-                terminate(self._screen_pid, timeout=3.0)
+            self.process.shutdown(timeout=3.0)
         finally:
-            self._registry.forget(self.name)
-            self._registry.forget(f"{self.name}.screen")
-            shutil.rmtree(self._run_dir, ignore_errors=True)
+            shutil.rmtree(self.run_dir, ignore_errors=True)
             if self._on_destroy is not None:
                 self._on_destroy()
             self.log.debug("destroyed")
@@ -207,7 +161,7 @@ class QemuBackend(Backend):
         guest = self._spawn(name, token, warm=True)
         assert isinstance(guest, QemuGuest)
         try:
-            snapshot.restore(snap, guest.run_dir, name, token, guest.alive)
+            snapshot.restore(snap, guest.run_dir, name, token, guest.alive, qmp=guest.process.qmp)
         except BaseException:
             guest.destroy()
             raise
@@ -246,80 +200,28 @@ class QemuBackend(Backend):
                 qmp_socket=run_dir / "qmp.sock",
                 extra=extra,
             )
-        (run_dir / "screenrc").write_text(_SCREENRC)
         (run_dir / "cmdline").write_text(json.dumps(argv))
-        cmd = [
-            "screen",
-            "-dmS",
-            name,
-            "-c",
-            str(run_dir / "screenrc"),
-            "-L",
-            "-Logfile",
-            str(console),
-            *argv,
-        ]
         glog.info("starting %s", " ".join(argv))
-        try:
-            subprocess.run(
-                cmd, check=True, timeout=10, stdin=subprocess.DEVNULL, capture_output=True
-            )
-        except (OSError, subprocess.SubprocessError) as exc:
-            raise BackendError(f"{name}: cannot start screen/QEMU: {exc}") from exc
-        qemu_pid = self._wait_pid(name, pidfile, console, argv)
-        screen_pid = _parent(qemu_pid)
-        self.registry.record(name, qemu_pid, "qemu")
-        if screen_pid is not None:
-            self.registry.record(f"{name}.screen", screen_pid, "screen")
-        glog.info("QEMU pid %d in screen %s, agent on %s:%d", qemu_pid, name, host, port)
-        return QemuGuest(
-            name, port, qemu_pid, screen_pid, run_dir, console, self.registry, host, on_destroy
+        process = QemuProcess(
+            argv,
+            name=name,
+            qmp_socket=run_dir / "qmp.sock",
+            pidfile=pidfile,
+            screen=Screen(name, run_dir / "screenrc", console),
+            registry=self.registry,
         )
+        try:
+            process.launch()
+        except LaunchError:
+            if on_destroy is not None:
+                on_destroy()
+            raise
+        glog.info("QEMU pid %d in screen %s, agent on %s:%d", process.pid, name, host, port)
+        return QemuGuest(name, port, process, run_dir, console, host, on_destroy)
 
     def close(self) -> None:
         """Take the bridged network down if this backend brought it up."""
         self._net.close()
 
-    def _wait_pid(self, name: str, pidfile: Path, console: Path, argv: list[str]) -> int:
-        deadline = time.monotonic() + 10.0
-        delay = 0.005
-        while time.monotonic() < deadline:
-            try:
-                pid = int(pidfile.read_text().strip())
-                if psutil.pid_exists(pid):
-                    return pid
-            except (FileNotFoundError, ValueError):
-                pass
-            time.sleep(delay)
-            delay = min(delay * 2, 0.1)
-        _end_screens_using(pidfile.parent / "screenrc")  # ours only, never a same-named one
-        output = console.read_text(errors="replace")[-2000:] if console.exists() else ""
-        raise BackendError(
-            f"{name}: QEMU did not start within 10s.\ncommand: {' '.join(argv)}\noutput:\n{output}"
-        )
-
     def reap_stale(self) -> list[str]:
         return self.registry.reap_stale()
-
-
-def _end_screens_using(screenrc: Path) -> None:
-    """Terminate the screen sessions started with this guest's own screenrc."""
-    marker = str(screenrc)
-    for proc in psutil.process_iter(["name", "cmdline"]):
-        try:
-            if "screen" in (proc.info["name"] or "").lower() and marker in (
-                proc.info["cmdline"] or []
-            ):
-                terminate(proc.pid, timeout=2.0)
-        except psutil.Error:
-            pass
-
-
-def _parent(pid: int) -> int | None:
-    try:
-        parent = psutil.Process(pid).parent()
-    except psutil.NoSuchProcess:
-        return None
-    if parent is None or "screen" not in parent.name().lower():
-        return None
-    return parent.pid

@@ -34,18 +34,19 @@ import os
 import secrets
 import shutil
 import socket
-import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 import psutil
 
-from farm.backend.qmp import Qmp, QmpError
-from farm.errors import BackendError, ConfigError
-from farm.procs import ProcessRegistry, terminate
+from farm.errors import BackendError, ConfigError, LaunchError
+from farm.procs import ProcessRegistry
 from farm.profile import MachineProfile
+from farm.qemu import QemuProcess, QmpClient, QmpError, process
+from farm.qemu.qmp import connect
 
 log = logging.getLogger(__name__)
 
@@ -147,12 +148,9 @@ def qemu_version(qemu: str) -> str:
         raise SnapshotError(f"QEMU binary {qemu!r} not found: {exc}") from exc
     if stamp not in _versions:
         try:
-            out = subprocess.run(
-                [binary, "--version"], capture_output=True, text=True, timeout=10, check=True
-            ).stdout
-        except (OSError, subprocess.SubprocessError) as exc:
+            _versions[stamp] = process.qemu_version(binary) or "?"
+        except LaunchError as exc:
             raise SnapshotError(f"cannot run {qemu} --version: {exc}") from exc
-        _versions[stamp] = out.splitlines()[0] if out else "?"
     return _versions[stamp]
 
 
@@ -278,32 +276,31 @@ def build(
     argv += ["-pidfile", str(run_dir / "qemu.pid")]
     tmp = path.with_suffix(".part")
     log.info("building snapshot %s: %s", path.name, " ".join(argv))
+    proc = QemuProcess(
+        argv,
+        name=f"snapshot-template-{os.getpid()}",
+        log_file=console,
+        qmp_socket=run_dir / "qmp.sock",
+        registry=registry,
+    )
     try:
-        with console.open("wb") as out:
-            proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
-            )
-    except OSError as exc:
-        shutil.rmtree(run_dir, ignore_errors=True)
-        raise SnapshotError(f"cannot start the template guest: {exc}") from exc
-    name = f"snapshot-template-{os.getpid()}"
-    if registry is not None:
-        registry.record(name, proc.pid, "qemu")
-    try:
-        with _connect(run_dir / "identity.sock", proc, 10.0) as ident:
-            line = _read_line(ident, boot_timeout, proc)
+        proc.launch()
+        with _connect(run_dir / "identity.sock", proc.alive, 10.0) as ident:
+            line = _read_line(ident, boot_timeout, proc.alive)
             if not line.startswith(WAITING):
                 raise SnapshotError(f"template guest said {line[:200]!r}, not {WAITING!r}")
-            with Qmp(run_dir / "qmp.sock") as qmp, tmp.open("wb") as out:
-                qmp.cmd("stop")
-                qmp.cmd("migrate-set-capabilities", capabilities=_EVENTS)
+            qmp = proc.qmp
+            assert qmp is not None
+            with tmp.open("wb") as out:
+                qmp.execute("stop")
+                qmp.execute("migrate-set-capabilities", capabilities=_EVENTS)
                 qmp.getfd("snapshot", out.fileno())  # QEMU writes the file itself: no exec:cat
-                qmp.cmd("migrate", uri="fd:snapshot")
+                qmp.execute("migrate", uri="fd:snapshot")
                 event = qmp.wait_event("MIGRATION", 120.0, _final)
                 if event["data"]["status"] != "completed":
-                    raise SnapshotError(f"saving the template failed: {qmp.cmd('query-migrate')}")
-                qmp.cmd("quit")
-        proc.wait(10)
+                    status = qmp.execute("query-migrate")
+                    raise SnapshotError(f"saving the template failed: {status}")
+        proc.shutdown(timeout=10.0)  # QMP quit
         sha = _sha256(tmp)
         size = tmp.stat().st_size
         meta = {"key": key, "size": size, "sha256": sha, "argv": argv, "created": time.time()}
@@ -312,19 +309,16 @@ def build(
         _verified.add((str(path), size, path.stat().st_mtime_ns))
         log.info("snapshot %s: %d MiB in %.1f s", path.name, size >> 20, time.monotonic() - started)
         return Snapshot(path, key, size, sha)
-    except (OSError, QmpError, subprocess.SubprocessError, ValueError) as exc:
+    except LaunchError as exc:
+        raise SnapshotError(f"cannot start the template guest: {exc}") from exc
+    except (OSError, QmpError, ValueError) as exc:
         output = console.read_text(errors="replace")[-1500:] if console.exists() else ""
         raise SnapshotError(f"cannot build the snapshot: {exc}\nconsole:\n{output}") from exc
     except SnapshotError as exc:
         output = console.read_text(errors="replace")[-1500:] if console.exists() else ""
         raise SnapshotError(f"{exc}\nconsole:\n{output}") from exc
     finally:
-        if proc.poll() is None:
-            terminate(proc.pid, timeout=3.0)
-        with contextlib.suppress(subprocess.SubprocessError):
-            proc.wait(5)
-        if registry is not None:
-            registry.forget(name)
+        proc.shutdown(timeout=3.0, hard=True)
         tmp.unlink(missing_ok=True)
         shutil.rmtree(run_dir, ignore_errors=True)
 
@@ -336,7 +330,7 @@ def _final(data: dict[str, Any]) -> bool:
     return data.get("status") in ("completed", "failed", "cancelled")
 
 
-def _connect(path: Path, proc: Any, timeout: float) -> socket.socket:
+def _connect(path: Path, alive: Callable[[], bool], timeout: float) -> socket.socket:
     """Connect to QEMU's identity socket as soon as it listens (QEMU must stay alive)."""
     deadline = time.monotonic() + timeout
     while True:
@@ -346,20 +340,14 @@ def _connect(path: Path, proc: Any, timeout: float) -> socket.socket:
             return sock
         except OSError as exc:
             sock.close()
-            if not _running(proc):
+            if not alive():
                 raise SnapshotError("QEMU exited before its identity port was up") from exc
             if time.monotonic() >= deadline:
                 raise SnapshotError(f"no identity socket {path} within {timeout:g} s") from exc
             time.sleep(0.002)
 
 
-def _running(proc: Any) -> bool:
-    if isinstance(proc, subprocess.Popen):
-        return proc.poll() is None
-    return bool(proc())
-
-
-def _read_line(sock: socket.socket, timeout: float, proc: Any) -> bytes:
+def _read_line(sock: socket.socket, timeout: float, alive: Callable[[], bool]) -> bytes:
     """One line from the guest's identity port (SnapshotError on EOF or timeout)."""
     deadline = time.monotonic() + timeout
     buf = b""
@@ -371,7 +359,7 @@ def _read_line(sock: socket.socket, timeout: float, proc: Any) -> bytes:
         try:
             chunk = sock.recv(4096)
         except TimeoutError:
-            if not _running(proc):
+            if not alive():
                 raise SnapshotError("QEMU exited while farm waited for its guest") from None
             continue
         if not chunk:
@@ -385,27 +373,33 @@ def restore(
     run_dir: Path,
     name: str,
     token: str,
-    alive: Any,
+    alive: Callable[[], bool],
     timeout: float = RESTORE_TIMEOUT,
+    qmp: QmpClient | None = None,
 ) -> None:
     """Load ``snapshot`` into the QEMU waiting in ``run_dir``, resume it, hand it its identity.
 
-    ``alive``: a callable telling whether that QEMU still runs. Returns once the
-    guest acknowledged its identity, i.e. once its agent listens with ``token``.
+    ``alive``: a callable telling whether that QEMU still runs; ``qmp``: its open QMP
+    connection (QEMU serves one client at a time; None: connect to ``run_dir/qmp.sock``).
+    Returns once the guest acknowledged its identity, i.e. once its agent listens with
+    ``token``.
     """
     if not token or any(c.isspace() for c in token):
         raise ConfigError("token must be non-empty and contain no whitespace")
     # connect first: the port is then "host connected" when the saved state (connected too) loads
     with _connect(run_dir / "identity.sock", alive, 10.0) as ident:
         try:
-            with Qmp(run_dir / "qmp.sock") as qmp, snapshot.path.open("rb") as data:
-                qmp.cmd("migrate-set-capabilities", capabilities=_EVENTS)
+            with contextlib.ExitStack() as stack:
+                if qmp is None:
+                    qmp = stack.enter_context(connect(run_dir / "qmp.sock"))
+                data = stack.enter_context(snapshot.path.open("rb"))
+                qmp.execute("migrate-set-capabilities", capabilities=_EVENTS)
                 qmp.getfd("snapshot", data.fileno())  # QEMU reads the file itself
-                qmp.cmd("migrate-incoming", uri="fd:snapshot")
+                qmp.execute("migrate-incoming", uri="fd:snapshot")
                 event = qmp.wait_event("MIGRATION", timeout, _final)
                 if event["data"]["status"] != "completed":
                     raise SnapshotLoadFailed(f"QEMU could not load {snapshot.path}")
-                qmp.cmd("cont")
+                qmp.execute("cont")
         except QmpError as exc:
             raise SnapshotLoadFailed(f"QEMU could not load {snapshot.path}: {exc}") from exc
         identity = {

@@ -8,10 +8,7 @@ the smallest honest thing that shows an image works.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
-import os
-import signal
 import socket
 import subprocess
 import time
@@ -21,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from farm.agent.protocol import ProtocolViolation, client_handshake
-from farm.errors import AuthError, BootError
+from farm.errors import AuthError, BootError, LaunchError
 from farm.profile import MachineProfile
+from farm.qemu import QemuProcess, free_port
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +28,6 @@ log = logging.getLogger(__name__)
 #: before the guest listens, so a short attempt and a fresh connection win).
 ATTEMPT_TIMEOUT = 0.5
 RETRY_PAUSE = 0.05
-
-
-def free_port() -> int:
-    """A currently free loopback TCP port."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 @dataclass
@@ -49,7 +39,7 @@ class Guest:
     """
 
     name: str
-    proc: subprocess.Popen[bytes]
+    proc: QemuProcess
     port: int
     console: Path
     qmp: Path
@@ -116,37 +106,10 @@ class Guest:
                 self.proc.wait(0.1)
         raise BootError(f"{self.name}: {needle!r} not on the console within {timeout:g} s")
 
-    def stop(self, timeout: float = 5.0) -> int:
+    def stop(self, timeout: float = 5.0) -> int | None:
         """QMP ``quit``; SIGTERM, then SIGKILL if QEMU lingers. Returns QEMU's exit status."""
-        if self.proc.poll() is None:
-            try:
-                qmp_quit(self.qmp, timeout=2.0)
-                self.proc.wait(timeout)
-            except (OSError, ValueError, subprocess.TimeoutExpired) as exc:
-                log.debug("%s: QMP quit failed (%s); terminating", self.name, exc)
-        for sig in (signal.SIGTERM, signal.SIGKILL):
-            if self.proc.poll() is not None:
-                break
-            with contextlib.suppress(ProcessLookupError):
-                os.killpg(self.proc.pid, sig)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                self.proc.wait(timeout)
-        return self.proc.wait()
-
-
-def qmp_quit(path: Path, timeout: float = 2.0) -> None:
-    """Ask QEMU to exit through its QMP socket."""
-    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
-        sock.settimeout(timeout)
-        sock.connect(str(path))
-        reader = sock.makefile("rb")
-        json.loads(reader.readline())  # greeting
-        for command in ("qmp_capabilities", "quit"):
-            sock.sendall(json.dumps({"execute": command}).encode() + b"\n")
-            while True:
-                reply = json.loads(reader.readline())
-                if "return" in reply or "error" in reply:
-                    break
+        self.proc.shutdown(timeout)
+        return self.proc.exitcode
 
 
 @contextlib.contextmanager
@@ -177,15 +140,10 @@ def boot(
     )
     log.info("starting %s", " ".join(argv))
     started = time.monotonic()
+    proc = QemuProcess(argv, name=name, log_file=workdir / f"{name}.qemu.log", qmp_socket=qmp)
     try:
-        proc = subprocess.Popen(
-            argv,
-            stdin=subprocess.DEVNULL,
-            stdout=subprocess.DEVNULL,
-            stderr=(workdir / f"{name}.qemu.log").open("wb"),
-            start_new_session=True,
-        )
-    except OSError as exc:
+        proc.launch()
+    except LaunchError as exc:
         raise BootError(f"cannot start {argv[0]}: {exc}") from exc
     guest = Guest(name, proc, port, console, qmp, started, argv)
     try:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from farm.errors import ConfigError
+from farm.netaddr import split_host_port
 
 log = logging.getLogger(__name__)
 
@@ -36,29 +37,6 @@ class Address:
     def __str__(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"{host}:{self.port}"
-
-
-def split_host_port(text: str, default_port: int) -> tuple[str, int | None]:
-    """``"h:3001"`` -> ("h", 3001); ``"h"`` -> ("h", None); ConfigError for a bad port."""
-    host, port_text = text, None
-    if text.startswith("["):
-        end = text.find("]")
-        if end < 0:
-            raise ConfigError(f"target {text!r}: missing ']' after the IPv6 address")
-        host, rest = text[1:end], text[end + 1 :]
-        if rest:
-            if not rest.startswith(":"):
-                raise ConfigError(f"target {text!r}: expected ':PORT' after ']'")
-            port_text = rest[1:]
-    elif text.count(":") == 1:
-        host, port_text = text.split(":")
-    if not host:
-        raise ConfigError(f"target {text!r}: no host")
-    if port_text is None:
-        return host, None
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ConfigError(f"target {text!r}: port must be 1..65535, got {port_text!r}")
-    return host, int(port_text)
 
 
 def _is_ip(host: str) -> bool:
@@ -116,7 +94,7 @@ class Resolver:
 
     def resolve(self, target: str) -> Address:
         """The address of ``target``; ConfigError naming it when it cannot be reached."""
-        host, port = split_host_port(target, self.default_port)
+        host, port = split_host_port(target)
         if port is not None or _is_ip(host):
             return Address(host, port or self.default_port, target)
         machine = next((m for m in self.machines() if m.get("name") == host), None)
@@ -127,7 +105,7 @@ class Resolver:
                     f"target {target!r}: farm machine has no address yet "
                     f"(state {machine.get('state')!r})"
                 )
-            mhost, mport = split_host_port(str(address), self.default_port)
+            mhost, mport = split_host_port(str(address))
             return Address(mhost, mport or self.default_port, target)
         if self._host_exists(host):
             return Address(host, self.default_port, target)

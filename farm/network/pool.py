@@ -29,6 +29,7 @@ from collections.abc import Iterable, Iterator
 
 from farm.agent.protocol import DEFAULT_PORT
 from farm.errors import ConfigError
+from farm.netaddr import split_host_port
 
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -82,7 +83,8 @@ def parse_targets(
         item = raw.strip()
         if not item:
             raise ConfigError("bad target '': empty string")
-        spec, port = _split_port(item, default_port)
+        spec, given = split_host_port(item)
+        port = default_port if given is None else given
         if _looks_like_address(spec):
             try:
                 net = ipaddress.ip_network(spec, strict=False)
@@ -108,31 +110,6 @@ def parse_targets(
     if not out:
         raise ConfigError("no targets given")
     return list(out)
-
-
-def _split_port(item: str, default_port: int) -> tuple[str, int]:
-    """``host:port`` / ``[v6]:port`` / bare item -> (spec, port)."""
-    port_text: str | None = None
-    if item.startswith("["):
-        end = item.find("]")
-        if end < 0:
-            raise ConfigError(f"bad target {item!r}: missing ']'")
-        spec, rest = item[1:end], item[end + 1 :]
-        if rest:
-            if not rest.startswith(":"):
-                raise ConfigError(f"bad target {item!r}: expected [address]:port")
-            port_text = rest[1:]
-    elif item.count(":") == 1:
-        spec, port_text = item.split(":")
-    else:
-        spec = item  # no port, or a bare IPv6 address/range
-    if port_text is None:
-        return spec, default_port
-    if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
-        raise ConfigError(f"bad target {item!r}: port must be an integer in 1..65535")
-    if not spec:
-        raise ConfigError(f"bad target {item!r}: no host before the port")
-    return spec, int(port_text)
 
 
 def _looks_like_address(spec: str) -> bool:

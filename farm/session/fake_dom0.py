@@ -35,6 +35,7 @@ from farm.session.genode_wire import (
     parse_binary_header,
     parse_xml,
     profile_xml,
+    recv_exact,
     word,
 )
 from farm.session.simulate import simulate
@@ -198,7 +199,7 @@ class FakeDom0Server:
         tasks: list[dict[str, Any]] = []
         try:
             while not self._closing.is_set():
-                (command,) = WORD.unpack(_recv_exact(conn, WORD.size))
+                (command,) = WORD.unpack(recv_exact(conn, WORD.size))
                 self._note("commands", command)
                 if command == Command.AVAILABLE:
                     with send_lock:
@@ -217,12 +218,12 @@ class FakeDom0Server:
                     xml = self._document(conn)
                     self._note("optimize", xml)
                 elif command == Command.SEND_BINARIES:
-                    (count,) = WORD.unpack(_recv_exact(conn, WORD.size))
+                    (count,) = WORD.unpack(recv_exact(conn, WORD.size))
                     for _ in range(count):
                         with send_lock:
                             conn.sendall(word(Command.GO_SEND))
-                        name, size = parse_binary_header(_recv_exact(conn, BINARY_HEADER.size))
-                        data = _recv_exact(conn, size)
+                        name, size = parse_binary_header(recv_exact(conn, BINARY_HEADER.size))
+                        data = recv_exact(conn, size)
                         binary = ReceivedBinary(name, size, data)
                         self._note("binaries", binary)
                 elif command == Command.START:
@@ -252,8 +253,8 @@ class FakeDom0Server:
             conn.close()
 
     def _document(self, conn: socket.socket) -> str:
-        (length,) = WORD.unpack(_recv_exact(conn, WORD.size))
-        return _recv_exact(conn, length).decode("ascii")
+        (length,) = WORD.unpack(recv_exact(conn, WORD.size))
+        return recv_exact(conn, length).decode("ascii")
 
     # -- pushing profiles ------------------------------------------------------------
 
@@ -310,13 +311,3 @@ class FakeDom0Server:
                 conn.sendall(message[i : i + self.fragment])
         else:
             conn.sendall(message)
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    chunks = bytearray()
-    while len(chunks) < n:
-        chunk = sock.recv(n - len(chunks))
-        if not chunk:
-            raise ConnectionError("peer closed the connection")
-        chunks += chunk
-    return bytes(chunks)

@@ -41,6 +41,7 @@ from farm.session.genode_wire import (
     binary_header,
     description_xml,
     parse_profile,
+    recv_exact,
     render_xml,
     word,
 )
@@ -109,7 +110,7 @@ class GenodeSession(AbstractSession):
             with socket.create_connection((host, port or cls.default_port), timeout) as sock:
                 sock.settimeout(timeout)
                 sock.sendall(word(Command.AVAILABLE))
-                answer = _recv_exact(sock, WORD.size)
+                answer = recv_exact(sock, WORD.size)
         except OSError:
             return False
         return WORD.unpack(answer)[0] == Command.AVAILABLE
@@ -162,7 +163,7 @@ class GenodeSession(AbstractSession):
         try:
             sock.settimeout(timeout)
             sock.sendall(word(Command.AVAILABLE))
-            (answer,) = WORD.unpack(_recv_exact(sock, WORD.size))
+            (answer,) = WORD.unpack(recv_exact(sock, WORD.size))
         except OSError as exc:
             sock.close()
             raise Unreachable(exc) from exc
@@ -209,7 +210,7 @@ class GenodeSession(AbstractSession):
     def _recv(self, n: int) -> bytes:
         assert self._sock is not None
         try:
-            data = _recv_exact(self._sock, n)
+            data = recv_exact(self._sock, n)
         except TimeoutError as exc:
             raise SessionTimeout(
                 f"Genode target {self.host}:{self.port} silent for {self.io_timeout}s"
@@ -335,13 +336,3 @@ class GenodeSession(AbstractSession):
             self._selector = None
         sock.close()
         self.log.debug("closed")
-
-
-def _recv_exact(sock: socket.socket, n: int) -> bytes:
-    chunks = bytearray()
-    while len(chunks) < n:
-        chunk = sock.recv(n - len(chunks))
-        if not chunk:
-            raise ConnectionError("connection closed by peer")
-        chunks += chunk
-    return bytes(chunks)

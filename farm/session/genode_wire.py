@@ -26,6 +26,7 @@ NUL-padded; time stamps in ms).
 
 from __future__ import annotations
 
+import socket
 import struct
 import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Mapping
@@ -232,3 +233,14 @@ class MessageDecoder:
     def pending(self) -> int:
         """Bytes buffered towards an incomplete message."""
         return len(self._buf)
+
+
+def recv_exact(sock: socket.socket, n: int) -> bytes:
+    """Exactly ``n`` bytes from ``sock``; ConnectionError if the peer closes first."""
+    chunks = bytearray()
+    while len(chunks) < n:
+        chunk = sock.recv(n - len(chunks))
+        if not chunk:
+            raise ConnectionError("connection closed by peer")
+        chunks += chunk
+    return bytes(chunks)

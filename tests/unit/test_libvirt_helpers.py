@@ -15,6 +15,7 @@ import psutil
 import pytest
 
 from farm.backend import libvirt as lv
+from farm.backend import libvirt_host as lh
 from farm.backend import libvirt_xml as lx
 from farm.backend.libvirt_xml import FARM_NS, FarmMarker
 from farm.config import FarmConfig
@@ -92,10 +93,10 @@ def test_ports_are_distinct_until_released() -> None:
 def test_owner_alive_rules() -> None:
     me = psutil.Process()
     host = socket.gethostname()
-    assert lv._owner_alive(FarmMarker(me.pid, me.create_time(), host, "/s"))
-    assert not lv._owner_alive(FarmMarker(me.pid, me.create_time() - 1000, host, "/s"))  # recycled
-    assert not lv._owner_alive(FarmMarker(2**22 + 12345, 1.0, host, "/s"))  # gone
-    assert lv._owner_alive(FarmMarker(2**22 + 12345, 1.0, "other-host", "/s"))  # not ours to judge
+    assert lh.owner_alive(FarmMarker(me.pid, me.create_time(), host, "/s"))
+    assert not lh.owner_alive(FarmMarker(me.pid, me.create_time() - 1000, host, "/s"))  # recycled
+    assert not lh.owner_alive(FarmMarker(2**22 + 12345, 1.0, host, "/s"))  # gone
+    assert lh.owner_alive(FarmMarker(2**22 + 12345, 1.0, "other-host", "/s"))  # not ours to judge
 
 
 def libvirt_error(code: int) -> libvirt.libvirtError:

@@ -11,12 +11,13 @@ import pytest
 
 from farm.errors import ConfigError, SessionError
 from farm.monitors import SqliteMonitor
+from farm.netaddr import split_host_port
 from farm.netjobs.client import best_offset
 from farm.netjobs.grammar import parse_text
 from farm.netjobs.monitor import NetJobsTaskSet, report_to_monitor
 from farm.netjobs.report import format_result
 from farm.netjobs.runner import Status, TestRunner, simulate
-from farm.netjobs.targets import Address, Resolver, split_host_port
+from farm.netjobs.targets import Address, Resolver
 
 
 class FakeAgentLink:
@@ -230,7 +231,7 @@ def test_control_lister_uses_the_control_client(
 @pytest.mark.parametrize("bad", ["h:0", "h:70000", "h:x", "[::1", "[::1]x", ":5"])
 def test_bad_target_addresses(bad: str) -> None:
     with pytest.raises(ConfigError):
-        split_host_port(bad, 3001)
+        split_host_port(bad)
 
 
 # -- monitors -------------------------------------------------------------------------------
