@@ -158,6 +158,51 @@ def test_failed_set_goes_back_to_the_front_of_its_job(tmp_path: Path) -> None:
     assert sorted(mon.of("finish")) == [0, 1, 2, 3, 4]
 
 
+def test_a_set_that_fails_goes_ahead_of_sets_that_failed_before_it(tmp_path: Path) -> None:
+    """Front means front: with two failed sets queued, the one that failed last runs next."""
+    backend = FakeBackend()
+    both_running = threading.Barrier(2, timeout=5)
+    starts: list[int] = []
+    connects: dict[str, int] = {}
+    holder: dict[str, Distributor] = {}
+
+    def stopped() -> int:
+        return sum(j["stopped"] for j in holder["dist"].jobs())
+
+    def on_start(variant: Any, params: tuple[Any, ...]) -> None:
+        starts.append(variant.index)
+        if variant.index in (0, 1) and starts.count(variant.index) == 1:
+            both_running.wait()  # 0 and 1 run at once, one per machine
+            if variant.index == 1:
+                until(lambda: stopped() == 1, 5)  # 1 fails after 0
+            raise SessionError(f"set {variant.index} lost its target")
+
+    class Session(session_class(backend, on_start=on_start)):  # type: ignore[misc]
+        def connect(self, timeout: float | None = None, alive: Any = None) -> None:
+            name = self.guest.name
+            connects[name] = connects.get(name, 0) + 1
+            if connects[name] > 1:  # a reboot: qemu1 takes the next set alone, qemu2 after it
+                if name == "qemu1":
+                    until(lambda: stopped() == 2, 5)
+                else:
+                    until(lambda: len(starts) >= 3, 5)
+            super().connect(timeout, alive)
+
+    dist, _ = farm(tmp_path, backend, Session, set_tries=3)
+    holder["dist"] = dist
+    mon = Recorder()
+    try:
+        dist.set_max_machine_value(2)
+        dist.add_job(sets(6), mon)
+        assert dist.wait_finished(timeout=30)
+    finally:
+        dist.close()
+    assert sorted(starts[:2]) == [0, 1]
+    assert starts[2:4] == [1, 0]  # the last failed first, then the one before it
+    assert sorted(starts[4:]) == [2, 3, 4, 5]
+    assert sorted(mon.of("finish")) == list(range(6))
+
+
 def test_session_parameters_reach_the_target(tmp_path: Path) -> None:
     """add_job(taskset, monitor, *params): every start on the target gets exactly those params."""
     seen: list[tuple[int, tuple[Any, ...]]] = []
@@ -349,19 +394,22 @@ def test_resume_runs_exactly_the_unsettled_variants(tmp_path: Path) -> None:
     reached, go = threading.Event(), threading.Event()
 
     def hold_third(variant: Any, params: tuple[Any, ...]) -> None:
+        if variant.index == 1:
+            raise SessionError("rejected")  # given up at once (set_tries=1): settled too
         if variant.index == 3:
             reached.set()
             go.wait(5)
 
     backend = FakeBackend()
-    dist, _ = farm(tmp_path, backend, session_class(backend, on_start=hold_third))
+    dist, _ = farm(tmp_path, backend, session_class(backend, on_start=hold_third), set_tries=1)
     mon = Recorder()
     dist.add_job(sets(7), mon, name="resumable")
     assert reached.wait(10)
     dist.close(wait=False)  # the farm goes down while variant 3 runs
     go.set()
     assert dist.wait_closed(timeout=10)
-    assert mon.of("finish") == [0, 1, 2]
+    assert mon.of("finish") == [0, 2]
+    assert [i for _, i, _ in mon.bad] == [1]
 
     backend2 = FakeBackend()
     dist2, _ = farm(tmp_path, backend2)
@@ -375,3 +423,58 @@ def test_resume_runs_exactly_the_unsettled_variants(tmp_path: Path) -> None:
     assert summary["resumed_from"] == 3
     assert mon2.of("start") == [3, 4, 5, 6]
     assert mon2.of("finish") == [3, 4, 5, 6]
+
+
+def test_resume_re_adds_the_unfinished_job(tmp_path: Path) -> None:
+    """resume(): a new farm re-adds the journal's unfinished job and runs only what is left."""
+    reached, go = threading.Event(), threading.Event()
+
+    def hold(variant: Any, params: tuple[Any, ...]) -> None:
+        if variant.index == 2:
+            reached.set()
+            go.wait(5)
+
+    backend = FakeBackend()
+    dist, _ = farm(tmp_path, backend, session_class(backend, on_start=hold))
+    mon = Recorder()
+    dist.add_job(sets(4), mon, name="left-over")
+    assert reached.wait(10)
+    dist.close(wait=False)
+    go.set()
+    assert dist.wait_closed(timeout=10)
+
+    gate = threading.Event()
+    backend2 = FakeBackend()
+    dist2, _ = farm(tmp_path, backend2, session_class(backend2, gate=gate))
+    mon2 = Recorder()
+    try:
+        assert len(dist2.resume(mon2)) == 1
+        assert dist2.resume(mon2) == []  # already queued: not added twice
+        gate.set()
+        assert dist2.wait_finished(timeout=30)
+        assert dist2.resume(mon2) == []  # nothing unfinished is left
+        (summary,) = dist2.jobs()
+    finally:
+        dist2.close()
+    assert summary["key"] == "left-over" and summary["resumed_from"] == 2
+    assert mon2.of("start") == [2, 3]
+
+
+def test_a_killed_set_does_not_use_up_a_try(tmp_path: Path) -> None:
+    """kill_all_machines re-queues the running set without counting it as a failed try."""
+    backend = FakeBackend()
+    dist, _ = farm(tmp_path, backend, session_class(backend, scale=1.0), set_tries=1)
+    mon = Recorder()
+    try:
+        dist.add_job(sets(1, jobs=100), mon)  # ~1 s
+        assert until(lambda: mon.of("start") == [0])
+        dist.kill_all_machines()
+        assert until(lambda: mon.of("stop") == [0], 5)
+        assert mon.bad == []
+        (summary,) = dist.jobs()
+        assert not summary["done"] and summary["bad"] == 0
+        dist.set_max_machine_value(1)  # resumes
+        assert dist.wait_finished(timeout=30)
+    finally:
+        dist.close()
+    assert mon.of("finish") == [0] and mon.bad == []
