@@ -463,10 +463,10 @@ def test_resume_re_adds_the_unfinished_job(tmp_path: Path) -> None:
 def test_a_killed_set_does_not_use_up_a_try(tmp_path: Path) -> None:
     """kill_all_machines re-queues the running set without counting it as a failed try."""
     backend = FakeBackend()
-    dist, _ = farm(tmp_path, backend, session_class(backend, scale=1.0), set_tries=1)
+    dist, _ = farm(tmp_path, backend, session_class(backend, scale=0.3), set_tries=1)
     mon = Recorder()
     try:
-        dist.add_job(sets(1, jobs=100), mon)  # ~1 s
+        dist.add_job(sets(1, jobs=100), mon)  # ~0.3 s
         assert until(lambda: mon.of("start") == [0])
         dist.kill_all_machines()
         assert until(lambda: mon.of("stop") == [0], 5)
