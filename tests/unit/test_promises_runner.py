@@ -23,16 +23,22 @@ Events = list[dict[str, Any]]
 
 
 def run(
-    tmp_path: Path, tasks: list[TaskSpec], fail: set[int] = frozenset(), t0: float | None = None
+    tmp_path: Path,
+    tasks: list[TaskSpec],
+    fail: set[int] = frozenset(),
+    t0: float | None = None,
+    argv: tuple[str, ...] = ("/bin/true",),
+    stop_after: float | None = None,
 ) -> Events:
-    """Run ``tasks`` to the end; jobs whose index is in ``fail`` cannot be spawned."""
+    """Run ``tasks`` to the end (or stop it after ``stop_after`` s); jobs whose index is in
+    ``fail`` cannot be spawned."""
     events: Events = []
     lock = threading.Lock()
 
     def launcher(task: TaskSpec, index: int, plan: Any) -> Launch:
         if index in fail:
             raise OSError(f"cannot spawn job {index}")
-        return Launch(["/bin/true"], {"PATH": "/usr/bin:/bin"}, str(tmp_path), False, sched=plan)
+        return Launch(list(argv), {"PATH": "/usr/bin:/bin"}, str(tmp_path), False, sched=plan)
 
     def emit(event: dict[str, Any]) -> None:
         with lock:
@@ -41,6 +47,9 @@ def run(
     runner = Runner(tasks, launcher, emit, t0=t0)
     runner.start()
     try:
+        if stop_after is not None:
+            time.sleep(stop_after)
+            assert runner.stop(), "runner.stop() did not finish"
         assert runner.wait(20), "runner did not finish"
     finally:
         runner.stop()
@@ -123,3 +132,27 @@ def test_three_spawn_failures_in_a_row_end_a_period_zero_task(tmp_path: Path) ->
         ("JOBS_DONE", None),
     ]
     assert "gave up" in events[-1]["detail"]
+
+
+def test_stop_kills_running_jobs_with_exit_external_and_no_jobs_done(tmp_path: Path) -> None:
+    tasks = [TaskSpec(0, "shell", numberofjobs=3), TaskSpec(1, "shell", period=50, numberofjobs=40)]
+    events = run(tmp_path, tasks, argv=("/bin/sleep", "30"), stop_after=0.3)
+    assert kinds(events, 0) == [("START", 0), ("EXIT_EXTERNAL", 0)]
+    seen = kinds(events, 1)
+    assert ("JOBS_DONE", None) not in seen
+    assert seen[-1][0] == "EXIT_EXTERNAL"
+    assert [k for k, _ in seen].count("EXIT_EXTERNAL") == 1
+
+
+def test_a_job_still_running_at_its_next_release_is_killed_with_exit_period(
+    tmp_path: Path,
+) -> None:
+    task = TaskSpec(0, "shell", period=100, numberofjobs=2)
+    events = run(tmp_path, [task], argv=("/bin/sleep", "30"))
+    assert kinds(events) == [
+        ("START", 0),
+        ("EXIT_PERIOD", 0),
+        ("START", 1),
+        ("EXIT_PERIOD", 1),
+        ("JOBS_DONE", None),
+    ]
