@@ -1,7 +1,7 @@
 """What a task's job executes: built-in workload, shell command or uploaded binary.
 
 * built-in pkg (``pkgs.BUILTIN_PKGS``): ``farm-workload PKG CONFIG QUOTA``, the native
-  program of farm/agent/native/workloads.c (CONFIG in the compact ``key=value,...``
+  program of farm/agent/native/*.c (CONFIG in the compact ``key=value,...``
   form), found at ``$FARM_WORKLOAD_BIN`` or else :data:`NATIVE_DEFAULT` (where a farm
   image holds it) if it is executable and built for this machine; otherwise the Python
   fallback ``python -S -s -P workloads.py PKG CONFIG QUOTA`` (same configs, output and

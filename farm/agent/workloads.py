@@ -1,6 +1,6 @@
 """Built-in workloads for taskgen's pkg names, run as one job process each.
 
-The agent runs the native ``farm-workload`` (native/workloads.c: the same
+The agent runs the native ``farm-workload`` (native/*.c: the same
 configs, output lines and exit statuses, no interpreter start-up) when it has
 one; this module is the fallback, the reference the native one is tested
 against, and the host's config check (:func:`check_config`).

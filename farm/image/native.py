@@ -1,10 +1,10 @@
 """The built-in workloads as one native program: ``farm-workload``, compiled once per change.
 
-``farm/agent/native/workloads.c`` is built with the gcc the kernel build
-uses, ``-O2 -static`` (it runs in the initrd whatever libc is there, and on
-the build host for the local backend). The result is cached under
-``cache/native/<key>/`` keyed by the source, ``gcc --version`` and the flags,
-so an unchanged source is never recompiled. The image ships it at
+``farm/agent/native/*.c`` (workloads.c, config.c, workloads.h) is built with
+the gcc the kernel build uses, ``-O2 -static`` (it runs in the initrd whatever
+libc is there, and on the build host for the local backend). The result is
+cached under ``cache/native/<key>/`` keyed by the sources, ``gcc --version``
+and the flags, so unchanged sources are never recompiled. The image ships it at
 :data:`GUEST_PATH`, where the agent looks for it (farm/agent/commands.py).
 """
 
@@ -20,7 +20,7 @@ from farm.errors import ImageError
 
 log = logging.getLogger(__name__)
 
-SOURCE = Path(__file__).resolve().parent.parent / "agent" / "native" / "workloads.c"
+SOURCE_DIR = Path(__file__).resolve().parent.parent / "agent" / "native"
 BINARY_NAME = "farm-workload"
 #: where the guest image holds it (the agent's default, farm.agent.commands.NATIVE_DEFAULT)
 GUEST_PATH = "/opt/farm/bin/farm-workload"
@@ -42,37 +42,48 @@ def gcc_version(gcc: str = "gcc") -> str:
         ) from exc
 
 
-def build_key(source: Path = SOURCE, gcc: str = "gcc") -> str:
-    """What the binary depends on, hashed: source, compiler, flags."""
+def sources(source_dir: Path = SOURCE_DIR) -> list[Path]:
+    """The C sources and headers, sorted; ImageError if there is no C source."""
+    found = sorted(p for p in source_dir.glob("*.[ch]") if p.is_file())
+    if not any(p.suffix == ".c" for p in found):
+        raise ImageError(f"{source_dir} holds no C source of {BINARY_NAME}")
+    return found
+
+
+def build_key(source_dir: Path = SOURCE_DIR, gcc: str = "gcc") -> str:
+    """What the binary depends on, hashed: sources, compiler, flags."""
     digest = hashlib.sha256()
-    for part in (source.read_bytes(), gcc_version(gcc).encode(), " ".join(CFLAGS + LIBS).encode()):
-        digest.update(part + b"\0")
+    for path in sources(source_dir):
+        digest.update(path.name.encode() + b"\0" + path.read_bytes() + b"\0")
+    for part in (gcc_version(gcc), " ".join(CFLAGS + LIBS)):
+        digest.update(part.encode() + b"\0")
     return digest.hexdigest()[:16]
 
 
-def build_native(cache: Path, source: Path = SOURCE, gcc: str = "gcc") -> tuple[Path, str]:
-    """The cached ``farm-workload`` for ``source`` (compiled if missing) and its key.
+def build_native(cache: Path, source_dir: Path = SOURCE_DIR, gcc: str = "gcc") -> tuple[Path, str]:
+    """The cached ``farm-workload`` of ``source_dir`` (compiled if missing) and its key.
 
     Other keys' builds are removed once a new one succeeded.
     """
-    key = build_key(source, gcc)
+    key = build_key(source_dir, gcc)
     out = cache / key / BINARY_NAME
     if out.is_file():
         return out, key
     (cache / key).mkdir(parents=True, exist_ok=True)
     tmp = out.with_name(out.name + ".tmp")
-    argv = [gcc, *CFLAGS, "-o", str(tmp), str(source), *LIBS]
+    c_files = [str(p) for p in sources(source_dir) if p.suffix == ".c"]
+    argv = [gcc, *CFLAGS, "-o", str(tmp), *c_files, *LIBS]
     log.info("compiling %s (%s)", BINARY_NAME, " ".join(argv))
     try:
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=COMPILE_TIMEOUT)
     except (OSError, subprocess.SubprocessError) as exc:
-        raise ImageError(f"cannot compile {source.name}: {exc}") from exc
+        raise ImageError(f"cannot compile {BINARY_NAME}: {exc}") from exc
     if proc.returncode != 0:
         hint = ""
         if "cannot find -lc" in proc.stderr or "cannot find -lm" in proc.stderr:
             hint = " (a static build needs libc.a: install libc6-dev)"
         raise ImageError(
-            f"compiling {source.name} failed{hint}: `{' '.join(argv)}` exited "
+            f"compiling {BINARY_NAME} failed{hint}: `{' '.join(argv)}` exited "
             f"{proc.returncode}:\n{proc.stderr.strip()[-2000:]}"
         )
     tmp.replace(out)

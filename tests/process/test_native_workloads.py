@@ -235,10 +235,12 @@ def test_agent_falls_back_to_python_with_one_notice(
 def test_build_native_compiles_once_per_source(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    source = tmp_path / "w.c"
-    source.write_text(native.SOURCE.read_text())
+    src = tmp_path / "src"
+    src.mkdir()
+    for path in native.sources():
+        (src / path.name).write_bytes(path.read_bytes())
     cache = tmp_path / "cache"
-    first, key = native.build_native(cache, source)
+    first, key = native.build_native(cache, src)
     assert first == cache / key / "farm-workload" and os.access(first, os.X_OK)
     assert run([str(first)], "hey", "").stdout == "Hey! I am task 7 job 3.\n"
     compiles: list[list[str]] = []
@@ -250,9 +252,10 @@ def test_build_native_compiles_once_per_source(
         return real_run(argv, *args, **kwargs)
 
     monkeypatch.setattr(native.subprocess, "run", counting_run)
-    assert native.build_native(cache, source) == (first, key) and compiles == []
-    source.write_text(source.read_text() + "\n/* changed */\n")
-    second, key2 = native.build_native(cache, source)
+    assert native.build_native(cache, src) == (first, key) and compiles == []
+    header = src / "workloads.h"
+    header.write_text(header.read_text() + "\n/* changed */\n")  # a header counts too
+    second, key2 = native.build_native(cache, src)
     assert key2 != key and len(compiles) == 1 and second.is_file()
     assert not first.exists()  # the old key's build is gone
     host = native.install_host_copy(second, tmp_path)
@@ -260,7 +263,8 @@ def test_build_native_compiles_once_per_source(
 
 
 def test_build_native_reports_compile_errors(tmp_path: Path) -> None:
-    source = tmp_path / "broken.c"
-    source.write_text("int main(void) { return x; }\n")
-    with pytest.raises(ImageError, match=r"compiling broken\.c failed"):
-        native.build_native(tmp_path / "cache", source)
+    (tmp_path / "broken.c").write_text("int main(void) { return x; }\n")
+    with pytest.raises(ImageError, match=r"compiling farm-workload failed"):
+        native.build_native(tmp_path / "cache", tmp_path)
+    with pytest.raises(ImageError, match="holds no C source"):
+        native.build_native(tmp_path / "cache", tmp_path / "cache")
