@@ -80,3 +80,41 @@ def test_default_path_is_where_the_image_puts_it(monkeypatch: pytest.MonkeyPatch
     path, where = commands.native_workload()
     assert where.startswith(commands.NATIVE_DEFAULT)
     assert path is None or path == commands.NATIVE_DEFAULT
+
+
+class _NoProcess(Exception):
+    """Raised by the fake Popen: the spawn's environment is all the test needs."""
+
+
+@pytest.mark.parametrize("built", [True, False])
+@pytest.mark.parametrize("from_env", [True, False])
+def test_local_backend_passes_the_binary(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, built: bool, from_env: bool
+) -> None:
+    from farm.backend import local
+    from farm.config import FarmConfig
+
+    images = tmp_path / "images"
+    images.mkdir()
+    if built:
+        _fake_binary(images / "farm-workload")
+    if from_env:
+        monkeypatch.setenv(commands.NATIVE_ENV, "/elsewhere/farm-workload")
+    else:
+        monkeypatch.delenv(commands.NATIVE_ENV, raising=False)
+    seen: list[dict[str, str]] = []
+
+    def popen(argv: list[str], **kwargs: object) -> None:
+        seen.append(kwargs["env"])  # type: ignore[arg-type]
+        raise _NoProcess
+
+    monkeypatch.setattr(local.subprocess, "Popen", popen)
+    config = FarmConfig(
+        state_dir=tmp_path / "state", log_dir=tmp_path / "log", image_dir=images, backend="local"
+    )
+    with pytest.raises(_NoProcess):
+        local.LocalBackend(config).spawn("m0", "token")
+    expected = (
+        "/elsewhere/farm-workload" if from_env else str(images / "farm-workload") if built else None
+    )
+    assert seen[0].get(commands.NATIVE_ENV) == expected
