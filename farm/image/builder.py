@@ -5,7 +5,9 @@ every input (package versions and archive digests, agent sources and
 version, init script, udhcpc script, module allowlist, builder code) and of
 the output. A part is rebuilt only when one of its inputs changed or its
 output is missing or altered: editing the agent rebuilds the initrd, never
-the kernel.
+the kernel. The built-in workloads' native program (:mod:`farm.image.native`,
+cached by its own key) goes into the initrd and next to it as
+``images/farm-workload``.
 """
 
 from __future__ import annotations
