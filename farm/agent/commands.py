@@ -1,7 +1,12 @@
 """What a task's job executes: built-in workload, shell command or uploaded binary.
 
-* built-in pkg (``pkgs.BUILTIN_PKGS``): ``python -S -s -P workloads.py PKG CONFIG QUOTA``
-  (CONFIG in the compact ``key=value,...`` form).
+* built-in pkg (``pkgs.BUILTIN_PKGS``): ``farm-workload PKG CONFIG QUOTA``, the native
+  program of farm/agent/native/*.c (CONFIG in the compact ``key=value,...``
+  form), found at ``$FARM_WORKLOAD_BIN`` or else :data:`NATIVE_DEFAULT` (where a farm
+  image holds it) if it is executable and built for this machine; otherwise the Python
+  fallback ``python -S -s -P workloads.py PKG CONFIG QUOTA`` (same configs, output and
+  exit statuses, but ~100+ ms of interpreter start-up per job under TCG), announced by
+  one NOTICE per set (:func:`fallback_notice`).
 * ``shell``: ``/bin/sh -c config["command"]``; ``config["output_limit"]``
   (bytes, default 64 KiB, at most 16 MiB) sets how much output tail is kept.
 * traffic pkg (``pkgs.TRAFFIC_PKGS``): ``python -S -s -P -m farm.agent.traffic ROLE
@@ -22,9 +27,11 @@ a guest). Jobs run in the agent's private work directory.
 
 from __future__ import annotations
 
+import functools
 import json
 import os
 import sys
+from collections.abc import Iterable
 from pathlib import Path
 
 from farm.agent import jobs, pkgs, sched, workloads
@@ -36,6 +43,73 @@ AGENT_ROOT = str(Path(pkgs.__file__).resolve().parents[2])
 MAX_OUTPUT_LIMIT = 16 * 1024 * 1024
 #: seconds a traffic job gets after SIGTERM to print its final statistics
 TRAFFIC_TERM_GRACE = 3.0
+#: where a farm-built guest image holds the native workloads (farm/image/native.py)
+NATIVE_DEFAULT = "/opt/farm/bin/farm-workload"
+#: environment variable naming the native workloads program elsewhere (local backend, hosts
+#: not built by farm); it takes precedence over NATIVE_DEFAULT
+NATIVE_ENV = "FARM_WORKLOAD_BIN"
+#: ``os.uname().machine`` -> ELF ``e_machine``
+_ELF_MACHINES = {
+    "x86_64": 62,
+    "i386": 3,
+    "i686": 3,
+    "aarch64": 183,
+    "armv7l": 40,
+    "riscv64": 243,
+    "ppc64le": 21,
+    "s390x": 22,
+}
+
+
+def elf_mismatch(header: bytes) -> str | None:
+    """Why an ELF header does not fit this machine (class, byte order, e_machine), or None."""
+    if len(header) < 20 or header[:4] != b"\x7fELF":
+        return "not an ELF executable"
+    if header[4] != (2 if sys.maxsize > 2**32 else 1):
+        return f"{32 * header[4]}-bit ELF on a {64 if sys.maxsize > 2**32 else 32}-bit system"
+    order = "little" if header[5] == 1 else "big"
+    if order != sys.byteorder:
+        return f"{order}-endian ELF on a {sys.byteorder}-endian system"
+    machine = int.from_bytes(header[18:20], order)
+    wanted = _ELF_MACHINES.get(os.uname().machine)
+    if wanted is not None and machine != wanted:
+        return f"ELF machine {machine}, this is {os.uname().machine} ({wanted})"
+    return None
+
+
+@functools.lru_cache(maxsize=1)
+def native_workload() -> tuple[str | None, str]:
+    """(path of a usable native workloads program or None, where it was looked for / why not).
+
+    Looked up once per agent process (``native_workload.cache_clear()`` forgets it).
+    """
+    path = os.environ.get(NATIVE_ENV) or NATIVE_DEFAULT
+    where = f"${NATIVE_ENV}={path}" if os.environ.get(NATIVE_ENV) else path
+    try:
+        with open(path, "rb") as fh:
+            header = fh.read(64)
+    except OSError as exc:
+        return None, f"{where}: {exc.strerror or exc}"
+    if not os.access(path, os.X_OK):
+        return None, f"{where}: not executable"
+    why = elf_mismatch(header)
+    if why:
+        return None, f"{where}: {why}"
+    return path, where
+
+
+def fallback_notice(pkgs_used: Iterable[str]) -> str | None:
+    """NOTICE text when built-ins among ``pkgs_used`` run as Python, else None."""
+    builtins = sorted(set(pkgs_used) & pkgs.BUILTIN_PKGS)
+    if not builtins:
+        return None
+    path, why = native_workload()
+    if path is not None:
+        return None
+    return (
+        f"built-in workloads ({', '.join(builtins)}) run as Python (farm/agent/workloads.py): "
+        f"no native farm-workload ({why}); each job pays the interpreter's start-up"
+    )
 
 
 def _arg(value: object) -> str:
@@ -78,12 +152,16 @@ def build_launch(
         if isinstance(limit, int) and not isinstance(limit, bool) and limit > 0:
             tail = min(limit, MAX_OUTPUT_LIMIT)
     elif task.pkg in pkgs.BUILTIN_PKGS:
-        python = sys.executable or "python3"
         config = workloads.encode_config(task.pkg, task.config)
-        # -S -s: no site (fast start-up); -P: not the script's directory on sys.path
-        # (farm/agent/sched.py would shadow the stdlib's sched). Not -I: that
-        # implies -E, and a guest runtime may need PYTHONHOME.
-        argv = [python, "-S", "-s", "-P", WORKLOADS_SCRIPT, task.pkg, config]
+        native, _ = native_workload()
+        if native is not None:
+            argv = [native, task.pkg, config]
+        else:
+            python = sys.executable or "python3"
+            # -S -s: no site (fast start-up); -P: not the script's directory on sys.path
+            # (farm/agent/sched.py would shadow the stdlib's sched). Not -I: that
+            # implies -E, and a guest runtime may need PYTHONHOME.
+            argv = [python, "-S", "-s", "-P", WORKLOADS_SCRIPT, task.pkg, config]
         argv.append(str(task.quota))
         builtin = True
     elif task.pkg in pkgs.TRAFFIC_PKGS:

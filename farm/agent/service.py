@@ -24,7 +24,9 @@ Ops, their ``args`` and results (errors are ``RequestError(code, message)``):
 Session parameters (``params``) are recorded, returned by ``start`` and
 ``status``, and acknowledged by a NOTICE event with ``task_id`` -1 (the set as
 a whole) and the parameters in its ``params`` field. This agent does not
-enforce admission control itself; the NOTICE says so.
+enforce admission control itself; the NOTICE says so. A set with built-in
+workloads that must run as Python (no usable native ``farm-workload``, see
+:mod:`farm.agent.commands`) gets one more such NOTICE saying so.
 
 Start-up cost: in a TCG guest every imported module costs milliseconds before
 the agent can answer its first handshake, so the task-set machinery (runner,
@@ -301,6 +303,8 @@ class AgentService:
             def emit(event: dict[str, Any]) -> None:
                 client.send({"type": "event", "event": event})
 
+            fallback = commands.fallback_notice(t.pkg for t in tasks if t.pkg not in paths)
+
             runner = Runner(tasks, launcher, emit, self._finished, t0=at)
             self._runner, self._owner = runner, client
             self._tasks, self._params = tasks, params
@@ -321,6 +325,16 @@ class AgentService:
                         "ts": time.monotonic(),
                         "detail": _params_notice(params),
                         "params": params,
+                    }
+                )
+            if fallback:
+                emit(
+                    {
+                        "task_id": SET_TASK_ID,
+                        "job": None,
+                        "type": "NOTICE",
+                        "ts": time.monotonic(),
+                        "detail": fallback,
                     }
                 )
             runner.start()

@@ -1,5 +1,10 @@
 """Built-in workloads for taskgen's pkg names, run as one job process each.
 
+The agent runs the native ``farm-workload`` (native/*.c: the same
+configs, output lines and exit statuses, no interpreter start-up) when it has
+one; this module is the fallback, the reference the native one is tested
+against, and the host's config check (:func:`check_config`).
+
 Stand-alone on purpose (stdlib only, no farm imports): the agent runs it by
 path as ``python -S -s -P workloads.py PKG CONFIG [QUOTA_BYTES]`` because ``-S``
 (no ``site``) and a lean import list cut interpreter start-up, which counts
@@ -133,6 +138,8 @@ def _pi(cfg: dict[str, Any]) -> int:
         return total
 
     value = 4 * (4 * arctan_inv(5) - arctan_inv(239)) // 10**10
+    if hasattr(sys, "set_int_max_str_digits"):  # str() of > 4300 digits is refused by default
+        sys.set_int_max_str_digits(0)
     text = str(value)
     print(f"{text[0]}.{text[1:]}")
     return 0

@@ -7,15 +7,18 @@ agent runs natively. The same Machine/Distributor code drives it.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 import threading
 import time
 from pathlib import Path
 
+from farm.agent.commands import NATIVE_ENV
 from farm.backend.base import Backend, Guest
 from farm.config import FarmConfig
 from farm.errors import BackendError, BootError
+from farm.image.native import BINARY_NAME
 from farm.procs import ProcessRegistry, die_with_parent, terminate
 
 log = logging.getLogger(__name__)
@@ -115,6 +118,11 @@ class LocalBackend(Backend):
         ]
         env = {"FARM_TOKEN": token, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
         env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+        native = Path(self.config.image_dir, BINARY_NAME).resolve()
+        if os.environ.get(NATIVE_ENV):  # farm's own environment names one: that one
+            env[NATIVE_ENV] = os.environ[NATIVE_ENV]
+        elif native.is_file():  # built by `farm image build`; else the agent falls back to Python
+            env[NATIVE_ENV] = str(native)
         try:
             with console.open("ab") as out:
                 proc = subprocess.Popen(

@@ -5,7 +5,9 @@ every input (package versions and archive digests, agent sources and
 version, init script, udhcpc script, module allowlist, builder code) and of
 the output. A part is rebuilt only when one of its inputs changed or its
 output is missing or altered: editing the agent rebuilds the initrd, never
-the kernel.
+the kernel. The built-in workloads' native program (:mod:`farm.image.native`,
+cached by its own key) goes into the initrd and next to it as
+``images/farm-workload``.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ from typing import Any
 import farm
 from farm.agent.protocol import agent_version
 from farm.errors import ImageError
-from farm.image import debs, kernel_source
+from farm.image import debs, kernel_source, native
 from farm.image.initrd import InitrdSources, build_initrd
 from farm.image.kernel import KernelFiles, build_kernel, unpack_kernel, write_vmlinux
 from farm.image.kernel_source import build_farm_kernel
@@ -61,6 +63,7 @@ _INITRD_CODE = (
     "elf.py",
     "debs.py",
     "builder.py",
+    "native.py",
 )
 
 
@@ -80,6 +83,7 @@ class ImageInfo:
     initrd_rebuilt: bool
     manifest: Path
     seconds: float
+    native: Path | None = None  # host copy of farm-workload (the guest's is in the initrd)
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-able form (paths as strings)."""
@@ -254,6 +258,8 @@ def _build_locked(
     for name, path in recipe.items():
         if not path.is_file():
             raise ImageError(f"image recipe file {name} missing in {recipe_dir}")
+    native_bin, native_key = native.build_native(cache / "native")
+    host_native = native.install_host_copy(native_bin, out_dir)
     initrd_inputs = {
         "packages": {k: [d.version, d.sha256] for k, d in sorted(packages.items())},
         "kernel_release": kfiles.release,
@@ -263,6 +269,7 @@ def _build_locked(
         "udhcpc_digest": digest_files([recipe["udhcpc.script"]]),
         "allowlist_digest": digest_files([recipe["python-modules.txt"]]),
         "compression": compression,
+        "native_key": native_key,
         "builder": BUILDER_VERSION,
         "code": digest_files([_HERE / n for n in _INITRD_CODE]),
     }
@@ -285,6 +292,7 @@ def _build_locked(
             allowlist=recipe["python-modules.txt"],
             agent_version=version,
             compression=compression,
+            native=native_bin,
             extra_info={"packages": {k: d.version for k, d in sorted(packages.items())}},
         )
         summary = build_initrd(src, cache / "work", initrd_out)
@@ -293,6 +301,12 @@ def _build_locked(
             "output": output_record(initrd_out),
             "summary": summary,
         }
+    manifest["native"] = {
+        "key": native_key,
+        "guest_path": native.GUEST_PATH,
+        "host_copy": host_native.name,
+        "output": output_record(host_native),
+    }
     manifest["packages"] = {k: asdict(d) for k, d in sorted(packages.items())}
     manifest["agent_version"] = version
     tmp = manifest_path.with_name(manifest_path.name + ".tmp")
@@ -311,6 +325,7 @@ def _build_locked(
         initrd_rebuilt=initrd_rebuilt,
         manifest=manifest_path,
         seconds=round(time.monotonic() - started, 3),
+        native=host_native,
     )
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import shutil
@@ -11,7 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
 from farm.errors import ImageError
-from farm.image import pyruntime
+from farm.image import native, pyruntime
 from farm.image.cpio import Tree, compress
 from farm.image.kernel import GUEST_MODULES, KernelFiles, module_load_order
 
@@ -85,6 +86,7 @@ class InitrdSources:
     allowlist: Path
     agent_version: str
     compression: str = "none"
+    native: Path | None = None  # farm-workload, shipped at native.GUEST_PATH
     extra_info: dict[str, object] = field(default_factory=dict)
 
 
@@ -148,6 +150,15 @@ def build_tree(src: InitrdSources, work: Path) -> tuple[Tree, dict[str, object]]
     tree.file("init", init, 0o755)
     tree.file("etc/udhcpc.script", src.udhcpc_script.read_bytes(), 0o755)
     tree.file("etc/farm/agent_version", f"{src.agent_version}\n".encode())
+    native_info: dict[str, object] | None = None
+    if src.native is not None:
+        data = src.native.read_bytes()
+        tree.file(native.GUEST_PATH, data, 0o755)
+        native_info = {
+            "path": native.GUEST_PATH,
+            "sha256": hashlib.sha256(data).hexdigest(),
+            "size": len(data),
+        }
     summary: dict[str, object] = {
         "agent_version": src.agent_version,
         "agent_files": copied,
@@ -155,6 +166,7 @@ def build_tree(src: InitrdSources, work: Path) -> tuple[Tree, dict[str, object]]
         "modules": [n for n, _ in modules],
         "busybox_applets": len(applets),
         "python": py,
+        "native": native_info,
         **src.extra_info,
     }
     tree.file(

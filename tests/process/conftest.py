@@ -269,6 +269,25 @@ def stop_agent(agent: AgentProcess) -> None:
     assert not left, f"agent left processes behind: {left}"
 
 
+@pytest.fixture(autouse=True, scope="session")
+def _native_workloads(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """Agents (and local backends) run the built-ins as farm-workload, compiled once here.
+
+    Without it they would fall back to Python and announce it with a set-level NOTICE.
+    """
+    from farm.agent.commands import NATIVE_ENV
+    from farm.image.native import build_native
+
+    binary, _key = build_native(tmp_path_factory.mktemp("native"))
+    old = os.environ.get(NATIVE_ENV)
+    os.environ[NATIVE_ENV] = str(binary)
+    yield str(binary)
+    if old is None:
+        os.environ.pop(NATIVE_ENV, None)
+    else:
+        os.environ[NATIVE_ENV] = old
+
+
 @pytest.fixture
 def agent_factory(tmp_path: Path) -> Iterator[Callable[..., AgentProcess]]:
     """Start agents with extra command-line arguments; all are stopped at teardown."""

@@ -16,7 +16,7 @@ import pytest
 from farm.accel import probe_payload
 from farm.errors import ImageError
 from farm.image import builder as build_mod
-from farm.image import debs, kernel
+from farm.image import debs, kernel, native
 from farm.image.cpio import Tree, compress
 from farm.image.elf import Elf, modinfo, pvh_entry
 from farm.image.pyruntime import read_allowlist, source_imports
@@ -233,6 +233,10 @@ class FakeWorld:
         monkeypatch.setattr(build_mod, "build_farm_kernel", self.build_farm_kernel)
         monkeypatch.setattr(build_mod, "write_vmlinux", self.write_vmlinux)
         monkeypatch.setattr(build_mod.kernel_source, "build_key", lambda deb: "key-" + deb.version)
+        self.native_source = "v1"
+        self.native_builds: list[str] = []
+        self.initrd_native: list[Path | None] = []
+        monkeypatch.setattr(build_mod.native, "build_native", self.build_native)
 
     def resolve(
         self, cache: Path, manifest: dict[str, Any], flavor: str = "farm"
@@ -261,8 +265,17 @@ class FakeWorld:
     def write_vmlinux(self, files: kernel.KernelFiles, out: Path) -> None:
         out.write_bytes(b"ELF farm " + self.kernel_version.encode())
 
+    def build_native(self, cache: Path) -> tuple[Path, str]:
+        out = cache / self.native_source / "farm-workload"
+        if not out.is_file():  # cached like the real one: built once per source
+            self.native_builds.append(self.native_source)
+            out.parent.mkdir(parents=True, exist_ok=True)
+            out.write_bytes(b"\x7fELF " + self.native_source.encode())
+        return out, "nkey-" + self.native_source
+
     def build_initrd(self, src: Any, work: Path, out: Path) -> dict[str, object]:
         self.calls.append("initrd")
+        self.initrd_native.append(src.native)
         out.write_bytes(b"cpio " + src.agent_version.encode())
         return {"agent_version": src.agent_version}
 
@@ -324,6 +337,28 @@ def test_farm_kernel_flavor_builds_from_source_and_switching_flavor_rebuilds(
     assert world.calls == ["kernel", "initrd"]  # another kernel, another release
     with pytest.raises(ImageError, match="unknown kernel flavor 'mine'"):
         world.build(kernel="mine")
+
+
+def test_native_workloads_are_built_once_listed_and_shipped(world: FakeWorld) -> None:
+    info = world.build()
+    manifest = json.loads(info.manifest.read_text())
+    assert manifest["native"]["guest_path"] == native.GUEST_PATH == "/opt/farm/bin/farm-workload"
+    assert manifest["native"]["key"] == "nkey-v1"
+    host_copy = world.out / manifest["native"]["host_copy"]
+    assert info.native == host_copy and host_copy.read_bytes() == b"\x7fELF v1"
+    assert manifest["native"]["output"]["size"] == host_copy.stat().st_size
+    assert manifest["initrd"]["inputs"]["native_key"] == "nkey-v1"
+    assert world.initrd_native == [world.out / "cache" / "native" / "v1" / "farm-workload"]
+    world.build()  # cached: neither compiled again nor a new initrd
+    assert world.native_builds == ["v1"] and world.calls == []
+
+
+def test_native_source_change_rebuilds_initrd_only(world: FakeWorld) -> None:
+    world.build()
+    world.native_source = "v2"
+    info = world.build()
+    assert world.calls == ["initrd"] and world.native_builds == ["v1", "v2"]
+    assert info.native is not None and info.native.read_bytes() == b"\x7fELF v2"
 
 
 def test_missing_or_altered_output_is_rebuilt(world: FakeWorld) -> None:
