@@ -21,7 +21,7 @@ from .conftest import PYTHON, NetNs
 
 CLI = r"""
 import sys
-from farm.network.cli import net
+from farm.cli.net import net
 net.main(sys.argv[1:], prog_name="farm net")
 """
 
