@@ -20,7 +20,7 @@ median, p90, successes and failures, plus the load average before and after.
 through a hostfwd port on 127.0.0.1. ``--network bridge`` (root): the bench
 creates a private network namespace ``farmbench-XXXX``, re-executes itself
 inside it (``ip netns exec``), brings up farm's bridge and dhcpd there
-(:class:`farm.network.bridge.BridgeNetwork`), boots each guest on its own tap
+(:class:`farm.bridge.bridge.BridgeNetwork`), boots each guest on its own tap
 with its reserved MAC (one guest at a time) and handshakes with the agent at
 the guest's reserved IP; afterwards every process in the namespace is ended
 and the namespace deleted. The JSON then also holds ``"network": "bridge"``.
@@ -50,10 +50,10 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from farm.bridge.bridge import BridgeNetwork, TapNic  # noqa: E402
+from farm.bridge.dhcp import DEFAULT_SUBNET, DhcpPlan  # noqa: E402
 from farm.image import build  # noqa: E402
 from farm.image.smoke import Guest, free_port  # noqa: E402
-from farm.network.bridge import BridgeNetwork, TapNic  # noqa: E402
-from farm.network.dhcp import DEFAULT_SUBNET, DhcpPlan  # noqa: E402
 from farm.profile import MachineProfile, default_profile  # noqa: E402
 
 TOKEN = "bench-token"

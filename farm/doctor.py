@@ -158,7 +158,7 @@ def check_bridge(config: Any) -> Check:
     """network = "bridge": does the bridge exist (read-only; farm creates it on start)."""
     if config.network != "bridge":
         return Check("bridge", PASS, "network = 'user' (no bridge needed)")
-    from farm.network.bridge import Bridge, plan_for
+    from farm.bridge.bridge import Bridge, plan_for
 
     try:
         plan = plan_for(config)

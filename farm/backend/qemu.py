@@ -29,9 +29,9 @@ import psutil
 
 from farm.backend import snapshot
 from farm.backend.base import Backend, Guest
+from farm.bridge.bridge import BackendBridge
 from farm.config import FarmConfig
 from farm.errors import BackendError, ConfigError, ImageError
-from farm.network.bridge import BackendBridge
 from farm.procs import ProcessRegistry, terminate
 from farm.profile import MachineProfile, load_profile
 
@@ -169,7 +169,7 @@ class QemuBackend(Backend):
             if path is not None and not Path(path).is_file():
                 raise ImageError(f"missing guest {label} {path}: run `farm image build`")
         if self.config.network == "bridge":
-            from farm.network.bridge import check_bridge_support
+            from farm.bridge.bridge import check_bridge_support
 
             check_bridge_support(self.config)
 

@@ -33,7 +33,7 @@ def net() -> None:
 @click.pass_context
 def net_up_cmd(ctx: click.Context) -> None:
     """Create br0 with its address and start farm's dhcpd on it (idempotent)."""
-    from farm.network.bridge import net_up
+    from farm.bridge.bridge import net_up
 
     try:
         network = net_up(_config(ctx))
@@ -51,7 +51,7 @@ def net_up_cmd(ctx: click.Context) -> None:
 @click.pass_context
 def net_down_cmd(ctx: click.Context) -> None:
     """Stop farm's dhcpd, remove every farm tap and br0 (idempotent)."""
-    from farm.network.bridge import net_down
+    from farm.bridge.bridge import net_down
 
     try:
         net_down(_config(ctx))
@@ -64,7 +64,7 @@ def net_down_cmd(ctx: click.Context) -> None:
 @click.pass_context
 def net_status_cmd(ctx: click.Context) -> None:
     """Print the bridged network's state as JSON (bridge, dhcpd, taps, leases)."""
-    from farm.network.bridge import BridgeNetwork
+    from farm.bridge.bridge import BridgeNetwork
 
     try:
         network = BridgeNetwork.from_config(_config(ctx))

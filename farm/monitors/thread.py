@@ -146,4 +146,3 @@ class MonitorThread(AbstractMonitor):
 
     def __repr__(self) -> str:
         return f"MonitorThread({self.monitor!r})"
-
