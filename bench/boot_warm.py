@@ -30,24 +30,11 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from common import TOKEN, boot_once, percentile, pump_console  # noqa: E402
+
 from farm.backend import snapshot  # noqa: E402
 from farm.image.smoke import Guest, free_port  # noqa: E402
 from farm.profile import MachineProfile, default_profile  # noqa: E402
-
-TOKEN = "bench-token"
-
-
-def _pump(stream: Any, log: Path, t0: float, marks: dict[str, float]) -> None:
-    """Copy the serial console to ``log``, noting when each farm-init step appeared."""
-    with log.open("wb") as out:
-        for line in iter(stream.readline, b""):
-            out.write(line)
-            text = line.decode(errors="replace")
-            if "farm-init: " in text:
-                step = text.split("farm-init: ", 1)[1].split()[0].rstrip(":")
-                marks.setdefault(step, time.monotonic() - t0)
-            elif "farm-agent listening" in text:
-                marks.setdefault("agent-listening", time.monotonic() - t0)
 
 
 class WarmBoot:
@@ -79,7 +66,9 @@ class WarmBoot:
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, start_new_session=True
         )
-        pump = threading.Thread(target=_pump, args=(proc.stdout, console, t0, marks), daemon=True)
+        pump = threading.Thread(
+            target=pump_console, args=(proc.stdout, console, t0, marks), daemon=True
+        )
         pump.start()
         guest = Guest(f"warm{n}", proc, port, console, run_dir / "qmp.sock", t0, argv)
         try:
@@ -97,15 +86,10 @@ class WarmBoot:
         return {"latency": latency, "marks": marks, "rss": rss, "cpu_s": cpu.user + cpu.system}
 
 
-def _p90(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, -(-9 * len(ordered) // 10) - 1)]
-
-
 def _summary(lat: list[float]) -> dict[str, Any]:
     return {
         "median_s": round(statistics.median(lat), 3) if lat else None,
-        "p90_s": round(_p90(lat), 3) if lat else None,
+        "p90_s": round(percentile(lat, 90), 3) if lat else None,
         "min_s": round(min(lat), 3) if lat else None,
         "all": [round(x, 3) for x in lat],
     }
@@ -113,8 +97,6 @@ def _summary(lat: list[float]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Interleaved cold/warm boots; print one JSON document."""
-    from boot import boot_once  # bench/boot.py, next to this file
-
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--boots", type=int, default=10)
     ap.add_argument("--profile", default="{}", help="JSON overrides of the default profile")

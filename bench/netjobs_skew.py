@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import psutil  # noqa: E402
+from common import percentile  # noqa: E402
 
 from farm.backend.base import Guest  # noqa: E402
 from farm.backend.qemu import QemuBackend  # noqa: E402
@@ -58,7 +59,7 @@ def _ms(values: list[float]) -> dict[str, float]:
     ordered = sorted(v * 1e3 for v in values)
     return {
         "median": round(statistics.median(ordered), 3),
-        "p95": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 3),
+        "p95": round(percentile(ordered, 95), 3),
         "max": round(ordered[-1], 3),
         "min": round(ordered[0], 3),
     }
