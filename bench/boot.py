@@ -48,7 +48,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from common import boot_once, percentile  # noqa: E402
+from common import boot_once, netns_inode, netns_processes, percentile  # noqa: E402
 
 from farm.bridge.bridge import BridgeNetwork  # noqa: E402
 from farm.bridge.dhcp import DEFAULT_SUBNET, DhcpPlan  # noqa: E402
@@ -59,25 +59,9 @@ from farm.profile import MachineProfile, default_profile  # noqa: E402
 NETNS_ENV = "FARM_BENCH_NETNS"
 
 
-def _ns_inode(name: str) -> int | None:
-    try:
-        return os.stat(f"/run/netns/{name}").st_ino
-    except OSError:
-        return None
-
-
 def _end_processes_in(name: str) -> list[str]:
     """SIGTERM (then SIGKILL) every process whose network namespace is ``name``."""
-    inode = _ns_inode(name)
-    if inode is None:
-        return []
-    found = []
-    for proc in psutil.process_iter():
-        with contextlib.suppress(psutil.Error, OSError):
-            if proc.status() != psutil.STATUS_ZOMBIE and (
-                os.stat(f"/proc/{proc.pid}/ns/net").st_ino == inode
-            ):
-                found.append(proc)
+    found = netns_processes(name)
     names = []
     for proc in found:
         with contextlib.suppress(psutil.Error):
@@ -119,14 +103,14 @@ def run_in_namespace(argv: list[str]) -> int:
         if left:
             print(f"ended processes left in {name}: {left}", file=sys.stderr)
         subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10, check=False)
-        if _ns_inode(name) is not None:
+        if netns_inode(name) is not None:
             print(f"warning: namespace {name} could not be deleted", file=sys.stderr)
 
 
 def _inside_own_namespace() -> bool:
     """True if this process runs in the namespace named by $FARM_BENCH_NETNS."""
     name = os.environ.get(NETNS_ENV, "")
-    inode = _ns_inode(name) if name else None
+    inode = netns_inode(name) if name else None
     return inode is not None and os.stat("/proc/self/ns/net").st_ino == inode
 
 

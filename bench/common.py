@@ -12,7 +12,9 @@ is the smallest value with at least p % of the values <= it, i.e.
 
 from __future__ import annotations
 
+import contextlib
 import math
+import os
 import subprocess
 import sys
 import threading
@@ -47,6 +49,29 @@ def percentile(values: Sequence[float], p: float) -> float:
     ordered = sorted(values)
     rank = math.ceil(round(p * len(ordered) / 100, 9))  # round: float noise adds no rank
     return ordered[max(rank, 1) - 1]
+
+
+def netns_inode(name: str) -> int | None:
+    """The nsfs inode of network namespace ``name`` (``ip netns add``), None if it is gone."""
+    try:
+        return os.stat(f"/run/netns/{name}").st_ino
+    except OSError:
+        return None
+
+
+def netns_processes(name: str) -> list[psutil.Process]:
+    """Live processes in network namespace ``name`` (compared by nsfs inode); [] if none."""
+    inode = netns_inode(name)
+    if inode is None:
+        return []
+    found = []
+    for proc in psutil.process_iter():
+        with contextlib.suppress(psutil.Error, OSError):
+            if proc.status() != psutil.STATUS_ZOMBIE and (
+                os.stat(f"/proc/{proc.pid}/ns/net").st_ino == inode
+            ):
+                found.append(proc)
+    return found
 
 
 def farm_config(tmp: str, backend: str, machines: int) -> FarmConfig:
