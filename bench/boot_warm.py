@@ -17,10 +17,8 @@ import argparse
 import json
 import os
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +28,7 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from common import TOKEN, boot_once, percentile, pump_console  # noqa: E402
+from common import TOKEN, boot_once, percentile, start_qemu  # noqa: E402
 
 from farm.backend import snapshot  # noqa: E402
 from farm.image.smoke import Guest, free_port  # noqa: E402
@@ -60,16 +58,8 @@ class WarmBoot:
         run_dir.mkdir(parents=True, exist_ok=True)
         port = free_port()
         argv = snapshot.guest_argv(profile, f"warm{n}", run_dir, hostfwd_port=port)
-        marks: dict[str, float] = {}
         console = run_dir / "console.log"
-        t0 = time.monotonic()
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, start_new_session=True
-        )
-        pump = threading.Thread(
-            target=pump_console, args=(proc.stdout, console, t0, marks), daemon=True
-        )
-        pump.start()
+        proc, pump, t0, marks = start_qemu(argv, console)
         guest = Guest(f"warm{n}", proc, port, console, run_dir / "qmp.sock", t0, argv)
         try:
             snapshot.restore(self.snap, run_dir, f"warm{n}", TOKEN, lambda: proc.poll() is None)

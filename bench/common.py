@@ -103,6 +103,26 @@ def pump_console(stream: Any, log: Path, t0: float, marks: dict[str, float]) -> 
                 marks.setdefault("agent-listening", time.monotonic() - t0)
 
 
+def start_qemu(
+    argv: list[str], console: Path
+) -> tuple[subprocess.Popen[bytes], threading.Thread, float, dict[str, float]]:
+    """Start QEMU with its serial console on stdout, pumped into ``console``.
+
+    Returns the process, the pump thread (join it after stopping QEMU), the start
+    time and the step-time dict the pump fills.
+    """
+    marks: dict[str, float] = {}
+    t0 = time.monotonic()
+    proc = subprocess.Popen(
+        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, start_new_session=True
+    )
+    pump = threading.Thread(
+        target=pump_console, args=(proc.stdout, console, t0, marks), daemon=True
+    )
+    pump.start()
+    return proc, pump, t0, marks
+
+
 def boot_once(
     profile: MachineProfile, workdir: Path, n: int, nic: TapNic | None = None
 ) -> dict[str, Any]:
@@ -128,15 +148,7 @@ def boot_once(
             qmp_socket=qmp,
             extra=nic.qemu_args(profile.nic, profile.nic_onboard) if profile.nic else (),
         )
-    marks: dict[str, float] = {}
-    t0 = time.monotonic()
-    proc = subprocess.Popen(
-        argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, start_new_session=True
-    )
-    pump = threading.Thread(
-        target=pump_console, args=(proc.stdout, console, t0, marks), daemon=True
-    )
-    pump.start()
+    proc, pump, t0, marks = start_qemu(argv, console)
     guest = Guest(f"bench{n}", proc, port, console, qmp, t0, argv, host)  # type: ignore[arg-type]
     try:
         sock, _hello = guest.wait_for_agent(TOKEN, 120)
