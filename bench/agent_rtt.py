@@ -28,6 +28,8 @@ from typing import Any
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from common import percentile  # noqa: E402
+
 from farm.session import FarmSession  # noqa: E402
 from farm.taskset import Task, TaskSet  # noqa: E402
 
@@ -52,12 +54,6 @@ def start_agent(token: str, tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
         time.sleep(0.01)
     proc.kill()
     raise RuntimeError("agent did not start")
-
-
-def percentile(values: list[float], q: float) -> float:
-    """Nearest-rank percentile (q in 0..1)."""
-    values = sorted(values)
-    return values[min(len(values) - 1, int(q * len(values)))]
 
 
 def bare_exchange(session: FarmSession, sets: int, pings: int) -> dict[str, Any]:
@@ -85,13 +81,13 @@ def bare_exchange(session: FarmSession, sets: int, pings: int) -> dict[str, Any]
         "pings": pings,
         "ping_rtt_ms": {
             "median": round(ping_median * 1e3, 4),
-            "p99": round(percentile(rtts, 0.99) * 1e3, 4),
+            "p99": round(percentile(rtts, 99) * 1e3, 4),
         },
         "pings_per_s": round(pings / ping_wall, 1),
         "sets": sets,
         "set_ms": {
             "median": round(set_median * 1e3, 3),
-            "p99": round(percentile(set_times, 0.99) * 1e3, 3),
+            "p99": round(percentile(set_times, 99) * 1e3, 3),
         },
         "sets_per_s": round(sets / sets_wall, 2),
         "set_over_ping_ratio": round(set_median / ping_median, 1),

@@ -35,7 +35,7 @@ BENCH = Path(__file__).resolve().parent
 sys.path.insert(0, str(BENCH))
 
 import plots  # noqa: E402
-from agent_rtt import percentile  # noqa: E402
+from common import percentile  # noqa: E402
 
 
 def bench(script: str, *args: str, timeout: float = 1800) -> dict[str, Any]:
@@ -74,7 +74,7 @@ def boot_stats(doc: dict[str, Any]) -> dict[str, float] | None:
     lat = doc.get("latency_s", {}).get("all")
     if not lat:
         return None
-    return {"median": doc["latency_s"]["median"], "p90": percentile(lat, 0.9), "n": len(lat)}
+    return {"median": doc["latency_s"]["median"], "p90": percentile(lat, 90), "n": len(lat)}
 
 
 def has_warm() -> bool:

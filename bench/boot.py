@@ -20,7 +20,7 @@ median, p90, successes and failures, plus the load average before and after.
 through a hostfwd port on 127.0.0.1. ``--network bridge`` (root): the bench
 creates a private network namespace ``farmbench-XXXX``, re-executes itself
 inside it (``ip netns exec``), brings up farm's bridge and dhcpd there
-(:class:`farm.network.bridge.BridgeNetwork`), boots each guest on its own tap
+(:class:`farm.bridge.bridge.BridgeNetwork`), boots each guest on its own tap
 with its reserved MAC (one guest at a time) and handshakes with the agent at
 the guest's reserved IP; afterwards every process in the namespace is ended
 and the namespace deleted. The JSON then also holds ``"network": "bridge"``.
@@ -38,8 +38,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
-import time
 import uuid
 from dataclasses import replace
 from pathlib import Path
@@ -50,96 +48,20 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from farm.image import build  # noqa: E402
-from farm.image.smoke import Guest  # noqa: E402
-from farm.network.bridge import BridgeNetwork, TapNic  # noqa: E402
-from farm.network.dhcp import DEFAULT_SUBNET, DhcpPlan  # noqa: E402
-from farm.profile import MachineProfile, default_profile  # noqa: E402
-from farm.qemu import QemuProcess, free_port  # noqa: E402
+from common import boot_once, netns_inode, netns_processes, percentile  # noqa: E402
 
-TOKEN = "bench-token"
+from farm.bridge.bridge import BridgeNetwork  # noqa: E402
+from farm.bridge.dhcp import DEFAULT_SUBNET, DhcpPlan  # noqa: E402
+from farm.image import build  # noqa: E402
+from farm.profile import MachineProfile, default_profile  # noqa: E402
+
 #: set (to the namespace's name) in the copy of the bench running inside its namespace
 NETNS_ENV = "FARM_BENCH_NETNS"
 
 
-def _pump(stream: Any, log: Path, t0: float, marks: dict[str, float]) -> None:
-    """Copy the serial console to ``log``, noting when each farm-init step appeared."""
-    with log.open("wb") as out:
-        for line in iter(stream.readline, b""):
-            out.write(line)
-            out.flush()
-            text = line.decode(errors="replace")
-            if "farm-init: " in text:
-                step = text.split("farm-init: ", 1)[1].split()[0].rstrip(":")
-                marks.setdefault(step, time.monotonic() - t0)
-            elif "farm-agent listening" in text:
-                marks.setdefault("agent-listening", time.monotonic() - t0)
-
-
-def boot_once(
-    profile: MachineProfile, workdir: Path, n: int, nic: TapNic | None = None
-) -> dict[str, Any]:
-    """One boot: seconds to handshake, console step times, QEMU RSS.
-
-    ``nic``: boot on that tap (bridged) and reach the agent at its reserved IP;
-    None: user-mode networking with a hostfwd port.
-    """
-    qmp = workdir / f"b{n}.qmp"
-    console = workdir / f"b{n}.console.log"
-    if nic is None:
-        host, port = "127.0.0.1", free_port()
-        argv = profile.qemu_argv(
-            f"bench{n}", hostfwd_port=port, token=TOKEN, console="stdio", qmp_socket=qmp
-        )
-    else:  # as farm.backend.qemu does it: the profile's NIC model, on the tap
-        host, port = str(nic.ip), profile.guest_port
-        argv = replace(profile, nic="").qemu_argv(
-            f"bench{n}",
-            hostfwd_port=None,
-            token=TOKEN,
-            console="stdio",
-            qmp_socket=qmp,
-            extra=nic.qemu_args(profile.nic, profile.nic_onboard) if profile.nic else (),
-        )
-    marks: dict[str, float] = {}
-    t0 = time.monotonic()
-    proc = QemuProcess(argv, name=f"bench{n}", qmp_socket=qmp, pipe_stdout=True).launch()
-    pump = threading.Thread(target=_pump, args=(proc.stdout, console, t0, marks), daemon=True)
-    pump.start()
-    guest = Guest(f"bench{n}", proc, port, console, qmp, t0, argv, host)
-    try:
-        sock, _hello = guest.wait_for_agent(TOKEN, 120)
-        latency = time.monotonic() - t0
-        sock.close()
-        qemu = psutil.Process(proc.pid)
-        rss = qemu.memory_info().rss
-        cpu = qemu.cpu_times()  # CPU seconds QEMU used: less sensitive to a busy host
-        cpu_s = cpu.user + cpu.system
-    finally:
-        guest.stop()
-        pump.join(5)
-    return {"latency": latency, "marks": marks, "rss": rss, "cpu_s": cpu_s}
-
-
-def _ns_inode(name: str) -> int | None:
-    try:
-        return os.stat(f"/run/netns/{name}").st_ino
-    except OSError:
-        return None
-
-
 def _end_processes_in(name: str) -> list[str]:
     """SIGTERM (then SIGKILL) every process whose network namespace is ``name``."""
-    inode = _ns_inode(name)
-    if inode is None:
-        return []
-    found = []
-    for proc in psutil.process_iter():
-        with contextlib.suppress(psutil.Error, OSError):
-            if proc.status() != psutil.STATUS_ZOMBIE and (
-                os.stat(f"/proc/{proc.pid}/ns/net").st_ino == inode
-            ):
-                found.append(proc)
+    found = netns_processes(name)
     names = []
     for proc in found:
         with contextlib.suppress(psutil.Error):
@@ -181,14 +103,14 @@ def run_in_namespace(argv: list[str]) -> int:
         if left:
             print(f"ended processes left in {name}: {left}", file=sys.stderr)
         subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10, check=False)
-        if _ns_inode(name) is not None:
+        if netns_inode(name) is not None:
             print(f"warning: namespace {name} could not be deleted", file=sys.stderr)
 
 
 def _inside_own_namespace() -> bool:
     """True if this process runs in the namespace named by $FARM_BENCH_NETNS."""
     name = os.environ.get(NETNS_ENV, "")
-    inode = _ns_inode(name) if name else None
+    inode = netns_inode(name) if name else None
     return inode is not None and os.stat("/proc/self/ns/net").st_ino == inode
 
 
@@ -204,12 +126,6 @@ def bridged_boots(profile: MachineProfile, workdir: Path, boots: int) -> list[di
             finally:
                 nic.release()
     return runs
-
-
-def _p90(values: list[float]) -> float:
-    """The 90th percentile (nearest rank) of a non-empty list."""
-    ordered = sorted(values)
-    return ordered[max(0, -(-9 * len(ordered) // 10) - 1)]
 
 
 def _variant_profile(base: dict[str, Any], spec: dict[str, Any]) -> MachineProfile:
@@ -252,7 +168,7 @@ def compare(base: dict[str, Any], variants: dict[str, Any], boots: int) -> dict[
             "ok": len(lat),
             "failed": len(failures[name]),
             "median_s": round(statistics.median(lat), 3) if lat else None,
-            "p90_s": round(_p90(lat), 3) if lat else None,
+            "p90_s": round(percentile(lat, 90), 3) if lat else None,
             "all": [round(x, 3) for x in lat],
             "qemu_cpu_s_median": round(statistics.median(cpu[name]), 3) if lat else None,
             "failures": failures[name],
@@ -344,7 +260,7 @@ def main(argv: list[str] | None = None) -> int:
             "median": round(statistics.median(lat), 3),
             "min": round(min(lat), 3),
             "max": round(max(lat), 3),
-            "p90": round(_p90(lat), 3),
+            "p90": round(percentile(lat, 90), 3),
             "stdev": round(statistics.stdev(lat), 3) if len(lat) > 1 else 0.0,
             "all": [round(x, 3) for x in lat],
         },

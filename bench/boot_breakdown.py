@@ -118,7 +118,7 @@ def boot_and_parse(
     icount: bool = False,
 ) -> dict[str, Any]:
     """Boot once with the timing arguments; the breakdown plus host-side step times."""
-    import boot as bench_boot  # bench/boot.py
+    from common import boot_once
 
     from farm.profile import MachineProfile, default_profile
 
@@ -128,7 +128,7 @@ def boot_and_parse(
         base["extra_args"] = [*base.get("extra_args", []), *ICOUNT_ARGS]
     profile = MachineProfile.from_dict({**base, "kernel_args": args})
     with tempfile.TemporaryDirectory(prefix="farm-boot-breakdown-") as tmp:
-        run = bench_boot.boot_once(profile, Path(tmp), 0)
+        run = boot_once(profile, Path(tmp), 0)
         log = Path(tmp) / "b0.console.log"
         text = log.read_text(errors="replace")
         if keep is not None:

@@ -19,7 +19,6 @@ import os
 import statistics
 import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -29,25 +28,12 @@ import psutil
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from common import TOKEN, boot_once, percentile, start_qemu  # noqa: E402
+
 from farm.backend import snapshot  # noqa: E402
 from farm.image.smoke import Guest  # noqa: E402
 from farm.profile import MachineProfile, default_profile  # noqa: E402
-from farm.qemu import QemuProcess, free_port  # noqa: E402
-
-TOKEN = "bench-token"
-
-
-def _pump(stream: Any, log: Path, t0: float, marks: dict[str, float]) -> None:
-    """Copy the serial console to ``log``, noting when each farm-init step appeared."""
-    with log.open("wb") as out:
-        for line in iter(stream.readline, b""):
-            out.write(line)
-            text = line.decode(errors="replace")
-            if "farm-init: " in text:
-                step = text.split("farm-init: ", 1)[1].split()[0].rstrip(":")
-                marks.setdefault(step, time.monotonic() - t0)
-            elif "farm-agent listening" in text:
-                marks.setdefault("agent-listening", time.monotonic() - t0)
+from farm.qemu import free_port  # noqa: E402
 
 
 class WarmBoot:
@@ -73,13 +59,9 @@ class WarmBoot:
         run_dir.mkdir(parents=True, exist_ok=True)
         port = free_port()
         argv = snapshot.guest_argv(profile, f"warm{n}", run_dir, hostfwd_port=port)
-        marks: dict[str, float] = {}
         console = run_dir / "console.log"
-        t0 = time.monotonic()
         qmp = run_dir / "qmp.sock"
-        proc = QemuProcess(argv, name=f"warm{n}", qmp_socket=qmp, pipe_stdout=True).launch()
-        pump = threading.Thread(target=_pump, args=(proc.stdout, console, t0, marks), daemon=True)
-        pump.start()
+        proc, pump, t0, marks = start_qemu(argv, console, qmp)
         guest = Guest(f"warm{n}", proc, port, console, qmp, t0, argv)
         try:
             snapshot.restore(self.snap, run_dir, f"warm{n}", TOKEN, proc.alive, qmp=proc.qmp)
@@ -96,15 +78,10 @@ class WarmBoot:
         return {"latency": latency, "marks": marks, "rss": rss, "cpu_s": cpu.user + cpu.system}
 
 
-def _p90(values: list[float]) -> float:
-    ordered = sorted(values)
-    return ordered[max(0, -(-9 * len(ordered) // 10) - 1)]
-
-
 def _summary(lat: list[float]) -> dict[str, Any]:
     return {
         "median_s": round(statistics.median(lat), 3) if lat else None,
-        "p90_s": round(_p90(lat), 3) if lat else None,
+        "p90_s": round(percentile(lat, 90), 3) if lat else None,
         "min_s": round(min(lat), 3) if lat else None,
         "all": [round(x, 3) for x in lat],
     }
@@ -112,8 +89,6 @@ def _summary(lat: list[float]) -> dict[str, Any]:
 
 def main(argv: list[str] | None = None) -> int:
     """Interleaved cold/warm boots; print one JSON document."""
-    from boot import boot_once  # bench/boot.py, next to this file
-
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--boots", type=int, default=10)
     ap.add_argument("--profile", default="{}", help="JSON overrides of the default profile")

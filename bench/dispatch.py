@@ -37,9 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from agent_rtt import TRIVIAL, bare_exchange, percentile  # noqa: E402
+from agent_rtt import TRIVIAL, bare_exchange  # noqa: E402
+from common import farm_config, percentile  # noqa: E402
 
-from farm.config import FarmConfig  # noqa: E402
 from farm.distributor import Distributor  # noqa: E402
 from farm.monitors import AbstractMonitor  # noqa: E402
 from farm.monitors.fanout import FanoutMonitor  # noqa: E402
@@ -73,19 +73,6 @@ class SlowMonitor(AbstractMonitor):
         time.sleep(0.005)
 
 
-def config(tmp: str, backend: str, machines: int) -> FarmConfig:
-    """A throw-away farm: own state/log dirs, no journal, machines linger while idle."""
-    return FarmConfig(
-        backend=backend,
-        state_dir=Path(tmp) / "state",
-        log_dir=Path(tmp) / "log",
-        max_machines=machines,
-        max_concurrent_boots=machines,
-        idle_linger=600.0,
-        journal=False,
-    )
-
-
 def wait_idle(dist: Distributor, n: int, timeout: float = 600) -> list[dict[str, Any]]:
     """Wait until ``n`` machines are idle with a booted guest; return their info."""
     deadline = time.monotonic() + timeout
@@ -117,7 +104,7 @@ def set_instants(events: list[tuple[int, Any]]) -> dict[int, dict[str, float]]:
 def ms(values: list[float]) -> dict[str, float]:
     return {
         "p50": round(statistics.median(values) * 1e3, 3),
-        "p99": round(percentile(values, 0.99) * 1e3, 3),
+        "p99": round(percentile(values, 99) * 1e3, 3),
         "max": round(max(values) * 1e3, 3),
         "n": len(values),
     }
@@ -133,7 +120,7 @@ def run(
     every event (a remote store).
     """
     with tempfile.TemporaryDirectory(prefix="farm-bench-dispatch-") as tmp:
-        dist = Distributor(config(tmp, backend, 1))
+        dist = Distributor(farm_config(tmp, backend, 1))
         try:
             warm = Recorder(3)
             t0 = time.perf_counter()

@@ -27,7 +27,8 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from farm.config import FarmConfig  # noqa: E402
+from common import farm_config  # noqa: E402
+
 from farm.distributor import Distributor  # noqa: E402
 from farm.monitors import AbstractMonitor  # noqa: E402
 from farm.taskset import Task, TaskSet  # noqa: E402
@@ -56,18 +57,6 @@ def sleep_sets(n: int, ms: int) -> TaskSet:
     return TaskSet([Task({"pkg": "idle", "config": {"ms": ms}, "x-run": range(n)})])
 
 
-def config(tmp: str, backend: str, machines: int) -> FarmConfig:
-    return FarmConfig(
-        backend=backend,
-        state_dir=Path(tmp) / "state",
-        log_dir=Path(tmp) / "log",
-        max_machines=machines,
-        max_concurrent_boots=machines,
-        idle_linger=600.0,
-        journal=False,
-    )
-
-
 def wait_ready(dist: Distributor, n: int, timeout: float = 300) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -80,7 +69,7 @@ def wait_ready(dist: Distributor, n: int, timeout: float = 300) -> None:
 
 def run(backend: str, machines: int, sets: int, sleep_ms: int) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
-        dist = Distributor(config(tmp, backend, machines))
+        dist = Distributor(farm_config(tmp, backend, machines))
         try:
             # cold: includes boots
             mon = FirstEvent()

@@ -39,6 +39,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 import psutil  # noqa: E402
+from common import netns_processes, percentile  # noqa: E402
 
 from farm.backend.base import Guest  # noqa: E402
 from farm.backend.qemu import QemuBackend  # noqa: E402
@@ -58,7 +59,7 @@ def _ms(values: list[float]) -> dict[str, float]:
     ordered = sorted(v * 1e3 for v in values)
     return {
         "median": round(statistics.median(ordered), 3),
-        "p95": round(ordered[min(len(ordered) - 1, int(0.95 * len(ordered)))], 3),
+        "p95": round(percentile(ordered, 95), 3),
         "max": round(ordered[-1], 3),
         "min": round(ordered[0], 3),
     }
@@ -183,27 +184,9 @@ def measure_guests(scratch: Path, rounds: int, count: int = GUESTS) -> dict[str,
             **summarise(results, count, rounds)}  # fmt: skip
 
 
-def _ns_processes(name: str) -> list[psutil.Process]:
-    """Live processes in network namespace ``name`` (compared by nsfs inode)."""
-    try:
-        inode = os.stat(f"/run/netns/{name}").st_ino
-    except OSError:
-        return []
-    found = []
-    for proc in psutil.process_iter():
-        try:
-            if os.stat(f"/proc/{proc.pid}/ns/net").st_ino == inode and (
-                proc.status() != psutil.STATUS_ZOMBIE
-            ):
-                found.append(proc)
-        except (psutil.Error, OSError):
-            pass
-    return found
-
-
 def _empty_namespace(name: str) -> None:
     """SIGTERM, then SIGKILL, whatever still runs in ``name`` (QEMU, screen, dhcpd)."""
-    left = _ns_processes(name)
+    left = netns_processes(name)
     for proc in left:
         print(f"netjobs_skew: killing leftover {proc.pid} in {name}", file=sys.stderr)
         try:

@@ -34,8 +34,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from agent_rtt import percentile  # noqa: E402
-from dispatch import config  # noqa: E402
+from common import farm_config, percentile  # noqa: E402
 
 from farm.backend import create  # noqa: E402
 from farm.profile import load_profile  # noqa: E402
@@ -75,7 +74,7 @@ def boot_once(backend: Any, token: str, timeout: float = 180.0) -> dict[str, Any
 def run(backend_name: str, boots: int) -> dict[str, Any]:
     """``boots`` sequential boots on a fresh farm state dir."""
     with tempfile.TemporaryDirectory(prefix="farm-bench-ready-") as tmp:
-        cfg = config(tmp, backend_name, 1)
+        cfg = farm_config(tmp, backend_name, 1)
         backend = create(cfg)
         try:
             backend.check()
@@ -92,7 +91,7 @@ def run(backend_name: str, boots: int) -> dict[str, Any]:
         "first_boot_s": round(first["ready_s"], 3),
         "ready_s": {
             "median": round(statistics.median(lat), 3),
-            "p90": round(percentile(lat, 0.9), 3),
+            "p90": round(percentile(lat, 90), 3),
             "min": round(min(lat), 3),
             "max": round(max(lat), 3),
             "all": [round(x, 3) for x in lat],

@@ -43,7 +43,8 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "bench"))
 
-from dispatch import Recorder, config, wait_idle  # noqa: E402
+from common import farm_config  # noqa: E402
+from dispatch import Recorder, wait_idle  # noqa: E402
 
 from farm.distributor import Distributor  # noqa: E402
 from farm.profile import load_profile  # noqa: E402
@@ -102,7 +103,7 @@ def run(
     top = max(machines)
     curve = []
     with tempfile.TemporaryDirectory(prefix="farm-bench-scaling-") as tmp:
-        cfg = config(tmp, backend, 1).replace(machine_cap=max(top, 1), max_concurrent_boots=2)
+        cfg = farm_config(tmp, backend, 1).replace(machine_cap=max(top, 1), max_concurrent_boots=2)
         dist = Distributor(cfg)
         try:
             for n in sorted(machines):

@@ -1,4 +1,7 @@
-"""``farm doctor``: is this machine ready for farm? Each check says PASS/WARN/FAIL and how to fix.
+"""Checks behind ``farm doctor``: is this machine ready for farm?
+
+Each check says PASS/WARN/FAIL and how to fix it (the command is
+:mod:`farm.cli.doctor`).
 
 Checks: QEMU, libvirt's embedded driver, the KVM probe, screen, dhcpd, the
 bridge (network = "bridge"; read-only), the guest image (present, and built
@@ -21,8 +24,6 @@ import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
-
-import click
 
 from farm.errors import FarmError, LaunchError
 from farm.qemu.process import qemu_version
@@ -156,7 +157,7 @@ def check_bridge(config: Any) -> Check:
     """network = "bridge": does the bridge exist (read-only; farm creates it on start)."""
     if config.network != "bridge":
         return Check("bridge", PASS, "network = 'user' (no bridge needed)")
-    from farm.network.bridge import Bridge, plan_for
+    from farm.bridge.bridge import Bridge, plan_for
 
     try:
         plan = plan_for(config)
@@ -322,46 +323,3 @@ def config_sources(config_path: str | None) -> tuple[Any, list[dict[str, Any]]]:
 
 def _jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=str))
-
-
-@click.command("doctor")
-@click.option("--json", "as_json", is_flag=True, help="Print checks and configuration as JSON.")
-@click.pass_context
-def doctor(ctx: click.Context, as_json: bool) -> None:
-    """Check this machine for farm (PASS/WARN/FAIL with a fix each); print the configuration."""
-    from farm.cli import _fail
-
-    path = (ctx.obj or {}).get("config") if isinstance(ctx.obj, dict) else None
-    try:
-        config, rows = config_sources(path)
-    except FarmError as exc:
-        _fail(exc)
-        return
-    checks = run_checks(config)
-    ok = not any(c.status == FAIL for c in checks)
-    if as_json:
-        doc = {"ok": ok, "checks": [dataclasses.asdict(c) for c in checks], "config": rows}
-        click.echo(json.dumps(doc, indent=2))
-    else:
-        _print(checks, rows)
-    raise SystemExit(0 if ok else 1)
-
-
-def _print(checks: list[Check], rows: list[dict[str, Any]]) -> None:
-    from rich.console import Console
-    from rich.markup import escape
-    from rich.table import Table
-
-    colour = {PASS: "green", WARN: "yellow", FAIL: "red"}
-    table = Table(title="farm doctor")
-    for col in ("check", "status", "detail", "fix"):
-        table.add_column(col, overflow="fold")
-    for c in checks:
-        status = f"[{colour[c.status]}]{c.status}[/]"
-        table.add_row(c.name, status, escape(c.detail), escape(c.fix or "-"))
-    conf = Table(title="effective configuration")
-    for col in ("key", "value", "source"):
-        conf.add_column(col, overflow="fold")
-    for row in rows:
-        conf.add_row(row["key"], escape(str(row["value"])), escape(row["source"]))
-    Console().print(table, conf)

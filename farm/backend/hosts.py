@@ -48,7 +48,7 @@ from typing import Any
 from farm.backend.base import Backend, Guest
 from farm.config import FarmConfig
 from farm.errors import BackendError, BootError, ConfigError
-from farm.network.pool import parse_targets
+from farm.targets import parse_targets
 
 log = logging.getLogger(__name__)
 

@@ -83,10 +83,10 @@ from farm.backend.libvirt_xml import (
     write_qemu_conf,
 )
 from farm.backend.screen import quit_screen
+from farm.bridge.bridge import BackendBridge, check_bridge_support, plan_for
+from farm.bridge.dhcp import mac_for, machine_id
 from farm.config import FarmConfig, check_libvirt_uri
 from farm.errors import BackendError, ConfigError, ImageError
-from farm.network.bridge import BackendBridge, check_bridge_support, plan_for
-from farm.network.dhcp import mac_for, machine_id
 from farm.procs import ProcessRegistry
 from farm.profile import MachineProfile, load_profile
 

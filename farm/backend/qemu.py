@@ -25,9 +25,9 @@ from pathlib import Path
 
 from farm.backend import snapshot
 from farm.backend.base import Backend, Guest
+from farm.bridge.bridge import BackendBridge
 from farm.config import FarmConfig
 from farm.errors import ConfigError, ImageError, LaunchError
-from farm.network.bridge import BackendBridge
 from farm.procs import ProcessRegistry
 from farm.profile import MachineProfile, load_profile
 from farm.qemu import QemuProcess, Screen, free_port
@@ -123,7 +123,7 @@ class QemuBackend(Backend):
             if path is not None and not Path(path).is_file():
                 raise ImageError(f"missing guest {label} {path}: run `farm image build`")
         if self.config.network == "bridge":
-            from farm.network.bridge import check_bridge_support
+            from farm.bridge.bridge import check_bridge_support
 
             check_bridge_support(self.config)
 

@@ -67,7 +67,7 @@ def _leases(config: Any) -> list[dict[str, Any]]:
     """DHCP reservations and leases of the bridged network (empty in user-mode networking)."""
     if getattr(config, "network", "user") != "bridge":
         return []
-    from farm.network.bridge import BridgeNetwork
+    from farm.bridge.bridge import BridgeNetwork
 
     rows: list[dict[str, Any]] = []
     try:

@@ -19,7 +19,7 @@ from farm.monitors.csvfile import CsvMonitor
 from farm.monitors.fanout import FanoutMonitor
 from farm.monitors.logfile import LoggingMonitor
 from farm.monitors.sqlite import FINISHED_NOT_ONCE, SqliteMonitor
-from farm.monitors.thread import MonitorThread, SerialMonitor
+from farm.monitors.thread import MonitorThread
 from farm.session.registry import first_doc_line, resolve_class
 
 HOOKS = (
@@ -60,7 +60,6 @@ __all__ = [
     "FanoutMonitor",
     "LoggingMonitor",
     "MonitorThread",
-    "SerialMonitor",
     "SqliteMonitor",
     "available",
     "resolve",

@@ -146,7 +146,3 @@ class MonitorThread(AbstractMonitor):
 
     def __repr__(self) -> str:
         return f"MonitorThread({self.monitor!r})"
-
-
-SerialMonitor = MonitorThread
-"""Alias: the name the design uses for a serialising wrapper."""

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import pytest
 
+from farm.bridge.dhcp import DhcpPlan
 from farm.image import ImageInfo
-from farm.network.dhcp import DhcpPlan
 from tests.helpers import query
 
 from .conftest import NetNs

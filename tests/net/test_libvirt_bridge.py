@@ -17,8 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from farm.bridge.dhcp import DhcpPlan, mac_for
 from farm.image import ImageInfo
-from farm.network.dhcp import DhcpPlan, mac_for
 from tests.helpers import query
 
 from .conftest import NetNs
@@ -125,7 +125,7 @@ from farm.config import FarmConfig
 from farm.distributor import Distributor
 from farm.errors import NetworkError
 from farm.monitors import SqliteMonitor
-from farm.network.bridge import plan_for
+from farm.bridge.bridge import plan_for
 from farm.tasksets.example import Hey0TaskSet
 
 base, images = Path(sys.argv[1]), Path(sys.argv[2])

@@ -15,20 +15,20 @@ import shutil
 
 import pytest
 
-from farm.network.dhcp import DhcpPlan, mac_for
+from farm.bridge.dhcp import DhcpPlan, mac_for
 
 from .conftest import PYTHON, NetNs
 
 CLI = r"""
 import sys
-from farm.network.cli import net
+from farm.cli.net import net
 net.main(sys.argv[1:], prog_name="farm net")
 """
 
 ATTACH = r"""
 import sys
 from farm.config import FarmConfig
-from farm.network.bridge import BridgeNetwork
+from farm.bridge.bridge import BridgeNetwork
 net = BridgeNetwork.from_config(FarmConfig(state_dir=sys.argv[1]))
 for n in (1, 2):
     net.bridge.add_tap(f"farm-tap{n}")
@@ -102,8 +102,8 @@ def test_net_up_refuses_a_bad_subnet_before_touching_anything(netns: NetNs) -> N
     """A subnet too small for the reservations is a usage error (exit 2), no bridge made."""
     script = (
         "import sys\n"
-        "from farm.network.bridge import BridgeNetwork\n"
-        "from farm.network.dhcp import DhcpPlan\n"
+        "from farm.bridge.bridge import BridgeNetwork\n"
+        "from farm.bridge.dhcp import DhcpPlan\n"
         "try:\n"
         "    BridgeNetwork(DhcpPlan.create('10.9.0.0/29'), sys.argv[1]).up()\n"
         "except ValueError as exc:\n"

@@ -13,8 +13,8 @@ import json
 
 import pytest
 
+from farm.bridge.dhcp import DhcpPlan
 from farm.image import ImageInfo
-from farm.network.dhcp import DhcpPlan
 
 from .conftest import NetNs
 

@@ -3,29 +3,14 @@
 from __future__ import annotations
 
 import json
-import os
 import sqlite3
-import subprocess
-import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[2]
-
-
-def farm(tmp_path: Path, *args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "farm.cli", *args],
-        cwd=tmp_path,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
+from tests.helpers import run_farm
 
 
 def test_run_json_on_local_agents_writes_results(tmp_path: Path) -> None:
-    res = farm(
+    res = run_farm(
         tmp_path,
         "run",
         "example.VariantsTaskSet",
@@ -47,7 +32,7 @@ def test_run_json_on_local_agents_writes_results(tmp_path: Path) -> None:
 
 
 def test_live_view_run_prints_summary(tmp_path: Path) -> None:
-    res = farm(
+    res = run_farm(
         tmp_path,
         "run",
         "example.Hey0TaskSet",
@@ -64,13 +49,13 @@ def test_live_view_run_prints_summary(tmp_path: Path) -> None:
 
 
 def test_bad_inputs_exit_2_with_a_clear_message(tmp_path: Path) -> None:
-    res = farm(tmp_path, "run", "example.NoSuchSet", "--backend", "local")
+    res = run_farm(tmp_path, "run", "example.NoSuchSet", "--backend", "local")
     assert (
         res.returncode == 2 and "unknown task set" in res.stderr and "Traceback" not in res.stderr
     )
-    res = farm(tmp_path, "run", "example.Hey0TaskSet", "--backend", "local", "--machines", "9")
+    res = run_farm(tmp_path, "run", "example.Hey0TaskSet", "--backend", "local", "--machines", "9")
     assert res.returncode == 2 and "1..7" in res.stderr and "Traceback" not in res.stderr
-    res = farm(tmp_path, "run", "example.Hey0TaskSet", "--monitor", "NoMonitor")
+    res = run_farm(tmp_path, "run", "example.Hey0TaskSet", "--monitor", "NoMonitor")
     assert res.returncode == 2 and "NoMonitor" in res.stderr
 
 
@@ -80,5 +65,5 @@ def test_list_shows_first_docstring_lines(tmp_path: Path) -> None:
         ("--monitors", "SqliteMonitor"),
         ("--sessions", "GenodeSession"),
     ):
-        res = farm(tmp_path, "list", what)
+        res = run_farm(tmp_path, "list", what)
         assert res.returncode == 0 and name in res.stdout

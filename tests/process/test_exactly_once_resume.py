@@ -29,6 +29,7 @@ import pytest
 
 from farm.monitors import FINISHED_NOT_ONCE
 from farm.monitors.csvfile import REPLACES_FINISH
+from tests.helpers import farm_agents
 
 ROOT = Path(__file__).resolve().parents[2]
 SETS = 10
@@ -70,21 +71,6 @@ SCRIPT = textwrap.dedent(
     print("done" if ok else "timed out", flush=True)
     """
 )
-
-
-def farm_agents(tmp: Path) -> list[psutil.Process]:
-    """Live agent processes of this test's farms (their command line names the dir)."""
-    found = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
-        with contextlib.suppress(psutil.Error):
-            line = " ".join(proc.info["cmdline"] or [])
-            if (
-                "farm.agent" in line
-                and str(tmp) in line
-                and proc.info["status"] != psutil.STATUS_ZOMBIE
-            ):
-                found.append(proc)
-    return found
 
 
 def wait_agents_gone(tmp: Path, timeout: float = 30.0) -> list[psutil.Process]:

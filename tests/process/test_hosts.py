@@ -14,7 +14,6 @@ import socket
 import sqlite3
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -23,6 +22,7 @@ from farm.config import FarmConfig
 from farm.distributor import Distributor
 from farm.monitors import FINISHED_NOT_ONCE, SqliteMonitor
 from farm.taskset import Task, TaskSet
+from tests.helpers import wait_for
 
 from .conftest import REPO, AgentProcess
 
@@ -69,14 +69,6 @@ def agent_on(
     return agent
 
 
-def wait_until(predicate: Callable[[], bool], timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.02)
-
-
 def test_cidr_pool_runs_on_answering_hosts_survives_loss_and_finds_new_ones(
     tmp_path: Path, agent_factory: Callable[..., AgentProcess]
 ) -> None:
@@ -105,7 +97,7 @@ def test_cidr_pool_runs_on_answering_hosts_survives_loss_and_finds_new_ones(
                 m["address"] == f"127.0.0.2:{port}" and m["current"] for m in dist.machines()
             )
 
-        wait_until(running_on_2, 20.0, "a set running on 127.0.0.2")
+        wait_for("a set running on 127.0.0.2", running_on_2, 20.0)
         agents["127.0.0.2"].proc.send_signal(signal.SIGKILL)
         agents["127.0.0.2"].proc.wait(10)
         # an agent appears on an address that was dead: the rescan picks it up

@@ -3,23 +3,17 @@
 from __future__ import annotations
 
 import json
-import socket
 import sys
 from collections.abc import Callable
 from pathlib import Path
 
 from farm.config import FarmConfig
 from farm.netjobs import Status, run_config
+from tests.helpers import free_port
 
 from .conftest import AgentProcess
 
 TOKEN = "netjobs-traffic-token"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _final(output: str) -> dict[str, object]:
@@ -33,7 +27,7 @@ def test_netjobs_starts_a_traffic_server_and_client_together(
     agent_factory: Callable[..., AgentProcess], tmp_path: Path
 ) -> None:
     a, b = agent_factory(token=TOKEN), agent_factory(token=TOKEN)
-    port = _free_port()
+    port = free_port()
     traffic = f"{sys.executable} -m farm.agent.traffic"
     config = tmp_path / "traffic.cfg"
     config.write_text(

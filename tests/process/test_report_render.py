@@ -9,14 +9,14 @@ import shutil
 import signal
 import sqlite3
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 from matplotlib import image
 
-ROOT = Path(__file__).resolve().parents[2]
+from tests.helpers import run_farm
+
 CHROMIUM = "/usr/bin/chromium"
 
 # Written into the test's directory and run as `reportdemo:ReportDemoTaskSet`: every job
@@ -37,18 +37,6 @@ class ReportDemoTaskSet(TaskSet):
                           "numberofjobs": 2}))
         self.append(Task({"pkg": "shell", "config": {"command": "exit 3"}, "numberofjobs": 1}))
 '''
-
-
-def farm(cwd: Path, *args: str, timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    return subprocess.run(
-        [sys.executable, "-m", "farm.cli", *args],
-        cwd=cwd,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def screenshot(page: Path, shot: Path, profile: Path) -> None:
@@ -82,7 +70,7 @@ def screenshot(page: Path, shot: Path, profile: Path) -> None:
 
 def test_report_of_a_real_run_renders_in_chromium(tmp_path: Path) -> None:
     (tmp_path / "reportdemo.py").write_text(DEMO)
-    res = farm(
+    res = run_farm(
         tmp_path,
         "run",
         "reportdemo:ReportDemoTaskSet",
@@ -94,7 +82,7 @@ def test_report_of_a_real_run_renders_in_chromium(tmp_path: Path) -> None:
     )
     assert res.returncode == 0, res.stderr
     db = tmp_path / "results.db"
-    res = farm(tmp_path, "report", str(db))
+    res = run_farm(tmp_path, "report", str(db))
     assert res.returncode == 0, res.stderr
     index = Path(res.stdout.strip())
     assert index == (tmp_path / "report" / "index.html").resolve()
@@ -140,7 +128,7 @@ def test_report_cli_errors_exit_2_with_one_line(tmp_path: Path) -> None:
         ("junk.db", "cannot read"),
         ("other.db", "not a farm results database"),
     ):
-        res = farm(tmp_path, "report", name)
+        res = run_farm(tmp_path, "report", name)
         assert res.returncode == 2 and message in res.stderr, (name, res.stderr)
         assert len(res.stderr.strip().splitlines()) == 1 and "Traceback" not in res.stderr
     assert not (tmp_path / "report").exists()

@@ -25,6 +25,7 @@ import psutil
 import pytest
 
 from farm.monitors import FINISHED_NOT_ONCE
+from tests.helpers import farm_agents
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -66,21 +67,6 @@ def finished_count(db: Path) -> int:
             )
     except sqlite3.OperationalError:
         return 0
-
-
-def farm_agents(tmp: Path) -> list[psutil.Process]:
-    """Live agent processes of this test's farms (their command line names the dir)."""
-    found = []
-    for proc in psutil.process_iter(["cmdline", "status"]):
-        with contextlib.suppress(psutil.Error):
-            line = " ".join(proc.info["cmdline"] or [])
-            if (
-                "farm.agent" in line
-                and str(tmp) in line
-                and proc.info["status"] != psutil.STATUS_ZOMBIE
-            ):
-                found.append(proc)
-    return found
 
 
 def start(tmp: Path, mode: str, sets: int, n: int) -> subprocess.Popen[str]:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -13,19 +11,7 @@ from farm.config import FarmConfig
 from farm.control import ControlClient
 from farm.distributor import Distributor
 from farm.taskset import Task, TaskSet
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def farm(cwd: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "farm.cli", *args],
-        cwd=cwd,
-        env={**os.environ, "PYTHONPATH": str(REPO)},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+from tests.helpers import run_farm
 
 
 def test_status_json_shows_machines_and_jobs_of_a_running_farm(tmp_path: Path) -> None:
@@ -45,7 +31,7 @@ def test_status_json_shows_machines_and_jobs_of_a_running_farm(tmp_path: Path) -
             if len(running) == 2:
                 break
             time.sleep(0.1)
-        res = farm(tmp_path, "status", "--json")  # finds the socket through ./farm.toml
+        res = run_farm(tmp_path, "status", "--json")  # finds the socket through ./farm.toml
         assert res.returncode == 0, res.stderr
         doc = json.loads(res.stdout)
         assert doc["pid"] == os.getpid() and doc["limit"] == 2
@@ -58,12 +44,12 @@ def test_status_json_shows_machines_and_jobs_of_a_running_farm(tmp_path: Path) -
         assert job["total"] == 6 and not job["done"]
         assert doc["leases"] == [] and doc["hosts"] == []
 
-        table = farm(tmp_path, "status")
+        table = run_farm(tmp_path, "status")
         assert table.returncode == 0, table.stderr
         assert "machines" in table.stdout and "qemu1" in table.stdout and "jobs" in table.stdout
     finally:
         dist.close()
-    gone = farm(tmp_path, "status")
+    gone = run_farm(tmp_path, "status")
     assert gone.returncode == 1
     sock = (tmp_path / "state" / "control.sock").resolve()
     assert f"no farm running here: {sock} not found" in gone.stderr
@@ -71,7 +57,7 @@ def test_status_json_shows_machines_and_jobs_of_a_running_farm(tmp_path: Path) -
 
 
 def test_status_without_a_farm_exits_1_with_one_line(tmp_path: Path) -> None:
-    res = farm(tmp_path, "status", "--json")
+    res = run_farm(tmp_path, "status", "--json")
     assert res.returncode == 1
     assert res.stdout == ""
     lines = res.stderr.strip().splitlines()

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import time
 from itertools import islice
 from typing import Any
@@ -12,18 +11,12 @@ from farm.events import Event, EventType
 from farm.session import FarmSession
 from farm.taskset import TaskSet
 from farm.tasksets.traffic import TrafficTaskSet, client_task, server_task
+from tests.helpers import free_port
 from tests.process.conftest import AgentProcess
 
 CLIENT_SECONDS = 5.0
 FIXED = {"size": "fixed:700", "think": "exp:0.005", "seed": 3}
 UNIFORM = {"size": "uniform:100-1000", "think": "uniform:0-0.01", "seed": 4}
-
-
-def free_port() -> int:
-    """A TCP port free on 127.0.0.1 right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def session_for(agent: AgentProcess) -> FarmSession:

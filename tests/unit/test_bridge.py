@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from farm.bridge.bridge import BridgeNetwork, TapNic, plan_for, tap_name
+from farm.bridge.dhcp import DhcpServer
 from farm.config import FarmConfig
 from farm.errors import ConfigError
-from farm.network.bridge import BridgeNetwork, TapNic, plan_for, tap_name
-from farm.network.dhcp import DhcpServer
 
 
 def test_tap_names() -> None:

@@ -7,10 +7,10 @@ from typing import Any
 
 import pytest
 
+from farm.bridge import bridge as bridge_mod
+from farm.bridge.bridge import BackendBridge, BridgeNetwork
+from farm.bridge.dhcp import DhcpPlan
 from farm.config import FarmConfig
-from farm.network import bridge as bridge_mod
-from farm.network.bridge import BackendBridge, BridgeNetwork
-from farm.network.dhcp import DhcpPlan
 
 
 class FakeBridgeNetwork:

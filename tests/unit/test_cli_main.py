@@ -9,8 +9,8 @@ import click
 import pytest
 from click.testing import CliRunner, Result
 
-from farm import cli
-from farm.cli import _LAZY_COMMANDS, main
+from farm.cli import root as cli
+from farm.cli.root import _LAZY_COMMANDS, main
 from farm.errors import BackendError
 
 COMMANDS = [

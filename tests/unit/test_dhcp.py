@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from farm.errors import ConfigError, NetworkError
-from farm.network.dhcp import (
+from farm.bridge.dhcp import (
     DEFAULT_SUBNET,
     TEMPLATE,
     DhcpPlan,
@@ -18,6 +17,7 @@ from farm.network.dhcp import (
     machine_id,
     render_conf,
 )
+from farm.errors import ConfigError, NetworkError
 
 HOST = re.compile(r"host (\S+) \{ hardware ethernet (\S+); fixed-address (\S+); \}")
 

@@ -6,10 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from farm.config import FarmConfig
-from farm.errors import ConfigError, NetworkError
-from farm.network.bridge import BridgeNetwork
-from farm.network.dhcp import (
+from farm.bridge.bridge import BridgeNetwork
+from farm.bridge.dhcp import (
     DhcpPlan,
     DhcpServer,
     ExternalDhcp,
@@ -19,6 +17,8 @@ from farm.network.dhcp import (
     render_conf,
     reservation_problems,
 )
+from farm.config import FarmConfig
+from farm.errors import ConfigError, NetworkError
 
 PLAN = DhcpPlan.create("10.200.40.0/21", machines=3)
 

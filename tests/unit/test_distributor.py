@@ -14,35 +14,9 @@ from farm.backend.fake import FakeBackend, session_class_for
 from farm.config import FarmConfig
 from farm.distributor import Distributor
 from farm.errors import ConfigError, SessionError
-from farm.monitors.base import AbstractMonitor
 from farm.taskset import Task, TaskSet
 from farm.tasksets.example import Hey0TaskSet
-
-
-class RecordingMonitor(AbstractMonitor):
-    """Counts hook calls per variant index (thread-safe: called from the monitor thread)."""
-
-    def __init__(self) -> None:
-        self.started: list[int] = []
-        self.finished: list[int] = []
-        self.stopped: list[int] = []
-        self.bad: list[tuple[int, int]] = []
-        self.events = 0
-
-    def __taskset_start__(self, taskset: Any) -> None:
-        self.started.append(taskset.index)
-
-    def __taskset_event__(self, taskset: Any, event: Any) -> None:
-        self.events += 1
-
-    def __taskset_finish__(self, taskset: Any) -> None:
-        self.finished.append(taskset.index)
-
-    def __taskset_stop__(self, taskset: Any) -> None:
-        self.stopped.append(taskset.index)
-
-    def __taskset_bad__(self, taskset: Any, tries: int) -> None:
-        self.bad.append((taskset.index, tries))
+from tests.helpers import RecordingMonitor
 
 
 def many(n: int) -> TaskSet:

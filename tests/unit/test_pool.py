@@ -8,7 +8,7 @@ import random
 import pytest
 
 from farm.errors import ConfigError
-from farm.network.pool import MAX_HOSTS, AddressPool, parse_range, parse_targets
+from farm.targets import MAX_HOSTS, AddressPool, parse_range, parse_targets
 
 
 def test_cidr_excludes_network_and_broadcast() -> None:

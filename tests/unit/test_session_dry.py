@@ -20,19 +20,7 @@ from farm.session import FileSession, StdioSession
 from farm.session.base import AbstractSession, RunProgress
 from farm.session.simulate import simulate, task_timeline
 from farm.session.token import ensure_token_file, resolve_token
-
-
-class FakeTaskSet:
-    """Minimal task set."""
-
-    def __init__(self, tasks: list[dict[str, Any]]):
-        self.tasks = tasks
-
-    def description(self) -> dict[str, Any]:
-        return {"tasks": [dict(t) for t in self.tasks]}
-
-    def binaries(self) -> dict[str, Path]:
-        return {}
+from tests.helpers import FakeTaskSet
 
 
 def task(tid: int, **over: Any) -> dict[str, Any]:

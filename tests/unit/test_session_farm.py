@@ -16,24 +16,11 @@ from farm.errors import AgentError, AuthError, ProtocolError, SessionError, Sess
 from farm.events import Event, EventType
 from farm.session import AgentVersionMismatch, FarmSession
 from farm.session.simulate import simulate
+from tests.helpers import FakeTaskSet
 
 TOKEN = "s3cret-token"
 
 Handler = Callable[[dict[str, Any]], Any]
-
-
-class FakeTaskSet:
-    """Minimal task set: description() and binaries()."""
-
-    def __init__(self, tasks: list[dict[str, Any]], binaries: dict[str, Path] | None = None):
-        self.tasks = tasks
-        self._binaries = binaries or {}
-
-    def description(self) -> dict[str, Any]:
-        return {"tasks": [dict(t) for t in self.tasks]}
-
-    def binaries(self) -> dict[str, Path]:
-        return dict(self._binaries)
 
 
 def task(tid: int, **over: Any) -> dict[str, Any]:

@@ -28,6 +28,7 @@ from farm.session.genode_wire import (
     render_xml,
     word,
 )
+from tests.helpers import FakeTaskSet
 
 ADMISSION = {
     "optimize": {
@@ -35,20 +36,6 @@ ADMISSION = {
         "query_interval": 1000,
     }
 }
-
-
-class FakeTaskSet:
-    """Minimal task set: description() and binaries() as farm.taskset.TaskSet has them."""
-
-    def __init__(self, tasks: list[dict[str, Any]], binaries: dict[str, Path] | None = None):
-        self.tasks = tasks
-        self._binaries = binaries or {}
-
-    def description(self) -> dict[str, Any]:
-        return {"tasks": [dict(t) for t in self.tasks]}
-
-    def binaries(self) -> dict[str, Path]:
-        return dict(self._binaries)
 
 
 def task(tid: int, **over: Any) -> dict[str, Any]:

@@ -32,7 +32,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -44,9 +44,10 @@ from farm.config import FarmConfig
 from farm.distributor import Distributor
 from farm.errors import BackendError, ConfigError, ImageError, TaskSetError
 from farm.image import ImageInfo
-from farm.monitors import FINISHED_NOT_ONCE, AbstractMonitor, FanoutMonitor, SqliteMonitor
+from farm.monitors import FINISHED_NOT_ONCE, FanoutMonitor, SqliteMonitor
 from farm.taskset import Task, TaskSet
-from tests.helpers import query
+from tests.helpers import RecordingMonitor as Recorder
+from tests.helpers import query, wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 PROFILE = {"accel": "tcg", "memory": 256}
@@ -219,48 +220,11 @@ def farm_dir(image: ImageInfo) -> Iterator[FarmDir]:
 # -- helpers -----------------------------------------------------------------------------------
 
 
-class Recorder(AbstractMonitor):
-    """Records hook calls by variant index (runs on the monitor's own thread)."""
-
-    def __init__(self) -> None:
-        self.started: list[int] = []
-        self.finished: list[int] = []
-        self.stopped: list[int] = []
-        self.bad: list[tuple[int, int]] = []
-        self.event_types: list[str] = []
-        self.first_event = threading.Event()
-
-    def __taskset_start__(self, taskset: Any) -> None:
-        self.started.append(taskset.index)
-
-    def __taskset_event__(self, taskset: Any, event: Any) -> None:
-        self.event_types.append(str(event.type))
-        self.first_event.set()
-
-    def __taskset_finish__(self, taskset: Any) -> None:
-        self.finished.append(taskset.index)
-
-    def __taskset_stop__(self, taskset: Any) -> None:
-        self.stopped.append(taskset.index)
-
-    def __taskset_bad__(self, taskset: Any, tries: int) -> None:
-        self.bad.append((taskset.index, tries))
-
-
 def idle_sets(n: int, ms: int) -> TaskSet:
     """``n`` variants of one task sleeping ``ms`` in the guest."""
     return TaskSet(
         [Task({"pkg": "idle", "config": {"ms": ms}, "numberofjobs": 1, "x-run": range(n)})]
     )
-
-
-def wait_for(what: str, predicate: Callable[[], bool], timeout: float = WAIT) -> None:
-    """Poll ``predicate`` (test-side observation only) until true; fail naming ``what``."""
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
-        time.sleep(0.05)
 
 
 def running(dist: Distributor) -> dict[str, str]:

@@ -3,7 +3,7 @@
 Everything goes through pyroute2 (netlink) in the network namespace of the
 calling process; every operation is idempotent (an existing bridge or tap is
 reused, a missing one is not an error on removal). :class:`BridgeNetwork`
-combines the bridge and :class:`~farm.network.dhcp.DhcpServer` (or, with
+combines the bridge and :class:`~farm.bridge.dhcp.DhcpServer` (or, with
 ``dhcp = "external"``, the check of the user's dhcpd); :class:`BackendBridge`
 is how a backend brings it up at its first guest and down at ``close()``;
 :func:`net_up` / :func:`net_down` are the API behind ``farm net up|down``.
@@ -21,8 +21,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
-from farm.errors import NetworkError
-from farm.network.dhcp import (
+from farm.bridge.dhcp import (
     DEFAULT_BRIDGE,
     DEFAULT_SUBNET,
     DhcpPlan,
@@ -32,6 +31,7 @@ from farm.network.dhcp import (
     mac_for,
     machine_id,
 )
+from farm.errors import NetworkError
 from farm.procs import ProcessRegistry
 
 log = logging.getLogger(__name__)

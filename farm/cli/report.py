@@ -6,9 +6,8 @@ from pathlib import Path
 
 import click
 
+from farm.cli.errors import fail
 from farm.errors import FarmError
-
-EXIT_FAILED, EXIT_USAGE = 1, 2
 
 
 @click.command("report")
@@ -35,10 +34,7 @@ def report(db: Path, out_dir: Path | None, detail: int, open_it: bool) -> None:
     try:
         index = build_report(db, out_dir if out_dir is not None else db.parent / "report", detail)
     except FarmError as exc:
-        from farm.cli import _fail  # one clear line (traceback with -d), exit 2 or 1
-
-        _fail(exc)
-        return
+        fail(exc)
     click.echo(str(index.resolve()))
     if open_it:
         click.launch(str(index))

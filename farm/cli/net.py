@@ -1,6 +1,6 @@
 """``farm net up|down|status``: the bridged network by hand (click group ``net``).
 
-Attach with ``main.add_command(net)`` in :mod:`farm.cli`. The config comes
+Loaded lazily by :mod:`farm.cli.root`. The config comes
 from ``--config`` of the parent command (``ctx.obj["config"]``), else
 ``FARM_CONFIG`` / ``./farm.toml``. ``up`` leaves dhcpd running after the
 command exits; ``down`` stops it and removes the taps and the bridge.
@@ -13,9 +13,8 @@ from typing import Any
 
 import click
 
+from farm.cli.errors import fail
 from farm.errors import FarmError
-
-EXIT_FAILED, EXIT_USAGE = 1, 2
 
 
 def _config(ctx: click.Context) -> Any:
@@ -23,12 +22,6 @@ def _config(ctx: click.Context) -> Any:
 
     path = (ctx.obj or {}).get("config") if isinstance(ctx.obj, dict) else None
     return FarmConfig.load(path)
-
-
-def _fail(exc: FarmError) -> None:
-    from farm.cli import _fail as fail  # one clear line (traceback with -d), exit 2 or 1
-
-    fail(exc)
 
 
 @click.group()
@@ -40,13 +33,12 @@ def net() -> None:
 @click.pass_context
 def net_up_cmd(ctx: click.Context) -> None:
     """Create br0 with its address and start farm's dhcpd on it (idempotent)."""
-    from farm.network.bridge import net_up
+    from farm.bridge.bridge import net_up
 
     try:
         network = net_up(_config(ctx))
     except FarmError as exc:
-        _fail(exc)
-        return
+        fail(exc)
     plan = network.plan
     click.echo(
         f"{plan.bridge} {plan.bridge_interface} up; dhcpd pid {network.dhcp.pid}; "
@@ -59,13 +51,12 @@ def net_up_cmd(ctx: click.Context) -> None:
 @click.pass_context
 def net_down_cmd(ctx: click.Context) -> None:
     """Stop farm's dhcpd, remove every farm tap and br0 (idempotent)."""
-    from farm.network.bridge import net_down
+    from farm.bridge.bridge import net_down
 
     try:
         net_down(_config(ctx))
     except FarmError as exc:
-        _fail(exc)
-        return
+        fail(exc)
     click.echo("bridged network removed")
 
 
@@ -73,7 +64,7 @@ def net_down_cmd(ctx: click.Context) -> None:
 @click.pass_context
 def net_status_cmd(ctx: click.Context) -> None:
     """Print the bridged network's state as JSON (bridge, dhcpd, taps, leases)."""
-    from farm.network.bridge import BridgeNetwork
+    from farm.bridge.bridge import BridgeNetwork
 
     try:
         network = BridgeNetwork.from_config(_config(ctx))
@@ -86,6 +77,5 @@ def net_status_cmd(ctx: click.Context) -> None:
             "leases": [lease.__dict__ for lease in network.dhcp.leases()],
         }
     except FarmError as exc:
-        _fail(exc)
-        return
+        fail(exc)
     click.echo(json.dumps(state, indent=2))

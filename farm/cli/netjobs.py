@@ -4,9 +4,8 @@ from __future__ import annotations
 
 import click
 
+from farm.cli.errors import EXIT_FAILED, EXIT_OK, fail
 from farm.errors import FarmError
-
-EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 
 
 def _monitor(spec: str) -> object:
@@ -80,9 +79,7 @@ def netjobs(
             farm_config=farm_config,
         )
     except FarmError as exc:
-        from farm.cli import _fail  # one clear line (traceback with -d), exit 2 or 1
-
-        _fail(exc)
+        fail(exc)
     finally:
         for instance in instances:
             close = getattr(instance, "close", None)

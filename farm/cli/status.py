@@ -9,6 +9,7 @@ from typing import Any
 
 import click
 
+from farm.cli.errors import fail
 from farm.errors import FarmError
 
 
@@ -24,7 +25,6 @@ from farm.errors import FarmError
 @click.pass_context
 def status(ctx: click.Context, as_json: bool, sock: str | None) -> None:
     """Show the machines, jobs, leases and hosts of a running farm."""
-    from farm.cli import _fail  # one error line (traceback with -d), exit 2 or 1
     from farm.config import FarmConfig
     from farm.control.client import ControlClient
 
@@ -36,8 +36,7 @@ def status(ctx: click.Context, as_json: bool, sock: str | None) -> None:
             client = ControlClient(Path(sock))
         doc = client.status()
     except FarmError as exc:
-        _fail(exc)
-        return
+        fail(exc)
     if as_json:
         click.echo(json.dumps(doc, indent=2, default=str))
         return
