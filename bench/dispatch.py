@@ -39,8 +39,8 @@ sys.path.insert(0, str(ROOT / "bench"))
 
 from agent_rtt import TRIVIAL, bare_exchange, percentile  # noqa: E402
 
+from farm import Distributor  # noqa: E402
 from farm.config import FarmConfig  # noqa: E402
-from farm.distributor import Distributor  # noqa: E402
 from farm.monitors import AbstractMonitor  # noqa: E402
 from farm.monitors.fanout import FanoutMonitor  # noqa: E402
 from farm.monitors.sqlite import SqliteMonitor  # noqa: E402

@@ -32,7 +32,7 @@ RUN = r"""
 import json, sys, time
 from pathlib import Path
 from farm.config import FarmConfig
-from farm.distributor import Distributor
+from farm import Distributor
 from farm.taskset import Task, TaskSet
 
 base, images, sock, mode = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4]

@@ -240,7 +240,7 @@ class HostsBackend(Backend):
             raise ConfigError("no targets given")
 
     # -- inspection ----------------------------------------------------------------
-    def status(self) -> dict[str, int]:
+    def counts(self) -> dict[str, int]:
         """Host counts by state: free, leased, down, dropped, probing, new."""
         with self._cond:
             return self._counts_locked()
@@ -261,7 +261,7 @@ class HostsBackend(Backend):
             ]
 
     def wait_for(self, predicate: Callable[[dict[str, int]], bool], timeout: float) -> bool:
-        """Block until ``predicate(status())`` holds (or timeout); for tests and tools."""
+        """Block until ``predicate(counts())`` holds (or timeout); for tests and tools."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while not predicate(self._counts_locked()):

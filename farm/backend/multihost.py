@@ -154,8 +154,6 @@ class MultiHostBackend(Backend):
         self._clock = clock
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        #: called (no lock held) when a host comes back: the Distributor fills the new room
-        self.capacity_changed: Callable[[], None] | None = None
         self._closed = False
         self.hosts: list[Host] = []
         for i, hv in enumerate(hosts):
@@ -362,8 +360,8 @@ class MultiHostBackend(Backend):
                         if back:
                             host.state = "up"
                             log.info("hypervisor %s is back", host.name)
-                    if back and self.capacity_changed is not None:
-                        self.capacity_changed()
+                    if back:  # no lock held: the Distributor fills the new room
+                        self._capacity_grew()
             timeout = max(0.05, min(waits, default=1.0)) if not due else 0.0
             self._wake.wait(min(timeout, 1.0))
             self._wake.clear()

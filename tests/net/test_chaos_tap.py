@@ -24,7 +24,7 @@ SCENARIO = r"""
 import json, re, subprocess, sys, time
 from pathlib import Path
 from farm.config import FarmConfig
-from farm.distributor import Distributor
+from farm import Distributor
 from farm.monitors import SqliteMonitor
 from farm.taskset import Task, TaskSet
 

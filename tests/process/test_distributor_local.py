@@ -16,8 +16,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from farm import Distributor
 from farm.config import FarmConfig
-from farm.distributor import Distributor
 from farm.monitors import FINISHED_NOT_ONCE, LoggingMonitor, SqliteMonitor
 from farm.taskset import Task, TaskSet
 from farm.tasksets.example import Hey0TaskSet
@@ -116,7 +116,7 @@ SCRIPT = textwrap.dedent(
     """
     import sys, time
     from farm.config import FarmConfig
-    from farm.distributor import Distributor
+    from farm import Distributor
     from farm.monitors import SqliteMonitor
     from farm.taskset import Task, TaskSet
 

@@ -18,9 +18,9 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
+from farm import Distributor
 from farm.backend.hosts import HostsBackend
 from farm.config import FarmConfig
-from farm.distributor import Distributor
 from farm.monitors import FINISHED_NOT_ONCE, SqliteMonitor
 from farm.taskset import Task, TaskSet
 

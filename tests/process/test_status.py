@@ -9,9 +9,9 @@ import sys
 import time
 from pathlib import Path
 
+from farm import Distributor
 from farm.config import FarmConfig
 from farm.control import ControlClient
-from farm.distributor import Distributor
 from farm.taskset import Task, TaskSet
 
 REPO = Path(__file__).resolve().parents[2]

@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from farm import Distributor
 from farm.backend.hosts import DOWN, REFUSED, UP, HostsBackend
 from farm.config import FarmConfig
-from farm.distributor import Distributor
 from farm.errors import BackendError, BootError, ConfigError, SessionError
 from farm.events import Event
 from farm.session.dry import SimulatedSession
@@ -79,7 +79,7 @@ def test_spawn_leases_distinct_available_hosts(make_backend: Callable[..., Hosts
     assert "10.0.0." in a.describe()
     with pytest.raises(BootError, match="no available target among 6 hosts"):
         backend.spawn("qemu3", "tok")
-    status = backend.status()
+    status = backend.counts()
     assert status["leased"] == 2 and status["down"] + status["probing"] == 4
 
 
@@ -115,7 +115,7 @@ def test_unavailable_hosts_are_rescanned(make_backend: Callable[..., HostsBacken
     while net.probes.get("10.0.0.9", 0) < 5 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert net.probes["10.0.0.9"] >= 5
-    assert backend.status()["dropped"] == 0  # no reply is not a refusal
+    assert backend.counts()["dropped"] == 0  # no reply is not a refusal
 
 
 def test_refused_repeatedly_is_dropped(make_backend: Callable[..., HostsBackend]) -> None:

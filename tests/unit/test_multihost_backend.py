@@ -221,7 +221,7 @@ def test_prober_reconnects_a_down_host(tmp_path: Path) -> None:
     """The prober thread brings a host whose daemon came back to ``up`` by itself."""
     backend, fakes, clock = _setup(tmp_path)
     told: list[int] = []
-    backend.capacity_changed = lambda: told.append(backend.capacity)
+    backend.on_capacity_changed = lambda: told.append(backend.capacity)
     fakes["h1"].lose()
     assert backend.capacity == 2  # only h0's limit while h1 is down
     fakes["h1"].gone = False

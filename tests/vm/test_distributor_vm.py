@@ -40,8 +40,8 @@ from typing import Any
 import psutil
 import pytest
 
+from farm import Distributor
 from farm.config import FarmConfig
-from farm.distributor import Distributor
 from farm.errors import BackendError, ConfigError, ImageError, TaskSetError
 from farm.image import ImageInfo
 from farm.monitors import FINISHED_NOT_ONCE, AbstractMonitor, FanoutMonitor, SqliteMonitor
@@ -302,7 +302,7 @@ import json, sys, threading, time
 from pathlib import Path
 import psutil
 from farm.config import FarmConfig
-from farm.distributor import Distributor
+from farm import Distributor
 from farm.monitors import LoggingMonitor
 from farm.tasksets.example import Hey0TaskSet
 
@@ -557,7 +557,7 @@ RESUME = """
 import json, sys
 from pathlib import Path
 from farm.config import FarmConfig
-from farm.distributor import Distributor
+from farm import Distributor
 from farm.monitors import SqliteMonitor
 from farm.taskset import Task, TaskSet
 

@@ -1,10 +1,12 @@
-"""Machine: one slot of the farm, a thread running boot -> wait -> run sets -> close -> reboot.
+"""Slot: one place of the farm, a thread running boot -> wait -> run sets -> close -> reboot.
 
-On a crash, hang (no heartbeat) or lost connection the running set goes back
-to the front of its job (``__taskset_stop__``), the guest is destroyed and a
-new one booted. After ``set_tries`` failures of one set it is given up
-(``__taskset_bad__``). Boot failures back off exponentially (capped) and after
-``boot_retries`` consecutive failures the slot gives up until new work arrives.
+A slot talks to the Distributor only through its :class:`~farm.core.ports.SlotPort`
+and boots guests with what its :class:`~farm.core.ports.SlotEnvironment` holds.
+What a failure means is decided by :func:`farm.core.policy.classify`:
+a bad set fails at once and the guest serves the next set; a lost guest
+(crash, hang, lost connection) is destroyed, its set re-queued and a new guest
+booted; boot failures back off exponentially (capped) up to ``boot_retries``;
+a bad configuration gives up at once.
 """
 
 from __future__ import annotations
@@ -12,14 +14,14 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from farm.backend.base import Guest
+from farm.core.policy import Phase, Verdict, classify
+from farm.core.ports import Assignment, SlotEnvironment, SlotPort
+from farm.core.records import RunRecord
 from farm.errors import BackendError, FarmError, SessionError
-
-if TYPE_CHECKING:
-    from farm.backend.base import Guest
-    from farm.distributor import Distributor
-    from farm.job import Job
+from farm.session.base import AbstractSession
 
 log = logging.getLogger(__name__)
 
@@ -32,20 +34,21 @@ class _GuestLost(Exception):
     """Internal: the guest must be replaced."""
 
 
-class Machine(threading.Thread):
-    """A slot that keeps one guest alive and feeds it task sets."""
+class Slot(threading.Thread):
+    """Keeps one guest alive and feeds it the runs its port hands out."""
 
-    def __init__(self, distributor: Distributor, name: str) -> None:
+    def __init__(self, env: SlotEnvironment, port: SlotPort, name: str) -> None:
         super().__init__(name=f"farm-{name}", daemon=True)
-        self.dist = distributor
+        self.env = env
+        self.port = port
         self.machine_name = name
         self.log = log.getChild(name)
         self.state = "new"
         self.retiring = False
         self.killed = threading.Event()
         self.guest: Guest | None = None
-        self.session: Any = None
-        self.current: tuple[Job, Any] | None = None
+        self.session: AbstractSession | None = None
+        self.current: RunRecord | None = None
         self.address: tuple[str, int] | None = None
         self.started_at = time.time()
         self.ready_at: float | None = None
@@ -53,6 +56,7 @@ class Machine(threading.Thread):
         self.boot_failures = 0
         self.sets_done = 0
         self.error: BaseException | None = None
+        self._stop_set = threading.Event()
         self._lock = threading.Lock()
 
     # -- control from other threads --------------------------------------------
@@ -68,15 +72,23 @@ class Machine(threading.Thread):
         self._wake()
         with self._lock:
             session = self.session
-        interrupt = getattr(session, "interrupt", None)
-        if interrupt is not None:  # the slot loop leaves run() at once, not at its next poll
-            interrupt("machine killed")
+        if session is not None:  # the slot loop leaves run() at once, not at its next poll
+            session.interrupt("machine killed")
         self._destroy_guest()
+
+    def stop_set(self) -> None:
+        """Stop the running set on its guest (the slot does it); the guest stays up."""
+        self._stop_set.set()
+
+    def begin_set(self, run: RunRecord) -> None:
+        """Called by the port, under its lock, when it hands ``run`` to this slot."""
+        self._stop_set.clear()
+        self.current = run
 
     def _wake(self) -> None:
         """Wake this slot wherever it waits: for work, or inside the backend for a guest."""
-        self.dist._wake()
-        self.dist._backend.wake()
+        self.port.wake()
+        self.env.backend.wake()
 
     # -- the slot loop ---------------------------------------------------------
     def run(self) -> None:
@@ -98,36 +110,41 @@ class Machine(threading.Thread):
         finally:
             self._teardown()
             self.state = "gone"
-            self.dist._machine_exited(self)
+            self.port.exited(self)
 
     def _boot(self) -> bool:
         """Spawn a guest and attach a session; False if the slot should stop."""
-        cfg = self.dist.config
+        cfg = self.env.config
         while not self.retiring:
             self.state = "waiting-boot-slot"
-            with self.dist._boot_slots:
+            with self.env.boot_slots:
                 if self.retiring:
                     return False
                 self.state = "booting"
                 t0 = time.monotonic()
                 try:
                     self._spawn_and_attach()
-                except FarmError as exc:
+                except (FarmError, OSError) as exc:
                     self._teardown()
                     if self.killed.is_set() or self.retiring:
                         self.log.info("boot abandoned: machine is shutting down")
                         return False
                     self.boot_failures += 1
+                    verdict = classify(exc, Phase.BOOT)
                     self.log.error(
                         "boot %d failed after %.1fs: %s",
                         self.boot_failures,
                         time.monotonic() - t0,
                         exc,
                     )
-                    if self.boot_failures >= cfg.boot_retries:
+                    if verdict is Verdict.GIVE_UP or self.boot_failures >= cfg.boot_retries:
                         self.error = exc
-                        self.log.error("giving up after %d failed boots", self.boot_failures)
-                        self.dist._boot_gave_up(self, exc)
+                        self.log.error(
+                            "giving up after %d failed boot(s)%s",
+                            self.boot_failures,
+                            " (not retried: configuration)" if verdict is Verdict.GIVE_UP else "",
+                        )
+                        self.port.gave_up(self, exc)
                         return False
                     delay = min(_BACKOFF_CAP, 0.5 * 2**self.boot_failures)
                 else:
@@ -143,16 +160,16 @@ class Machine(threading.Thread):
         return False
 
     def _spawn_and_attach(self) -> None:
-        cfg = self.dist.config
+        cfg = self.env.config
         deadline = time.monotonic() + cfg.boot_timeout
         self.log.info("spawning guest")
-        guest = self.dist._backend.spawn(self.machine_name, self.dist.token)
+        guest = self.env.backend.spawn(self.machine_name, self.env.token)
         with self._lock:
             self.guest = guest
         if self.killed.is_set():
             raise BackendError("killed while booting")
         self.address = guest.address(max(0.1, deadline - time.monotonic()))
-        session = self.dist._new_session(*self.address)
+        session = self.env.sessions(*self.address)
         with self._lock:
             self.session = session
         session.connect(timeout=max(0.5, deadline - time.monotonic()), alive=guest.alive)
@@ -160,62 +177,82 @@ class Machine(threading.Thread):
     def _serve(self) -> None:
         while True:
             self.state = "idle"
-            item = self.dist._acquire(self)
-            if item is None:
+            work = self.port.acquire(self)
+            if work is None:
                 return
-            job, variant = item
-            self.current = item
             self.state = "running"
             try:
-                self._run_set(job, variant)
+                self._run_set(work)
             finally:
                 self.current = None
 
-    def _run_set(self, job: Job, variant: Any) -> None:
-        monitor = job.monitor
-        cfg = self.dist.config
-        reset = getattr(variant, "reset_jobs", None)
+    def _run_set(self, work: Assignment) -> None:
+        run = work.run
+        variant: Any = run.variant
+        reset = getattr(variant, "reset_jobs", None)  # farm TaskSets count jobs per run
         if reset is not None:
             reset()
-        self.log.info("set %s #%s started", job.key, variant.index)
-        monitor.__taskset_start__(variant)
-        session = self.session
-        guest = self.guest
-        limit = None if cfg.set_time_limit is None else time.monotonic() + cfg.set_time_limit
+        self.log.info("set %s started", run.label)
         try:
-            if session is None or guest is None:
-                raise BackendError("no guest")
-            session.start(variant, *job.params)
-            while not session.finished():
-                if self.killed.is_set():
-                    raise BackendError("machine killed")
-                # events, a lost connection and kill() wake run() at once; the timeout
-                # only bounds how late a dead guest process or the time limit is noticed
-                wait = _ALIVE_CHECK
-                if limit is not None:
-                    wait = max(0.0, min(wait, limit - time.monotonic()))
-                for event in session.run(timeout=wait):
-                    record = getattr(variant, "record", None)
-                    if record is not None:
-                        record(event)
-                    monitor.__taskset_event__(variant, event)
-                if not guest.alive():
-                    raise BackendError(f"guest process {guest.describe()} died")
-                if limit is not None and time.monotonic() > limit:
-                    self.log.info(
-                        "set %s #%s reached its time limit; stopping it", job.key, variant.index
-                    )
-                    session.stop()
-                    break
+            stopped = self._drive(work)
         except (FarmError, OSError) as exc:
-            self.log.warning("set %s #%s interrupted: %s", job.key, variant.index, exc)
-            self.dist._set_failed(self, job, variant, count_try=not self.killed.is_set())
+            verdict = classify(exc, Phase.RUN)
+            if verdict is Verdict.BAD_INPUT:
+                self.log.error("set %s is bad input, given up: %s", run.label, exc)
+                self.port.failed(self, work, count_try=True, give_up=True)
+                return  # the guest is healthy: it serves the next set
+            self.log.warning("set %s interrupted: %s", run.label, exc)
+            self.port.failed(self, work, count_try=not self.killed.is_set(), give_up=False)
             if isinstance(exc, SessionError | BackendError | OSError):
                 raise _GuestLost(str(exc)) from exc
             raise _GuestLost(f"{type(exc).__name__}: {exc}") from exc
+        if stopped:
+            self.log.info("set %s stopped on request", run.label)
+            self.port.failed(self, work, count_try=False, give_up=False)
+            return
         self.sets_done += 1
-        self.log.info("set %s #%s finished", job.key, variant.index)
-        self.dist._set_finished(self, job, variant)
+        self.log.info("set %s finished", run.label)
+        self.port.finished(self, work)
+
+    def _drive(self, work: Assignment) -> bool:
+        """Start the run and pass its events on until it finishes; True if stopped on request."""
+        cfg = self.env.config
+        run, monitor = work.run, work.monitor
+        session, guest = self.session, self.guest
+        if session is None or guest is None:
+            raise BackendError("no guest")
+        limit = None if cfg.set_time_limit is None else time.monotonic() + cfg.set_time_limit
+        record = getattr(run.variant, "record", None)  # farm TaskSets keep their own counts
+        monitor.started(run)
+        session.start(run.variant, *work.params)
+        while not session.finished():
+            if self.killed.is_set():
+                raise BackendError("machine killed")
+            if self._stop_set.is_set():
+                # the agent ends every job with EXIT_EXTERNAL and sends no JOBS_DONE: the
+                # set never finishes, so leave the loop instead of waiting for it
+                session.stop()
+                for event in session.run(timeout=0.0):
+                    if record is not None:
+                        record(event)
+                    monitor.event(run, event)
+                return True
+            # events, a lost connection and kill() wake run() at once; the timeout
+            # only bounds how late a dead guest process, a stop or the time limit is noticed
+            wait = _ALIVE_CHECK
+            if limit is not None:
+                wait = max(0.0, min(wait, limit - time.monotonic()))
+            for event in session.run(timeout=wait):
+                if record is not None:
+                    record(event)
+                monitor.event(run, event)
+            if not guest.alive():
+                raise BackendError(f"guest process {guest.describe()} died")
+            if limit is not None and time.monotonic() > limit:
+                self.log.info("set %s reached its time limit; stopping it", run.label)
+                session.stop()
+                break
+        return False
 
     # -- cleanup -----------------------------------------------------------------
     def _teardown(self) -> None:
@@ -238,14 +275,14 @@ class Machine(threading.Thread):
             except Exception as exc:
                 self.log.error("destroying guest failed: %s", exc)
 
-    def info(self) -> dict[str, Any]:
+    def info(self) -> dict[str, object]:
         """Snapshot for status displays."""
         cur = self.current
         return {
             "name": self.machine_name,
             "state": self.state,
             "address": f"{self.address[0]}:{self.address[1]}" if self.address else None,
-            "current": f"{cur[0].key}#{cur[1].index}" if cur else None,
+            "current": cur.label if cur else None,
             "uptime": time.time() - self.ready_at if self.ready_at else 0.0,
             "restarts": self.restarts,
             "sets_done": self.sets_done,
