@@ -69,6 +69,8 @@ class SlotPool:
         sub = self._submission(work)
         sub.finishing(work.run)
         work.monitor.finished(work.run)
+        with self.cond:
+            slot.end_set()
 
         def settle() -> None:
             with self.cond:
@@ -85,6 +87,7 @@ class SlotPool:
         sub = self._submission(work)
         work.monitor.stopped(work.run)
         with self.cond:
+            slot.end_set()
             tries = sub.fail(work.run, count_try=count_try, give_up=give_up)
             self.rebalance()
             self.cond.notify_all()

@@ -56,6 +56,10 @@ class SlotHandle(Protocol):
         """The port hands ``run`` to the slot (called under the port's lock)."""
         ...
 
+    def end_set(self) -> None:
+        """The slot's run is reported finished or stopped (called under the port's lock)."""
+        ...
+
 
 class SlotPort(Protocol):
     """What a slot may ask or tell the Distributor (all thread-safe)."""

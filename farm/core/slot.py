@@ -84,6 +84,12 @@ class Slot(threading.Thread):
         """Called by the port, under its lock, when it hands ``run`` to this slot."""
         self._stop_set.clear()
         self.current = run
+        self.state = "running"
+
+    def end_set(self) -> None:
+        """Called by the port, under its lock, when the run is reported: the slot is idle."""
+        self.current = None
+        self.state = "idle"
 
     def _wake(self) -> None:
         """Wake this slot wherever it waits: for work, or inside the backend for a guest."""

@@ -56,7 +56,7 @@ def short_sets(n: int) -> TaskSet:
 
 
 def test_seed004_flow_on_agent_processes(tmp_path: Path) -> None:
-    dist = Distributor(config(tmp_path))
+    dist = Distributor(config(tmp_path, log_file=True))  # pytest set up logging: force the file
     log = tmp_path / "monitor.log"
     try:
         dist.add_job(Hey0TaskSet(), LoggingMonitor(log))
