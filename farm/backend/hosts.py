@@ -379,7 +379,7 @@ def _as_addresses(
         return parse_targets(targets, default_port=port)
     items = list(targets)
     if items and all(isinstance(t, tuple) for t in items):
-        return [(str(h), int(p)) for h, p in items]  # type: ignore[misc]
+        return [(str(h), int(p)) for h, p in items]
     return parse_targets(items, default_port=port)  # type: ignore[arg-type]
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import logging
+import subprocess
 import threading
 import time
 import weakref
@@ -35,6 +36,7 @@ from farm.core.journal import Journal
 from farm.core.logfile import attach_log_file, log_file_for
 from farm.core.pool import SlotPool
 from farm.core.ports import SlotEnvironment
+from farm.core.records import TaskSource
 from farm.core.slot import Slot
 from farm.core.submission import Submission, submission_key
 from farm.errors import ConfigError
@@ -94,7 +96,7 @@ class Distributor:
         session_cls: type[AbstractSession] = session_class or FarmSession
         self._closed = False
         self._closer: threading.Thread | None = None
-        self.event_handler: Any = None  # taskgen compatibility: default monitor for start()
+        self.event_handler: object = None  # taskgen compatibility: default monitor for start()
         with contextlib.ExitStack() as stack:
             if backend is None:
                 backend = create_backend(cfg, targets, session_cls)
@@ -139,7 +141,11 @@ class Distributor:
 
     # -- submissions ---------------------------------------------------------------
     def add_job(
-        self, taskset: Any, monitor: Any = None, *session_parameters: Any, name: str | None = None
+        self,
+        taskset: TaskSource,
+        monitor: object = None,
+        *session_parameters: object,
+        name: str | None = None,
     ) -> Submission:
         """Queue a task set (all its variants) for ``monitor``; returns at once."""
         self._check_open()
@@ -175,7 +181,7 @@ class Distributor:
             self._pool.cond.notify_all()
         return job
 
-    def resume(self, monitor: Any = None) -> list[Submission]:
+    def resume(self, monitor: object = None) -> list[Submission]:
         """Re-add the unfinished submissions of the journal whose task set could be stored."""
         if self._journal is None:
             return []
@@ -261,7 +267,7 @@ class Distributor:
         if wait:
             self._join(machines)
 
-    def start(self, taskset: Any, *session_params: Any, wait: bool = True) -> Submission:
+    def start(self, taskset: TaskSource, *session_params: object, wait: bool = True) -> Submission:
         """taskgen API: run a task set with ``event_handler`` as monitor."""
         job = self.add_job(taskset, self.event_handler, *session_params)
         if wait:
@@ -366,7 +372,7 @@ def _as_targets(value: object) -> str | list[str] | None:
     return None
 
 
-def _stop_process(process: Any) -> None:
+def _stop_process(process: subprocess.Popen[bytes]) -> None:
     """Terminate and reap a helper process (the reaper)."""
     process.terminate()
     process.wait()

@@ -81,7 +81,8 @@ class Journal:
                 done = {
                     i
                     for (i,) in self._db.execute(
-                        "SELECT idx FROM variants WHERE job_id=? AND state!='finishing'", (job_id,)
+                        "SELECT idx FROM variants WHERE job_id=? AND state!=?",
+                        (job_id, str(SetState.FINISHING)),
                     )
                 }
                 return job_id, done
@@ -100,9 +101,8 @@ class Journal:
         """
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO variants(job_id, idx, state, tries, at) "
-                "VALUES (?,?,'finishing',1,?)",
-                (job_id, index, time.time()),
+                "INSERT OR REPLACE INTO variants(job_id, idx, state, tries, at) VALUES (?,?,?,1,?)",
+                (job_id, index, str(SetState.FINISHING), time.time()),
             )
 
     def finishing(self, job_id: int) -> set[int]:
@@ -111,7 +111,8 @@ class Journal:
             return {
                 i
                 for (i,) in self._db.execute(
-                    "SELECT idx FROM variants WHERE job_id=? AND state='finishing'", (job_id,)
+                    "SELECT idx FROM variants WHERE job_id=? AND state=?",
+                    (job_id, str(SetState.FINISHING)),
                 )
             }
 

@@ -7,7 +7,7 @@ these types without depending on the Distributor.
 from __future__ import annotations
 
 import enum
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -27,8 +27,8 @@ class Variant(Protocol):
     """What the core needs of a task-set variant (farm.taskset.TaskSet provides it)."""
 
     @property
-    def index(self) -> int:
-        """0-based ordinal of the variant within its task set."""
+    def index(self) -> int | None:
+        """0-based ordinal of the variant within its task set (None: a template)."""
         ...
 
     def description(self) -> dict[str, Any]:
@@ -37,6 +37,14 @@ class Variant(Protocol):
 
     def binaries(self) -> Mapping[str, Path]:
         """Binaries to upload: name -> file."""
+        ...
+
+
+class TaskSource(Protocol):
+    """What ``add_job`` needs of a task set: its variants, generated lazily."""
+
+    def variants(self) -> Iterable[Variant]:
+        """Every concrete variant (``index`` 0, 1, ...), in order."""
         ...
 
 

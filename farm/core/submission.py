@@ -22,7 +22,7 @@ from typing import Any
 
 from farm.core.journal import Journal
 from farm.core.ports import MonitorPort
-from farm.core.records import RunRecord, SetState
+from farm.core.records import RunRecord, SetState, TaskSource, Variant
 from farm.errors import FarmError
 
 log = logging.getLogger(__name__)
@@ -35,7 +35,7 @@ class Submission:
 
     def __init__(
         self,
-        taskset: Any,
+        taskset: TaskSource,
         monitor: MonitorPort,
         params: tuple[object, ...],
         *,
@@ -67,7 +67,7 @@ class Submission:
                 key,
                 _some(unsettled_finish),
             )
-        self._variants: Iterator[Any] = iter(taskset.variants())
+        self._variants: Iterator[Variant] = iter(taskset.variants())
         self._pending: collections.deque[RunRecord] = collections.deque()
         self._tries: dict[int, int] = {}
         self.in_flight: dict[int, RunRecord] = {}
@@ -106,13 +106,19 @@ class Submission:
                 self.error = exc
                 self.exhausted = True
                 break
-            if variant.index in self._settled:
-                self._settled.discard(variant.index)  # never needed again: keep memory flat
+            index = variant.index
+            if index is None:
+                log.error("job %s: variant %r has no index; no further variants", self.key, variant)
+                self.error = FarmError(f"variant {variant!r} has no index")
+                self.exhausted = True
+                break
+            if index in self._settled:
+                self._settled.discard(index)  # never needed again: keep memory flat
                 continue
-            replaces = variant.index in self._unsettled_finish
-            self._unsettled_finish.discard(variant.index)
+            replaces = index in self._unsettled_finish
+            self._unsettled_finish.discard(index)
             # replaces_finish: see farm.monitors.base.taskset_replaces_finish
-            return RunRecord(self.key, variant.index, variant, replaces_finish=replaces)
+            return RunRecord(self.key, index, variant, replaces_finish=replaces)
         return None
 
     def has_work(self) -> bool:
@@ -195,7 +201,7 @@ class Submission:
         }
 
 
-def submission_key(taskset: Any, name: str | None = None) -> str:
+def submission_key(taskset: object, name: str | None = None) -> str:
     """Stable identity of a submission across farm processes.
 
     The given name, else the task set's class and a digest of its template.
@@ -211,7 +217,7 @@ def submission_key(taskset: Any, name: str | None = None) -> str:
     return f"{cls.__module__}.{cls.__qualname__}:{digest}"
 
 
-def _template(taskset: Any) -> Any:
+def _template(taskset: Any) -> object:
     tasks = getattr(taskset, "tasks", None)
     if tasks is None:
         try:
@@ -245,7 +251,7 @@ def _some(indices: set[int], limit: int = 20) -> str:
     return text if len(ordered) <= limit else f"{text} and {len(ordered) - limit} more"
 
 
-def _count(taskset: Any) -> int | None:
+def _count(taskset: object) -> int | None:
     fn = getattr(taskset, "variant_count", None)
     if fn is None:
         return None

@@ -308,7 +308,7 @@ class FarmSession(AbstractSession):
             with self._cond:
                 request_id = message.get("id")
                 if request_id in self._replies:
-                    self._replies[request_id] = message  # type: ignore[index]
+                    self._replies[request_id] = message
                     self._cond.notify_all()
                 else:
                     self.log.warning("reply to unknown request %r", request_id)
