@@ -2,7 +2,7 @@
 
 A ``Backend`` spawns ``Guest``s by name (``qemu1``, ``qemu2``, ...). A guest is
 reachable at ``address()`` once its agent is up; readiness itself is the agent
-handshake, done by the Machine, not by the backend. ``destroy()`` is
+handshake, done by the slot (farm.core.slot), not by the backend. ``destroy()`` is
 idempotent and leaves no process behind.
 """
 

@@ -21,7 +21,7 @@ Rules:
 * ``spawn`` leases a free available host (the one free longest), waiting for
   one up to ``boot_timeout`` (then BootError "no available target among N
   hosts"; at once if every host was dropped). The wait re-checks the calling
-  Machine's ``retiring`` flag whenever it is woken: Machine.retire()/kill()
+  slot's ``retiring`` flag whenever it is woken: Slot.retire()/kill()
   call ``wake()``, so no periodic poll is needed.
 * ``HostGuest.destroy()`` only gives the host back (nothing remote is killed);
   ``alive()`` is True until the lease is marked failed (``mark_failed()``,
@@ -94,7 +94,7 @@ class HostGuest(Guest):
         return not self._failed
 
     def mark_failed(self) -> None:
-        """The target is gone; the Machine will see alive() False."""
+        """The target is gone; the slot will see alive() False."""
         self._failed = True
 
     def destroy(self) -> None:

@@ -9,7 +9,7 @@ fraction of its own ``max_machines``, then config order) among hosts that are
 under their own limit and not backing off. A spawn that fails there puts that
 host in back-off and the next host is tried at once, so the others take its
 share; only when every host is full or failing does ``spawn`` raise (the
-Machine slot then backs off itself).
+slot then backs off itself).
 
 Limits compose as ``guests on host h <= hypervisors[h].max_machines`` and
 ``sum over hosts <= the Distributor's limit`` (``max_machines`` /
@@ -21,7 +21,7 @@ Host states: ``up`` (takes guests), ``backoff`` (a spawn failed; skipped until
 thread at ``next_retry``). Retries back off exponentially from
 ``retry_min`` to ``hypervisor_retry_max`` seconds and reset after a
 successful spawn. When a host's connection is lost, every guest placed there
-reads dead at once (``alive()`` is False), so each Machine re-queues its set
+reads dead at once (``alive()`` is False), so each slot re-queues its set
 and respawns -- on the other hosts. ``status()`` is what ``farm status`` shows.
 """
 

@@ -1,6 +1,6 @@
 """The monitor contract (taskgen / MaLSAMi): five hooks, all optional to implement.
 
-The Machine calls, for each task-set variant it runs::
+A slot (farm.core.slot) calls, through a MonitorThread, for each task-set variant it runs::
 
     __taskset_start__(taskset)            the variant was sent to a target
     __taskset_event__(taskset, event)     one farm.events.Event of it

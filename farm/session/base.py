@@ -1,7 +1,7 @@
 """The session interface every target speaks, and the per-run progress it keeps.
 
 A session is the host side of one target (a farm agent, a Genode dom0, a
-pretend target). The Machine drives it as::
+pretend target). A slot (farm.core.slot) drives it as::
 
     session = SomeSession(host, port, **options)   # records configuration only
     session.connect()                               # optional: start() connects too
