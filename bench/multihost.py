@@ -58,7 +58,7 @@ try:
         if ready is None and sum(m["state"] in ("running", "idle") for m in dist.machines()) == 4:
             ready = time.monotonic() - t0
     total = time.monotonic() - t0
-    placed = {h["name"]: h["spawned"] for h in dist._backend.status()}
+    placed = {h["name"]: h["spawned"] for h in dist.backend_status()}
 finally:
     dist.close()
 print(json.dumps({"hosts": len(hosts), "sets": sets, "set_seconds": secs,

@@ -20,7 +20,7 @@ from farm.backend.base import Guest
 from farm.core.policy import Phase, Verdict, classify
 from farm.core.ports import Assignment, SlotEnvironment, SlotPort
 from farm.core.records import RunRecord
-from farm.errors import BackendError, FarmError, SessionError
+from farm.errors import AgentError, BackendError, FarmError, SessionError
 from farm.session.base import AbstractSession
 
 log = logging.getLogger(__name__)
@@ -224,12 +224,12 @@ class Slot(threading.Thread):
         """Start the run and pass its events on until it finishes; True if stopped on request."""
         cfg = self.env.config
         run, monitor = work.run, work.monitor
+        monitor.started(run)
         session, guest = self.session, self.guest
         if session is None or guest is None:
             raise BackendError("no guest")
         limit = None if cfg.set_time_limit is None else time.monotonic() + cfg.set_time_limit
         record = getattr(run.variant, "record", None)  # farm TaskSets keep their own counts
-        monitor.started(run)
         session.start(run.variant, *work.params)
         while not session.finished():
             if self.killed.is_set():
@@ -237,7 +237,11 @@ class Slot(threading.Thread):
             if self._stop_set.is_set():
                 # the agent ends every job with EXIT_EXTERNAL and sends no JOBS_DONE: the
                 # set never finishes, so leave the loop instead of waiting for it
-                session.stop()
+                try:
+                    session.stop()
+                except AgentError as exc:
+                    if exc.code != "not_running":  # it ended meanwhile: nothing to stop
+                        raise
                 for event in session.run(timeout=0.0):
                     if record is not None:
                         record(event)

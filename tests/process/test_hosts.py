@@ -49,6 +49,7 @@ def config(tmp_path: Path, port: int, token: str, **kw: object) -> FarmConfig:
     base: dict[str, object] = {
         "state_dir": tmp_path / "state",
         "log_dir": tmp_path / "log",
+        "log_file": True,  # pytest configures logging: "auto" would not
         "agent_port": port,
         "token": token,
         "heartbeat": 0.2,

@@ -250,13 +250,13 @@ def test_distributor_targets_vs_config_rules(tmp_path: Path) -> None:
     base = cfg(tmp_path)
     dist = Distributor(["10.0.0.0/29"], config=base)
     try:
-        assert dist._backend.kind == "hosts"
+        assert dist.backend_kind() == "hosts"
         assert dist.get_max_machine_value() == 6  # min(hosts, machine_cap)
     finally:
         dist.close()
     dist = Distributor("10.0.0.1,10.0.0.2", config=base, max_machines=1)
     try:
-        assert dist._backend.kind == "hosts"
+        assert dist.backend_kind() == "hosts"
         assert dist.get_max_machine_value() == 1  # explicit max_machines wins
     finally:
         dist.close()
@@ -269,7 +269,7 @@ def test_distributor_targets_vs_config_rules(tmp_path: Path) -> None:
     toml.write_text(f'backend = "local"\nstate_dir = "{tmp_path / "s2"}"\nlog_dir = "{tmp_path}"\n')
     dist = Distributor(str(toml))
     try:
-        assert dist._backend.kind == "local"
+        assert dist.backend_kind() == "local"
     finally:
         dist.close()
     with pytest.raises(ConfigError, match="not found"):

@@ -82,6 +82,7 @@ class FarmDir:
             "backend": backend,
             "state_dir": self.state,
             "log_dir": self.log,
+            "log_file": True,  # pytest configures logging: "auto" would not
             "image_dir": self.images,
             "idle_linger": 0.5,
             "boot_timeout": 120.0,

@@ -66,6 +66,7 @@ class WarmFarm:
             "backend": "qemu",
             "state_dir": state,
             "log_dir": self.path / "log",
+            "log_file": True,  # pytest configures logging: "auto" would not
             "image_dir": self.images,
             "idle_linger": 0.5,
             "boot_timeout": 120.0,
