@@ -79,7 +79,7 @@ class _Host:
 class HostGuest(Guest):
     """A lease on one existing target; destroy() hands it back to the pool."""
 
-    def __init__(self, backend: HostsBackend, host: _Host, name: str) -> None:
+    def __init__(self, backend: ExistingHostsBackend, host: _Host, name: str) -> None:
         self.name = name
         self._backend = backend
         self._host = host
@@ -108,7 +108,7 @@ class HostGuest(Guest):
         return f"{self.name} on {self._host.label}"
 
 
-class HostsBackend(Backend):
+class ExistingHostsBackend(Backend):
     """Hands out available existing targets; probes and rescans them in the background."""
 
     kind = "hosts"

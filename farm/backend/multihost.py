@@ -56,7 +56,7 @@ def libvirt_host(
 
 @dataclass
 class Host:
-    """Book-keeping of one hypervisor host (guarded by the MultiHostBackend's lock)."""
+    """Book-keeping of one hypervisor host (guarded by the HypervisorsBackend's lock)."""
 
     config: HypervisorConfig
     backend: Backend
@@ -86,7 +86,9 @@ class Host:
 class MultiHostGuest(Guest):
     """A guest on one host; reads dead as soon as that host's connection is lost."""
 
-    def __init__(self, inner: Guest, host: Host, generation: int, owner: MultiHostBackend) -> None:
+    def __init__(
+        self, inner: Guest, host: Host, generation: int, owner: HypervisorsBackend
+    ) -> None:
         self.name = inner.name
         self.inner = inner
         self.host = host
@@ -129,7 +131,7 @@ class MultiHostGuest(Guest):
                 self._owner._release(self.host, self.name)
 
 
-class MultiHostBackend(Backend):
+class HypervisorsBackend(Backend):
     """Places guests on several hypervisor hosts, backs off failing hosts, reports status."""
 
     kind = "multihost"

@@ -43,7 +43,7 @@ EMPTY = [f"{SUBNET}.{i}" for i in (1, 4, 5, 6)]  # .1 is the bridge: up, but no 
 SCENARIO = r"""
 import json, sys, time
 from pathlib import Path
-from farm.backend.hosts import HostsBackend
+from farm.backend.hosts import ExistingHostsBackend
 from farm.config import FarmConfig
 from farm import Distributor
 from farm.monitors import SqliteMonitor
@@ -87,7 +87,7 @@ config = FarmConfig(
 )
 dist = Distributor([subnet], config=config)
 backend = dist._backend
-assert isinstance(backend, HostsBackend)
+assert isinstance(backend, ExistingHostsBackend)
 try:
     job1 = dist.add_job(sets(8), SqliteMonitor(base / "job1.db"))
     # every address probed at least once, both agents leased
