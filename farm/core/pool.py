@@ -92,7 +92,7 @@ class SlotPool:
             self.rebalance()
             self.cond.notify_all()
         if tries:
-            log.error("set %s given up after %d tries", work.run.label, tries)
+            log.error("set %s #%s given up after %d tries", work.run.key, work.run.index, tries)
             work.monitor.bad(work.run, tries)
         with self.cond:
             released = self.release_monitors()

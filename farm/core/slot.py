@@ -145,11 +145,10 @@ class Slot(threading.Thread):
                     )
                     if verdict is Verdict.GIVE_UP or self.boot_failures >= cfg.boot_retries:
                         self.error = exc
-                        self.log.error(
-                            "giving up after %d failed boot(s)%s",
-                            self.boot_failures,
-                            " (not retried: configuration)" if verdict is Verdict.GIVE_UP else "",
-                        )
+                        if verdict is Verdict.GIVE_UP:
+                            self.log.error("giving up: a configuration error is not retried")
+                        else:
+                            self.log.error("giving up after %d failed boots", self.boot_failures)
                         self.port.gave_up(self, exc)
                         return False
                     delay = min(_BACKOFF_CAP, 0.5 * 2**self.boot_failures)
@@ -198,26 +197,26 @@ class Slot(threading.Thread):
         reset = getattr(variant, "reset_jobs", None)  # farm TaskSets count jobs per run
         if reset is not None:
             reset()
-        self.log.info("set %s started", run.label)
+        self.log.info("set %s #%s started", run.key, run.index)
         try:
             stopped = self._drive(work)
         except (FarmError, OSError) as exc:
             verdict = classify(exc, Phase.RUN)
             if verdict is Verdict.BAD_INPUT:
-                self.log.error("set %s is bad input, given up: %s", run.label, exc)
+                self.log.error("set %s #%s is bad input, given up: %s", run.key, run.index, exc)
                 self.port.failed(self, work, count_try=True, give_up=True)
                 return  # the guest is healthy: it serves the next set
-            self.log.warning("set %s interrupted: %s", run.label, exc)
+            self.log.warning("set %s #%s interrupted: %s", run.key, run.index, exc)
             self.port.failed(self, work, count_try=not self.killed.is_set(), give_up=False)
             if isinstance(exc, SessionError | BackendError | OSError):
                 raise _GuestLost(str(exc)) from exc
             raise _GuestLost(f"{type(exc).__name__}: {exc}") from exc
         if stopped:
-            self.log.info("set %s stopped on request", run.label)
+            self.log.info("set %s #%s stopped on request", run.key, run.index)
             self.port.failed(self, work, count_try=False, give_up=False)
             return
         self.sets_done += 1
-        self.log.info("set %s finished", run.label)
+        self.log.info("set %s #%s finished", run.key, run.index)
         self.port.finished(self, work)
 
     def _drive(self, work: Assignment) -> bool:
@@ -259,7 +258,7 @@ class Slot(threading.Thread):
             if not guest.alive():
                 raise BackendError(f"guest process {guest.describe()} died")
             if limit is not None and time.monotonic() > limit:
-                self.log.info("set %s reached its time limit; stopping it", run.label)
+                self.log.info("set %s #%s reached its time limit; stopping it", run.key, run.index)
                 session.stop()
                 break
         return False

@@ -213,7 +213,7 @@ def stop_agent(proc: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTE
 
 
 LEASED = re.compile(r"farm\.backend\.hosts\.(\w+): leased (\S+)")
-SET = re.compile(r"farm\.machine\.(\w+): set (\S+) #(\d+) (interrupted|finished)")
+SET = re.compile(r"farm\.core\.slot\.(\w+): set (\S+) #(\d+) (interrupted|finished)")
 
 
 def set_hosts(log: str) -> list[tuple[str, str, str]]:

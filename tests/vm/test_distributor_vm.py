@@ -369,7 +369,7 @@ def test_seed004_shell_flow(farm_dir: FarmDir, backend: str) -> None:
     assert set(farm_dir.recorded(kind).values()) == guests
     dist_log = (farm_dir.log / "distributor.log").read_text()
     for name in ("qemu1", "qemu2", "qemu3"):
-        assert re.search(rf"farm\.machine\.{name}: ready at 127\.0\.0\.1:\d+", dist_log), name
+        assert re.search(rf"farm\.core\.slot\.{name}: ready at 127\.0\.0\.1:\d+", dist_log), name
     assert f"backend={backend}" in dist_log
 
     assert report["finished"] is True
