@@ -15,7 +15,7 @@ from typing import Any
 
 from farm.core.records import RunRecord
 from farm.events import Event
-from farm.monitors.base import AbstractMonitor, running
+from farm.monitors.base import AbstractMonitor, current_run, running
 
 log = logging.getLogger(__name__)
 
@@ -69,22 +69,23 @@ class MonitorThread(AbstractMonitor):
     def bad(self, run: RunRecord, tries: int) -> None:
         self._submit("__taskset_bad__", run.variant, tries, run=run)
 
-    # the monitor hooks themselves (a MonitorThread is a monitor too)
+    # the monitor hooks themselves (a MonitorThread is a monitor too: nested in another
+    # wrapper it keeps the run record of the hook that called it)
 
     def __taskset_start__(self, taskset: Any) -> None:
-        self._submit("__taskset_start__", taskset)
+        self._submit("__taskset_start__", taskset, run=current_run(taskset))
 
     def __taskset_event__(self, taskset: Any, event: Event) -> None:
-        self._submit("__taskset_event__", taskset, event)
+        self._submit("__taskset_event__", taskset, event, run=current_run(taskset))
 
     def __taskset_finish__(self, taskset: Any) -> None:
-        self._submit("__taskset_finish__", taskset)
+        self._submit("__taskset_finish__", taskset, run=current_run(taskset))
 
     def __taskset_stop__(self, taskset: Any) -> None:
-        self._submit("__taskset_stop__", taskset)
+        self._submit("__taskset_stop__", taskset, run=current_run(taskset))
 
     def __taskset_bad__(self, taskset: Any, tries: int) -> None:
-        self._submit("__taskset_bad__", taskset, tries)
+        self._submit("__taskset_bad__", taskset, tries, run=current_run(taskset))
 
     def then(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` on the worker once every hook queued so far has run.

@@ -77,3 +77,18 @@ def test_null_monitor_implements_every_hook() -> None:
 
 def test_set_states_are_the_stored_strings() -> None:
     assert [str(s) for s in SetState] == ["started", "finishing", "finished", "stopped", "bad"]
+
+
+def test_a_nested_monitor_thread_keeps_the_run_record() -> None:
+    variant = next(iter(many(1).variants()))
+    mon = Seen()
+    inner = MonitorThread(mon)
+    outer = MonitorThread(inner, close_monitor=False)
+    try:
+        outer.started(RunRecord("sub-b", 0, variant))
+        outer.flush()
+        inner.flush()
+    finally:
+        outer.close()
+        inner.close()
+    assert mon.labels == ["sub-b#0"]
