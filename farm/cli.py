@@ -153,9 +153,10 @@ def run(
     With DEST (CIDR ranges, addresses, host:port) it runs on those existing
     targets instead; without, it spawns guests of the configured backend.
     """
-    from farm import Distributor, tasksets
     from farm import monitors as monitor_mod
     from farm import session as session_mod
+    from farm import tasksets
+    from farm.core.distributor import Distributor
     from farm.monitors.fanout import FanoutMonitor
 
     try:
