@@ -40,7 +40,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from agent_rtt import TRIVIAL, bare_exchange  # noqa: E402
 from common import farm_config, percentile  # noqa: E402
 
-from farm.distributor import Distributor  # noqa: E402
+from farm import Distributor  # noqa: E402
 from farm.monitors import AbstractMonitor  # noqa: E402
 from farm.monitors.fanout import FanoutMonitor  # noqa: E402
 from farm.monitors.sqlite import SqliteMonitor  # noqa: E402

@@ -29,7 +29,7 @@ sys.path.insert(0, str(ROOT))
 
 from common import farm_config  # noqa: E402
 
-from farm.distributor import Distributor  # noqa: E402
+from farm import Distributor  # noqa: E402
 from farm.monitors import AbstractMonitor  # noqa: E402
 from farm.taskset import Task, TaskSet  # noqa: E402
 

@@ -32,7 +32,7 @@ RUN = r"""
 import json, sys, time
 from pathlib import Path
 from farm.config import FarmConfig
-from farm.distributor import Distributor
+from farm import Distributor
 from farm.taskset import Task, TaskSet
 
 base, images, sock, mode = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3], sys.argv[4]
@@ -58,7 +58,7 @@ try:
         if ready is None and sum(m["state"] in ("running", "idle") for m in dist.machines()) == 4:
             ready = time.monotonic() - t0
     total = time.monotonic() - t0
-    placed = {h["name"]: h["spawned"] for h in dist._backend.status()}
+    placed = {h["name"]: h["spawned"] for h in dist.backend_status()}
 finally:
     dist.close()
 print(json.dumps({"hosts": len(hosts), "sets": sets, "set_seconds": secs,

@@ -46,7 +46,7 @@ sys.path.insert(0, str(ROOT / "bench"))
 from common import farm_config  # noqa: E402
 from dispatch import Recorder, wait_idle  # noqa: E402
 
-from farm.distributor import Distributor  # noqa: E402
+from farm import Distributor  # noqa: E402
 from farm.profile import load_profile  # noqa: E402
 from farm.taskset import Task, TaskSet  # noqa: E402
 

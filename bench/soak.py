@@ -31,8 +31,8 @@ import psutil
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from farm import Distributor  # noqa: E402
 from farm.config import FarmConfig  # noqa: E402
-from farm.distributor import Distributor  # noqa: E402
 from farm.monitors import AbstractMonitor, FanoutMonitor, SqliteMonitor  # noqa: E402
 from farm.taskset import Task, TaskSet  # noqa: E402
 

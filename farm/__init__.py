@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 _EXPORTS = {
-    "Distributor": "farm.distributor",
+    "Distributor": "farm.core.distributor",
     "FarmConfig": "farm.config",
     "Task": "farm.taskset",
     "TaskSet": "farm.taskset",
@@ -42,7 +42,7 @@ __all__ = [  # noqa: RUF022 - same order as _EXPORTS
 
 if TYPE_CHECKING:
     from farm.config import FarmConfig
-    from farm.distributor import Distributor
+    from farm.core.distributor import Distributor
     from farm.errors import FarmError
     from farm.events import Event, EventType
     from farm.monitors import AbstractMonitor

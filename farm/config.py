@@ -63,6 +63,9 @@ class FarmConfig:
     agent_port: int = 3001
     token: str | None = None
     journal: bool = True
+    # log/distributor.log: "auto" (only if the application set up no logging), true, a path,
+    # or "" / false (never)
+    log_file: str | bool = "auto"
     profile: dict[str, Any] = field(default_factory=dict)  # overrides of the default profile
     # several libvirt hypervisor hosts (tables or HypervisorConfig); empty: one backend as above
     hypervisors: tuple[HypervisorConfig, ...] = ()
@@ -113,6 +116,10 @@ class FarmConfig:
         for name in ("boot_timeout", "heartbeat", "heartbeat_timeout", "rescan_interval"):
             _positive(name, getattr(self, name))
         _positive("idle_linger", self.idle_linger, allow_zero=True)
+        if not isinstance(self.log_file, str | bool):
+            raise ConfigError(
+                f"log_file must be 'auto', true, false or a path, got {self.log_file!r}"
+            )
         if self.set_time_limit is not None:
             _positive("set_time_limit", self.set_time_limit)
         if self.heartbeat_timeout <= self.heartbeat:

@@ -28,13 +28,13 @@ def create(
     connection per hypervisor host, see ``farm.backend.multihost``).
     """
     if targets is not None:
-        from farm.backend.hosts import HostsBackend
+        from farm.backend.hosts import ExistingHostsBackend
 
-        return HostsBackend(config, targets, session_class, **options)
+        return ExistingHostsBackend(config, targets, session_class, **options)
     if config.hypervisors:
-        from farm.backend.multihost import MultiHostBackend
+        from farm.backend.multihost import HypervisorsBackend
 
-        return MultiHostBackend(config, **options)
+        return HypervisorsBackend(config, **options)
     if config.backend == "local":
         from farm.backend.local import LocalBackend
 

@@ -2,15 +2,17 @@
 
 A ``Backend`` spawns ``Guest``s by name (``qemu1``, ``qemu2``, ...). A guest is
 reachable at ``address()`` once its agent is up; readiness itself is the agent
-handshake, done by the Machine, not by the backend. ``destroy()`` is
+handshake, done by the slot (farm.core.slot), not by the backend. ``destroy()`` is
 idempotent and leaves no process behind.
 """
 
 from __future__ import annotations
 
 import abc
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 
 class Guest(abc.ABC):
@@ -54,9 +56,37 @@ class Guest(abc.ABC):
 
 
 class Backend(abc.ABC):
-    """Spawns guests; knows how to find and reap what an earlier farm left behind."""
+    """Spawns guests; knows how to find and reap what an earlier farm left behind.
+
+    Optional capabilities have defaults here, so callers never probe with hasattr:
+    ``capacity`` (guests it can take now; None: unlimited), ``size`` (number of
+    fixed targets; None: not a fixed set), ``status()`` (per-host rows for
+    ``farm status``) and ``on_capacity_changed`` (set by the Distributor, called
+    by the backend, with no lock held, when its capacity grew).
+    """
 
     kind: str = "?"
+    on_capacity_changed: Callable[[], None] | None = None
+
+    @property
+    def capacity(self) -> int | None:
+        """How many guests the backend can hold now; None: no limit of its own."""
+        return None
+
+    @property
+    def size(self) -> int | None:
+        """Number of fixed targets (existing hosts); None when guests are made on demand."""
+        return None
+
+    def status(self) -> list[dict[str, Any]]:
+        """One row per host for ``farm status``; [] for single-host backends."""
+        return []
+
+    def _capacity_grew(self) -> None:
+        """Tell the listener (the Distributor) that more guests fit now."""
+        listener = self.on_capacity_changed
+        if listener is not None:
+            listener()
 
     @abc.abstractmethod
     def spawn(self, name: str, token: str) -> Guest:

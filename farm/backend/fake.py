@@ -1,4 +1,4 @@
-"""Fakes of the backend interface, for unit tests of Machine/Distributor (no processes).
+"""Fakes of the backend interface, for unit tests of Slot/Distributor (no processes).
 
 ``FakeBackend`` hands out ``FakeGuest``s; ``FakeGuestSession`` is a simulated
 session bound to its guest, so a test can crash (``guest.crash()``) or hang

@@ -21,7 +21,7 @@ Rules:
 * ``spawn`` leases a free available host (the one free longest), waiting for
   one up to ``boot_timeout`` (then BootError "no available target among N
   hosts"; at once if every host was dropped). The wait re-checks the calling
-  Machine's ``retiring`` flag whenever it is woken: Machine.retire()/kill()
+  slot's ``retiring`` flag whenever it is woken: Slot.retire()/kill()
   call ``wake()``, so no periodic poll is needed.
 * ``HostGuest.destroy()`` only gives the host back (nothing remote is killed);
   ``alive()`` is True until the lease is marked failed (``mark_failed()``,
@@ -79,7 +79,7 @@ class _Host:
 class HostGuest(Guest):
     """A lease on one existing target; destroy() hands it back to the pool."""
 
-    def __init__(self, backend: HostsBackend, host: _Host, name: str) -> None:
+    def __init__(self, backend: ExistingHostsBackend, host: _Host, name: str) -> None:
         self.name = name
         self._backend = backend
         self._host = host
@@ -94,7 +94,7 @@ class HostGuest(Guest):
         return not self._failed
 
     def mark_failed(self) -> None:
-        """The target is gone; the Machine will see alive() False."""
+        """The target is gone; the slot will see alive() False."""
         self._failed = True
 
     def destroy(self) -> None:
@@ -108,7 +108,7 @@ class HostGuest(Guest):
         return f"{self.name} on {self._host.label}"
 
 
-class HostsBackend(Backend):
+class ExistingHostsBackend(Backend):
     """Hands out available existing targets; probes and rescans them in the background."""
 
     kind = "hosts"
@@ -240,7 +240,7 @@ class HostsBackend(Backend):
             raise ConfigError("no targets given")
 
     # -- inspection ----------------------------------------------------------------
-    def status(self) -> dict[str, int]:
+    def counts(self) -> dict[str, int]:
         """Host counts by state: free, leased, down, dropped, probing, new."""
         with self._cond:
             return self._counts_locked()
@@ -261,7 +261,7 @@ class HostsBackend(Backend):
             ]
 
     def wait_for(self, predicate: Callable[[dict[str, int]], bool], timeout: float) -> bool:
-        """Block until ``predicate(status())`` holds (or timeout); for tests and tools."""
+        """Block until ``predicate(counts())`` holds (or timeout); for tests and tools."""
         deadline = time.monotonic() + timeout
         with self._cond:
             while not predicate(self._counts_locked()):
@@ -379,7 +379,7 @@ def _as_addresses(
         return parse_targets(targets, default_port=port)
     items = list(targets)
     if items and all(isinstance(t, tuple) for t in items):
-        return [(str(h), int(p)) for h, p in items]  # type: ignore[misc]
+        return [(str(h), int(p)) for h, p in items]
     return parse_targets(items, default_port=port)  # type: ignore[arg-type]
 
 

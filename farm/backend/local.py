@@ -1,7 +1,7 @@
 """``local`` backend: each "machine" is a farm agent process on 127.0.0.1.
 
 No VM at all: for dry runs, development, fast tests, and boards where the
-agent runs natively. The same Machine/Distributor code drives it.
+agent runs natively. The same Slot/Distributor code drives it.
 """
 
 from __future__ import annotations

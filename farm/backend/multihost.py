@@ -9,7 +9,7 @@ fraction of its own ``max_machines``, then config order) among hosts that are
 under their own limit and not backing off. A spawn that fails there puts that
 host in back-off and the next host is tried at once, so the others take its
 share; only when every host is full or failing does ``spawn`` raise (the
-Machine slot then backs off itself).
+slot then backs off itself).
 
 Limits compose as ``guests on host h <= hypervisors[h].max_machines`` and
 ``sum over hosts <= the Distributor's limit`` (``max_machines`` /
@@ -21,7 +21,7 @@ Host states: ``up`` (takes guests), ``backoff`` (a spawn failed; skipped until
 thread at ``next_retry``). Retries back off exponentially from
 ``retry_min`` to ``hypervisor_retry_max`` seconds and reset after a
 successful spawn. When a host's connection is lost, every guest placed there
-reads dead at once (``alive()`` is False), so each Machine re-queues its set
+reads dead at once (``alive()`` is False), so each slot re-queues its set
 and respawns -- on the other hosts. ``status()`` is what ``farm status`` shows.
 """
 
@@ -56,7 +56,7 @@ def libvirt_host(
 
 @dataclass
 class Host:
-    """Book-keeping of one hypervisor host (guarded by the MultiHostBackend's lock)."""
+    """Book-keeping of one hypervisor host (guarded by the HypervisorsBackend's lock)."""
 
     config: HypervisorConfig
     backend: Backend
@@ -86,7 +86,9 @@ class Host:
 class MultiHostGuest(Guest):
     """A guest on one host; reads dead as soon as that host's connection is lost."""
 
-    def __init__(self, inner: Guest, host: Host, generation: int, owner: MultiHostBackend) -> None:
+    def __init__(
+        self, inner: Guest, host: Host, generation: int, owner: HypervisorsBackend
+    ) -> None:
         self.name = inner.name
         self.inner = inner
         self.host = host
@@ -129,7 +131,7 @@ class MultiHostGuest(Guest):
                 self._owner._release(self.host, self.name)
 
 
-class MultiHostBackend(Backend):
+class HypervisorsBackend(Backend):
     """Places guests on several hypervisor hosts, backs off failing hosts, reports status."""
 
     kind = "multihost"
@@ -154,8 +156,6 @@ class MultiHostBackend(Backend):
         self._clock = clock
         self._lock = threading.Lock()
         self._wake = threading.Event()
-        #: called (no lock held) when a host comes back: the Distributor fills the new room
-        self.capacity_changed: Callable[[], None] | None = None
         self._closed = False
         self.hosts: list[Host] = []
         for i, hv in enumerate(hosts):
@@ -362,8 +362,8 @@ class MultiHostBackend(Backend):
                         if back:
                             host.state = "up"
                             log.info("hypervisor %s is back", host.name)
-                    if back and self.capacity_changed is not None:
-                        self.capacity_changed()
+                    if back:  # no lock held: the Distributor fills the new room
+                        self._capacity_grew()
             timeout = max(0.05, min(waits, default=1.0)) if not due else 0.0
             self._wake.wait(min(timeout, 1.0))
             self._wake.clear()

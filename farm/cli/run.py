@@ -61,14 +61,14 @@ def run(
     from farm import monitors as monitor_mod
     from farm import session as session_mod
     from farm import tasksets
-    from farm.distributor import Distributor
+    from farm.core.distributor import Distributor
     from farm.monitors.fanout import FanoutMonitor
 
     try:
         ts_cls = tasksets.resolve(taskset)
         mons = [monitor_mod.resolve(name)() for name in monitors]
         session_cls = session_mod.resolve(session_name) if session_name else None
-        overrides: dict[str, Any] = {"backend": backend, "network": network}
+        overrides: dict[str, Any] = {"backend": backend, "network": network, "log_file": True}
         if machines is not None:
             overrides["max_machines"] = machines  # validated with the config, before any boot
         if port is not None:

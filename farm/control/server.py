@@ -21,8 +21,9 @@ import stat
 import threading
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
+from farm.config import FarmConfig
 from farm.control.sockpath import short_path, socket_path
 
 log = logging.getLogger(__name__)
@@ -46,20 +47,36 @@ def socket_alive(path: Path, timeout: float = 1.0) -> bool:
         sock.close()
 
 
-def status_of(dist: Any, started: float) -> dict[str, Any]:
+class StatusSource(Protocol):
+    """The public Distributor methods the status document is made of."""
+
+    @property
+    def config(self) -> FarmConfig: ...
+
+    def get_max_machine_value(self) -> int: ...
+
+    def machines(self) -> list[dict[str, object]]: ...
+
+    def jobs(self) -> list[dict[str, object]]: ...
+
+    def backend_kind(self) -> str: ...
+
+    def backend_status(self) -> list[dict[str, Any]]: ...
+
+
+def status_of(dist: StatusSource, started: float) -> dict[str, Any]:
     """The status document of a Distributor (what ``ControlClient.status()`` returns)."""
-    backend = getattr(dist, "_backend", None)
     return {
         "pid": os.getpid(),
         "started": started,
         "limit": dist.get_max_machine_value(),
         "state_dir": str(Path(dist.config.state_dir).resolve()),
-        "backend": getattr(backend, "kind", None) or dist.config.backend,
+        "backend": dist.backend_kind() or dist.config.backend,
         "network": dist.config.network,
         "machines": dist.machines(),
         "jobs": dist.jobs(),
         "leases": _leases(dist.config),
-        "hosts": _hosts(backend),
+        "hosts": _hosts(dist),
     }
 
 
@@ -99,23 +116,19 @@ def _leases(config: Any) -> list[dict[str, Any]]:
     return rows
 
 
-def _hosts(backend: Any) -> list[dict[str, Any]]:
-    """The backend's per-host status when it has a ``status()`` method, else []."""
-    status = getattr(backend, "status", None)
-    if not callable(status):
-        return []
+def _hosts(dist: StatusSource) -> list[dict[str, Any]]:
+    """The backend's per-host status ([] for single-host backends)."""
     try:
-        hosts = status()
+        return list(dist.backend_status())
     except Exception as exc:
         log.warning("backend status failed: %s", exc)
         return [{"error": str(exc)}]
-    return list(hosts) if isinstance(hosts, list | tuple) else []
 
 
 class ControlServer:
     """Serves a Distributor's status on a UNIX socket until :meth:`close`."""
 
-    def __init__(self, dist: Any, path: Path | None = None) -> None:
+    def __init__(self, dist: StatusSource, path: Path | None = None) -> None:
         self.dist = dist
         self.path = Path(path) if path else socket_path(dist.config.state_dir)
         self.started = time.time()

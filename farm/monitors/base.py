@@ -1,6 +1,6 @@
 """The monitor contract (taskgen / MaLSAMi): five hooks, all optional to implement.
 
-The Machine calls, for each task-set variant it runs::
+A slot (farm.core.slot) calls, through a MonitorThread, for each task-set variant it runs::
 
     __taskset_start__(taskset)            the variant was sent to a target
     __taskset_event__(taskset, event)     one farm.events.Event of it
@@ -11,26 +11,58 @@ The Machine calls, for each task-set variant it runs::
 Wrap a monitor in farm.monitors.MonitorThread to have its calls serialised on
 a thread of its own, with exceptions logged instead of raised.
 
-A variant identifies itself by attributes the Distributor sets: ``job_id`` (or
-``name``) and ``index`` (0-based ordinal within its job); the helpers below
-read them defensively, so monitors also accept plain task sets.
+The Distributor never writes onto task-set objects: each variant travels in a
+:class:`farm.core.records.RunRecord` (submission key, index, replaces_finish).
+While a hook runs on a MonitorThread, :func:`current_run` returns that record,
+and the helpers below read it first: ``taskset_job`` gives the submission key,
+``taskset_replaces_finish`` its flag. Outside a farm run (a plain task set fed
+by hand) they fall back to the object's own ``job_id``/``name``/``index``
+attributes, read defensively.
 
 A farm that died after telling a monitor that a set finished but before its
 journal settled it runs the set again when resumed, with ``replaces_finish``
-set on the variant: this run's finish replaces an earlier one that may already
+set in its run record: this run's finish replaces an earlier one that may already
 be recorded. A store keyed by (job, index) replaces that record
 (SqliteMonitor); an append-only one marks the new finish (CSV, log).
 """
 
 from __future__ import annotations
 
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
+from farm.core.records import RunRecord
 from farm.events import Event
+
+_local = threading.local()
+
+
+def current_run(taskset: object = None) -> RunRecord | None:
+    """The run record of the hook running on this thread (of ``taskset``, if given)."""
+    run: RunRecord | None = getattr(_local, "run", None)
+    if run is None or (taskset is not None and run.variant is not taskset):
+        return None
+    return run
+
+
+@contextmanager
+def running(run: RunRecord | None) -> Iterator[None]:
+    """Make ``run`` the :func:`current_run` of this thread while the block runs."""
+    before = getattr(_local, "run", None)
+    _local.run = run
+    try:
+        yield
+    finally:
+        _local.run = before
 
 
 def taskset_job(taskset: Any) -> str:
-    """Name of the job a variant belongs to (``job_id``, ``job_name``, ``name``, class name)."""
+    """Submission a variant belongs to (its run's key, else ``job_id``, ``job_name``, ``name``)."""
+    run = current_run(taskset)
+    if run is not None:
+        return run.key
     for attr in ("job_id", "job_name", "name"):
         value = getattr(taskset, attr, None)
         if value is not None and not callable(value):
@@ -48,6 +80,9 @@ def taskset_variant(taskset: Any) -> int | None:
 
 def taskset_replaces_finish(taskset: Any) -> bool:
     """True if an earlier finish of this variant may already be recorded (a resumed re-run)."""
+    run = current_run(taskset)
+    if run is not None:
+        return run.replaces_finish
     return getattr(taskset, "replaces_finish", False) is True
 
 

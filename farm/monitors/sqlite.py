@@ -48,6 +48,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from farm.core.records import SetState
 from farm.events import Event, EventType
 from farm.monitors.base import (
     AbstractMonitor,
@@ -335,27 +336,29 @@ class SqliteMonitor(AbstractMonitor):
             attempt,
         )
 
-    def _settle(self, taskset: Any, run_state: str, state: str, tries: int | None = None) -> None:
+    def _settle(
+        self, taskset: Any, run_state: str, state: SetState, tries: int | None = None
+    ) -> None:
         now = time.time()
         with self._lock, self.connection as conn:
             taskset_id = self._taskset_row(conn, taskset)
-            if state == "finished" and taskset_replaces_finish(taskset):
+            if state is SetState.FINISHED and taskset_replaces_finish(taskset):
                 self._replace_finish(conn, taskset, taskset_id)
             self._end_run(conn, taskset_id, run_state, now)
-            finished_at = now if state == "finished" else None
+            finished_at = now if state is SetState.FINISHED else None
             conn.execute(
                 "UPDATE tasksets SET state = ?, finished_at = ?, tries = MAX(tries, ?) "
                 "WHERE id = ?",
-                (state, finished_at, tries or 0, taskset_id),
+                (str(state), finished_at, tries or 0, taskset_id),
             )
-        if state in ("finished", "bad"):
+        if state in (SetState.FINISHED, SetState.BAD):
             self._forget(taskset)
 
     def __taskset_finish__(self, taskset: Any) -> None:
-        self._settle(taskset, "finished", "finished")
+        self._settle(taskset, "finished", SetState.FINISHED)
 
     def __taskset_stop__(self, taskset: Any) -> None:
-        self._settle(taskset, "stopped", "stopped")
+        self._settle(taskset, "stopped", SetState.STOPPED)
 
     def __taskset_bad__(self, taskset: Any, tries: int) -> None:
-        self._settle(taskset, "stopped", "bad", tries)
+        self._settle(taskset, "stopped", SetState.BAD, tries)

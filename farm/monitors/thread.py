@@ -13,8 +13,9 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from farm.core.records import RunRecord
 from farm.events import Event
-from farm.monitors.base import AbstractMonitor
+from farm.monitors.base import AbstractMonitor, current_run, running
 
 log = logging.getLogger(__name__)
 
@@ -42,28 +43,49 @@ class MonitorThread(AbstractMonitor):
 
     # -- queueing --------------------------------------------------------------------
 
-    def _submit(self, hook: str, *args: Any) -> None:
+    def _submit(self, hook: str, *args: Any, run: RunRecord | None = None) -> None:
         with self._cond:
             if self._closed:
                 log.warning("%s closed: dropping %s call", self, hook)
                 return
             self._submitted += 1
-            self._queue.put((hook, args))
+            self._queue.put((hook, args, run))
+
+    # the MonitorPort of farm.core: hooks with the run record, which the wrapped
+    # monitor reads through farm.monitors.base.current_run() while its hook runs
+
+    def started(self, run: RunRecord) -> None:
+        self._submit("__taskset_start__", run.variant, run=run)
+
+    def event(self, run: RunRecord, event: Event) -> None:
+        self._submit("__taskset_event__", run.variant, event, run=run)
+
+    def finished(self, run: RunRecord) -> None:
+        self._submit("__taskset_finish__", run.variant, run=run)
+
+    def stopped(self, run: RunRecord) -> None:
+        self._submit("__taskset_stop__", run.variant, run=run)
+
+    def bad(self, run: RunRecord, tries: int) -> None:
+        self._submit("__taskset_bad__", run.variant, tries, run=run)
+
+    # the monitor hooks themselves (a MonitorThread is a monitor too: nested in another
+    # wrapper it keeps the run record of the hook that called it)
 
     def __taskset_start__(self, taskset: Any) -> None:
-        self._submit("__taskset_start__", taskset)
+        self._submit("__taskset_start__", taskset, run=current_run(taskset))
 
     def __taskset_event__(self, taskset: Any, event: Event) -> None:
-        self._submit("__taskset_event__", taskset, event)
+        self._submit("__taskset_event__", taskset, event, run=current_run(taskset))
 
     def __taskset_finish__(self, taskset: Any) -> None:
-        self._submit("__taskset_finish__", taskset)
+        self._submit("__taskset_finish__", taskset, run=current_run(taskset))
 
     def __taskset_stop__(self, taskset: Any) -> None:
-        self._submit("__taskset_stop__", taskset)
+        self._submit("__taskset_stop__", taskset, run=current_run(taskset))
 
     def __taskset_bad__(self, taskset: Any, tries: int) -> None:
-        self._submit("__taskset_bad__", taskset, tries)
+        self._submit("__taskset_bad__", taskset, tries, run=current_run(taskset))
 
     def then(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` on the worker once every hook queued so far has run.
@@ -74,7 +96,7 @@ class MonitorThread(AbstractMonitor):
         with self._cond:
             if not self._closed:
                 self._submitted += 1
-                self._queue.put((_THEN, (callback,)))
+                self._queue.put((_THEN, (callback,), None))
                 return
         callback()
 
@@ -85,11 +107,12 @@ class MonitorThread(AbstractMonitor):
             item = self._queue.get()
             if item is _STOP:
                 break
-            hook, args = item
+            hook, args, run = item
             if hook == _THEN:
                 self._run_callback(args[0])
             else:
-                self._call(hook, *args)
+                with running(run):
+                    self._call(hook, *args)
             with self._cond:
                 self._done += 1
                 self._cond.notify_all()
@@ -146,3 +169,32 @@ class MonitorThread(AbstractMonitor):
 
     def __repr__(self) -> str:
         return f"MonitorThread({self.monitor!r})"
+
+
+class NullMonitor:
+    """The MonitorPort of a submission without a monitor: every hook does nothing."""
+
+    def started(self, run: RunRecord) -> None:
+        """Nothing to tell."""
+
+    def event(self, run: RunRecord, event: Event) -> None:
+        """Nothing to tell."""
+
+    def finished(self, run: RunRecord) -> None:
+        """Nothing to tell."""
+
+    def stopped(self, run: RunRecord) -> None:
+        """Nothing to tell."""
+
+    def bad(self, run: RunRecord, tries: int) -> None:
+        """Nothing to tell."""
+
+    def then(self, callback: Callable[[], None]) -> None:
+        """No hooks to wait for: run ``callback`` now."""
+        callback()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        return True
+
+    def close(self, timeout: float | None = None) -> None:
+        """Nothing to release."""

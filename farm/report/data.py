@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from farm.core.records import SetState
 from farm.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -36,7 +37,9 @@ log = logging.getLogger(__name__)
 MISS_TYPES = frozenset({"EXIT_CRITICAL", "EXIT_PERIOD", "NOT_SCHEDULED"})
 """Exit types that are deadline misses by themselves."""
 
-STATES = ("finished", "stopped", "bad", "started")
+STATES: tuple[str, ...] = tuple(
+    str(s) for s in (SetState.FINISHED, SetState.STOPPED, SetState.BAD, SetState.STARTED)
+)
 """Task-set states of the ``tasksets`` table (``started``: cut off or still running)."""
 
 _REQUIRED_TABLES = frozenset({"tasksets", "runs", "tasks", "jobs"})

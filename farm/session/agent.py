@@ -126,6 +126,25 @@ class FarmSession(AbstractSession):
         self._error: SessionError | ProtocolError | None = None
         self._last_rx = 0.0
 
+    @classmethod
+    def factory(
+        cls, *, token: str, heartbeat_timeout: float
+    ) -> Callable[[str, int], AbstractSession]:
+        """Sessions to booting guests: the farm's token, and keep dialling until it answers."""
+
+        def build(host: str, port: int) -> AbstractSession:
+            return cls(
+                host,
+                port,
+                token=token,
+                heartbeat_timeout=heartbeat_timeout,
+                connect_attempts=100_000,
+                retry_wait=0.02,
+                retry_wait_max=0.05,  # a booting guest: notice its agent within 50 ms
+            )
+
+        return build
+
     # -- availability ----------------------------------------------------------------
 
     @classmethod
@@ -289,7 +308,7 @@ class FarmSession(AbstractSession):
             with self._cond:
                 request_id = message.get("id")
                 if request_id in self._replies:
-                    self._replies[request_id] = message  # type: ignore[index]
+                    self._replies[request_id] = message
                     self._cond.notify_all()
                 else:
                     self.log.warning("reply to unknown request %r", request_id)

@@ -1,7 +1,7 @@
 """The session interface every target speaks, and the per-run progress it keeps.
 
 A session is the host side of one target (a farm agent, a Genode dom0, a
-pretend target). The Machine drives it as::
+pretend target). A slot (farm.core.slot) drives it as::
 
     session = SomeSession(host, port, **options)   # records configuration only
     session.connect()                               # optional: start() connects too
@@ -161,6 +161,24 @@ class AbstractSession(ABC):
         self.taskset: TaskSetLike | None = None
         self._closed = False
 
+    # -- construction ----------------------------------------------------------------
+
+    @classmethod
+    def factory(
+        cls, *, token: str, heartbeat_timeout: float
+    ) -> Callable[[str, int], AbstractSession]:
+        """A (host, port) -> session builder for the Distributor's guests.
+
+        Built once per Distributor; this default passes only the address. Sessions
+        that authenticate or watch heartbeats (FarmSession) override it to pass
+        ``token`` and ``heartbeat_timeout``.
+        """
+
+        def build(host: str, port: int) -> AbstractSession:
+            return cls(host, port)
+
+        return build
+
     # -- availability and connection -------------------------------------------------
 
     @classmethod
@@ -179,6 +197,9 @@ class AbstractSession(ABC):
         """
 
     # -- running task sets -----------------------------------------------------------
+
+    def interrupt(self, reason: str = "interrupted") -> None:  # noqa: B027 - optional
+        """Make a waiting run() raise SessionError now (its machine is being killed)."""
 
     @abstractmethod
     def start(self, taskset: TaskSetLike, *params: Any) -> None:

@@ -113,7 +113,7 @@ class GenodeSession(AbstractSession):
                 answer = recv_exact(sock, WORD.size)
         except OSError:
             return False
-        return WORD.unpack(answer)[0] == Command.AVAILABLE
+        return bool(WORD.unpack(answer)[0] == Command.AVAILABLE)
 
     def connect(
         self, timeout: float | None = None, alive: Callable[[], bool] | None = None

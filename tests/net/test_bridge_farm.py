@@ -25,7 +25,7 @@ SCENARIO = r"""
 import json, subprocess, sys, time
 from pathlib import Path
 from farm.config import FarmConfig
-from farm.distributor import Distributor
+from farm import Distributor
 from farm.monitors import SqliteMonitor
 from farm.taskset import Task, TaskSet
 from farm.tasksets.example import Hey0TaskSet
@@ -114,7 +114,7 @@ KILLED = r"""
 import os, signal, sys, time
 from pathlib import Path
 from farm.config import FarmConfig
-from farm.distributor import Distributor
+from farm import Distributor
 from farm.monitors import SqliteMonitor
 from farm.taskset import Task, TaskSet
 
@@ -138,7 +138,7 @@ AFTER = r"""
 import json, subprocess, sys
 from pathlib import Path
 from farm.config import FarmConfig
-from farm.distributor import Distributor
+from farm import Distributor
 from farm.monitors import SqliteMonitor
 from farm.tasksets.example import Hey0TaskSet
 

@@ -24,7 +24,7 @@ SCENARIO = r"""
 import json, re, subprocess, sys, time
 from pathlib import Path
 from farm.config import FarmConfig
-from farm.distributor import Distributor
+from farm import Distributor
 from farm.monitors import SqliteMonitor
 from farm.taskset import Task, TaskSet
 
@@ -106,7 +106,7 @@ def test_tap_down_mid_set_reruns_it_elsewhere_exactly_once(
     # ... and re-run on another guest: the finish was logged after the interruption by a
     # machine whose guest booted after the cut, or by another machine
     after = text[interrupted.end() :]
-    finish = re.search(rf"farm\.machine\.(qemu\d+): set \S+ #{index} finished", after)
+    finish = re.search(rf"farm\.core\.slot\.(qemu\d+): set \S+ #{index} finished", after)
     assert finish is not None, context
     if finish.group(1) == victim:  # same slot: must be the replacement guest
         assert re.search(rf"{victim}: ready at", after[: finish.start()]), context

@@ -43,9 +43,9 @@ EMPTY = [f"{SUBNET}.{i}" for i in (1, 4, 5, 6)]  # .1 is the bridge: up, but no 
 SCENARIO = r"""
 import json, sys, time
 from pathlib import Path
-from farm.backend.hosts import HostsBackend
+from farm.backend.hosts import ExistingHostsBackend
 from farm.config import FarmConfig
-from farm.distributor import Distributor
+from farm import Distributor
 from farm.monitors import SqliteMonitor
 from farm.taskset import Task, TaskSet
 
@@ -87,13 +87,13 @@ config = FarmConfig(
 )
 dist = Distributor([subnet], config=config)
 backend = dist._backend
-assert isinstance(backend, HostsBackend)
+assert isinstance(backend, ExistingHostsBackend)
 try:
     job1 = dist.add_job(sets(8), SqliteMonitor(base / "job1.db"))
     # every address probed at least once, both agents leased
-    wait_for(lambda: backend.status()["leased"] == 2
+    wait_for(lambda: backend.counts()["leased"] == 2
              and all(h["probes"] >= 1 for h in backend.hosts()), 30, "two leases")
-    say("found", max_machines=dist.get_max_machine_value(), status=backend.status(),
+    say("found", max_machines=dist.get_max_machine_value(), status=backend.counts(),
         hosts=backend.hosts())
 
     wait_for(lambda: any(m["address"] == A and m["current"] for m in dist.machines()), 30,
@@ -103,7 +103,7 @@ try:
 
     finished1 = dist.wait_finished(timeout=90)
     say("job1", finished=finished1, stopped=job1.stopped, jobs=dist.jobs(),
-        host_a=host(A), status=backend.status())
+        host_a=host(A), status=backend.counts())
     expect("restarted")
     mark = (base / "log" / "distributor.log").stat().st_size
 
@@ -213,7 +213,7 @@ def stop_agent(proc: subprocess.Popen[bytes], sig: signal.Signals = signal.SIGTE
 
 
 LEASED = re.compile(r"farm\.backend\.hosts\.(\w+): leased (\S+)")
-SET = re.compile(r"farm\.machine\.(\w+): set (\S+) #(\d+) (interrupted|finished)")
+SET = re.compile(r"farm\.core\.slot\.(\w+): set (\S+) #(\d+) (interrupted|finished)")
 
 
 def set_hosts(log: str) -> list[tuple[str, str, str]]:

@@ -27,7 +27,7 @@ SCENARIO = r"""
 import json, subprocess, sys
 from pathlib import Path
 from farm.config import FarmConfig
-from farm.distributor import Distributor
+from farm import Distributor
 from farm.monitors import SqliteMonitor
 from farm.taskset import Task, TaskSet
 from farm.tasksets.example import Hey0TaskSet
@@ -122,7 +122,7 @@ EXTERNAL = r"""
 import json, subprocess, sys
 from pathlib import Path
 from farm.config import FarmConfig
-from farm.distributor import Distributor
+from farm import Distributor
 from farm.errors import NetworkError
 from farm.monitors import SqliteMonitor
 from farm.bridge.bridge import plan_for

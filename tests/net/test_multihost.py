@@ -50,7 +50,7 @@ SCENARIO = r"""
 import json, sys, time
 from pathlib import Path
 from farm.config import FarmConfig
-from farm.distributor import Distributor
+from farm import Distributor
 from farm.monitors import SqliteMonitor
 from farm.taskset import Task, TaskSet
 
@@ -67,7 +67,7 @@ def wait_for(cond, timeout, what):
         time.sleep(0.2)
 
 def status():
-    return {h["name"]: h for h in dist._backend.status()}
+    return {h["name"]: h for h in dist.backend_status()}
 
 def sleeper(n, secs):
     return TaskSet([Task({"id": 1, "pkg": "shell", "config": {"command": f"sleep {secs}"},

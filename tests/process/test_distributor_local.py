@@ -16,8 +16,8 @@ from pathlib import Path
 import psutil
 import pytest
 
+from farm import Distributor
 from farm.config import FarmConfig
-from farm.distributor import Distributor
 from farm.monitors import FINISHED_NOT_ONCE, LoggingMonitor, SqliteMonitor
 from farm.taskset import Task, TaskSet
 from farm.tasksets.example import Hey0TaskSet
@@ -56,7 +56,7 @@ def short_sets(n: int) -> TaskSet:
 
 
 def test_seed004_flow_on_agent_processes(tmp_path: Path) -> None:
-    dist = Distributor(config(tmp_path))
+    dist = Distributor(config(tmp_path, log_file=True))  # pytest set up logging: force the file
     log = tmp_path / "monitor.log"
     try:
         dist.add_job(Hey0TaskSet(), LoggingMonitor(log))
@@ -117,7 +117,7 @@ SCRIPT = textwrap.dedent(
     """
     import sys, time
     from farm.config import FarmConfig
-    from farm.distributor import Distributor
+    from farm import Distributor
     from farm.monitors import SqliteMonitor
     from farm.taskset import Task, TaskSet
 

@@ -39,7 +39,7 @@ SCRIPT = textwrap.dedent(
     """
     import os, signal, sys
     from farm.config import FarmConfig
-    from farm.distributor import Distributor
+    from farm import Distributor
     from farm.monitors import CsvMonitor, FanoutMonitor, LoggingMonitor, SqliteMonitor
     from farm.taskset import Task, TaskSet
 

@@ -17,9 +17,9 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-from farm.backend.hosts import HostsBackend
+from farm import Distributor
+from farm.backend.hosts import ExistingHostsBackend
 from farm.config import FarmConfig
-from farm.distributor import Distributor
 from farm.monitors import FINISHED_NOT_ONCE, SqliteMonitor
 from farm.taskset import Task, TaskSet
 from tests.helpers import wait_for
@@ -49,6 +49,7 @@ def config(tmp_path: Path, port: int, token: str, **kw: object) -> FarmConfig:
     base: dict[str, object] = {
         "state_dir": tmp_path / "state",
         "log_dir": tmp_path / "log",
+        "log_file": True,  # pytest configures logging: "auto" would not
         "agent_port": port,
         "token": token,
         "heartbeat": 0.2,
@@ -77,7 +78,7 @@ def test_cidr_pool_runs_on_answering_hosts_survives_loss_and_finds_new_ones(
     db = tmp_path / "results.db"
     dist = Distributor(["127.0.0.0/29"], config=config(tmp_path, port, token), rescan_interval=0.5)
     backend = dist._backend
-    assert isinstance(backend, HostsBackend)
+    assert isinstance(backend, ExistingHostsBackend)
     assert dist.get_max_machine_value() == 6  # one slot per host of the range
     sets = TaskSet(
         [Task({"pkg": "idle", "config": {"ms": 300}, "numberofjobs": 2, "x-run": range(10)})]
@@ -125,7 +126,7 @@ def test_hosts_refusing_repeatedly_are_dropped(
 ) -> None:
     port, token = free_port(), secrets.token_hex(16)
     agent_on(agent_factory, "127.0.0.3", port, token)
-    backend = HostsBackend(
+    backend = ExistingHostsBackend(
         config(tmp_path, port, token), ["127.0.0.2", "127.0.0.3"], drop_after=3, rescan_interval=0.1
     )
     try:

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import psutil
 
+from farm import Distributor
 from farm.config import FarmConfig
-from farm.distributor import Distributor
 from farm.monitors import SqliteMonitor
 from farm.taskset import Task, TaskSet
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from farm import Distributor
 from farm.config import FarmConfig
 from farm.control import ControlClient
-from farm.distributor import Distributor
 from farm.netjobs import Status, run_config
 from farm.taskset import Task, TaskSet
 

@@ -33,7 +33,7 @@ SCRIPT = textwrap.dedent(
     """
     import sys
     from farm.config import FarmConfig
-    from farm.distributor import Distributor
+    from farm import Distributor
     from farm.monitors import SqliteMonitor
     from farm.taskset import Task, TaskSet
 

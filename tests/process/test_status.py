@@ -7,9 +7,9 @@ import os
 import time
 from pathlib import Path
 
+from farm import Distributor
 from farm.config import FarmConfig
 from farm.control import ControlClient
-from farm.distributor import Distributor
 from farm.taskset import Task, TaskSet
 from tests.helpers import run_farm
 

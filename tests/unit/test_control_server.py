@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 
+from farm import Distributor
 from farm.backend.fake import FakeBackend, session_class_for
 from farm.config import FarmConfig
 from farm.control import ControlClient, ControlError, NoFarmRunning
 from farm.control.server import ControlServer, socket_alive
 from farm.control.sockpath import MAX_SUN_PATH, socket_path
-from farm.distributor import Distributor
 from farm.taskset import Task, TaskSet
 
 
@@ -49,6 +49,12 @@ class FakeDist:
 
     def jobs(self) -> list[dict[str, Any]]:
         return [{"job": 1, "name": "Hey0TaskSet", "total": 4, "finished": 2, "done": False}]
+
+    def backend_kind(self) -> str:
+        return getattr(self._backend, "kind", "")
+
+    def backend_status(self) -> list[dict[str, Any]]:
+        return self._backend.status() if self._backend is not None else []
 
 
 class FakeHostsBackend:

@@ -1,4 +1,4 @@
-"""Distributor + Machine + Job + Journal against FakeBackend/FakeGuestSession (no processes)."""
+"""Distributor + Slot + Submission + Journal against FakeBackend/FakeGuestSession (no processes)."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
+from farm import Distributor
 from farm.backend.fake import FakeBackend, session_class_for
 from farm.config import FarmConfig
-from farm.distributor import Distributor
 from farm.errors import ConfigError, SessionError
 from farm.taskset import Task, TaskSet
 from farm.tasksets.example import Hey0TaskSet
@@ -36,7 +36,7 @@ def make(
 
 
 def test_shell_flow_finishes_and_goes_idle(tmp_path: Path) -> None:
-    dist, backend = make(tmp_path)
+    dist, backend = make(tmp_path, log_file=True)  # pytest configures logging: "auto" would not
     mon = RecordingMonitor()
     try:
         dist.add_job(Hey0TaskSet(), mon)
@@ -249,7 +249,7 @@ def test_kill_all_machines_requeues_and_pauses(tmp_path: Path) -> None:
         dist.kill_all_machines()
         assert dist.machines() == []
         assert not backend.live_guests()
-        for m in dist._monitors.values():
+        for m in dist._pool.monitors.values():
             m.flush()
         assert len(mon.stopped) >= 1
         dist.set_max_machine_value(2)  # resumes
@@ -283,8 +283,11 @@ class FakeCappedBackend(FakeBackend):
 
     def __init__(self, capacity: int) -> None:
         super().__init__()
-        self.capacity = capacity
-        self.capacity_changed: Any = None
+        self.cap = capacity
+
+    @property
+    def capacity(self) -> int | None:
+        return self.cap
 
 
 def test_limit_is_capped_by_backend_capacity_and_refilled_when_a_host_returns(
@@ -303,9 +306,9 @@ def test_limit_is_capped_by_backend_capacity_and_refilled_when_a_host_returns(
             seen = max(seen, len(dist.machines()))
             time.sleep(0.01)
         assert seen == 2  # no slot beyond what the hosts can take (it would only fail)
-        assert backend.capacity_changed is not None  # the Distributor listens
-        backend.capacity = 4
-        backend.capacity_changed()
+        assert backend.on_capacity_changed is not None  # the Distributor listens
+        backend.cap = 4
+        backend._capacity_grew()
         deadline = time.monotonic() + 10
         while len(dist.machines()) < 4 and time.monotonic() < deadline:
             time.sleep(0.01)

@@ -18,25 +18,25 @@ from typing import Any
 
 import pytest
 
+from farm import Distributor
 from farm.backend.fake import FakeBackend, session_class_for
 from farm.config import FarmConfig
-from farm.distributor import Distributor
+from farm.core.journal import Journal
+from farm.core.submission import Submission
 from farm.events import Event, EventType
-from farm.job import Job
-from farm.journal import Journal
 from farm.monitors import (
     FINISHED_NOT_ONCE,
     CsvMonitor,
     LoggingMonitor,
     SqliteMonitor,
-    taskset_replaces_finish,
 )
 from farm.monitors.csvfile import REPLACES_FINISH
+from farm.monitors.thread import NullMonitor
 from farm.taskset import Task, TaskSet
 
 
 class Variant:
-    """A concrete variant as a Job hands it out (job_id, index, description)."""
+    """A concrete variant as a farm run shows it to monitors (job_id, index, description)."""
 
     def __init__(self, index: int, *, again: bool = False, job_id: str = "job-a") -> None:
         self.index = index
@@ -187,22 +187,22 @@ def test_journal_finishing_is_not_settled(tmp_path: Path) -> None:
         journal.close()
 
 
-def test_job_flags_only_the_unsettled_finishes(
+def test_submission_flags_only_the_unsettled_finishes(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     journal = Journal(tmp_path / "journal.db")
     try:
         ts = many(5)
-        first = Job(ts, None, (), key="k", set_tries=3, journal=journal)
+        first = Submission(ts, NullMonitor(), (), key="k", set_tries=3, journal=journal)
         taken = [first.take() for _ in range(3)]
         first.complete(taken[0])
         first.finishing(taken[1])  # farm dies: 1 told to its monitor, 2 still running
-        with caplog.at_level(logging.WARNING, logger="farm.job"):
-            resumed = Job(many(5), None, (), key="k", set_tries=3, journal=journal)
+        with caplog.at_level(logging.WARNING, logger="farm.core.submission"):
+            resumed = Submission(many(5), NullMonitor(), (), key="k", set_tries=3, journal=journal)
         assert resumed.skipped == 1
         variants = [resumed.take() for _ in range(4)]
         assert [v.index for v in variants] == [1, 2, 3, 4]
-        assert [taskset_replaces_finish(v) for v in variants] == [True, False, False, False]
+        assert [v.replaces_finish for v in variants] == [True, False, False, False]
         assert any("sets 1 finished before the farm stopped" in r.message for r in caplog.records)
         resumed.complete(variants[0])
         assert journal.finishing(resumed.journal_id or 0) == set()

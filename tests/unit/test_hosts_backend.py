@@ -1,4 +1,4 @@
-"""HostsBackend with fake availability (no sockets, no ping) and its Distributor wiring."""
+"""ExistingHostsBackend with fake availability (no sockets, no ping) and its Distributor wiring."""
 
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from farm.backend.hosts import DOWN, REFUSED, UP, HostsBackend
+from farm import Distributor
+from farm.backend.hosts import DOWN, REFUSED, UP, ExistingHostsBackend
 from farm.config import FarmConfig
-from farm.distributor import Distributor
 from farm.errors import BackendError, BootError, ConfigError, SessionError
 from farm.events import Event
 from farm.session.dry import SimulatedSession
@@ -52,13 +52,13 @@ def cfg(tmp_path: Path, **kw: Any) -> FarmConfig:
 
 
 @pytest.fixture
-def make_backend(tmp_path: Path) -> Iterator[Callable[..., HostsBackend]]:
-    made: list[HostsBackend] = []
+def make_backend(tmp_path: Path) -> Iterator[Callable[..., ExistingHostsBackend]]:
+    made: list[ExistingHostsBackend] = []
 
-    def make(targets: Any, net: FakeNet, **kw: Any) -> HostsBackend:
+    def make(targets: Any, net: FakeNet, **kw: Any) -> ExistingHostsBackend:
         config = cfg(tmp_path, **kw.pop("config", {}))
         kw.setdefault("rescan_interval", 0.05)
-        backend = HostsBackend(config, targets, probe=net.probe, **kw)
+        backend = ExistingHostsBackend(config, targets, probe=net.probe, **kw)
         made.append(backend)
         return backend
 
@@ -69,7 +69,9 @@ def make_backend(tmp_path: Path) -> Iterator[Callable[..., HostsBackend]]:
             b.close()
 
 
-def test_spawn_leases_distinct_available_hosts(make_backend: Callable[..., HostsBackend]) -> None:
+def test_spawn_leases_distinct_available_hosts(
+    make_backend: Callable[..., ExistingHostsBackend],
+) -> None:
     net = FakeNet({"10.0.0.1": UP, "10.0.0.3": UP})
     backend = make_backend(["10.0.0.0/29"], net, config={"boot_timeout": 0.5})
     a = backend.spawn("qemu1", "tok")
@@ -79,11 +81,13 @@ def test_spawn_leases_distinct_available_hosts(make_backend: Callable[..., Hosts
     assert "10.0.0." in a.describe()
     with pytest.raises(BootError, match="no available target among 6 hosts"):
         backend.spawn("qemu3", "tok")
-    status = backend.status()
+    status = backend.counts()
     assert status["leased"] == 2 and status["down"] + status["probing"] == 4
 
 
-def test_destroy_releases_and_host_is_reprobed(make_backend: Callable[..., HostsBackend]) -> None:
+def test_destroy_releases_and_host_is_reprobed(
+    make_backend: Callable[..., ExistingHostsBackend],
+) -> None:
     net = FakeNet({"10.0.0.1": UP})
     backend = make_backend(["10.0.0.1"], net, rescan_interval=60.0)
     guest = backend.spawn("qemu1", "tok")
@@ -96,7 +100,7 @@ def test_destroy_releases_and_host_is_reprobed(make_backend: Callable[..., Hosts
 
 
 def test_spawn_waits_until_a_rescan_finds_a_host(
-    make_backend: Callable[..., HostsBackend],
+    make_backend: Callable[..., ExistingHostsBackend],
 ) -> None:
     net = FakeNet({})
     backend = make_backend(["10.0.0.5", "10.0.0.6"], net)
@@ -107,7 +111,7 @@ def test_spawn_waits_until_a_rescan_finds_a_host(
     assert guest.address(1.0) == ("10.0.0.6", 3001)
 
 
-def test_unavailable_hosts_are_rescanned(make_backend: Callable[..., HostsBackend]) -> None:
+def test_unavailable_hosts_are_rescanned(make_backend: Callable[..., ExistingHostsBackend]) -> None:
     net = FakeNet({})
     backend = make_backend(["10.0.0.9"], net, rescan_interval=0.02)
     backend.start()
@@ -115,10 +119,10 @@ def test_unavailable_hosts_are_rescanned(make_backend: Callable[..., HostsBacken
     while net.probes.get("10.0.0.9", 0) < 5 and time.monotonic() < deadline:
         time.sleep(0.01)
     assert net.probes["10.0.0.9"] >= 5
-    assert backend.status()["dropped"] == 0  # no reply is not a refusal
+    assert backend.counts()["dropped"] == 0  # no reply is not a refusal
 
 
-def test_refused_repeatedly_is_dropped(make_backend: Callable[..., HostsBackend]) -> None:
+def test_refused_repeatedly_is_dropped(make_backend: Callable[..., ExistingHostsBackend]) -> None:
     net = FakeNet({"10.0.0.1": REFUSED, "10.0.0.2": UP})
     backend = make_backend(["10.0.0.1", "10.0.0.2"], net, drop_after=3, rescan_interval=0.01)
     backend.start()
@@ -137,7 +141,7 @@ def test_refusals_must_be_consecutive(tmp_path: Path) -> None:
         seen.append(script[min(len(seen), len(script) - 1)])
         return seen[-1]
 
-    backend = HostsBackend(
+    backend = ExistingHostsBackend(
         cfg(tmp_path), ["10.0.0.1"], probe=probe, drop_after=3, rescan_interval=0.01
     )
     try:
@@ -149,7 +153,7 @@ def test_refusals_must_be_consecutive(tmp_path: Path) -> None:
 
 
 def test_host_that_once_answered_is_never_dropped(
-    make_backend: Callable[..., HostsBackend],
+    make_backend: Callable[..., ExistingHostsBackend],
 ) -> None:
     net = FakeNet({"10.0.0.1": UP})
     backend = make_backend(["10.0.0.1"], net, drop_after=2, rescan_interval=0.01)
@@ -165,7 +169,7 @@ def test_host_that_once_answered_is_never_dropped(
     assert backend.spawn("qemu1", "tok").address(1.0) == ("10.0.0.1", 3001)
 
 
-def test_probes_run_in_parallel_bounded(make_backend: Callable[..., HostsBackend]) -> None:
+def test_probes_run_in_parallel_bounded(make_backend: Callable[..., ExistingHostsBackend]) -> None:
     lock = threading.Lock()
     running = [0, 0]  # now, max
     gate = threading.Barrier(3, timeout=5)
@@ -182,7 +186,7 @@ def test_probes_run_in_parallel_bounded(make_backend: Callable[..., HostsBackend
             running[0] -= 1
         return UP
 
-    backend = HostsBackend(
+    backend = ExistingHostsBackend(
         cfg(Path("/nonexistent")), ["10.0.0.0/29"], probe=probe, workers=3, rescan_interval=60
     )
     try:
@@ -195,7 +199,7 @@ def test_probes_run_in_parallel_bounded(make_backend: Callable[..., HostsBackend
 
 
 def test_spawn_gives_up_when_the_machine_retires(
-    make_backend: Callable[..., HostsBackend],
+    make_backend: Callable[..., ExistingHostsBackend],
 ) -> None:
     backend = make_backend(["10.0.0.1"], FakeNet({}), config={"boot_timeout": 30.0})
     errors: list[BaseException] = []
@@ -218,7 +222,9 @@ def test_spawn_gives_up_when_the_machine_retires(
     assert "shutting down" in str(errors[0])
 
 
-def test_close_fails_leases_and_refuses_spawns(make_backend: Callable[..., HostsBackend]) -> None:
+def test_close_fails_leases_and_refuses_spawns(
+    make_backend: Callable[..., ExistingHostsBackend],
+) -> None:
     backend = make_backend(["10.0.0.1"], FakeNet({"10.0.0.1": UP}))
     guest = backend.spawn("qemu1", "tok")
     backend.close()
@@ -230,15 +236,15 @@ def test_close_fails_leases_and_refuses_spawns(make_backend: Callable[..., Hosts
 
 def test_bad_options(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="rescan_interval"):
-        HostsBackend(cfg(tmp_path), ["10.0.0.1"], rescan_interval=0)
+        ExistingHostsBackend(cfg(tmp_path), ["10.0.0.1"], rescan_interval=0)
     with pytest.raises(ConfigError, match="drop_after"):
-        HostsBackend(cfg(tmp_path), ["10.0.0.1"], drop_after=0)
+        ExistingHostsBackend(cfg(tmp_path), ["10.0.0.1"], drop_after=0)
     with pytest.raises(ConfigError, match="abc/24"):
-        HostsBackend(cfg(tmp_path), ["abc/24"])
+        ExistingHostsBackend(cfg(tmp_path), ["abc/24"])
 
 
 def test_default_port_is_the_agent_port(tmp_path: Path) -> None:
-    backend = HostsBackend(cfg(tmp_path, agent_port=4444), "10.0.0.1, 10.0.0.2:5")
+    backend = ExistingHostsBackend(cfg(tmp_path, agent_port=4444), "10.0.0.1, 10.0.0.2:5")
     assert [h["address"] for h in backend.hosts()] == ["10.0.0.1:4444", "10.0.0.2:5"]
     backend.close()
 
@@ -250,13 +256,13 @@ def test_distributor_targets_vs_config_rules(tmp_path: Path) -> None:
     base = cfg(tmp_path)
     dist = Distributor(["10.0.0.0/29"], config=base)
     try:
-        assert dist._backend.kind == "hosts"
+        assert dist.backend_kind() == "hosts"
         assert dist.get_max_machine_value() == 6  # min(hosts, machine_cap)
     finally:
         dist.close()
     dist = Distributor("10.0.0.1,10.0.0.2", config=base, max_machines=1)
     try:
-        assert dist._backend.kind == "hosts"
+        assert dist.backend_kind() == "hosts"
         assert dist.get_max_machine_value() == 1  # explicit max_machines wins
     finally:
         dist.close()
@@ -269,7 +275,7 @@ def test_distributor_targets_vs_config_rules(tmp_path: Path) -> None:
     toml.write_text(f'backend = "local"\nstate_dir = "{tmp_path / "s2"}"\nlog_dir = "{tmp_path}"\n')
     dist = Distributor(str(toml))
     try:
-        assert dist._backend.kind == "local"
+        assert dist.backend_kind() == "local"
     finally:
         dist.close()
     with pytest.raises(ConfigError, match="not found"):
@@ -312,7 +318,9 @@ def test_distributor_runs_on_hosts_and_survives_a_lost_host(tmp_path: Path) -> N
     net = FakeNet({"10.0.0.1": UP, "10.0.0.2": UP})
     session = type("BoundSession", (FakeHostSession,), {"net": net})
     config = cfg(tmp_path, set_tries=10, boot_timeout=2.0)
-    backend = HostsBackend(config, ["10.0.0.0/29"], session, probe=net.probe, rescan_interval=0.05)
+    backend = ExistingHostsBackend(
+        config, ["10.0.0.0/29"], session, probe=net.probe, rescan_interval=0.05
+    )
     dist = Distributor(config, backend=backend, session_class=session)
     mon = RecordingMonitor()
     ts = TaskSet([Task({"pkg": "hey", "period": 20, "numberofjobs": 10, "x-run": range(12)})])
@@ -335,7 +343,7 @@ def test_distributor_runs_on_hosts_and_survives_a_lost_host(tmp_path: Path) -> N
 
 
 def test_spawn_fails_at_once_when_every_target_is_dropped(
-    make_backend: Callable[..., HostsBackend],
+    make_backend: Callable[..., ExistingHostsBackend],
 ) -> None:
     net = FakeNet({"10.0.0.1": REFUSED})
     backend = make_backend(["10.0.0.1"], net, drop_after=2, config={"boot_timeout": 60.0})

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from farm.journal import CACHE_KIB, Journal
+from farm.core.journal import CACHE_KIB, Journal
 
 
 def test_journal_page_cache_is_capped(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""MultiHostBackend with fake per-host backends: placement, back-off, host loss, status."""
+"""HypervisorsBackend with fake per-host backends: placement, back-off, host loss, status."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from farm.backend import create
 from farm.backend.base import Backend, Guest
-from farm.backend.multihost import MultiHostBackend, MultiHostGuest
+from farm.backend.multihost import HypervisorsBackend, MultiHostGuest
 from farm.config import FarmConfig, HypervisorConfig
 from farm.errors import BackendError
 
@@ -78,7 +78,7 @@ class FakeClock:
 
 def _setup(
     tmp_path: Path, limits: tuple[int, ...] = (2, 2), max_machines: int = 4
-) -> tuple[MultiHostBackend, dict[str, FakeHostBackend], FakeClock]:
+) -> tuple[HypervisorsBackend, dict[str, FakeHostBackend], FakeClock]:
     config = FarmConfig(
         state_dir=tmp_path,
         max_machines=max_machines,
@@ -95,12 +95,12 @@ def _setup(
         return fakes[hv.name]
 
     clock = FakeClock()
-    backend = MultiHostBackend(config, factory=factory, clock=clock, prober=False)
+    backend = HypervisorsBackend(config, factory=factory, clock=clock, prober=False)
     backend.check()
     return backend, fakes, clock
 
 
-def _hosts(backend: MultiHostBackend) -> dict[str, dict[str, object]]:
+def _hosts(backend: HypervisorsBackend) -> dict[str, dict[str, object]]:
     return {h["name"]: h for h in backend.status()}  # type: ignore[misc]
 
 
@@ -200,12 +200,12 @@ def test_unreachable_host_at_start_is_down_not_fatal(tmp_path: Path) -> None:
         fake.gone = hv.name in unreachable
         return fake
 
-    backend = MultiHostBackend(config, factory=factory, prober=False)
+    backend = HypervisorsBackend(config, factory=factory, prober=False)
     backend.check()
     assert [h["state"] for h in backend.status()] == ["up", "down"]
     unreachable.add("a")
     with pytest.raises(BackendError, match="no hypervisor host is reachable"):
-        MultiHostBackend(config, factory=factory, prober=False).check()
+        HypervisorsBackend(config, factory=factory, prober=False).check()
 
 
 def test_all_hosts_failing_raises_with_every_reason(tmp_path: Path) -> None:
@@ -221,7 +221,7 @@ def test_prober_reconnects_a_down_host(tmp_path: Path) -> None:
     """The prober thread brings a host whose daemon came back to ``up`` by itself."""
     backend, fakes, clock = _setup(tmp_path)
     told: list[int] = []
-    backend.capacity_changed = lambda: told.append(backend.capacity)
+    backend.on_capacity_changed = lambda: told.append(backend.capacity)
     fakes["h1"].lose()
     assert backend.capacity == 2  # only h0's limit while h1 is down
     fakes["h1"].gone = False
@@ -250,7 +250,7 @@ def test_create_picks_multihost_when_hypervisors_are_configured(tmp_path: Path) 
     config = FarmConfig(state_dir=tmp_path, hypervisors=[{"uri": "qemu+ssh://rack1/system"}])
     backend = create(config)
     try:
-        assert isinstance(backend, MultiHostBackend)
+        assert isinstance(backend, HypervisorsBackend)
         assert [h["name"] for h in backend.status()] == ["rack1"]
         assert backend.status()[0]["limit"] == config.machine_cap
     finally:

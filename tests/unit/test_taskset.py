@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
+from farm.core.submission import submission_key
 from farm.errors import ConfigError, TaskSetError
 from farm.events import Event, EventType
-from farm.job import job_key
 from farm.taskset import (
     ATTRIBUTES,
     DEFAULTS,
@@ -341,7 +341,7 @@ def test_template_pickles_and_keeps_its_draws() -> None:
     assert pickle.loads(pickle.dumps(ts)).jobs(1)[0].start == 1.0
 
 
-def test_pickles_and_job_keys_name_the_package_not_its_modules() -> None:
+def test_pickles_and_submission_keys_name_the_package_not_its_modules() -> None:
     """Journals written before farm.taskset became a package still load and resume."""
     ts = BlockTaskSet({"pkg": "hey"})
     ts.record(Event(1, 0, EventType.START, 1.0))
@@ -350,7 +350,7 @@ def test_pickles_and_job_keys_name_the_package_not_its_modules() -> None:
         assert cls.__module__ == "farm.taskset"
         assert f"cfarm.taskset\n{cls.__name__}\n".encode() in blob
     assert b"farm.taskset." not in blob
-    assert job_key(TaskSet([HEY])).startswith("farm.taskset.TaskSet:")
+    assert submission_key(TaskSet([HEY])).startswith("farm.taskset.TaskSet:")
 
 
 def test_package_exports() -> None:

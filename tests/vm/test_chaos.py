@@ -27,8 +27,8 @@ from typing import Any
 import psutil
 import pytest
 
+from farm import Distributor
 from farm.agent import protocol
-from farm.distributor import Distributor
 from farm.monitors import FINISHED_NOT_ONCE, SqliteMonitor
 from tests.vm.test_distributor_vm import (  # noqa: F401  (farm_dir is a fixture)
     FarmDir,

@@ -40,8 +40,8 @@ from typing import Any
 import psutil
 import pytest
 
+from farm import Distributor
 from farm.config import FarmConfig
-from farm.distributor import Distributor
 from farm.errors import BackendError, ConfigError, ImageError, TaskSetError
 from farm.image import ImageInfo
 from farm.monitors import FINISHED_NOT_ONCE, FanoutMonitor, SqliteMonitor
@@ -83,6 +83,7 @@ class FarmDir:
             "backend": backend,
             "state_dir": self.state,
             "log_dir": self.log,
+            "log_file": True,  # pytest configures logging: "auto" would not
             "image_dir": self.images,
             "idle_linger": 0.5,
             "boot_timeout": 120.0,
@@ -266,7 +267,7 @@ import json, sys, threading, time
 from pathlib import Path
 import psutil
 from farm.config import FarmConfig
-from farm.distributor import Distributor
+from farm import Distributor
 from farm.monitors import LoggingMonitor
 from farm.tasksets.example import Hey0TaskSet
 
@@ -332,7 +333,7 @@ def test_seed004_shell_flow(farm_dir: FarmDir, backend: str) -> None:
     assert set(farm_dir.recorded(kind).values()) == guests
     dist_log = (farm_dir.log / "distributor.log").read_text()
     for name in ("qemu1", "qemu2", "qemu3"):
-        assert re.search(rf"farm\.machine\.{name}: ready at 127\.0\.0\.1:\d+", dist_log), name
+        assert re.search(rf"farm\.core\.slot\.{name}: ready at 127\.0\.0\.1:\d+", dist_log), name
     assert f"backend={backend}" in dist_log
 
     assert report["finished"] is True
@@ -521,7 +522,7 @@ RESUME = """
 import json, sys
 from pathlib import Path
 from farm.config import FarmConfig
-from farm.distributor import Distributor
+from farm import Distributor
 from farm.monitors import SqliteMonitor
 from farm.taskset import Task, TaskSet
 

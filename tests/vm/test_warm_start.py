@@ -31,12 +31,12 @@ from typing import Any
 import psutil
 import pytest
 
+from farm import Distributor
 from farm.agent.protocol import ProtocolViolation, client_handshake
 from farm.backend import snapshot
 from farm.backend.base import Guest
 from farm.backend.qemu import QemuBackend
 from farm.config import FarmConfig
-from farm.distributor import Distributor
 from farm.errors import ConfigError
 from farm.image import ImageInfo
 from farm.monitors import FINISHED_NOT_ONCE, SqliteMonitor
@@ -66,6 +66,7 @@ class WarmFarm:
             "backend": "qemu",
             "state_dir": state,
             "log_dir": self.path / "log",
+            "log_file": True,  # pytest configures logging: "auto" would not
             "image_dir": self.images,
             "idle_linger": 0.5,
             "boot_timeout": 120.0,

@@ -1,6 +1,7 @@
-"""Job journal (SQLite in the state dir): what each job has finished, so a farm can resume.
+"""Submission journal (SQLite in the state dir): what each submission has finished, to resume.
 
-A job is keyed by a stable string (the task set's class and a fingerprint of
+The tables keep their historical names (``jobs``: one row per submission).
+A submission is keyed by a stable string (the task set's class and a fingerprint of
 its template, or the name the user gives). A Distributor started again after
 its process died re-adds the same task set (or calls ``resume()``) and only
 the variants not yet finished or given up are run.
@@ -8,8 +9,8 @@ the variants not yet finished or given up are run.
 A finished variant is marked 'finishing' before its monitor is told and
 'finished' once the monitor has seen all its events. A variant still
 'finishing' when the farm is resumed runs again, and its monitor is told that
-an earlier result of it may already be recorded (``Job`` sets
-``variant.replaces_finish``): re-run, never lost, and not recorded twice.
+an earlier result of it may already be recorded (``Submission`` sets
+``RunRecord.replaces_finish``): re-run, never lost, and not recorded twice.
 
 Schema::
 
@@ -25,6 +26,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from farm.core.records import SetState
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS jobs (
@@ -78,7 +81,8 @@ class Journal:
                 done = {
                     i
                     for (i,) in self._db.execute(
-                        "SELECT idx FROM variants WHERE job_id=? AND state!='finishing'", (job_id,)
+                        "SELECT idx FROM variants WHERE job_id=? AND state!=?",
+                        (job_id, str(SetState.FINISHING)),
                     )
                 }
                 return job_id, done
@@ -97,9 +101,8 @@ class Journal:
         """
         with self._lock:
             self._db.execute(
-                "INSERT OR REPLACE INTO variants(job_id, idx, state, tries, at) "
-                "VALUES (?,?,'finishing',1,?)",
-                (job_id, index, time.time()),
+                "INSERT OR REPLACE INTO variants(job_id, idx, state, tries, at) VALUES (?,?,?,1,?)",
+                (job_id, index, str(SetState.FINISHING), time.time()),
             )
 
     def finishing(self, job_id: int) -> set[int]:
@@ -108,16 +111,17 @@ class Journal:
             return {
                 i
                 for (i,) in self._db.execute(
-                    "SELECT idx FROM variants WHERE job_id=? AND state='finishing'", (job_id,)
+                    "SELECT idx FROM variants WHERE job_id=? AND state=?",
+                    (job_id, str(SetState.FINISHING)),
                 )
             }
 
-    def settle(self, job_id: int, index: int, state: str, tries: int) -> None:
+    def settle(self, job_id: int, index: int, state: SetState, tries: int) -> None:
         """Record that variant ``index`` is finished or given up ('finished' | 'bad')."""
         with self._lock:
             self._db.execute(
                 "INSERT OR REPLACE INTO variants(job_id, idx, state, tries, at) VALUES (?,?,?,?,?)",
-                (job_id, index, state, tries, time.time()),
+                (job_id, index, str(state), tries, time.time()),
             )
 
     def finish_job(self, job_id: int, state: str = "finished") -> None:

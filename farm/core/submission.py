@@ -1,9 +1,13 @@
-"""A job: one task set's variants, handed out lazily to machines, FIFO with re-queue at the front.
+"""A submission: one ``add_job`` call, its task set's variants handed out lazily to slots.
 
-Not thread-safe by itself: the Distributor calls it under its own lock.
-Every variant a job hands out comes back exactly once through ``complete``
-or ``fail``; a failed one goes to the front of the queue until it has
-failed ``set_tries`` times, then it is given up (``__taskset_bad__``).
+FIFO with re-queue at the front. Not thread-safe by itself: the Distributor
+calls it under its own lock. Every run a submission hands out comes back
+exactly once through ``complete`` or ``fail``; a failed one goes to the front
+of the queue until it has failed ``set_tries`` times, then it is given up
+(``__taskset_bad__``). Each variant travels in a :class:`RunRecord`; the
+user's task-set objects are never written to.
+
+("Job" in farm means one release of a real-time task, hence "submission".)
 """
 
 from __future__ import annotations
@@ -16,22 +20,24 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
+from farm.core.journal import Journal
+from farm.core.ports import MonitorPort
+from farm.core.records import RunRecord, SetState, TaskSource, Variant
 from farm.errors import FarmError
-from farm.journal import Journal
 
 log = logging.getLogger(__name__)
 
 
-class Job:
+class Submission:
     """Progress of one ``add_job`` call."""
 
     _ids = itertools.count(1)
 
     def __init__(
         self,
-        taskset: Any,
-        monitor: Any,
-        params: tuple[Any, ...],
+        taskset: TaskSource,
+        monitor: MonitorPort,
+        params: tuple[object, ...],
         *,
         key: str,
         set_tries: int,
@@ -61,10 +67,10 @@ class Job:
                 key,
                 _some(unsettled_finish),
             )
-        self._variants: Iterator[Any] = iter(taskset.variants())
-        self._pending: collections.deque[Any] = collections.deque()
+        self._variants: Iterator[Variant] = iter(taskset.variants())
+        self._pending: collections.deque[RunRecord] = collections.deque()
         self._tries: dict[int, int] = {}
-        self.in_flight: dict[int, Any] = {}
+        self.in_flight: dict[int, RunRecord] = {}
         self.exhausted = False
         self.cancelled = False
         self.error: BaseException | None = None
@@ -74,20 +80,21 @@ class Job:
         self.total: int | None = _count(taskset)
 
     # -- handing out ------------------------------------------------------
-    def take(self) -> Any | None:
-        """Next variant to run (re-queued ones first), or None when nothing is ready."""
+    def take(self) -> RunRecord | None:
+        """Next run (re-queued ones first), or None when nothing is ready."""
         if self.cancelled:
             return None
         if self._pending:
-            variant = self._pending.popleft()
+            run = self._pending.popleft()
         else:
-            variant = self._next_fresh()
-            if variant is None:
+            fresh = self._next_fresh()
+            if fresh is None:
                 return None
-        self.in_flight[variant.index] = variant
-        return variant
+            run = fresh
+        self.in_flight[run.index] = run
+        return run
 
-    def _next_fresh(self) -> Any | None:
+    def _next_fresh(self) -> RunRecord | None:
         while not self.exhausted:
             try:
                 variant = next(self._variants)
@@ -99,15 +106,19 @@ class Job:
                 self.error = exc
                 self.exhausted = True
                 break
-            if variant.index in self._settled:
-                self._settled.discard(variant.index)  # never needed again: keep memory flat
+            index = variant.index
+            if index is None:
+                log.error("job %s: variant %r has no index; no further variants", self.key, variant)
+                self.error = FarmError(f"variant {variant!r} has no index")
+                self.exhausted = True
+                break
+            if index in self._settled:
+                self._settled.discard(index)  # never needed again: keep memory flat
                 continue
-            variant.job_id = self.key
-            variant.name = self.key
-            if variant.index in self._unsettled_finish:
-                self._unsettled_finish.discard(variant.index)
-                variant.replaces_finish = True  # see farm.monitors.base.taskset_replaces_finish
-            return variant
+            replaces = index in self._unsettled_finish
+            self._unsettled_finish.discard(index)
+            # replaces_finish: see farm.monitors.base.taskset_replaces_finish
+            return RunRecord(self.key, index, variant, replaces_finish=replaces)
         return None
 
     def has_work(self) -> bool:
@@ -120,49 +131,52 @@ class Job:
         return (self.cancelled or (self.exhausted and not self._pending)) and not self.in_flight
 
     # -- results ------------------------------------------------------------
-    def finishing(self, variant: Any) -> None:
+    def finishing(self, run: RunRecord) -> None:
         """The variant finished; journal that before its monitor is told (thread-safe).
 
         ``complete`` settles it after the monitor has seen all its events; a farm
         that dies in between re-runs it on resume with ``replaces_finish`` set.
         """
         if self.journal is not None and self.journal_id is not None:
-            self.journal.mark_finishing(self.journal_id, variant.index)
+            self.journal.mark_finishing(self.journal_id, run.index)
 
-    def complete(self, variant: Any) -> None:
-        """The variant finished on a machine."""
-        self.in_flight.pop(variant.index, None)
+    def complete(self, run: RunRecord) -> None:
+        """The run finished on a slot."""
+        self.in_flight.pop(run.index, None)
         self.finished += 1
-        self._settle(variant, "finished")
+        self._settle(run, SetState.FINISHED)
 
-    def fail(self, variant: Any, *, count_try: bool = True) -> bool:
-        """The machine could not finish it; True if re-queued, False if given up."""
-        self.in_flight.pop(variant.index, None)
+    def fail(self, run: RunRecord, *, count_try: bool = True, give_up: bool = False) -> int:
+        """The slot could not finish it: re-queue it, or give it up (``give_up``: at once).
+
+        Returns 0 if re-queued, else the number of tries it was given up after.
+        """
+        self.in_flight.pop(run.index, None)
         self.stopped += 1
-        tries = self._tries.get(variant.index, 0) + (1 if count_try else 0)
-        self._tries[variant.index] = tries
-        if tries >= self.set_tries:
+        tries = self._tries.get(run.index, 0) + (1 if count_try else 0)
+        self._tries[run.index] = tries
+        if give_up or tries >= self.set_tries:
             self.bad += 1
-            self._tries.pop(variant.index, None)
-            self._settle(variant, "bad", tries)
-            return False
+            self._tries.pop(run.index, None)
+            self._settle(run, SetState.BAD, tries)
+            return max(tries, 1)
         if not self.cancelled:
-            self._pending.appendleft(variant)
-        return True
+            self._pending.appendleft(run)
+        return 0
 
-    def tries(self, variant: Any) -> int:
-        return self._tries.get(variant.index, 0)
+    def tries(self, run: RunRecord) -> int:
+        return self._tries.get(run.index, 0)
 
-    def cancel(self) -> list[Any]:
+    def cancel(self) -> list[RunRecord]:
         """Drop everything not handed out yet (the journal keeps those unfinished)."""
         self.cancelled = True
         dropped = list(self._pending)
         self._pending.clear()
         return dropped
 
-    def _settle(self, variant: Any, state: str, tries: int | None = None) -> None:
+    def _settle(self, run: RunRecord, state: SetState, tries: int | None = None) -> None:
         if self.journal is not None and self.journal_id is not None:
-            self.journal.settle(self.journal_id, variant.index, state, tries or 1)
+            self.journal.settle(self.journal_id, run.index, state, tries or 1)
         if (
             self.done
             and self.journal is not None
@@ -171,7 +185,7 @@ class Job:
         ):
             self.journal.finish_job(self.journal_id)
 
-    def summary(self) -> dict[str, Any]:
+    def summary(self) -> dict[str, object]:
         return {
             "job": self.number,
             "key": self.key,
@@ -187,8 +201,11 @@ class Job:
         }
 
 
-def job_key(taskset: Any, name: str | None = None) -> str:
-    """Stable identity of a job across farm processes: given name, else class + template digest."""
+def submission_key(taskset: object, name: str | None = None) -> str:
+    """Stable identity of a submission across farm processes.
+
+    The given name, else the task set's class and a digest of its template.
+    """
     if name:
         return name
     cls = type(taskset)
@@ -200,7 +217,7 @@ def job_key(taskset: Any, name: str | None = None) -> str:
     return f"{cls.__module__}.{cls.__qualname__}:{digest}"
 
 
-def _template(taskset: Any) -> Any:
+def _template(taskset: Any) -> object:
     tasks = getattr(taskset, "tasks", None)
     if tasks is None:
         try:
@@ -234,7 +251,7 @@ def _some(indices: set[int], limit: int = 20) -> str:
     return text if len(ordered) <= limit else f"{text} and {len(ordered) - limit} more"
 
 
-def _count(taskset: Any) -> int | None:
+def _count(taskset: object) -> int | None:
     fn = getattr(taskset, "variant_count", None)
     if fn is None:
         return None
