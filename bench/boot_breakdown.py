@@ -11,6 +11,14 @@ Boots the guest image once (or reads a console log already captured) with
   initramfs unpacked, ``Run /init``) and, when booted here, host-side seconds
   since QEMU started for the first console byte and each ``farm-init:`` step;
 - ``initcall_total_s``: the sum of all initcall durations.
+- ``imports`` (``--importtime``: boots with ``farm.importtime=1``, the agent's
+  python runs with ``-X importtime``): modules imported before the agent
+  serves, slowest first by their own time, and the totals;
+- ``first_sets`` (``--sets N``, N >= 2): on a fresh guest, N trivial sets (one
+  ``hey`` job) one after the other on the handshake's connection: per set the
+  host's ``start`` request -> START event seconds and the agent's own set start
+  (reply ``t0``) -> START, and the first set's excess over the median of the
+  later ones (the cost of the agent's first set: lazy imports, cold code).
 
 Verbose console output itself costs time under TCG, so the absolute figures
 of such a boot are higher than a quiet boot's; the ranking is what counts.
@@ -24,7 +32,7 @@ host-side seconds of such a boot mean nothing.
     .venv/bin/python bench/boot_breakdown.py [--top 25] [--profile '{...}']
                                              [--kernel-args-extra "..."]
                                              [--log console.log] [--keep-log out.log]
-                                             [--icount]
+                                             [--icount] [--importtime] [--sets N]
 """
 
 from __future__ import annotations
@@ -53,6 +61,7 @@ _STAMP = re.compile(r"^\[\s*(\d+\.\d+)\]\s?(.*)$")
 _RETURNED = re.compile(
     r"initcall (\S+?)(?:\+0x[0-9a-f]+/0x[0-9a-f]+)?(?: \[\S+\])? returned (-?\d+) after (\d+) usecs"
 )
+_IMPORT = re.compile(r"^import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)")
 _MILESTONES = {
     "console_enabled": "printk: console [ttyS0] enabled",
     "initramfs_unpack_start": "Unpacking initramfs",
@@ -100,6 +109,66 @@ def parse(lines: Iterable[str], top: int = 25) -> dict[str, Any]:
     }
 
 
+def parse_importtime(lines: Iterable[str], top: int = 25) -> dict[str, Any]:
+    """``-X importtime`` lines of a console log: slowest modules (own time) and totals."""
+    mods: list[tuple[int, int, int, str]] = []
+    for raw in lines:
+        m = _IMPORT.match(raw.rstrip("\r\n"))
+        if m:
+            mods.append((int(m.group(1)), int(m.group(2)), len(m.group(3)), m.group(4)))
+    mods_top = sorted(mods, key=lambda x: -x[0])[:top]
+    return {
+        "modules": len(mods),
+        "self_total_s": round(sum(x[0] for x in mods) / 1e6, 4),
+        # top-level imports only (indent 1): their cumulative times do not overlap
+        "top_level_s": {n: round(c / 1e6, 4) for _s, c, ind, n in mods if ind == 1},
+        "slowest_self": [{"s": round(x[0] / 1e6, 4), "module": x[3]} for x in mods_top],
+    }
+
+
+TRIVIAL_TASK = {"id": 1, "pkg": "hey", "numberofjobs": 1}
+
+
+def first_sets(sock: Any, sets: int, timeout: float = 60.0) -> dict[str, Any]:
+    """Run ``sets`` trivial sets on an authenticated agent socket; their start latencies."""
+    import statistics
+    import time
+
+    from farm.agent.protocol import read_frame, write_frame
+
+    sock.settimeout(timeout)
+    host_s, agent_s = [], []
+    for k in range(sets):
+        sent = time.monotonic()
+        write_frame(
+            sock, {"type": "request", "id": k, "op": "start", "args": {"tasks": [TRIVIAL_TASK]}}
+        )
+        t0 = None
+        while True:
+            msg = read_frame(sock)
+            if msg.get("type") == "reply" and msg.get("id") == k:
+                if not msg.get("ok"):
+                    raise RuntimeError(f"start refused: {msg}")
+                t0 = msg["result"]["t0"]
+            elif msg.get("type") == "event":
+                event = msg["event"]
+                if event.get("type") == "START":
+                    host_s.append(time.monotonic() - sent)
+                    agent_s.append(event["ts"] - t0 if t0 is not None else float("nan"))
+                elif event.get("type") == "JOBS_DONE" and t0 is not None:
+                    break
+    doc: dict[str, Any] = {
+        "sets": sets,
+        "host_start_to_START_s": [round(x, 4) for x in host_s],
+        "agent_t0_to_START_s": [round(x, 4) for x in agent_s],
+    }
+    if sets >= 2:
+        for key, vals in (("host", host_s), ("agent", agent_s)):
+            later = statistics.median(vals[1:])
+            doc[f"{key}_first_minus_later_median_s"] = round(vals[0] - later, 4)
+    return doc
+
+
 def debug_kernel_args(args: str) -> str:
     """The profile's kernel arguments without quiet/loglevel, plus the timing arguments."""
     kept = [a for a in args.split() if not any(a.startswith(h) for h in HIDING_ARGS)]
@@ -116,8 +185,12 @@ def boot_and_parse(
     top: int,
     keep: Path | None,
     icount: bool = False,
+    sets: int = 0,
 ) -> dict[str, Any]:
-    """Boot once with the timing arguments; the breakdown plus host-side step times."""
+    """Boot once with the timing arguments; the breakdown plus host-side step times.
+
+    ``sets`` > 0: then run that many trivial sets on the fresh guest (:func:`first_sets`).
+    """
     from common import boot_once
 
     from farm.profile import MachineProfile, default_profile
@@ -128,12 +201,19 @@ def boot_and_parse(
         base["extra_args"] = [*base.get("extra_args", []), *ICOUNT_ARGS]
     profile = MachineProfile.from_dict({**base, "kernel_args": args})
     with tempfile.TemporaryDirectory(prefix="farm-boot-breakdown-") as tmp:
-        run = boot_once(profile, Path(tmp), 0)
+        if sets:
+            run, sets_doc = _boot_and_run_sets(profile, Path(tmp), sets)
+        else:
+            run, sets_doc = boot_once(profile, Path(tmp), 0), None
         log = Path(tmp) / "b0.console.log"
         text = log.read_text(errors="replace")
         if keep is not None:
             shutil.copyfile(log, keep)
     doc = parse(text.splitlines(), top)
+    if "farm.importtime=1" in args:
+        doc["imports"] = parse_importtime(text.splitlines(), top)
+    if sets_doc is not None:
+        doc["first_sets"] = sets_doc
     doc["host_s"] = {
         "handshake": round(run["latency"], 3),
         **{k: round(v, 3) for k, v in sorted(run["marks"].items(), key=lambda kv: kv[1])},
@@ -141,6 +221,37 @@ def boot_and_parse(
     doc["kernel_args"] = args
     doc["icount"] = icount
     return doc
+
+
+def _boot_and_run_sets(
+    profile: Any, workdir: Path, sets: int
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """common.boot_once, keeping the guest for ``sets`` trivial sets afterwards."""
+    import time
+
+    from common import TOKEN, start_qemu
+
+    from farm.image.smoke import Guest
+    from farm.qemu import free_port
+
+    port = free_port()
+    qmp, console = workdir / "b0.qmp", workdir / "b0.console.log"
+    argv = profile.qemu_argv(
+        "sets0", hostfwd_port=port, token=TOKEN, console="stdio", qmp_socket=qmp
+    )
+    proc, pump, t0, marks = start_qemu(argv, console, qmp)
+    guest = Guest("sets0", proc, port, console, qmp, t0, argv)
+    try:
+        sock, _hello = guest.wait_for_agent(TOKEN, 120)
+        latency = time.monotonic() - t0
+        try:
+            doc = first_sets(sock, sets)
+        finally:
+            sock.close()
+    finally:
+        guest.stop()
+        pump.join(5)
+    return {"latency": latency, "marks": marks}, doc
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -152,12 +263,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--profile", default="{}", help="JSON overrides of the default profile")
     ap.add_argument("--kernel-args-extra", default="")
     ap.add_argument("--icount", action="store_true", help="instruction-counted guest clock")
+    ap.add_argument(
+        "--importtime", action="store_true", help="farm.importtime=1: the agent's import costs"
+    )
+    ap.add_argument("--sets", type=int, default=0, help="then run N trivial sets (first-set cost)")
     args = ap.parse_args(argv)
+    extra = (
+        f"{args.kernel_args_extra} farm.importtime=1" if args.importtime else args.kernel_args_extra
+    )
     if args.log is not None:
-        doc = parse(args.log.read_text(errors="replace").splitlines(), args.top)
+        lines = args.log.read_text(errors="replace").splitlines()
+        doc = parse(lines, args.top)
+        if any(line.startswith("import time:") for line in lines):
+            doc["imports"] = parse_importtime(lines, args.top)
     else:
         doc = boot_and_parse(
-            json.loads(args.profile), args.kernel_args_extra, args.top, args.keep_log, args.icount
+            json.loads(args.profile), extra.strip(), args.top, args.keep_log, args.icount, args.sets
         )
     print(json.dumps(doc, indent=1))
     return 0

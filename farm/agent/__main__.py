@@ -13,6 +13,12 @@ prints exactly one line to stdout::
 
     farm-agent listening on HOST:PORT version V
 
+``--listen-fd N``: serve the listening socket N, bound and listening
+already (the guest's /init binds it first thing, so the host's first
+connection waits in the backlog while the agent imports its modules, instead
+of being refused and retried after a pause); ``--host``/``--port`` are then
+ignored.
+
 SIGTERM / SIGINT stop every job, close all connections and exit with 0.
 Exit status 1: the port could not be bound.
 
@@ -63,6 +69,7 @@ _OPTIONS: dict[str, tuple[object, Callable[[str], object] | None, str | None]] =
     "--log-level": ("INFO", None, "DEBUG, INFO, WARNING, ERROR"),
     "--max-connections": (MAX_CONNECTIONS, int, None),
     "--auth-timeout": (AUTH_TIMEOUT, float, None),
+    "--listen-fd": (None, int, "serve this listening socket (inherited) instead of binding"),
 }
 
 
@@ -179,6 +186,7 @@ def _serve(args: SimpleNamespace, token: str, stop_r: int) -> int:
             heartbeat=args.heartbeat,
             max_connections=args.max_connections,
             auth_timeout=args.auth_timeout,
+            listen_fd=args.listen_fd,
         )
     except OSError as exc:
         sys.stderr.write(f"farm-agent: cannot listen on {args.host}:{args.port}: {exc}\n")

@@ -133,10 +133,11 @@ class Connection:
             if authed:
                 self._service.attach(self)
                 self._sock.settimeout(IO_TIMEOUT)
-                self._writer = threading.Thread(
+                writer = threading.Thread(
                     target=self._write_loop, name=f"writer-{self.name}", daemon=True
                 )
-                self._writer.start()
+                writer.start()  # then published: flushed() must never join an unstarted thread
+                self._writer = writer
                 self._serve()
         except _Closed:
             pass

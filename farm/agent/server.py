@@ -2,7 +2,10 @@
 
 The accept loop runs in the caller's thread and sleeps in a selector on the
 listening socket and a stop pipe (written by signal handlers), so SIGTERM is
-handled at once. Connections beyond ``max_connections`` get
+handled at once. The listening socket may be handed over ready-made (a file
+descriptor): a client that connects while the agent still imports its
+modules then waits in the kernel's backlog instead of being refused and
+retrying later. Connections beyond ``max_connections`` get
 ``{"type": "error", "code": "busy"}`` and are closed. The loop can run a
 deferred set-up step once (``on_idle``: the agent's logging) when no client
 has arrived for a moment, so it stays off the first handshake's path.
@@ -28,6 +31,7 @@ if TYPE_CHECKING:
 log = logs.get_logger(__name__)
 
 MAX_CONNECTIONS = 64
+BACKLOG = 128
 AUTH_TIMEOUT = 10.0
 JOIN_TIMEOUT = 5.0
 FLUSH_TIMEOUT = 2.0
@@ -47,14 +51,21 @@ class AgentServer:
         heartbeat: float = 1.0,
         max_connections: int = MAX_CONNECTIONS,
         auth_timeout: float = AUTH_TIMEOUT,
+        listen_fd: int | None = None,
     ) -> None:
+        """``listen_fd``: serve this socket, already bound and listening, instead of
+        binding ``host:port`` (the guest's /init binds it before the agent's imports).
+        """
         self._service = service
         self._token = token
         self._heartbeat = heartbeat
         self._max = max_connections
         self._auth_timeout = auth_timeout
-        family = socket.AF_INET6 if ":" in host else socket.AF_INET
-        self._sock = socket.create_server((host, port), family=family, backlog=128)
+        if listen_fd is not None:
+            self._sock = socket.socket(fileno=listen_fd)
+        else:
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            self._sock = socket.create_server((host, port), family=family, backlog=BACKLOG)
         self._lock = threading.Lock()
         self._conns: dict[Connection, threading.Thread] = {}
 

@@ -32,9 +32,10 @@ Start-up cost: in a TCG guest every imported module costs milliseconds before
 the agent can answer its first handshake, so the task-set machinery (runner,
 jobs, commands, taskspec, binaries and what they import: dataclasses,
 subprocess, pathlib, re, ctypes ...) is not imported with this module. The
-first authenticated client triggers :func:`load_machinery` in a background
-thread (after the held log records, see :mod:`farm.agent.logs`); ``start``
-imports it too (waiting for that thread if it is still busy).
+first authenticated client triggers :func:`load_machinery`, the work
+directory and the held log records (see :mod:`farm.agent.logs`) in a
+background thread; ``start`` waits for that thread (a set's jobs never share
+the CPU with this start-up work) and imports the machinery itself otherwise.
 """
 
 from __future__ import annotations
@@ -110,12 +111,27 @@ def load_machinery() -> None:
     _machinery_loaded = True
 
 
-def _after_first_handshake() -> None:
-    logs.release()
+#: how long the first ``start`` waits for the start-up work of :func:`_after_first_handshake`
+PRELOAD_WAIT = 60.0
+
+
+def _after_first_handshake(service: AgentService) -> None:
+    """The agent's remaining start-up work, done before the first set runs.
+
+    The machinery, the work directory (tempfile, pathlib) and the held log
+    records (``logging``): ~0.4 s of imports in a fresh TCG guest. ``start``
+    waits for all of it (``_preloaded``), so no set's jobs share the CPU with
+    the agent's own start-up.
+    """
     try:
         load_machinery()
-    except Exception:  # start will import again and report the failure to the client
+        with service._lock:
+            service._prepare_workdir()
+    except Exception:  # start will try again and report the failure to the client
         log.exception("loading the task-set machinery failed")
+    finally:
+        logs.release()
+        service._preloaded.set()
 
 
 #: set by the guest image's /init to the agent version recorded at build time
@@ -139,6 +155,7 @@ class AgentService:
         self._binaries: BinaryStore | None = None
         self._lock = threading.Lock()
         self._preloading = False
+        self._preloaded = threading.Event()  # set once the start-up work is done
         self._runner: Runner | None = None
         self._owner: Client | None = None
         self._tasks: list[TaskSpec] = []
@@ -168,7 +185,9 @@ class AgentService:
             preload = not (self._preloading or _machinery_loaded)
             self._preloading = True
         if preload:
-            threading.Thread(target=_after_first_handshake, name="preload", daemon=True).start()
+            threading.Thread(
+                target=_after_first_handshake, args=(self,), name="preload", daemon=True
+            ).start()
 
     def detach(self, client: Client) -> None:
         """A client went away; stop its task set if it owned the running one."""
@@ -268,6 +287,8 @@ class AgentService:
             params = [params]
         if not isinstance(params, list):
             raise RequestError("bad_request", "params must be a list of session parameters")
+        if self._preloading:
+            self._preloaded.wait(PRELOAD_WAIT)
         at = args.get("at")
         now = time.monotonic()
         if at is not None and (

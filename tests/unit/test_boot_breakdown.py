@@ -58,3 +58,61 @@ def test_debug_args_drop_what_hides_the_timing_lines() -> None:
         "initcall_debug",
         "ignore_loglevel",
     ]
+
+
+IMPORTS = """\
+import time: self [us] | cumulative | imported package
+import time:      3265 |       3265 |   _io
+import time:     42011 |      61250 | _frozen_importlib_external
+farm-init: listening on port 3001 (the agent loads)
+import time:     44173 |      44173 |     _collections_abc
+import time:     18798 |      71774 |   os
+import time:     13089 |      84863 | farm.agent.__main__
+"""
+
+
+def test_importtime_lines_ranked_by_own_time() -> None:
+    doc = _module().parse_importtime(IMPORTS.splitlines(), top=2)
+    assert doc["modules"] == 5
+    assert doc["self_total_s"] == round((3265 + 42011 + 44173 + 18798 + 13089) / 1e6, 4)
+    assert doc["top_level_s"] == {
+        "_frozen_importlib_external": 0.0612,
+        "farm.agent.__main__": 0.0849,
+    }
+    assert [m["module"] for m in doc["slowest_self"]] == [
+        "_collections_abc",
+        "_frozen_importlib_external",
+    ]
+
+
+def test_first_sets_compares_the_first_start_with_the_later_ones() -> None:
+    import socket
+    import threading
+
+    from farm.agent.protocol import read_frame, write_frame
+
+    host, agent = socket.socketpair()
+    clock = iter(range(100))
+
+    def fake_agent() -> None:  # set k: START 0.5 s after t0 for the first set, 0.1 s later on
+        for k in range(3):
+            request = read_frame(agent)
+            t0 = float(next(clock))
+            write_frame(
+                agent, {"type": "reply", "id": request["id"], "ok": True, "result": {"t0": t0}}
+            )
+            start = t0 + (0.5 if k == 0 else 0.1)
+            for kind in ("START", "JOBS_DONE"):
+                write_frame(agent, {"type": "event", "event": {"type": kind, "ts": start}})
+
+    thread = threading.Thread(target=fake_agent, daemon=True)
+    thread.start()
+    try:
+        doc = _module().first_sets(host, 3, timeout=30)
+    finally:
+        thread.join(30)
+        host.close()
+        agent.close()
+    assert doc["agent_t0_to_START_s"] == [0.5, 0.1, 0.1]
+    assert doc["agent_first_minus_later_median_s"] == 0.4
+    assert len(doc["host_start_to_START_s"]) == 3

@@ -1,0 +1,99 @@
+"""The guest's way of starting the agent, run here: socket bound first, agent imported after.
+
+The program is taken from images/init.sh.in as it is, so what the image runs is what is
+tested (only the interpreter differs: this host's python instead of the guest's).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+from farm.agent.protocol import client_handshake
+from farm.qemu import free_port
+
+REPO = Path(__file__).resolve().parents[2]
+INIT = REPO / "images" / "init.sh.in"
+#: stdlib modules the agent needs only for task sets or after the first handshake: each
+#: costs milliseconds to tens of milliseconds in a fresh TCG guest before it could listen
+HEAVY = {
+    "logging",
+    "dataclasses",
+    "inspect",
+    "ast",
+    "pathlib",
+    "typing",
+    "subprocess",
+    "argparse",
+    "tempfile",
+    "shutil",
+    "random",
+    "ctypes",
+    "ipaddress",
+    "urllib",
+    "traceback",
+}
+
+
+def _env() -> dict[str, str]:
+    return {**os.environ, "PYTHONPATH": str(REPO), "PYTHONUNBUFFERED": "1"}
+
+
+def init_program() -> str:
+    """The python program init.sh.in runs to start the agent (not the identity=wait one)."""
+    match = re.search(r"python3 \$PYFLAGS -c '(.*?)' \\\n", INIT.read_text(), re.S)
+    assert match, "the agent's start in init.sh.in changed shape"
+    return match.group(1)
+
+
+def test_init_program_serves_on_the_socket_it_bound_first() -> None:
+    port, token = free_port(), secrets.token_hex(8)
+    argv = [sys.executable, "-S", "-c", init_program(), str(port)]
+    argv += ["--host", "0.0.0.0", "--port", str(port), "--token", token]
+    proc = subprocess.Popen(argv, env=_env(), stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        assert first.startswith(f"farm-init: listening on port {port}"), first
+        with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
+            sock.settimeout(30)
+            hello = client_handshake(sock, token)
+        assert hello["type"] == "hello"
+        assert proc.stdout.readline().startswith(f"farm-agent listening on 0.0.0.0:{port} ")
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        status = proc.wait(30)
+    assert status == 0
+
+
+def test_a_bind_failure_ends_the_init_program_with_an_error() -> None:
+    with socket.socket() as taken:
+        taken.bind(("0.0.0.0", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        argv = [sys.executable, "-S", "-c", init_program(), str(port), "--token", "t"]
+        proc = subprocess.run(argv, env=_env(), capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0 and "Address already in use" in proc.stderr
+
+
+def test_the_agent_imports_nothing_heavy_before_it_serves() -> None:
+    probe = (
+        "import sys, json; sys.modules['_hashlib'] = None; import farm\n"
+        "before = set(sys.modules)\n"  # the host's farm/__init__ is not the guest's (empty)
+        "import farm.agent.__main__\n"
+        "print(json.dumps(sorted(set(sys.modules) - before)))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", probe], env=_env(), capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 0, out.stderr
+    loaded = set(json.loads(out.stdout))
+    assert "farm.agent.server" in loaded
+    assert not loaded & HEAVY, sorted(loaded & HEAVY)

@@ -1,0 +1,116 @@
+"""The agent's boot-time mechanisms: a listening socket handed over, the first set's preload."""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from farm.agent import logs
+from farm.agent import service as service_mod
+from farm.agent.__main__ import _parse_fast, _parser, parse_args
+from farm.agent.protocol import client_handshake
+from farm.agent.server import AgentServer, make_stop_pipe
+from farm.agent.service import AgentService, RequestError
+
+INIT = Path(__file__).resolve().parents[2] / "images" / "init.sh.in"
+
+
+def test_listen_fd_is_parsed_like_argparse_does() -> None:
+    argv = ["--listen-fd", "7", "--token", "t", "--port", "3001"]
+    fast = _parse_fast(argv)
+    assert fast is not None and fast.listen_fd == 7
+    assert vars(fast) == vars(_parser().parse_args(argv))
+    assert parse_args(["--token", "t"]).listen_fd is None
+
+
+def test_a_client_connecting_before_the_server_exists_is_served(tmp_path: Path) -> None:
+    """What /init does: bind first, import the agent, hand it the socket (--listen-fd)."""
+    listener = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    port = listener.getsockname()[1]
+    early = socket.create_connection(("127.0.0.1", port), timeout=10)  # waits in the backlog
+    service = AgentService(tmp_path)
+    server = AgentServer(service, "tok", listen_fd=listener.detach())
+    stop_r, stop_w = make_stop_pipe()
+    loop = threading.Thread(target=server.serve_forever, args=(stop_r,), daemon=True)
+    loop.start()
+    try:
+        assert server.address == ("127.0.0.1", port)
+        hello = client_handshake(early, "tok")
+        assert hello["type"] == "hello"
+    finally:
+        early.close()
+        os.write(stop_w, b"x")
+        loop.join(10)
+        server.close()
+        service.shutdown()
+    assert not loop.is_alive()
+
+
+def test_init_binds_the_socket_before_it_imports_the_agent() -> None:
+    text = INIT.read_text()
+    match = re.search(r"python3 \$PYFLAGS -c '(.*?)' \\\n", text, re.S)
+    assert match, "the agent's start in init.sh.in changed shape"
+    program = match.group(1)
+    assert program.index("s.listen(") < program.index("from farm.agent")
+    assert '"--listen-fd", str(s.detach())' in program
+    assert "import socket" not in program  # _socket: socket.py costs imports before the bind
+
+
+class _Client:
+    name = "c"
+
+    def send(self, message: object) -> None:
+        pass
+
+
+def test_preload_makes_the_workdir_and_releases_logs_even_if_the_machinery_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken() -> None:
+        raise ImportError("no machinery here")
+
+    monkeypatch.setattr(service_mod, "load_machinery", broken)
+    released: list[bool] = []
+    monkeypatch.setattr(logs, "release", lambda: released.append(True))
+    service = AgentService(tmp_path / "work")
+    service_mod._after_first_handshake(service)
+    assert service._preloaded.is_set() and released == [True]
+    assert not (tmp_path / "work" / "jobs").exists()  # failed before the work directory
+
+    monkeypatch.setattr(service_mod, "load_machinery", lambda: None)
+    service = AgentService(tmp_path / "work2")
+    service_mod._after_first_handshake(service)
+    assert (tmp_path / "work2" / "jobs").is_dir()
+    service.shutdown()
+
+
+def test_first_start_waits_for_the_preload(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    gate = threading.Event()
+    monkeypatch.setattr(service_mod, "load_machinery", gate.wait)
+    monkeypatch.setattr(service_mod, "_machinery_loaded", False)
+    service = AgentService(tmp_path)
+    client = _Client()
+    service.attach(client)  # starts the preload thread, blocked on the gate
+    outcome: list[str] = []
+
+    def start_bad_set() -> None:
+        try:
+            service.handle(client, "start", {"tasks": "bad"})
+        except RequestError as exc:
+            outcome.append(exc.code)
+
+    start = threading.Thread(target=start_bad_set, daemon=True)
+    start.start()
+    start.join(0.3)
+    assert start.is_alive() and not outcome  # waiting for the preload, not validating yet
+    gate.set()
+    start.join(10)
+    assert not start.is_alive() and outcome == ["invalid_taskset"]  # then it went on
+    service.shutdown()
