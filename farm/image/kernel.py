@@ -158,16 +158,6 @@ def unpack_kernel(deb: Path, cache: Path) -> KernelFiles:
     return KernelFiles(root, images[0].name.removeprefix("vmlinuz-"))
 
 
-def kernel_config(files: KernelFiles) -> dict[str, str]:
-    """The kernel's ``CONFIG_*`` options (``y``, ``m`` or a value)."""
-    config: dict[str, str] = {}
-    for line in files.config.read_text().splitlines():
-        key, sep, value = line.partition("=")
-        if sep and key.startswith("CONFIG_"):
-            config[key] = value
-    return config
-
-
 def _module_files(modules_dir: Path) -> dict[str, Path]:
     found = {}
     for path in sorted((modules_dir / "kernel").rglob("*.ko*")):
