@@ -243,3 +243,22 @@ def test_unreachable_server_names_it_without_the_password(tmp_path: Path) -> Non
 
 def test_resolvable_by_name() -> None:
     assert resolve("PostgresMonitor") is PostgresMonitor
+
+
+def test_farm_run_writes_postgres_named_by_the_environment(
+    farm_postgres_url: str, tmp_path: Path
+) -> None:
+    done = run_farm(
+        tmp_path,
+        "run",
+        "example.Hey1TaskSet",
+        "--backend",
+        "local",
+        "--monitor",
+        "PostgresMonitor",
+        "--json",
+        env={"FARM_POSTGRES_URL": farm_postgres_url},
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert pg(farm_postgres_url, FINISHED_NOT_ONCE) == []
+    assert pg(farm_postgres_url, "SELECT COUNT(*) FROM tasksets WHERE state = 'finished'") == [(3,)]
