@@ -144,6 +144,11 @@ def _task_row(taskset_id: int, task: dict[str, Any]) -> tuple[Any, ...]:
     )
 
 
+def _line(exc: BaseException) -> str:
+    """libpq's multi-line message on one line."""
+    return " ".join(str(exc).split())
+
+
 def redact(dsn: str) -> str:
     """``dsn`` without its password (for logs and error messages)."""
     try:
@@ -195,7 +200,7 @@ class PostgresMonitor(AbstractMonitor):
                         conn.execute(SCHEMA)
                 except psycopg.Error as exc:
                     raise ResultsError(
-                        f"cannot open the results database {redact(self.dsn)}: {exc}"
+                        f"cannot open the results database {redact(self.dsn)}: {_line(exc)}"
                     ) from exc
                 self._conn = conn
             return self._conn
@@ -218,9 +223,9 @@ class PostgresMonitor(AbstractMonitor):
                     return body(conn, *args)
             except psycopg.OperationalError as exc:
                 self.close()  # the running-run cache is per connection's view: rebuilt on start
-                raise ResultsError(f"{what}: results database lost: {exc}") from exc
+                raise ResultsError(f"{what}: results database lost: {_line(exc)}") from exc
             except psycopg.Error as exc:
-                raise ResultsError(f"{what}: results database refused a write: {exc}") from exc
+                raise ResultsError(f"{what}: database refused a write: {_line(exc)}") from exc
 
     # -- identity --------------------------------------------------------------------
 

@@ -61,7 +61,8 @@ def connect(source: str, required: Iterable[str]) -> Any:
             )
         }
     except psycopg.Error as exc:
-        raise ConfigError(f"cannot read {describe(source)}: {exc}") from exc
+        reason = " ".join(str(exc).split())  # libpq's messages span lines: one line here
+        raise ConfigError(f"cannot read {describe(source)}: {reason}") from exc
     missing = set(required) - names
     if missing:
         conn.close()

@@ -82,7 +82,10 @@ class PostgresServer:
         """initdb a fresh cluster in a temporary directory and start it (rolled back on error)."""
         if self.bindir is None:
             raise FarmError("PostgreSQL server binaries (initdb, pg_ctl) not found")
-        self.root = Path(tempfile.mkdtemp(prefix="farm-pg-"))
+        # /tmp when another user runs the server ($TMPDIR may be private), and a short path:
+        # a UNIX socket's path must fit in 107 bytes
+        base = "/tmp" if self.run_as is not None and os.path.isdir("/tmp") else None
+        self.root = Path(tempfile.mkdtemp(prefix="farm-pg-", dir=base))
         try:
             (self.root / "sock").mkdir()
             if self.run_as is not None:

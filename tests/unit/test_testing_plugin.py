@@ -3,6 +3,7 @@ and optional dependencies that are missing are named with the extra that brings 
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import tomllib
@@ -70,12 +71,21 @@ def test_missing_psycopg_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> Non
         PostgresMonitor("dbname=x").__taskset_start__(object())
 
 
-def test_missing_matplotlib_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setitem(sys.modules, "matplotlib", None)
-    monkeypatch.delitem(sys.modules, "farm.report.charts", raising=False)
-    monkeypatch.delitem(sys.modules, "farm.report.build", raising=False)
-    with pytest.raises(MissingDependency, match=r"pip install 'farm\[report\]'"):
-        import farm.report.build  # noqa: F401
+def test_missing_matplotlib_names_the_extra(tmp_path: Any) -> None:
+    code = (
+        "import sys; sys.modules['matplotlib'] = None\n"  # import matplotlib -> ImportError
+        "from farm.cli import main; main(['report', 'results.db'])\n"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(REPO)},
+    )
+    assert done.returncode == 1, done.stderr
+    assert "pip install 'farm[report]'" in done.stderr
+    assert "Traceback" not in done.stderr
 
 
 def test_missing_pyroute2_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -84,3 +94,14 @@ def test_missing_pyroute2_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> No
     monkeypatch.setitem(sys.modules, "pyroute2", None)
     with pytest.raises(MissingDependency, match=r"pip install 'farm\[bridge\]'"):
         bridge._ipr()
+
+
+def test_missing_postgres_skips_but_fails_in_ci(monkeypatch: pytest.MonkeyPatch) -> None:
+    from farm.testing import plugin
+
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(pytest.fail.Exception, match="CI=true"):
+        plugin._missing("PostgreSQL server binaries not installed")
+    monkeypatch.setenv("CI", "")
+    with pytest.raises(pytest.skip.Exception, match="not installed"):
+        plugin._missing("PostgreSQL server binaries not installed")
