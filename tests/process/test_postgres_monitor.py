@@ -7,7 +7,10 @@ except where CI=true (scripts/setup installs them), where they fail.
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import subprocess
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -24,7 +27,7 @@ from farm.events import Event, EventType
 from farm.monitors import FINISHED_NOT_ONCE, PostgresMonitor, SqliteMonitor, resolve
 from farm.report.data import load
 from farm.taskset import Task, TaskSet
-from tests.helpers import run_farm, wait_for
+from tests.helpers import REPO, run_farm, wait_for
 
 
 class Variant:
@@ -262,3 +265,46 @@ def test_farm_run_writes_postgres_named_by_the_environment(
     assert done.returncode == 0, done.stderr[-2000:]
     assert pg(farm_postgres_url, FINISHED_NOT_ONCE) == []
     assert pg(farm_postgres_url, "SELECT COUNT(*) FROM tasksets WHERE state = 'finished'") == [(3,)]
+
+
+FARM_PROCESS = """
+import sys
+from pathlib import Path
+from farm.backend.fake import FakeBackend, session_class_for
+from farm.config import FarmConfig
+from farm.core.distributor import Distributor
+from farm.monitors import PostgresMonitor
+from farm.taskset import Task, TaskSet
+
+url, state, period = sys.argv[1], Path(sys.argv[2]), int(sys.argv[3])
+backend = FakeBackend()
+config = FarmConfig(state_dir=state / "state", log_dir=state / "log", idle_linger=0.05)
+dist = Distributor(config, backend=backend, session_class=session_class_for(backend))
+try:
+    sets = TaskSet([Task({"pkg": "hey", "period": period, "numberofjobs": 2, "x-run": range(10)})])
+    dist.add_job(sets, PostgresMonitor(url))
+    dist.set_max_machine_value(3)
+    sys.exit(0 if dist.wait_finished(timeout=60) else 1)
+finally:
+    dist.close()
+"""
+
+
+def test_two_farm_processes_write_one_database_each_set_once(
+    farm_postgres_url: str, tmp_path: Path
+) -> None:
+    procs = [
+        subprocess.Popen(
+            [sys.executable, "-c", FARM_PROCESS, farm_postgres_url, str(tmp_path / name), period],
+            env={**os.environ, "PYTHONPATH": str(REPO)},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name, period in (("a", "10"), ("b", "30"))
+    ]
+    for proc in procs:
+        out, _ = proc.communicate(timeout=120)
+        assert proc.returncode == 0, out[-3000:]
+    assert pg(farm_postgres_url, FINISHED_NOT_ONCE) == []
+    assert pg(farm_postgres_url, "SELECT COUNT(DISTINCT job), COUNT(*) FROM tasksets") == [(2, 20)]
