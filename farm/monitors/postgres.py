@@ -218,13 +218,17 @@ class PostgresMonitor(AbstractMonitor):
         psycopg = require("psycopg", "postgres", "PostgresMonitor")
         with self._lock:
             conn = self.connection
+            # the cached ids must not outlive a rolled-back transaction that made them
+            saved = dict(self._rows), dict(self._anon), dict(self._runs)
             try:
                 with conn.transaction():
                     return body(conn, *args)
-            except psycopg.OperationalError as exc:
-                self.close()  # the running-run cache is per connection's view: rebuilt on start
-                raise ResultsError(f"{what}: results database lost: {_line(exc)}") from exc
             except psycopg.Error as exc:
+                self._rows, self._anon, self._runs = saved
+                if isinstance(exc, psycopg.OperationalError):
+                    self._conn = None  # reconnect on the next call
+                    conn.close()
+                    raise ResultsError(f"{what}: results database lost: {_line(exc)}") from exc
                 raise ResultsError(f"{what}: database refused a write: {_line(exc)}") from exc
 
     # -- identity --------------------------------------------------------------------

@@ -308,3 +308,21 @@ def test_two_farm_processes_write_one_database_each_set_once(
         assert proc.returncode == 0, out[-3000:]
     assert pg(farm_postgres_url, FINISHED_NOT_ONCE) == []
     assert pg(farm_postgres_url, "SELECT COUNT(DISTINCT job), COUNT(*) FROM tasksets") == [(2, 20)]
+
+
+def test_a_lost_connection_fails_one_call_and_the_next_reconnects(
+    farm_postgres: Any, farm_postgres_url: str
+) -> None:
+    mon = PostgresMonitor(farm_postgres_url)
+    feed(mon, Variant(0))
+    mon.__taskset_start__(Variant(1))
+    farm_postgres.restart()
+    with pytest.raises(ResultsError, match="results database lost"):
+        mon.__taskset_event__(Variant(1), Event(0, 0, EventType.START, 0.0))
+    feed(mon, Variant(1), t0=5.0)  # the set runs again on a new connection
+    mon.close()
+    assert pg(farm_postgres_url, FINISHED_NOT_ONCE) == []
+    assert pg(farm_postgres_url, "SELECT variant, tries FROM tasksets ORDER BY variant") == [
+        (0, 1),
+        (1, 2),
+    ]
