@@ -14,7 +14,9 @@
     │   ├── BootError          the guest did not come up (its fault, not the host's)
     │   └── LaunchError        QEMU could not be started (exit code, command, output)
     ├── ImageError             guest image missing or cannot be built
-    └── NetworkError           bridge, tap, DHCP or address-pool failure
+    ├── NetworkError           bridge, tap, DHCP or address-pool failure
+    ├── ResultsError           a results database (PostgreSQL) cannot be written
+    └── MissingDependency      an optional dependency is not installed (names the extra)
 
 ``ConfigError`` and ``TaskSetError`` also derive from ``ValueError`` so that
 callers validating input can catch the builtin.
@@ -101,3 +103,11 @@ class ImageError(FarmError):
 
 class NetworkError(FarmError):
     """Bridge, tap, DHCP or address-pool failure."""
+
+
+class ResultsError(FarmError):
+    """A results database cannot be reached or written (PostgresMonitor)."""
+
+
+class MissingDependency(FarmError):
+    """An optional dependency is not installed; the message names the extra that brings it."""

@@ -38,8 +38,17 @@ def pytest_addoption(parser: pytest.Parser) -> None:
 
 
 def pytest_configure(config: pytest.Config) -> None:
-    """``--full`` also sets FARM_FULL=1, so module-level sizes (hypothesis settings) see it."""
+    """``--full`` also sets FARM_FULL=1, so module-level sizes (hypothesis settings) see it.
+
+    Also registers farm.testing's plugin when the installed metadata predates its
+    ``pytest11`` entry point (an editable install made before it existed).
+    """
     import os
+
+    from farm.testing import plugin
+
+    if not config.pluginmanager.is_registered(plugin):
+        config.pluginmanager.register(plugin, "farm")
 
     if config.getoption("--full", default=False):
         os.environ["FARM_FULL"] = "1"

@@ -45,11 +45,9 @@ def tap_name(ident: int) -> str:
 
 
 def _ipr() -> Any:
-    try:
-        from pyroute2 import IPRoute
-    except ImportError as exc:  # pragma: no cover - a declared dependency
-        raise NetworkError("pyroute2 is not installed (pip install pyroute2)") from exc
-    return IPRoute()
+    from farm.extras import require
+
+    return require("pyroute2", "bridge", "the bridged network").IPRoute()
 
 
 def _index(ipr: Any, name: str) -> int | None:

@@ -286,8 +286,9 @@ class DhcpServer:
 
 def read_leases(path: Path) -> list[Lease]:
     """Entries of an isc-dhcp-server lease file (empty when there is none)."""
-    from isc_dhcp_leases import IscDhcpLeases
+    from farm.extras import require
 
+    IscDhcpLeases = require("isc_dhcp_leases", "bridge", "the bridged network").IscDhcpLeases
     if not path.exists():
         return []
     try:

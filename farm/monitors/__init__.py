@@ -1,8 +1,9 @@
 """Monitors: receive every task set's start, events, finish, stop and give-up.
 
 Shipped: LoggingMonitor (log/monitor.log), CsvMonitor (events.csv),
-SqliteMonitor (results.db, the embedded results store), FanoutMonitor (several
-at once). MonitorThread serialises one monitor's calls on its own thread.
+SqliteMonitor (results.db, the embedded results store), PostgresMonitor (the
+same tables in a PostgreSQL database that several farms share), FanoutMonitor
+(several at once). MonitorThread serialises one monitor's calls on its own thread.
 ``resolve(name)`` finds a monitor class by name, ``available()`` lists them.
 """
 
@@ -18,6 +19,7 @@ from farm.monitors.base import (
 from farm.monitors.csvfile import CsvMonitor
 from farm.monitors.fanout import FanoutMonitor
 from farm.monitors.logfile import LoggingMonitor
+from farm.monitors.postgres import PostgresMonitor
 from farm.monitors.sqlite import FINISHED_NOT_ONCE, SqliteMonitor
 from farm.monitors.thread import MonitorThread
 from farm.session.registry import first_doc_line, resolve_class
@@ -32,7 +34,8 @@ HOOKS = (
 """The monitor hooks, in life-cycle order."""
 
 MONITORS: dict[str, type[AbstractMonitor]] = {
-    cls.__name__: cls for cls in (LoggingMonitor, CsvMonitor, SqliteMonitor, FanoutMonitor)
+    cls.__name__: cls
+    for cls in (LoggingMonitor, CsvMonitor, SqliteMonitor, PostgresMonitor, FanoutMonitor)
 }
 
 
@@ -60,6 +63,7 @@ __all__ = [
     "FanoutMonitor",
     "LoggingMonitor",
     "MonitorThread",
+    "PostgresMonitor",
     "SqliteMonitor",
     "available",
     "resolve",

@@ -14,15 +14,22 @@ import random
 from collections.abc import Iterable
 from typing import Any
 
-import matplotlib
-import numpy as np
-from matplotlib.backends.backend_agg import FigureCanvasAgg
-from matplotlib.figure import Figure
-from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
-from matplotlib.ticker import MaxNLocator
-
+from farm.errors import MissingDependency
 from farm.report.data import STATES, ReportData, SetData
+
+try:
+    import matplotlib
+    import numpy as np
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+    from matplotlib.ticker import MaxNLocator
+except ImportError as exc:  # an optional dependency: say which extra brings it
+    raise MissingDependency(
+        f"farm report draws with matplotlib and numpy ({exc.name} is not installed): "
+        "pip install 'farm[report]'"
+    ) from exc
 
 log = logging.getLogger(__name__)
 

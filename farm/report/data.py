@@ -1,4 +1,8 @@
-"""Reads a SqliteMonitor results database into per-set job timelines and summary numbers.
+"""Reads a results database into per-set job timelines and summary numbers.
+
+The database is a SqliteMonitor file or, given a ``postgresql://`` URL (or a
+libpq ``key=value`` string), a PostgresMonitor database (farm.report.pgsource):
+both have the same tables, and the queries here run unchanged on either.
 
 Times come from the guest clock (seconds). The database keeps each job's
 START and exit timestamps but not its release time, so the release is
@@ -31,6 +35,7 @@ from typing import Any
 
 from farm.core.records import SetState
 from farm.errors import ConfigError
+from farm.report import pgsource
 
 log = logging.getLogger(__name__)
 
@@ -146,9 +151,14 @@ class JobSummary:
 
 @dataclass(slots=True)
 class ReportData:
-    """Everything the report shows: every variant in id order and summaries per job."""
+    """Everything the report shows: every variant in id order and summaries per job.
 
-    path: Path
+    ``source`` names the database (a file's absolute path, a URL without its
+    password), ``name`` shortly (file name, database name).
+    """
+
+    source: str
+    name: str
     sets: list[SetData]
     by_job: dict[str, JobSummary]
     total: JobSummary
@@ -168,8 +178,19 @@ def _int(value: Any) -> int | None:
         return None
 
 
-def connect(path: str | Path) -> sqlite3.Connection:
-    """Open ``path`` read-only and check it is a farm results database (ConfigError if not)."""
+def is_url(source: str | Path) -> bool:
+    """True if ``source`` names a PostgreSQL database rather than an SQLite file."""
+    return isinstance(source, str) and pgsource.is_postgres(source)
+
+
+def connect(path: str | Path) -> Any:
+    """Open a results database read-only, check its tables (ConfigError if not farm's).
+
+    An SQLite file gives an sqlite3 connection, a PostgreSQL URL a psycopg one;
+    both have ``execute()`` returning an iterable cursor, which is all load() uses.
+    """
+    if is_url(path):
+        return pgsource.connect(str(path), _REQUIRED_TABLES)
     p = Path(path)
     if not p.is_file():
         raise ConfigError(f"no results database at {p}")
@@ -187,7 +208,7 @@ def connect(path: str | Path) -> sqlite3.Connection:
     return conn
 
 
-def _tasks(conn: sqlite3.Connection) -> dict[int, dict[int, TaskInfo]]:
+def _tasks(conn: Any) -> dict[int, dict[int, TaskInfo]]:
     out: dict[int, dict[int, TaskInfo]] = {}
     rows = conn.execute(
         'SELECT taskset_id, task_id, pkg, priority, period, criticaltime, deadline, "offset", '
@@ -209,7 +230,7 @@ def _tasks(conn: sqlite3.Connection) -> dict[int, dict[int, TaskInfo]]:
     return out
 
 
-def _shown_runs(conn: sqlite3.Connection) -> dict[int, tuple[int, int, str]]:
+def _shown_runs(conn: Any) -> dict[int, tuple[int, int, str]]:
     """taskset id -> (run id, attempt, state) of its finished run, else its latest one."""
     out: dict[int, tuple[int, int, str]] = {}
     rank = {"finished": 1}
@@ -282,8 +303,8 @@ def load(path: str | Path) -> ReportData:
                 run_id, s.run_attempt, s.run_state = runs[ts_id]
                 s.jobs, s.t0 = build_jobs(s.tasks, jobs_by_run.get(run_id, []))
             sets.append(s)
-    except sqlite3.Error as exc:
-        raise ConfigError(f"cannot read {path}: {exc}") from exc
+    except _db_errors() as exc:
+        raise ConfigError(f"cannot read {describe(path)}: {exc}") from exc
     finally:
         conn.close()
     total = JobSummary("all")
@@ -292,8 +313,21 @@ def load(path: str | Path) -> ReportData:
         name = s.label.split("#", 1)[0]
         by_job.setdefault(s.job, JobSummary(name)).add(s)
         total.add(s)
-    log.info("read %d task sets from %s", len(sets), path)
-    return ReportData(Path(path), sets, by_job, total)
+    log.info("read %d task sets from %s", len(sets), describe(path))
+    if is_url(path):
+        source, name = pgsource.describe(str(path)), pgsource.dbname(str(path))
+    else:
+        source, name = str(Path(path).resolve()), Path(path).name
+    return ReportData(source, name, sets, by_job, total)
+
+
+def _db_errors() -> tuple[type[BaseException], ...]:
+    return (sqlite3.Error, *pgsource.errors())
+
+
+def describe(source: str | Path) -> str:
+    """``source`` as it may be shown (a URL without its password)."""
+    return pgsource.describe(str(source)) if is_url(source) else str(source)
 
 
 def _tasks_from_description(description: str | None) -> dict[int, TaskInfo]:

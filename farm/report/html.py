@@ -176,10 +176,10 @@ def render(
     omitted: int = 0,
 ) -> str:
     """The whole page; ``omitted`` sets are skipped after the ``omitted_after``-th detail set."""
-    title = f"farm report — {data.path.name}"
+    title = f"farm report — {data.name}"
     body = [
         f"<h1>{esc(title)}</h1>",
-        f'<p class="meta">database <code>{esc(data.path.resolve())}</code> · generated '
+        f'<p class="meta">database <code>{esc(data.source)}</code> · generated '
         f"{esc(time.strftime('%Y-%m-%d %H:%M:%S'))} · {len(data.sets)} task sets</p>",
         "<h2>Summary</h2>",
     ]
