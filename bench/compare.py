@@ -40,11 +40,18 @@ def run(checkout: Path, script: str, args: list[str], timeout: float) -> dict[st
 
 
 def numbers(doc: Any, prefix: str = "") -> dict[str, float]:
-    """Every int/float leaf of a JSON document by dotted path (lists of numbers left out)."""
+    """Every int/float leaf of a JSON document by dotted path (lists of numbers left out).
+
+    Objects inside lists are keyed by their position (``curve.0.sets_per_s``).
+    """
     out: dict[str, float] = {}
     if isinstance(doc, dict):
         for key, value in doc.items():
             out.update(numbers(value, f"{prefix}{key}."))
+    elif isinstance(doc, list):
+        for i, value in enumerate(doc):
+            if isinstance(value, dict):
+                out.update(numbers(value, f"{prefix}{i}."))
     elif isinstance(doc, bool):
         pass
     elif isinstance(doc, int | float):
