@@ -60,20 +60,23 @@ class Task(dict[str, Any]):
 
     def reset_jobs(self) -> None:
         self["jobs"] = {}
+        self._keys: dict[int | None, str] = {}
 
     def record_event(self, event: Event) -> None:
-        """Fill ``jobs`` as the MaLSAMi Genode session did: ``{"1": [start, end, "EXIT"]}``."""
+        """Fill ``jobs`` as the MaLSAMi Genode session did: ``{"1": [start, end, "EXIT"]}``.
+
+        Jobs are numbered 1, 2, ... in the order they start (NOT_SCHEDULED counts
+        as a job that starts and ends at once), whatever farm's job numbers are.
+        """
         jobs = self.setdefault("jobs", {})
+        keys = self.__dict__.setdefault("_keys", {})
         ts = stamp(event)
-        if event.type is EventType.START:
-            jobs[str(event.job if event.job is not None else len(jobs) + 1)] = [ts]
-        elif event.type is EventType.NOT_SCHEDULED:
-            jobs[str(event.job if event.job is not None else len(jobs) + 1)] = [
-                ts,
-                ts,
-                "NOT_SCHEDULED",
-            ]
+        if event.type is EventType.START or event.type is EventType.NOT_SCHEDULED:
+            key = str(len(jobs) + 1)
+            keys[event.job] = key
+            done = event.type is EventType.NOT_SCHEDULED
+            jobs[key] = [ts, ts, "NOT_SCHEDULED"] if done else [ts]
         elif event.is_exit:
-            key = str(event.job) if event.job is not None else str(len(jobs))
+            key = keys.get(event.job, str(len(jobs)))
             record = jobs.setdefault(key, [ts])
             record[1:] = [ts, str(event.type)]
