@@ -30,7 +30,7 @@ class OneArgMonitor(AbstractMonitor):
         self.finished: list[Any] = []
         self.lock = threading.Lock()
 
-    def __taskset_event__(self, taskset):
+    def __taskset_event__(self, taskset: Any) -> None:  # one argument, as MaLSAMi called it
         with self.lock:
             self.events += 1
 
