@@ -92,7 +92,8 @@ class CompatSource:
             yield variant
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"name": self.name}  # the journal stores what it can; originals are not resumable
+        """Not picklable: the journal then records the job as not resumable automatically."""
+        raise TypeError("compat submissions are not resumable")
 
 
 def unique_name(prefix: str, taskset: object) -> str:
@@ -121,6 +122,7 @@ class CompatMonitor:
 
     def __init__(self, monitor: Any) -> None:
         self.monitor = monitor
+        self._tasks: dict[int, dict[Any, Any]] = {}  # id(original set) -> {task id: task}
 
     def _hook(self, name: str) -> Callable[..., Any] | None:
         return getattr(self.monitor, name, None) if self.monitor is not None else None
@@ -131,32 +133,37 @@ class CompatMonitor:
 
     def __taskset_start__(self, variant: Any) -> None:
         taskset = self.original(variant)
+        index = self._tasks[id(taskset)] = {}
         for task in taskset:
             task.reset_jobs()
+            index[task.get("id")] = task
         hook = self._hook("__taskset_start__")
         if hook is not None:
             hook(taskset)
 
     def __taskset_event__(self, variant: Any, event: Event) -> None:
         taskset = self.original(variant)
-        for task in taskset:
-            if task.get("id") == event.task_id:
-                task.record_event(event)
+        task = self._tasks.get(id(taskset), {}).get(event.task_id)
+        if task is not None:
+            task.record_event(event)
         hook = self._hook("__taskset_event__")
         if hook is not None:
             hook(taskset) if _arity(hook) == 1 else hook(taskset, event)
 
     def __taskset_finish__(self, variant: Any) -> None:
+        self._tasks.pop(id(self.original(variant)), None)
         hook = self._hook("__taskset_finish__")
         if hook is not None:
             hook(self.original(variant))
 
     def __taskset_stop__(self, variant: Any) -> None:
+        self._tasks.pop(id(self.original(variant)), None)
         hook = self._hook("__taskset_stop__")
         if hook is not None:
             hook(self.original(variant))
 
     def __taskset_bad__(self, variant: Any, tries: int) -> None:
+        self._tasks.pop(id(self.original(variant)), None)
         hook = self._hook("__taskset_bad__")
         if hook is not None:
             hook(self.original(variant), tries)

@@ -119,6 +119,28 @@ def test_malsami_add_job_list_fills_task_jobs_for_one_arg_monitor(tmp_path: Path
             assert isinstance(start, int) and end >= start and kind == "EXIT"
 
 
+def test_malsami_example5_runs_every_variant(tmp_path: Path) -> None:
+    dist = _malsami(tmp_path, max_machine=4)
+    mon = OneArgMonitor()
+    try:
+        dist.add_job([malsami_test.example5()], mon)
+        wait_for("256 variants finished", lambda: len(mon.finished) == 4**4, timeout=120)
+    finally:
+        dist.close()
+    args = {tuple(t["config"]["arg1"] for t in list(ts)[1:]) for ts in mon.finished}
+    assert len(args) == 4**4  # every combination of the four Variants(5) once
+    assert all(len(next(iter(ts))["jobs"]) == 5 for ts in mon.finished)
+
+
+def test_compat_submissions_are_not_pickled(tmp_path: Path) -> None:
+    import pickle
+
+    from farm.compat.convert import CompatSource
+
+    with pytest.raises(TypeError, match="not resumable"):
+        pickle.dumps(CompatSource(iter(()), "x"))
+
+
 def test_malsami_offset_skips_sets_and_too_large_adds_nothing(tmp_path: Path) -> None:
     dist = _malsami(tmp_path)
     mon = OneArgMonitor()

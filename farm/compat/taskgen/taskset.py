@@ -36,9 +36,9 @@ class TaskSet(Iterable[Task]):
         self._tasks.append(task)
 
     def variants(self) -> Iterator[TaskSet]:
-        """Every variant: the product of the tasks' variants (last task fastest)."""
+        """Every variant: the product of the tasks' variants (last task fastest), as copies."""
         for tasks in lazy_product([t.variants for t in self._tasks]):
-            yield TaskSet(list(tasks))
+            yield TaskSet([Task(t) for t in tasks])  # own copies: sets may run at once
 
     def description(self) -> dict[str, Any]:
         return {"taskset": {"periodictask": self._tasks}}

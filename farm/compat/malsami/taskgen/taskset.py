@@ -49,7 +49,9 @@ class TaskSet(Iterable[Task]):
             return
         for tasks in lazy_product([t.variants for t in self._tasks]):
             variant = TaskSet()
-            variant._tasks = list(tasks)
+            variant._tasks = [Task(t) for t in tasks]  # own copies: sets may run at once
+            for task in variant._tasks:
+                task.reset_jobs()
             variant._task_counter = len(tasks)
             yield variant
 
