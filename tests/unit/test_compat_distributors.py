@@ -213,3 +213,21 @@ def test_taskgen_event_handler_csv(tmp_path: Path) -> None:
         dist.close()
     text = path.read_text()
     assert "START" in text and "EXIT" in text
+
+
+def test_taskgen_distributor_on_existing_targets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from farm.session import StdioSession
+
+    monkeypatch.chdir(tmp_path)
+    mon = OneArgMonitor()
+    dist = TaskgenDistributor("127.0.0.1", 3001, session_class=StdioSession)
+    dist.event_handler = mon
+    try:
+        assert dist.farm.backend_kind() == "hosts"
+        dist.start(taskgen_example.Hey1TaskSet(), {"optimize": {"query_interval": 1000}})
+    finally:
+        dist.close()
+    assert len(mon.finished) == 1 and next(iter(mon.finished[0])).jobs
+    assert '"query_interval": 1000' in capsys.readouterr().out
