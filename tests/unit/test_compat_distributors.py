@@ -27,6 +27,7 @@ class OneArgMonitor(AbstractMonitor):
 
     def __init__(self) -> None:
         self.events = 0
+        self.started: list[Any] = []
         self.finished: list[Any] = []
         self.lock = threading.Lock()
 
@@ -35,7 +36,8 @@ class OneArgMonitor(AbstractMonitor):
             self.events += 1
 
     def __taskset_start__(self, taskset: Any) -> None:
-        pass
+        with self.lock:
+            self.started.append(taskset)
 
     def __taskset_finish__(self, taskset: Any) -> None:
         with self.lock:
@@ -184,15 +186,19 @@ def taskgen_like_endless() -> Any:
 def test_taskgen_stop_wait_returns_promptly(tmp_path: Path) -> None:
     dist = TaskgenDistributor(**_farm(tmp_path))
     stopped: list[Any] = []
+    started: list[Any] = []
 
     class Mon:
+        def __taskset_start__(self, taskset: Any) -> None:
+            started.append(taskset)
+
         def __taskset_stop__(self, taskset: Any) -> None:
             stopped.append(taskset)
 
     dist.event_handler = Mon()
     try:
         dist.start(taskgen_test.Problem0(), wait=False)  # numberofjobs 0: runs until stopped
-        wait_for("the set to start", lambda: bool(dist.farm.machines()), timeout=30)
+        wait_for("the set to start", lambda: bool(started), timeout=30)
         time.sleep(0.2)
         t0 = time.monotonic()
         dist.stop(wait=True)
@@ -231,3 +237,19 @@ def test_taskgen_distributor_on_existing_targets(
         dist.close()
     assert len(mon.finished) == 1 and next(iter(mon.finished[0])).jobs
     assert '"query_interval": 1000' in capsys.readouterr().out
+
+
+def test_malsami_shut_down_finishes_the_running_set_then_pauses(tmp_path: Path) -> None:
+    dist = _malsami(tmp_path)
+    mon = OneArgMonitor()
+    try:
+        dist.add_job([malsami_test.exampleTest(), malsami_test.exampleTest()], mon)
+        wait_for("a set started", lambda: bool(mon.started), timeout=30)
+        dist.shut_down_all_machines()
+        wait_for("machines shut down", lambda: not dist.farm.machines(), timeout=30)
+        finished = len(mon.finished)
+        assert finished in (1, 2)  # the running set ran to its end
+        dist.resume()
+        wait_for("both sets finished", lambda: len(mon.finished) == 2, timeout=30)
+    finally:
+        dist.close()
