@@ -40,6 +40,14 @@ from farm.errors import ConfigError, FarmError
 @click.option(
     "--json", "as_json", is_flag=True, help="Print a JSON summary instead of the live view."
 )
+@click.option(
+    "--session-params",
+    "params_json",
+    default=None,
+    metavar="JSON",
+    help="Session parameters as JSON: an object is one parameter (e.g. taskgen's admission "
+    "control dict '{\"optimize\": {...}}'), an array one parameter per element.",
+)
 @click.pass_context
 def run(
     ctx: click.Context,
@@ -52,6 +60,7 @@ def run(
     network: str | None,
     port: int | None,
     as_json: bool,
+    params_json: str | None,
 ) -> None:
     """Run TASKSET (e.g. example.Hey0TaskSet or module:Class) on spawned guests.
 
@@ -65,6 +74,7 @@ def run(
     from farm.monitors.fanout import FanoutMonitor
 
     try:
+        params = session_params(params_json)
         ts_cls = tasksets.resolve(taskset)
         mons = [monitor_mod.resolve(name)() for name in monitors]
         session_cls = session_mod.resolve(session_name) if session_name else None
@@ -99,7 +109,7 @@ def run(
     try:
         if machines is not None:
             dist.set_max_machine_value(machines)
-        job = dist.add_job(ts_cls(), FanoutMonitor(mons))
+        job = dist.add_job(ts_cls(), FanoutMonitor(mons), *params)
         if as_json:
             dist.wait_finished()
         else:
@@ -136,3 +146,20 @@ def run(
         raise SystemExit(EXIT_FAILED)
     if summary["job"]["bad"] or summary["job"]["error"]:
         raise SystemExit(EXIT_FAILED)
+
+
+def session_params(text: str | None) -> list[Any]:
+    """The session parameters of ``--session-params``: ConfigError unless a JSON object/array."""
+    if text is None:
+        return []
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ConfigError(f"--session-params is not valid JSON: {exc}") from exc
+    if isinstance(value, dict):
+        return [value]
+    if isinstance(value, list):
+        return value
+    raise ConfigError(
+        f"--session-params must be a JSON object (one parameter) or array, got {text!r}"
+    )

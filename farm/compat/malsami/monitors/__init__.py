@@ -1,0 +1,1 @@
+"""The MaLSAMi distributor's shipped monitors (``distributor.monitors``)."""

@@ -1,0 +1,1 @@
+"""The malsami/taskgen fork, importable as ``farm.compat.malsami.taskgen``."""

@@ -1,0 +1,3 @@
+"""``idle`` block (taskgen)."""
+
+Idle = {"pkg": "idle", "quota": "1M"}

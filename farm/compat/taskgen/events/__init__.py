@@ -1,0 +1,1 @@
+"""taskgen's event handlers (``taskgen.events``)."""
