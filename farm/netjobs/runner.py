@@ -265,6 +265,8 @@ class TestRunner:
         assert link is not None and res.offset is not None
         try:
             self._run_one(res, link, start_at, abort)
+        except ConfigError as exc:  # e.g. a command the stock agent cannot carry
+            res.status, res.detail = Status.ERROR, f"not run: {exc}"
         except FarmError as exc:
             res.status, res.detail = Status.ERROR, f"lost: {exc}"
         except Exception as exc:  # never leave the collector waiting
