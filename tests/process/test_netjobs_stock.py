@@ -30,6 +30,7 @@ class FakeNetJobsAgent:
     def __init__(self) -> None:
         self.listener = socket.create_server(("127.0.0.1", 0))
         self.port = self.listener.getsockname()[1]
+        self.listener.settimeout(0.1)  # accept() wakes up to notice close()
         self.received: list[str] = []
         self.closing = False
         self.thread = threading.Thread(target=self._serve, daemon=True)
@@ -37,15 +38,18 @@ class FakeNetJobsAgent:
 
     def close(self) -> None:
         self.closing = True
-        self.listener.close()
         self.thread.join(10)
+        self.listener.close()
 
     def _serve(self) -> None:
         while not self.closing:
             try:
                 conn, _ = self.listener.accept()
+            except TimeoutError:
+                continue
             except OSError:
                 return
+            conn.settimeout(None)
             with conn:
                 try:
                     self._session(conn)
