@@ -70,6 +70,10 @@ class FarmConfig:
     # several libvirt hypervisor hosts (tables or HypervisorConfig); empty: one backend as above
     hypervisors: tuple[HypervisorConfig, ...] = ()
     hypervisor_retry_max: float = 60.0  # s: cap of a lost/failing host's exponential back-off
+    # which protocol spawned guests speak: "" = the profile's session, "farm" or "genode"
+    session: str = ""
+    genode_binaries: Path | None = None  # Genode: taskgen's bin/ dir, <dir>/<pkg> is uploaded
+    event_timeout: float | None = None  # Genode: s of silence after which a guest is replaced
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "state_dir", Path(self.state_dir))
@@ -77,6 +81,9 @@ class FarmConfig:
         object.__setattr__(self, "image_dir", Path(self.image_dir))
         if isinstance(self.dhcpd_conf, str):
             object.__setattr__(self, "dhcpd_conf", Path(self.dhcpd_conf))
+        if isinstance(self.genode_binaries, str):
+            binaries = Path(self.genode_binaries) if self.genode_binaries else None
+            object.__setattr__(self, "genode_binaries", binaries)
         object.__setattr__(self, "hypervisors", _hypervisors(self.hypervisors, self))
         self.validate()
 
@@ -129,6 +136,10 @@ class FarmConfig:
         _positive("hypervisor_retry_max", self.hypervisor_retry_max)
         if self.hypervisors and self.backend != "libvirt":
             raise ConfigError(f"hypervisors need backend = 'libvirt', not {self.backend!r}")
+        if self.session not in ("", "farm", "genode"):
+            raise ConfigError(f"session must be 'farm' or 'genode', got {self.session!r}")
+        if self.event_timeout is not None:
+            _positive("event_timeout", self.event_timeout)
 
     def replace(self, **changes: Any) -> FarmConfig:
         """A copy with some fields changed (validated)."""

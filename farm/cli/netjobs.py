@@ -17,7 +17,7 @@ def _monitor(spec: str) -> object:
     return cls(arg) if arg else cls()  # type: ignore[call-arg]
 
 
-@click.command("netjobs")
+@click.command("netjobs", context_settings={"help_option_names": ["-h", "--help"]})
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("-s", "--simulate", is_flag=True, help="Simulate: no network, print the plan.")
 @click.option("-v", "--verbose", is_flag=True, help="Narrate each step (on stderr).")
@@ -26,6 +26,14 @@ def _monitor(spec: str) -> object:
     "--token", default=None, help="Agent token (default: farm config, FARM_TOKEN, state dir)."
 )
 @click.option("--port", type=int, default=None, help="Agent port for targets without one.")
+@click.option(
+    "--agent",
+    type=click.Choice(["farm", "netjobs"]),
+    default="farm",
+    show_default=True,
+    help="Agent of targets without '-agent:': farm's own, or a stock NetJobsAgent.py "
+    "(port 16192, UNAUTHENTICATED).",
+)
 @click.option(
     "--monitor",
     "monitors",
@@ -42,9 +50,12 @@ def netjobs(
     log_results: bool,
     token: str | None,
     port: int | None,
+    agent: str,
     monitors: tuple[str, ...],
 ) -> None:
-    """Run the synchronised NetJobs tests of CONFIG (seed 003 grammar) on farm agents."""
+    """Run the synchronised NetJobs tests of CONFIG (seed 003 grammar) on farm agents
+    or on stock NetJobsAgent.py hosts (--agent netjobs / -agent: netjobs; unauthenticated).
+    """
     from farm.config import FarmConfig
     from farm.monitors import FanoutMonitor
     from farm.netjobs.api import run_config
@@ -77,6 +88,7 @@ def netjobs(
             token=token,
             port=port,
             farm_config=farm_config,
+            agent=agent,
         )
     except FarmError as exc:
         fail(exc)

@@ -41,7 +41,8 @@ from farm.core.slot import Slot
 from farm.core.submission import Submission, submission_key
 from farm.errors import ConfigError
 from farm.reaper import start_reaper
-from farm.session import AbstractSession, FarmSession
+from farm.session import AbstractSession
+from farm.session.genode_select import session_class_for, session_factory
 from farm.session.token import resolve_token
 
 log = logging.getLogger(__name__)
@@ -93,7 +94,7 @@ class Distributor:
         if log_path is not None:
             attach_log_file(log_path)
         self.token = resolve_token(cfg.token, cfg.state_dir)
-        session_cls: type[AbstractSession] = session_class or FarmSession
+        session_cls = session_class_for(cfg, session_class)  # config/profile `session`
         self._closed = False
         self._closer: threading.Thread | None = None
         self.event_handler: object = None  # taskgen compatibility: default monitor for start()
@@ -115,9 +116,7 @@ class Distributor:
             env = SlotEnvironment(
                 config=cfg,
                 backend=backend,
-                sessions=session_cls.factory(
-                    token=self.token, heartbeat_timeout=cfg.heartbeat_timeout
-                ),
+                sessions=session_factory(session_cls, cfg, self.token),
                 boot_slots=threading.BoundedSemaphore(cfg.max_concurrent_boots),
                 token=self.token,
             )

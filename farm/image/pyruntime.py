@@ -113,7 +113,14 @@ def _run_python(root: Path, args: list[str], stdin: str = "", path: Path | None 
     argv = [*interpreter(root), "-S", *args]
     try:
         proc = subprocess.run(
-            argv, input=stdin, capture_output=True, text=True, env=env, timeout=300, check=False
+            argv,
+            input=stdin,
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=300,
+            check=False,
+            cwd=path,  # "" on sys.path (-c) is the cwd: not the host's checkout of farm
         )
     except (OSError, subprocess.SubprocessError) as exc:
         raise ImageError(f"cannot run the guest's python on this host: {exc}") from exc
@@ -231,7 +238,7 @@ def add_python(
     tree: Tree, root: Path, agent_root: Path, allowlist: list[str], work: Path
 ) -> dict[str, object]:
     """Add interpreter, traced stdlib (as .pyc), extensions and libs; return a summary."""
-    agent_dir = agent_root / "farm" / "agent"
+    agent_dir = agent_root / "farm"  # the agent and GUEST_EXTRAS
     agent_files = sorted(p for p in agent_dir.rglob("*.py") if "__pycache__" not in p.parts)
     agent_modules = [
         ".".join(p.relative_to(agent_root).with_suffix("").parts).removesuffix(".__init__")
@@ -271,6 +278,16 @@ def add_python(
     return {"modules": len(shipped), "extensions": [e.name for e in extensions], "libs": libs}
 
 
+#: Host modules the guest gets too: the fake Genode dom0 (kernel argument farm.dom0=fake).
+GUEST_EXTRAS = (
+    "farm/errors.py",
+    "farm/events.py",
+    "farm/session/fake_dom0.py",
+    "farm/session/genode_wire.py",
+    "farm/session/simulate.py",
+)
+
+
 def add_agent(tree: Tree, root: Path, agent_dir: Path, work: Path) -> list[str]:
     """Copy the agent (``farm/agent/**.py``) as sources plus pycs under /opt/farm; return names."""
     stage = work / "agent"
@@ -284,6 +301,12 @@ def add_agent(tree: Tree, root: Path, agent_dir: Path, work: Path) -> list[str]:
         (stage / rel).parent.mkdir(parents=True, exist_ok=True)
         (stage / rel).write_bytes(src.read_bytes())
         copied.append(rel.as_posix())
+    (stage / "farm" / "session").mkdir(exist_ok=True)  # GUEST_EXTRAS: no package __init__
+    (stage / "farm" / "session" / "__init__.py").write_text("")
+    for rel_str in ("farm/session/__init__.py", *GUEST_EXTRAS):
+        if rel_str != "farm/session/__init__.py":
+            (stage / rel_str).write_bytes((agent_dir.parent.parent / rel_str).read_bytes())
+        copied.append(rel_str)
     jobs = []
     for rel_str in copied:
         rel = Path(rel_str)

@@ -15,11 +15,13 @@ from pathlib import Path
 from typing import Any
 
 from farm.config import FarmConfig
+from farm.errors import ConfigError
 from farm.netjobs.client import FarmAgentLink
-from farm.netjobs.grammar import NetJobsConfig, parse_file
+from farm.netjobs.grammar import AGENTS, NetJobsConfig, parse_file
 from farm.netjobs.log import write_log
 from farm.netjobs.monitor import report_to_monitor
 from farm.netjobs.runner import Connect, Narrate, TestResult, TestRunner, simulate
+from farm.netjobs.stock import STOCK_PORT, StockAgentLink
 from farm.netjobs.targets import Address, MachineLister, Resolver, control_lister
 from farm.session.token import resolve_token
 
@@ -40,6 +42,8 @@ def run_config(
     connect: Connect | None = None,
     machines: MachineLister | None = None,
     connect_timeout: float = 10.0,
+    agent: str = "farm",
+    stock_connect: Connect | None = None,
 ) -> list[TestResult]:
     """Run every test of ``config`` in order; return their results.
 
@@ -48,8 +52,12 @@ def run_config(
     test as a task set. ``on_result`` is called after each test (the CLI
     prints there). ``token``/``port`` default to the farm config's; machine
     names are looked up in the running farm of ``farm_config.state_dir``.
+    ``agent``: what targets without ``-agent:`` run, ``"farm"`` or ``"netjobs"``
+    (a stock, unauthenticated NetJobsAgent.py on port 16192 unless ``host:port``).
     Raises ConfigError (NetJobsSyntaxError) before anything runs.
     """
+    if agent not in AGENTS:
+        raise ConfigError(f"agent must be one of {', '.join(AGENTS)}, got {agent!r}")
     parsed = config if isinstance(config, NetJobsConfig) else parse_file(config)
     cfg = farm_config or FarmConfig.load()
     results: list[TestResult] = []
@@ -60,8 +68,15 @@ def run_config(
         def dial(address: Address) -> FarmAgentLink:
             return FarmAgentLink(address, secret, connect_timeout)
 
-        resolver = Resolver(port or cfg.agent_port, machines or control_lister(cfg.state_dir))
-        runner = TestRunner(connect or dial, resolver, narrate=narrate)
+        def dial_stock(address: Address) -> StockAgentLink:
+            return StockAgentLink(address, connect_timeout)
+
+        lister = machines or control_lister(cfg.state_dir)
+        resolver = Resolver(port or cfg.agent_port, lister)
+        stock = (stock_connect or dial_stock, Resolver(port or STOCK_PORT, lister))
+        runner = TestRunner(
+            connect or dial, resolver, narrate=narrate, stock=stock, default_agent=agent
+        )
     for test in parsed.tests:
         result = simulate(test) if runner is None else runner.run(test)
         results.append(result)

@@ -8,6 +8,8 @@
     -minhosts: all | N              optional, before any target (default all)
     TARGET: "COMMAND"               one line per command; TARGET is host, host:port
     -timeout: 30s                   or a farm machine name; optional -timeout right after
+    -agent: netjobs                 farm extension, optional: before any target (the whole
+                                    test) or right after one: a stock NetJobsAgent.py
     end                             the block ends
 
 Durations: a non-negative number with ``s``, ``m`` or ``h`` (``330s``, ``1.5m``),
@@ -52,6 +54,11 @@ class Target:
     command: str
     timeout: float | None
     line: int
+    agent: str | None = None  # "farm" or "netjobs" (stock NetJobsAgent); None: the default
+
+
+#: Agents a target can run: farm's own agent, or a stock NetJobsAgent.py.
+AGENTS = ("farm", "netjobs")
 
 
 @dataclass(frozen=True)
@@ -98,6 +105,7 @@ class _Entry:
     line: int
     timeout: float | None = None
     inherit: bool = True  # no -timeout of its own: -generaltimeout applies
+    agent: str | None = None
 
 
 @dataclass
@@ -107,6 +115,7 @@ class _Block:
     minhosts: int | str = ALL
     minhosts_line: int = 0
     generaltimeout: float | None = None
+    agent: str | None = None
     seen: set[str] = field(default_factory=set)
     targets: list[_Entry] = field(default_factory=list)
     timeout_allowed: bool = False
@@ -159,7 +168,13 @@ class _Parser:
                 str(block.minhosts),
             )
         targets = tuple(
-            Target(e.target, e.command, block.generaltimeout if e.inherit else e.timeout, e.line)
+            Target(
+                e.target,
+                e.command,
+                block.generaltimeout if e.inherit else e.timeout,
+                e.line,
+                e.agent or block.agent,
+            )
             for e in block.targets
         )
         self.tests.append(
@@ -174,6 +189,15 @@ class _Parser:
         if match is None:
             raise self.fail(number, "a flag '-NAME: VALUE'", text)
         name, value = match.group(1).lower(), match.group(2).strip()
+        if name == "agent":
+            agent = value.lower()
+            if agent not in AGENTS:
+                raise self.fail(number, "-agent value 'farm' or 'netjobs'", value)
+            owner = block.targets[-1] if block.targets else block  # flags follow a target
+            if owner.agent is not None:
+                raise self.fail(number, "a target line (-agent is already set)", text)
+            owner.agent = agent
+            return
         if name in ("generaltimeout", "minhosts"):
             if block.targets:
                 raise self.fail(number, f"a target line (-{name} goes before any target)", text)
@@ -192,7 +216,7 @@ class _Parser:
             block.targets[-1].inherit = False
             block.timeout_allowed = False
         else:
-            raise self.fail(number, "-generaltimeout, -minhosts or -timeout", text)
+            raise self.fail(number, "-generaltimeout, -minhosts, -timeout or -agent", text)
 
     def duration(self, number: int, value: str) -> float | None:
         try:
@@ -225,6 +249,8 @@ class _Parser:
         command = command[1:-1]
         if not command.strip():
             raise self.fail(number, "a non-empty command between the quotes", text)
+        if "\0" in command:
+            raise self.fail(number, "a command without NUL characters (it cannot be run)", text)
         block.targets.append(_Entry(target, command, number))
         block.timeout_allowed = True
 

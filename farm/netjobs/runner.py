@@ -28,9 +28,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from enum import StrEnum
 
-from farm.errors import FarmError
+from farm.errors import ConfigError, FarmError
 from farm.netjobs.client import CLOCK_SAMPLES, AgentLink
 from farm.netjobs.grammar import ALL, Target, TestBlock
+from farm.netjobs.stock import WARNING as STOCK_WARNING
 from farm.netjobs.targets import Address, Resolver
 
 log = logging.getLogger(__name__)
@@ -128,10 +129,18 @@ class TestRunner:
         poll_wait: float = 0.5,
         backstop: float = 5.0,
         clock_samples: int = CLOCK_SAMPLES,
+        stock: tuple[Connect, Resolver] | None = None,
+        default_agent: str = "farm",
     ) -> None:
-        """``lead``: s between the start decision and the start; ``backstop``: host grace."""
+        """``lead``: s between the start decision and the start; ``backstop``: host grace.
+
+        ``stock``: how to reach targets whose agent is a stock NetJobsAgent
+        (``-agent: netjobs``, or ``default_agent = "netjobs"``).
+        """
         self.connect = connect
         self.resolver = resolver
+        self.stock = stock
+        self.default_agent = default_agent
         self.narrate = narrate or (lambda text: None)
         self.lead = lead
         self.poll_wait = poll_wait
@@ -176,12 +185,25 @@ class TestRunner:
         )
         return result
 
+    def _route(self, spec: Target) -> tuple[Resolver, Connect, bool]:
+        """(resolver, connect, stock?) for a target, by its agent kind."""
+        if (spec.agent or self.default_agent) != "netjobs":
+            return self.resolver, self.connect, False
+        if self.stock is None:
+            raise ConfigError(f"target {spec.target!r}: no way to reach stock NetJobsAgents")
+        return self.stock[1], self.stock[0], True
+
     def _prepare(self, slot: _Slot) -> None:
         target = slot.spec.target
         try:
-            address = self.resolver.resolve(target)
+            resolver, connect, stock = self._route(slot.spec)
+            address = resolver.resolve(target)
             slot.result.address = str(address)
-            link = self.connect(address)
+            if stock:
+                warning = STOCK_WARNING.format(target=target, address=address)
+                log.warning("%s", warning)
+                self.narrate(warning)
+            link = connect(address)
         except FarmError as exc:
             slot.result.status, slot.result.detail = Status.ERROR, f"not prepared: {exc}"
             self._say(f"  {target}: cannot prepare: {exc}")
@@ -243,6 +265,8 @@ class TestRunner:
         assert link is not None and res.offset is not None
         try:
             self._run_one(res, link, start_at, abort)
+        except ConfigError as exc:  # e.g. a command the stock agent cannot carry
+            res.status, res.detail = Status.ERROR, f"not run: {exc}"
         except FarmError as exc:
             res.status, res.detail = Status.ERROR, f"lost: {exc}"
         except Exception as exc:  # never leave the collector waiting
@@ -257,6 +281,9 @@ class TestRunner:
         self, res: TargetResult, link: AgentLink, start_at: float, abort: threading.Event
     ) -> None:
         assert res.offset is not None
+        if "\0" in res.command:  # Popen would raise ValueError: say so instead
+            res.status, res.detail = Status.ERROR, "command contains a NUL character: not run"
+            return
         reply = link.exec(res.command, start_at + res.offset, res.timeout)
         rid = str(reply["id"])
         if reply.get("late"):

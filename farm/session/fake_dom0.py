@@ -10,10 +10,15 @@ Profiles are pushed in messages of ``batch_sizes`` events, cycling (default
 1, 4: single-event profiles alternate with multi-event ones), optionally
 split into ``fragment``-byte writes, NUL-terminated as Genode strings are.
 STOP ends the run with EXIT_EXTERNAL for every started, unfinished job.
+REBOOT drops the connection and forgets the binaries (``record.reboots``).
+``silent_after=N``: each run pushes N events, then the target says nothing
+more and ignores every command (a hung guest). ``python -m
+farm.session.fake_dom0 --port P`` serves on all addresses until killed.
 """
 
 from __future__ import annotations
 
+import argparse
 import itertools
 import logging
 import selectors
@@ -63,6 +68,7 @@ class Dom0Record:
     optimize: list[str] = field(default_factory=list)
     pushed: list[ProfileEvent] = field(default_factory=list)
     connections: int = 0
+    reboots: int = 0
     errors: list[str] = field(default_factory=list)
 
 
@@ -90,6 +96,7 @@ class FakeDom0Server:
         time_scale: float = 0.0,
         nul_terminate: bool = True,
         max_events: int = 10_000,
+        silent_after: int | None = None,
     ) -> None:
         """``time_scale``: wall seconds per simulated second (0 = push at once)."""
         if not batch_sizes or min(batch_sizes) < 1:
@@ -99,6 +106,8 @@ class FakeDom0Server:
         self.time_scale = time_scale
         self.nul_terminate = nul_terminate
         self.max_events = max_events
+        self.silent_after = silent_after
+        self.hung = threading.Event()  # set once a run went silent (silent_after)
         self.record = Dom0Record()
         self.lock = threading.Condition()
         self._listener = socket.create_server((host, port))
@@ -200,7 +209,14 @@ class FakeDom0Server:
         try:
             while not self._closing.is_set():
                 (command,) = WORD.unpack(recv_exact(conn, WORD.size))
+                if self.hung.is_set():
+                    continue  # a hung target reads but never answers
                 self._note("commands", command)
+                if command == Command.REBOOT:
+                    self._note("reboots")
+                    with self.lock:
+                        self.record.binaries.clear()
+                    return
                 if command == Command.AVAILABLE:
                     with send_lock:
                         conn.sendall(word(Command.AVAILABLE))
@@ -259,7 +275,10 @@ class FakeDom0Server:
     # -- pushing profiles ------------------------------------------------------------
 
     def _events(self, tasks: list[dict[str, Any]]) -> Iterator[tuple[float, Event]]:
-        return itertools.islice(simulate(tasks), self.max_events)
+        limit = self.max_events
+        if self.silent_after is not None:
+            limit = min(limit, self.silent_after)
+        return itertools.islice(simulate(tasks), limit)
 
     def _push(
         self, run: _Run, conn: socket.socket, send_lock: threading.Lock, tasks: list[dict[str, Any]]
@@ -270,6 +289,9 @@ class FakeDom0Server:
             while not run.stop.is_set():
                 batch = list(itertools.islice(stream, next(sizes)))
                 if not batch:
+                    if self.silent_after is not None:
+                        log.info("fake dom0: silent after %d event(s)", self.silent_after)
+                        self.hung.set()
                     return
                 due = batch[-1][0] / 1000.0 * self.time_scale
                 if due > 0 and run.stop.wait(due - (time.monotonic() - run.began)):
@@ -311,3 +333,31 @@ class FakeDom0Server:
                 conn.sendall(message[i : i + self.fragment])
         else:
             conn.sendall(message)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Serve a fake dom0 on ``--host``/``--port`` until killed (guest images, demos)."""
+    parser = argparse.ArgumentParser(prog="python -m farm.session.fake_dom0")
+    parser.add_argument("--host", default="0.0.0.0")
+    parser.add_argument("--port", type=int, default=3001)
+    parser.add_argument("--time-scale", type=float, default=0.0)
+    parser.add_argument("--silent-after", type=int, default=None)
+    args = parser.parse_args(argv)
+    server = FakeDom0Server(
+        host=args.host,
+        port=args.port,
+        time_scale=args.time_scale,
+        silent_after=args.silent_after,
+    )
+    print(f"fake-dom0 listening on {args.host}:{server.port}", flush=True)
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.close()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

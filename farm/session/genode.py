@@ -11,16 +11,24 @@ order; an exit closes the task's oldest open job; NOT_SCHEDULED is a job of
 its own with no START. Genode's OUT_OF_CAPS maps to OUT_OF_QUOTA (detail
 "OUT_OF_CAPS"); any other unknown type becomes a NOTICE. Time stamps are ms
 on the target and seconds in farm's Event.
+
+Binaries go once per session: a binary the target already received on this
+connection (same name, same bytes) is not sent again; SEND_BINARIES then
+carries only the new ones (maybe 0). ``binaries_dir`` is taskgen's ``bin/``
+directory: a task whose ``pkg`` names a file there has that file uploaded.
+``reboot_genode()`` sends REBOOT; the next start() dials the rebooted target.
 """
 
 from __future__ import annotations
 
+import hashlib
 import selectors
 import socket
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Mapping
+from pathlib import Path
 from typing import Any
 
 from farm.errors import ConfigError, ProtocolError, SessionError, SessionTimeout
@@ -79,6 +87,7 @@ class GenodeSession(AbstractSession):
         io_timeout: float = 10.0,
         event_timeout: float | None = None,
         clear_on_close: bool = True,
+        binaries_dir: str | Path | None = None,
         **options: Any,
     ) -> None:
         """Record the configuration.
@@ -87,7 +96,8 @@ class GenodeSession(AbstractSession):
         ``connect_deadline`` s) and checks the target echoes AVAILABLE.
         ``io_timeout`` bounds each send and each wait for GO_SEND; ``event_timeout``
         (off by default: Genode sends no heartbeats) makes run() raise
-        SessionTimeout when the target has been silent that long.
+        SessionTimeout when the target has been silent that long. ``binaries_dir``:
+        taskgen's ``bin/`` layout, ``<dir>/<pkg>`` is uploaded for each task's pkg.
         """
         super().__init__(host, port, **options)
         self.connect_timeout = connect_timeout
@@ -102,6 +112,32 @@ class GenodeSession(AbstractSession):
         self._decoder = MessageDecoder()
         self._open_jobs: dict[int, deque[int]] = {}
         self._last_rx = 0.0
+        self.binaries_dir = Path(binaries_dir) if binaries_dir else None
+        self._sent: dict[str, str] = {}  # binaries the target holds: name -> sha256
+
+    @classmethod
+    def configured(
+        cls,
+        *,
+        binaries_dir: str | Path | None = None,
+        event_timeout: float | None = None,
+    ) -> Callable[[str, int], AbstractSession]:
+        """A (host, port) -> session builder for spawned guests.
+
+        Dialling retries (no attempt limit) until the slot's boot deadline: a
+        guest still booting refuses or drops connections for a while.
+        """
+
+        def build(host: str, port: int) -> AbstractSession:
+            return cls(
+                host,
+                port,
+                connect_attempts=None,
+                event_timeout=event_timeout,
+                binaries_dir=binaries_dir,
+            )
+
+        return build
 
     @classmethod
     def is_available(cls, host: str, port: int | None = None, timeout: float = 2.0) -> bool:
@@ -241,11 +277,13 @@ class GenodeSession(AbstractSession):
     def start(self, taskset: TaskSetLike, *params: Any) -> None:
         """CLEAR, OPTIMIZE (admission dict), SEND_DESCS, SEND_BINARIES, START."""
         admctrl = admission_control(params)
-        binaries = read_binaries(taskset)
-        headers = {name: binary_header(name, len(data)) for name, data in binaries.items()}
         tasks = self._begin(taskset)
+        binaries = {**self._package_binaries(tasks), **read_binaries(taskset)}
+        headers = {name: binary_header(name, len(data)) for name, data in binaries.items()}
         descs = description_xml(tasks)
         self.connect()
+        digests = {name: hashlib.sha256(data).hexdigest() for name, data in binaries.items()}
+        binaries = {n: d for n, d in binaries.items() if self._sent.get(n) != digests[n]}
         self._drain()
         self._open_jobs = {}
         self._send(word(Command.CLEAR))
@@ -256,14 +294,47 @@ class GenodeSession(AbstractSession):
         for name, data in binaries.items():
             self._await_go()
             self._send(headers[name], data)
+            self._sent[name] = digests[name]
             self.log.debug("sent binary %s (%d bytes)", name, len(data))
         self._send(word(Command.START))
         self.log.info("started %d task(s)", len(tasks))
+
+    def _package_binaries(self, tasks: list[dict[str, Any]]) -> dict[str, bytes]:
+        """``<binaries_dir>/<pkg>`` of every task whose pkg names a file there."""
+        if self.binaries_dir is None:
+            return {}
+        out: dict[str, bytes] = {}
+        for task in tasks:
+            pkg = str(task.get("pkg", ""))
+            path = self.binaries_dir / pkg
+            if pkg in out or not pkg or "/" in pkg or pkg.startswith(".") or not path.is_file():
+                continue
+            try:
+                out[pkg] = path.read_bytes()
+            except OSError as exc:
+                raise ConfigError(f"Genode binary {path} unreadable: {exc}") from exc
+        return out
 
     def stop(self) -> None:
         """Send STOP (the target answers with no acknowledgement)."""
         if self._sock is not None:
             self._send(word(Command.STOP))
+
+    def reboot_genode(self) -> None:
+        """Send REBOOT and drop the connection; the next start() dials the target again.
+
+        The target forgets its binaries when it reboots, so they are sent again.
+        """
+        if self._sock is None:
+            raise SessionError(f"{self!r} is not connected")
+        self.log.info("rebooting the Genode target")
+        try:
+            self._sock.sendall(word(Command.REBOOT))
+        except OSError as exc:
+            raise SessionError(f"sending REBOOT to {self.host}:{self.port} failed: {exc}") from exc
+        finally:
+            self._disconnect()
+        self._sent.clear()
 
     def _receive(self, timeout: float) -> list[Event]:
         if self._sock is None or self._selector is None:
@@ -321,12 +392,11 @@ class GenodeSession(AbstractSession):
             job = None
         return Event(task_id, job, event_type, timestamp, detail, extra)
 
-    def _close(self) -> None:
-        self._closing.set()
+    def _disconnect(self, clear: bool = False) -> None:
         sock, self._sock = self._sock, None
         if sock is None:
             return
-        if self.clear_on_close:
+        if clear:
             try:
                 sock.sendall(word(Command.CLEAR))
             except OSError:
@@ -334,5 +404,10 @@ class GenodeSession(AbstractSession):
         if self._selector is not None:
             self._selector.close()
             self._selector = None
+        self._decoder = MessageDecoder()
         sock.close()
+
+    def _close(self) -> None:
+        self._closing.set()
+        self._disconnect(clear=self.clear_on_close)
         self.log.debug("closed")

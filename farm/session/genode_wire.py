@@ -18,6 +18,7 @@ Client -> target::
                   name[15] NUL size bytes   client sends header and the file
     START / STOP                            start or stop the queued tasks
     AVAILABLE                               target echoes AVAILABLE
+    REBOOT                                  the target reboots (drops the connection)
 
 Target -> client, any time after START: ``len`` + ``<profile><events><event
 task-id=".." type=".." time-stamp=".."/>...</events></profile>`` (ASCII, maybe
@@ -26,6 +27,7 @@ NUL-padded; time stamps in ms).
 
 from __future__ import annotations
 
+import re
 import socket
 import struct
 import xml.etree.ElementTree as ET
@@ -54,6 +56,7 @@ class Command(IntEnum):
     STOP = 0x514DE6
     OPTIMIZE = 0x6F7074
     AVAILABLE = 0xAAAAA
+    REBOOT = 0x159D3
 
 
 def word(value: int) -> bytes:
@@ -91,6 +94,25 @@ def _text(value: Any) -> str:
     return "" if value is None else str(value)
 
 
+#: An XML name farm writes: ASCII letter or _, then letters, digits, _ . - (no ':', no "xml...").
+_XML_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*")
+
+
+def xml_name(name: object) -> str:
+    """``name`` if it is safe as an XML tag or attribute name; ConfigError otherwise.
+
+    Task keys and config keys become element names: one like ``a><b`` or
+    ``x y`` would change the document's structure, so it is refused.
+    """
+    text = str(name)
+    if not _XML_NAME.fullmatch(text) or text[:3].lower() == "xml":
+        raise ConfigError(
+            f"{text!r} cannot be a Genode XML element or attribute name "
+            "(use ASCII letters, digits, '_', '.', '-', starting with a letter or '_')"
+        )
+    return text
+
+
 def _attr(value: Any) -> str:
     """A double-quoted attribute value (Genode's parser knows no single quotes)."""
     return '"' + escape(_text(value), {'"': "&quot;"}) + '"'
@@ -102,15 +124,19 @@ def _element(tag: str, value: Any, out: list[str]) -> None:
             _element(tag, item, out)
         return
     if isinstance(value, Mapping):
-        attrs = "".join(f" {k[1:]}={_attr(v)}" for k, v in value.items() if k.startswith("@"))
+        tag = xml_name(tag)
+        attrs = "".join(
+            f" {xml_name(k[1:])}={_attr(v)}" for k, v in value.items() if str(k).startswith("@")
+        )
         out.append(f"<{tag}{attrs}>")
         for key, child in value.items():
             if key == "#text":
                 out.append(escape(_text(child)))
-            elif not key.startswith("@"):
+            elif not str(key).startswith("@"):
                 _element(str(key), child, out)
         out.append(f"</{tag}>")
         return
+    tag = xml_name(tag)
     out.append(f"<{tag}>{escape(_text(value))}</{tag}>")
 
 

@@ -13,7 +13,7 @@ from farm.agent.pkgs import BUILTIN_PKGS, SHELL_PKG, TRAFFIC_PKGS
 from farm.errors import ConfigError, TaskSetError
 from farm.taskset.records import JobLog
 from farm.taskset.task import Block, Task
-from farm.taskset.validate import ATTRIBUTES, DEFAULTS, check_task, parse_quota
+from farm.taskset.validate import ATTRIBUTES, DEFAULTS, OPTIONAL, check_task, parse_quota
 from farm.taskset.values import checkable, is_int, plain, short
 from farm.taskset.variants import Plan, odometer
 
@@ -183,7 +183,8 @@ class TaskSet(JobLog):
             for key, default in DEFAULTS.items():
                 d[key] = task.get(key, default)
             d["quota"] = parse_quota(d["quota"])
-            tasks.append({k: d[k] for k in ATTRIBUTES})
+            d.update({k: task[k] for k in OPTIONAL if k in task})
+            tasks.append({k: d[k] for k in ATTRIBUTES if k in d})
         return {"tasks": tasks}
 
 

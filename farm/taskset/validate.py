@@ -37,8 +37,10 @@ DEFAULTS: dict[str, Any] = {
     "numberofjobs": 1,
     "quota": 0,
 }
+#: Attributes described only when a task gives them (``caps``: Genode capabilities).
+OPTIONAL: tuple[str, ...] = ("caps",)
 #: Task attributes, in the order ``description()`` lists them.
-ATTRIBUTES: tuple[str, ...] = ("id", "pkg", "config", *DEFAULTS)
+ATTRIBUTES: tuple[str, ...] = ("id", "pkg", "config", *DEFAULTS, *OPTIONAL)
 _ATTRIBUTE_SET = frozenset(ATTRIBUTES)
 _ANNOTATION_PREFIXES = ("x-", "_")
 _UNITS = {"": 1, "k": 1 << 10, "m": 1 << 20, "g": 1 << 30, "t": 1 << 40}
@@ -94,6 +96,7 @@ _CHECKS: dict[str, tuple[Callable[[Any], bool], str]] = {
     "offset": (_is_time, "a number >= 0"),
     "numberofjobs": (lambda v: is_int(v) and v >= 0, "an int >= 0"),
     "quota": (lambda v: _quota_bytes(v) is not None, _QUOTA_FORMS),
+    "caps": (lambda v: is_int(v) and v >= 0, "an int >= 0"),
 }
 
 

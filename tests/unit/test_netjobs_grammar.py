@@ -115,7 +115,7 @@ ERRORS = [
     ("t:\n-generaltimeout: 1s\n-generaltimeout: 2s\nh: \"x\"\nend\n", 3, "already set"),
     ("t:\n-timeout: 5s\nh: \"x\"\nend\n", 2, "-timeout only right after a target"),
     ("t:\nh: \"x\"\n-timeout: 5s\n-timeout: 6s\nend\n", 4, "-timeout only right after"),
-    ("t:\n-verbose: yes\nh: \"x\"\nend\n", 2, "-generaltimeout, -minhosts or -timeout"),
+    ("t:\n-verbose: yes\nh: \"x\"\nend\n", 2, "-generaltimeout, -minhosts, -timeout or -agent"),
     ("t:\n-minhosts\nh: \"x\"\nend\n", 2, "a flag '-NAME: VALUE'"),
     ("t:\n-minhosts: some\nh: \"x\"\nend\n", 2, "'all' or a non-negative integer"),
     ("t:\n-minhosts: -1\nh: \"x\"\nend\n", 2, "'all' or a non-negative integer"),

@@ -89,6 +89,7 @@ def test_words_are_little_endian_uint32() -> None:
         0x514DE6,
         0x6F7074,
         0xAAAAA,
+        0x159D3,
     ]
 
 
