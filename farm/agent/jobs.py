@@ -18,7 +18,8 @@ stopping it), with, set in the child between fork and exec:
   it), so it can only judge quotas above that. An external program that is
   refused memory fails in its own way: EXIT_ERROR whose detail mentions the
   quota. (Exact accounting would need a memory cgroup per job.)
-* the scheduling policy of :mod:`farm.agent.sched`;
+* the scheduling policy of :mod:`farm.agent.sched` (a SCHED_FIFO one is
+  inherited from the task's launcher thread instead, :mod:`farm.agent.spawner`);
 * PR_SET_PDEATHSIG = SIGKILL, so jobs die with the agent.
 
 A job that needs none of these (SCHED_OTHER, no budget, no address-space
@@ -121,6 +122,7 @@ class Job:
         self.sched_error: str | None = None
         self.outcome: Outcome | None = None
         self.killed_as: str | None = None  # event type already sent when the agent killed it
+        self.announced = False  # the runner sent its START
         self.out_fd = -1
         self._tail = bytearray()
         self._line = bytearray()  # incomplete last output line (stats parsing)
@@ -134,14 +136,21 @@ class Job:
 
     # -- spawning -----------------------------------------------------------
 
-    def spawn(self) -> None:
-        """Start the process (raises OSError/SubprocessError if it cannot be started)."""
+    def spawn(self, inherited: bool = False, sched_error: str | None = None) -> None:
+        """Start the process (raises OSError/SubprocessError if it cannot be started).
+
+        ``inherited``: the calling thread already runs under the launch's policy,
+        which the child inherits (:mod:`farm.agent.spawner`); ``sched_error``: the
+        kernel refused that policy to the thread, so the job runs best effort.
+        Either way the child does not set the policy itself.
+        """
         launch = self.launch
         guard_entry = guard.entry()
         env = launch.env
         if guard_entry is not None:
             env = {**env, guard_entry[0]: guard_entry[1]}
-        setup = self._child_setup(pdeathsig=guard_entry is None)
+        child_sched = not (inherited or sched_error)
+        setup = self._child_setup(pdeathsig=guard_entry is None, apply_sched=child_sched)
         out_r, out_w = os.pipe()
         status_r, status_w = os.pipe() if setup is not None else (-1, -1)
         child_setup = None if setup is None else setup(status_w)
@@ -182,7 +191,7 @@ class Job:
                 pass
             finally:
                 os.close(status_r)
-        self.sched_error = problem.decode(errors="replace") or None
+        self.sched_error = sched_error or problem.decode(errors="replace") or None
         os.set_blocking(out_r, False)
         self.out_fd = out_r
         self._waiter = threading.Thread(
@@ -190,7 +199,9 @@ class Job:
         )
         self._waiter.start()
 
-    def _child_setup(self, pdeathsig: bool) -> Callable[[int], Callable[[], None]] | None:
+    def _child_setup(
+        self, pdeathsig: bool, apply_sched: bool = True
+    ) -> Callable[[int], Callable[[], None]] | None:
         """Factory of the preexec_fn for what must be set in the child, or None if nothing.
 
         Scheduling policy, CPU budget (ITIMER_PROF is per process and survives
@@ -202,9 +213,10 @@ class Job:
         budget = launch.budget_s
         cpu_limit = math.ceil(budget) + 1 if budget > 0 else 0
         as_limit = launch.quota if launch.quota > 0 and not launch.builtin else 0
-        if launch.sched.policy == "other" and not cpu_limit and not as_limit and not pdeathsig:
+        plan = launch.sched if apply_sched else sched.SchedPlan()
+        if plan.policy == "other" and not cpu_limit and not as_limit and not pdeathsig:
             return None
-        apply_sched = sched.child_applier(launch.sched)
+        apply_plan = sched.child_applier(plan)
         # the guard does not cover a job whose leader clears its environment: keep
         # pdeathsig on this path anyway, it costs nothing more here
         set_pdeathsig = _pdeathsig_setter()
@@ -219,7 +231,7 @@ class Job:
                     if cpu_limit:
                         resource.setrlimit(resource.RLIMIT_CPU, (cpu_limit, cpu_limit + 1))
                         signal.setitimer(signal.ITIMER_PROF, budget)
-                    problem = apply_sched()
+                    problem = apply_plan()
                     if problem:
                         os.write(status_w, problem.encode()[:4000])
                 except BaseException as exc:  # never raise here: report instead

@@ -1,0 +1,188 @@
+"""Job spawning off the runner's scheduler thread: one launcher thread per task.
+
+The runner's scheduler thread only decides *when* a job is released; the
+launcher thread of the job's task builds its Launch, spawns the process and
+hands the result back (:class:`Spawned`). So a slow spawn (a big environment,
+an exec that pages in a large binary, a fork under TCG) of one task never holds
+back another task's release: each task has its own thread, and a task never
+has two spawns in flight (its next release is scheduled once the previous job
+has started).
+
+A SCHED_FIFO task's launcher thread takes that policy itself when it starts
+(``sched_setscheduler`` on a thread id applies to that thread only). A child
+inherits its parent thread's policy across fork/vfork, so its jobs run under it
+from their first instruction while still being spawned with vfork + exec (no
+``preexec_fn``). SCHED_DEADLINE cannot be inherited (a deadline thread may
+only fork with reset-on-fork), so those jobs keep the policy set in the child
+(:mod:`farm.agent.jobs`). Threads the launcher starts (job waiters) inherit the
+policy too, so a job's exit is noticed at the job's own priority.
+"""
+
+from __future__ import annotations
+
+import os
+import queue
+import subprocess
+import threading
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+
+from farm.agent import logs, sched
+from farm.agent.jobs import Job
+from farm.agent.taskspec import TaskSpec
+
+log = logs.get_logger(__name__)
+
+
+@dataclass(slots=True)
+class TaskState:
+    """One task's state in a runner (its scheduler thread alone touches it)."""
+
+    spec: TaskSpec
+    plan: sched.SchedPlan
+    pos: int  # index in the runner's task list (heap entries refer to it)
+    running: Job | None = None
+    done: bool = False
+    failures: int = 0
+    noticed: set[str] = field(default_factory=set)
+
+    def is_last(self, index: int) -> bool:
+        n = self.spec.numberofjobs
+        return n > 0 and index + 1 >= n
+
+    def release_time(self, t0: float, index: int) -> float:
+        """Planned release of job ``index`` (absolute, no drift)."""
+        return t0 + (self.spec.offset + index * self.spec.period) / 1000.0
+
+
+@dataclass(slots=True)
+class Spawned:
+    """Outcome of one spawn request: the started job, or why it could not start."""
+
+    pos: int  # the task's index in the runner's list
+    index: int
+    release: float
+    job: Job | None
+    error: BaseException | None = None
+
+
+MakeJob = Callable[[], Job]
+
+
+def thread_policy(plan: sched.SchedPlan) -> tuple[bool, str | None]:
+    """Give the calling thread ``plan``'s policy if children can inherit it.
+
+    Returns (inherited, problem): ``inherited`` when the thread now runs under
+    the policy (its children will too), ``problem`` the NOTICE text when the
+    kernel refused it (the jobs then run best effort without trying again).
+    """
+    if plan.policy != "fifo":
+        return False, None
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(plan.priority))
+    except OSError as exc:
+        return False, sched._explain(exc.errno or 0, f"SCHED_FIFO {plan.priority}")
+    return True, None
+
+
+class TaskLauncher:
+    """A thread spawning one task's jobs in order, reporting each through ``done``."""
+
+    def __init__(self, name: str, plan: sched.SchedPlan, done: Callable[[Spawned], None]) -> None:
+        self._plan = plan
+        self._done = done
+        self._requests: queue.SimpleQueue[tuple[int, int, float, MakeJob] | None] = (
+            queue.SimpleQueue()
+        )
+        self._thread = threading.Thread(target=self._run, name=f"spawn-{name}", daemon=True)
+        self._inherited = False
+        self._problem: str | None = None
+
+    def start(self) -> None:
+        """Start the thread (it takes the task's policy first)."""
+        self._thread.start()
+
+    def submit(self, pos: int, index: int, release: float, make: MakeJob) -> None:
+        """Spawn the job ``make`` builds, from the launcher thread."""
+        self._requests.put((pos, index, release, make))
+
+    def close(self, timeout: float = 5.0) -> None:
+        """Let the thread end after the requests already submitted."""
+        self._requests.put(None)
+        if self._thread.is_alive() and self._thread is not threading.current_thread():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        self._inherited, self._problem = thread_policy(self._plan)
+        while True:
+            request = self._requests.get()
+            if request is None:
+                return
+            pos, index, release, make = request
+            try:
+                job = make()
+                job.spawn(inherited=self._inherited, sched_error=self._problem)
+                result = Spawned(pos, index, release, job)
+            except (OSError, subprocess.SubprocessError, ValueError) as exc:
+                result = Spawned(pos, index, release, None, exc)
+            except Exception as exc:  # never lose a release: report it as not scheduled
+                log.exception("spawning job %s of task #%s failed", index, pos)
+                result = Spawned(pos, index, release, None, exc)
+            self._done(result)
+
+
+class Spawners:
+    """The launcher threads of one runner and the results they hand back.
+
+    ``wake`` is called (from a launcher thread) after each result is queued, so the
+    scheduler thread notices it in its selector. Exits that a job's waiter reports
+    before the scheduler thread announced the job wait in :meth:`park` until then.
+    """
+
+    def __init__(self, plans: list[tuple[str, sched.SchedPlan]], wake: Callable[[], None]) -> None:
+        self._wake = wake
+        self._results: deque[Spawned] = deque()
+        self._threads = [TaskLauncher(name, plan, self._done) for name, plan in plans]
+        self._busy = [False] * len(plans)
+        self._early: list[Job] = []
+
+    def start(self) -> None:
+        for launcher in self._threads:
+            launcher.start()
+
+    def close(self) -> None:
+        for launcher in self._threads:
+            launcher.close()
+
+    def _done(self, result: Spawned) -> None:  # launcher threads
+        self._results.append(result)
+        self._wake()
+
+    def submit(self, pos: int, index: int, release: float, make: MakeJob) -> None:
+        """Have task ``pos``'s launcher spawn the job ``make`` builds (scheduler thread)."""
+        self._busy[pos] = True
+        self._threads[pos].submit(pos, index, release, make)
+
+    @property
+    def in_flight(self) -> bool:
+        """True while some spawn has not been collected by :meth:`results`."""
+        return any(self._busy)
+
+    def results(self) -> Iterator[Spawned]:
+        """The results handed back so far, oldest first (scheduler thread)."""
+        while self._results:
+            result = self._results.popleft()
+            self._busy[result.pos] = False
+            yield result
+
+    def park(self, job: Job) -> None:
+        """Keep the exit of a job whose START has not gone out yet."""
+        self._early.append(job)
+
+    def unpark(self, job: Job) -> bool:
+        """True (and forget it) if ``job`` had exited before its START."""
+        if job in self._early:
+            self._early.remove(job)
+            return True
+        return False
