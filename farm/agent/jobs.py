@@ -77,6 +77,7 @@ class Launch:
     output_tail: int = OUTPUT_TAIL
     stats: bool = False  # parse JSON stats lines of the output (traffic workloads)
     term_grace: float = 0.0  # s between SIGTERM and SIGKILL on a stop, 0 = SIGKILL at once
+    summary: str = ""  # "cyclictest": its summary lines become the exit's ``latency_us``
 
 
 @dataclass(slots=True)
@@ -350,6 +351,17 @@ class Job:
         """The captured tail of stdout+stderr."""
         return self._tail.decode("utf-8", errors="replace")
 
+    def extras(self) -> dict[str, Any]:
+        """Extra fields of its exit event: ``stats`` (traffic), ``latency_us`` (cyclictest)."""
+        out: dict[str, Any] = {"stats": self.last_stats} if self.launch.stats else {}
+        if self.launch.summary == "cyclictest":
+            from farm.agent import cyclictest
+
+            figures = cyclictest.summary(self.output())
+            if figures is not None:
+                out["latency_us"] = figures
+        return out
+
 
 def preload() -> None:
     """Load what spawning needs (ctypes, libc, the guard) ahead of time, so no release pays."""
@@ -416,6 +428,11 @@ def classify(job: Job, critical_ms: float) -> tuple[str, str | None]:
             return "EXIT_CRITICAL", (
                 f"finished {late:.1f} ms after release, critical time {critical_ms:g} ms"
             )
+    figures = job.extras().get("latency_us")
+    if figures:
+        from farm.agent import cyclictest
+
+        return "EXIT", cyclictest.describe(figures)
     return "EXIT", None
 
 

@@ -18,7 +18,7 @@ Rules (times from the task, in ms; ``t0`` is the set's start):
   than release + criticaltime, else deadline; 0 = no check), EXIT_ERROR
   (non-zero status, signal, or ``budget exceeded``) or OUT_OF_QUOTA; extras:
   ``end``, ``status`` (exit code or -signal), ``cpu`` (s), ``maxrss`` (bytes),
-  ``output`` (tail of stdout+stderr).
+  ``output`` (tail of stdout+stderr), for cyclictest ``latency_us``.
 * with period > 0 every job, the last one included, may run at most one
   period: still running at its task's next release (or at the end of the
   last job's window) it is killed with EXIT_PERIOD, then the next job is
@@ -248,10 +248,6 @@ class Runner:
             text = json.dumps(stats, separators=(",", ":"))
             self._emit(job.task_id, job.index, "NOTICE", f"traffic stats {text}", stats=stats)
 
-    @staticmethod
-    def _stats_extra(job: Job) -> dict[str, Any]:
-        return {"stats": job.last_stats} if job.launch.stats else {}
-
     def _handle_exits(self) -> None:
         while self._exits:
             job = self._exits.popleft()
@@ -278,7 +274,7 @@ class Runner:
                 cpu=out.cpu_s,
                 maxrss=out.maxrss,
                 output=job.output(),
-                **self._stats_extra(job),
+                **job.extras(),
             )
             self._after_job(st, job.index)
 
@@ -431,7 +427,7 @@ class Runner:
                 job.index,
                 "EXIT_EXTERNAL",
                 "stopped by request",
-                **self._stats_extra(job),
+                **job.extras(),
             )
 
     def _reap_all(self) -> None:
