@@ -55,7 +55,7 @@ from typing import Any
 
 from farm.agent import jobs, logs, sched
 from farm.agent.jobs import Job, Launch, classify
-from farm.agent.spawner import Spawned, Spawners, TaskState
+from farm.agent.spawner import Spawned, Spawners, TaskState, raise_scheduler
 from farm.agent.taskspec import TaskSpec
 
 log = logs.get_logger(__name__)
@@ -190,6 +190,7 @@ class Runner:
         heapq.heappush(self._heap, (when, next(self._seq), kind, task, index))
 
     def _run(self) -> None:
+        raise_scheduler([st.plan for st in self._states])
         try:
             for i, st in enumerate(self._states):
                 for note in st.plan.notes:

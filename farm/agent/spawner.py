@@ -15,7 +15,11 @@ from their first instruction while still being spawned with vfork + exec (no
 ``preexec_fn``). SCHED_DEADLINE cannot be inherited (a deadline thread may
 only fork with reset-on-fork), so those jobs keep the policy set in the child
 (:mod:`farm.agent.jobs`). Threads the launcher starts (job waiters) inherit the
-policy too, so a job's exit is noticed at the job's own priority.
+policy too, so a job's exit is noticed at the job's own priority. The scheduler
+thread itself runs above all jobs of a set with real-time tasks
+(:func:`raise_scheduler`), so no running job delays a release. (Python threads
+share one lock, the GIL: an agent thread holding it while preempted by a
+real-time job can still delay a release; the agent's threads hold it briefly.)
 """
 
 from __future__ import annotations
@@ -84,6 +88,24 @@ def thread_policy(plan: sched.SchedPlan) -> tuple[bool, str | None]:
     except OSError as exc:
         return False, sched._explain(exc.errno or 0, f"SCHED_FIFO {plan.priority}")
     return True, None
+
+
+def raise_scheduler(plans: list[sched.SchedPlan]) -> str | None:
+    """Run the calling (scheduler) thread above every job when some task is real-time.
+
+    SCHED_FIFO at the kernel's top priority with reset-on-fork (nothing it might
+    start inherits it): a running real-time job then cannot hold back the release
+    of another task. Returns why not (no real-time task: None, nothing to do).
+    """
+    if all(plan.policy == "other" for plan in plans):
+        return None
+    top = os.sched_get_priority_max(os.SCHED_FIFO)
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(top))
+    except OSError as exc:
+        log.info("scheduler thread stays SCHED_OTHER: %s", exc)
+        return str(exc)
+    return None
 
 
 class TaskLauncher:

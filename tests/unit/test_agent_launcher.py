@@ -173,3 +173,29 @@ def test_the_launcher_thread_reports_an_unexpected_error_as_a_failed_spawn() -> 
     (result,) = results
     assert (result.pos, result.index, result.job) == (3, 5, None)
     assert isinstance(result.error, RuntimeError)
+
+
+@pytest.mark.parametrize("priority", [0, 7])
+def test_the_scheduler_thread_runs_above_real_time_jobs(tmp_path: Path, priority: int) -> None:
+    """With a real-time task the scheduler thread (which calls emit) runs SCHED_FIFO at the top
+    priority, reset-on-fork; a set of best-effort tasks leaves it alone."""
+    seen: list[tuple[int, int]] = []
+
+    def emit(event: dict[str, Any]) -> None:  # called in the scheduler thread
+        seen.append((os.sched_getscheduler(0), os.sched_getparam(0).sched_priority))
+
+    def launcher(task: TaskSpec, index: int, plan: sched.SchedPlan) -> Launch:
+        return Launch(["/bin/true"], {"PATH": "/usr/bin:/bin"}, str(tmp_path), False, sched=plan)
+
+    runner = Runner([TaskSpec(0, "shell", priority=priority, numberofjobs=1)], launcher, emit)
+    runner.start()
+    try:
+        assert runner.wait(30)
+    finally:
+        runner.stop()
+    policy, prio = seen[0]
+    if priority and _host_allows_fifo():
+        top = os.sched_get_priority_max(os.SCHED_FIFO)
+        assert (policy, prio) == (os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, top)
+    else:
+        assert (policy, prio) == (os.SCHED_OTHER, 0)
