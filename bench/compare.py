@@ -83,10 +83,12 @@ def main() -> None:
             doc = run(checkout, opts.script, opts.args, opts.timeout, source)
             runs[side].append(numbers(doc))
     figures: dict[str, dict[str, float | None]] = {}
-    for key in sorted(set(runs["before"][0]) & set(runs["after"][0])):
-        before = statistics.median(r[key] for r in runs["before"] if key in r)
-        after = statistics.median(r[key] for r in runs["after"] if key in r)
-        ratio = round(after / before, 3) if before else None
+    for key in sorted(set(runs["before"][0]) | set(runs["after"][0])):
+        # a figure only one side has (a case the old checkout skips) is kept, None on the other
+        side = {s: [r[key] for r in runs[s] if key in r] for s in runs}
+        before = statistics.median(side["before"]) if side["before"] else None
+        after = statistics.median(side["after"]) if side["after"] else None
+        ratio = round(after / before, 3) if before and after is not None else None
         figures[key] = {"before": before, "after": after, "after/before": ratio}
     doc = {
         "bench": "compare",
