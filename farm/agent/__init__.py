@@ -16,6 +16,8 @@ Modules, one concept each:
 * ``runner``     scheduler thread of one task set (releases, exits -> events)
 * ``spawner``    a launcher thread per task: spawns off the scheduler thread
 * ``jobs``       one job process: spawn with limits, reap, output, exit kind
+* ``pspawn``     posix_spawn through ctypes (policy, cwd, group set before exec)
+* ``childsetup`` the preexec_fn for the other jobs (budget, quota, deadline)
 * ``commands``   argv/env of a job: built-in, shell, uploaded binary
 * ``binaries``   store of uploaded binaries
 * ``sched``      SCHED_FIFO / SCHED_DEADLINE

@@ -135,6 +135,20 @@ def load_libc() -> Any:
     return _libc
 
 
+def raise_thread() -> str | None:
+    """Run the calling thread SCHED_FIFO at the top priority, reset-on-fork; why not, or None.
+
+    For the agent's own threads (releases, spawns, exits), so no real-time job
+    delays them; nothing they start inherits the policy.
+    """
+    top = os.sched_get_priority_max(os.SCHED_FIFO)
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(top))
+    except OSError as exc:
+        return str(exc)
+    return None
+
+
 def child_applier(sched: SchedPlan) -> Callable[[], str | None]:
     """A function to run in the forked child before exec: apply ``sched``.
 

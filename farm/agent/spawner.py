@@ -8,23 +8,19 @@ back another task's release: each task has its own thread, and a task never
 has two spawns in flight (its next release is scheduled once the previous job
 has started).
 
-A SCHED_FIFO task's launcher thread takes that policy itself when it starts
-(``sched_setscheduler`` on a thread id applies to that thread only). A child
-inherits its parent thread's policy across fork/vfork, so its jobs run under it
-from their first instruction while still being spawned with vfork + exec (no
-``preexec_fn``). SCHED_DEADLINE cannot be inherited (a deadline thread may
-only fork with reset-on-fork), so those jobs keep the policy set in the child
-(:mod:`farm.agent.jobs`). Threads the launcher starts (job waiters) inherit the
-policy too, so a job's exit is noticed at the job's own priority. The scheduler
-thread itself runs above all jobs of a set with real-time tasks
-(:func:`raise_scheduler`), so no running job delays a release. (Python threads
-share one lock, the GIL: an agent thread holding it while preempted by a
-real-time job can still delay a release; the agent's threads hold it briefly.)
+In a set with real-time tasks the scheduler thread, the launcher threads and
+the jobs' waiter threads run SCHED_FIFO at the kernel's top priority with
+reset-on-fork (:func:`farm.agent.sched.raise_thread`): no running job delays a
+release, a spawn or the notice of an exit, and nothing they start inherits that
+policy. Each job gets its own policy in the child before its exec (glibc's
+posix_spawn, :mod:`farm.agent.pspawn`, or a ``preexec_fn``). Python threads share
+one lock, the GIL: an agent thread of lower priority holding it while preempted
+by a real-time job could still delay them; spawns keep the GIL across
+posix_spawn so that the new job cannot preempt such a holder right then.
 """
 
 from __future__ import annotations
 
-import os
 import queue
 import subprocess
 import threading
@@ -74,22 +70,6 @@ class Spawned:
 MakeJob = Callable[[], Job]
 
 
-def thread_policy(plan: sched.SchedPlan) -> tuple[bool, str | None]:
-    """Give the calling thread ``plan``'s policy if children can inherit it.
-
-    Returns (inherited, problem): ``inherited`` when the thread now runs under
-    the policy (its children will too), ``problem`` the NOTICE text when the
-    kernel refused it (the jobs then run best effort without trying again).
-    """
-    if plan.policy != "fifo":
-        return False, None
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(plan.priority))
-    except OSError as exc:
-        return False, sched._explain(exc.errno or 0, f"SCHED_FIFO {plan.priority}")
-    return True, None
-
-
 def raise_scheduler(plans: list[sched.SchedPlan]) -> str | None:
     """Run the calling (scheduler) thread above every job when some task is real-time.
 
@@ -97,32 +77,32 @@ def raise_scheduler(plans: list[sched.SchedPlan]) -> str | None:
     start inherits it): a running real-time job then cannot hold back the release
     of another task. Returns why not (no real-time task: None, nothing to do).
     """
-    if all(plan.policy == "other" for plan in plans):
+    if not real_time(plans):
         return None
-    top = os.sched_get_priority_max(os.SCHED_FIFO)
-    try:
-        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(top))
-    except OSError as exc:
-        log.info("scheduler thread stays SCHED_OTHER: %s", exc)
-        return str(exc)
-    return None
+    problem = sched.raise_thread()
+    if problem:
+        log.info("agent threads stay SCHED_OTHER: %s", problem)
+    return problem
+
+
+def real_time(plans: list[sched.SchedPlan]) -> bool:
+    """True if some task of the set has a real-time policy."""
+    return any(plan.policy != "other" for plan in plans)
 
 
 class TaskLauncher:
     """A thread spawning one task's jobs in order, reporting each through ``done``."""
 
-    def __init__(self, name: str, plan: sched.SchedPlan, done: Callable[[Spawned], None]) -> None:
-        self._plan = plan
+    def __init__(self, name: str, rt: bool, done: Callable[[Spawned], None]) -> None:
+        self._rt = rt
         self._done = done
         self._requests: queue.SimpleQueue[tuple[int, int, float, MakeJob] | None] = (
             queue.SimpleQueue()
         )
         self._thread = threading.Thread(target=self._run, name=f"spawn-{name}", daemon=True)
-        self._inherited = False
-        self._problem: str | None = None
 
     def start(self) -> None:
-        """Start the thread (it takes the task's policy first)."""
+        """Start the thread (raised above all jobs first when ``rt``)."""
         self._thread.start()
 
     def submit(self, pos: int, index: int, release: float, make: MakeJob) -> None:
@@ -136,7 +116,7 @@ class TaskLauncher:
             self._thread.join(timeout)
 
     def _run(self) -> None:
-        self._inherited, self._problem = thread_policy(self._plan)
+        raised = self._rt and sched.raise_thread() is None
         while True:
             request = self._requests.get()
             if request is None:
@@ -144,7 +124,8 @@ class TaskLauncher:
             pos, index, release, make = request
             try:
                 job = make()
-                job.spawn(inherited=self._inherited, sched_error=self._problem)
+                job.rt_waiter = raised
+                job.spawn()
                 result = Spawned(pos, index, release, job)
             except (OSError, subprocess.SubprocessError, ValueError) as exc:
                 result = Spawned(pos, index, release, None, exc)
@@ -165,7 +146,8 @@ class Spawners:
     def __init__(self, plans: list[tuple[str, sched.SchedPlan]], wake: Callable[[], None]) -> None:
         self._wake = wake
         self._results: deque[Spawned] = deque()
-        self._threads = [TaskLauncher(name, plan, self._done) for name, plan in plans]
+        rt = real_time([plan for _, plan in plans])
+        self._threads = [TaskLauncher(name, rt, self._done) for name, _ in plans]
         self._busy = [False] * len(plans)
         self._early: list[Job] = []
 

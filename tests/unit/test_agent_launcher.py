@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from farm.agent import sched, spawner
+from farm.agent import pspawn, sched, spawner
 from farm.agent.jobs import Launch
 from farm.agent.runner import Runner
 from farm.agent.taskspec import TaskSpec
@@ -111,12 +111,13 @@ def test_a_fifo_job_runs_under_its_policy_from_its_first_instruction(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """The job's first act (cat reading its own /proc/self/stat) already sees SCHED_FIFO 7,
-    inherited from the launcher thread, and the job was spawned without a preexec_fn."""
-    preexec: list[object] = []
+    set by posix_spawn before the exec: no fork of the agent, no preexec_fn."""
+    popen_calls: list[object] = []
     real = subprocess.Popen
 
     def spy(*args: Any, **kwargs: Any) -> subprocess.Popen[bytes]:
-        preexec.append(kwargs.get("preexec_fn"))
+        if kwargs.get("cwd") == str(tmp_path):  # a job (not the guard's launcher)
+            popen_calls.append(kwargs.get("preexec_fn"))
         return real(*args, **kwargs)
 
     monkeypatch.setattr(subprocess, "Popen", spy)
@@ -138,20 +139,15 @@ def test_a_fifo_job_runs_under_its_policy_from_its_first_instruction(
     (start,) = [e for e in events if e["type"] == "START"]
     (end,) = [e for e in events if e["type"] == "EXIT"]
     notices = [e for e in events if e["type"] == "NOTICE"]
+    assert pspawn.available(), "glibc's posix_spawn with addchdir_np is expected here"
+    assert popen_calls == []
     if _host_allows_fifo():
         assert notices == [] and start["sched"] == "fifo:7"
         assert _stat_policy(end["output"]) == (7, os.SCHED_FIFO)
-        assert preexec[-1] is None  # vfork + exec: the policy came with the thread
     else:
         assert len(notices) == 1 and "best effort" in notices[0]["detail"]
         assert start["sched"] == "other"
         assert _stat_policy(end["output"]) == (0, os.SCHED_OTHER)
-
-
-def test_thread_policy_leaves_other_and_deadline_to_the_child() -> None:
-    assert spawner.thread_policy(sched.SchedPlan()) == (False, None)
-    plan = sched.SchedPlan("deadline", 0, 1_000_000, 10_000_000, 10_000_000)
-    assert spawner.thread_policy(plan) == (False, None)
 
 
 def test_the_launcher_thread_reports_an_unexpected_error_as_a_failed_spawn() -> None:
