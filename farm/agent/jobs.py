@@ -42,6 +42,7 @@ reports to the runner.
 
 from __future__ import annotations
 
+import _thread
 import json
 import os
 import resource
@@ -133,7 +134,8 @@ class Job:
         self._reaped = False
         self._on_exit = on_exit
         self._popen: subprocess.Popen[bytes] | None = None
-        self._waiter: threading.Thread | None = None
+        self._waiting = False  # a waiter thread was started
+        self._waited = threading.Event()  # ... and has reported the exit
 
     # -- spawning -----------------------------------------------------------
 
@@ -214,17 +216,26 @@ class Job:
         self._watch(out_r)
 
     def _watch(self, out_r: int) -> None:
-        """Read the output pipe from now on and start the waiter thread."""
+        """Read the output pipe from now on and start the waiter thread.
+
+        A low-level thread: ``threading.Thread.start`` would wait until it runs,
+        and a new thread of a raised launcher starts SCHED_OTHER (reset-on-fork),
+        so that wait would last as long as the real-time job just spawned.
+        """
         os.set_blocking(out_r, False)
         self.out_fd = out_r
-        self._waiter = threading.Thread(
-            target=self._wait, name=f"wait-{self.task_id}.{self.index}", daemon=True
-        )
-        self._waiter.start()
+        self._waiting = True
+        _thread.start_new_thread(self._wait, ())
 
     # -- reaping ------------------------------------------------------------
 
     def _wait(self) -> None:
+        try:
+            self._wait_and_report()
+        finally:
+            self._waited.set()
+
+    def _wait_and_report(self) -> None:
         if self.rt_waiter:  # see the exit at once, whatever real-time job runs
             sched.raise_thread()
         pid = self.pid
@@ -274,11 +285,10 @@ class Job:
             return True
 
     def join(self, timeout: float) -> bool:
-        """Wait for the waiter thread (the job reaped); True if it finished."""
-        if self._waiter is None:
+        """Wait for the waiter thread (the job reaped, reported); True if it finished."""
+        if not self._waiting:
             return True
-        self._waiter.join(timeout)
-        return not self._waiter.is_alive()
+        return self._waited.wait(timeout)
 
     # -- output -------------------------------------------------------------
 
