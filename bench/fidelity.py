@@ -197,7 +197,9 @@ def run_guests(guests: int, args: argparse.Namespace) -> dict[str, Any]:
             out: dict[str, Any] = {
                 "experiment": run_case(dist, experiment(args.repeat), args.timeout)
             }
-            if has_cyclictest():
+            if args.cyclictest_sets <= 0:
+                out["cyclictest"] = "skipped: --cyclictest-sets 0"
+            elif has_cyclictest():
                 cyc = cyclictest_set(args.cyclictest_sets * guests, args.cyclictest_loops)
                 out["cyclictest"] = run_case(dist, cyc, args.timeout)
             else:
