@@ -13,8 +13,9 @@ Mapping of a task's ``priority`` (Linux meaning: a larger number is more urgent)
   executiontime 0 means "the whole share". ``SCHED_FLAG_RESET_ON_FORK`` is
   set so a job can still fork (its children run as SCHED_OTHER).
 
-The policy is applied in the job's child process between fork and exec (see
-:func:`child_applier`), so interpreter start-up already runs under it. When
+The policy is applied in the job's child process before its exec (by glibc's
+posix_spawn, :mod:`farm.agent.pspawn`, or between fork and exec, see
+:func:`child_applier`), so its first instruction already runs under it. When
 the kernel refuses (EPERM without CAP_SYS_NICE, EBUSY from deadline admission
 control, ENOSYS/EINVAL on kernels without it, containers...), the job runs
 best effort (SCHED_OTHER) and the agent emits one NOTICE for the task.
