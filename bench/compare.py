@@ -9,6 +9,11 @@ from its own checkout (``PYTHONPATH``). Prints one JSON document: for every
 numeric figure of the script's JSON (dotted path), the median of the runs of
 each side and after/before. Use a ``git worktree add`` of the old commit as
 ``--before``; the guest image (``images/``) must exist in both.
+
+``--script-from after`` runs this checkout's ``bench/<script>`` on both sides (for a
+script the old checkout does not have yet, e.g. fidelity.py): the before side still
+imports its own ``farm`` (``PYTHONPATH``, working directory) and so uses its own
+agent and image; the script must then not put its own checkout on ``sys.path``.
 """
 
 from __future__ import annotations
@@ -26,10 +31,13 @@ from typing import Any
 HERE = Path(__file__).resolve().parents[1]
 
 
-def run(checkout: Path, script: str, args: list[str], timeout: float) -> dict[str, Any]:
-    """One run of ``checkout/bench/script``: its JSON document."""
+def run(
+    checkout: Path, script: str, args: list[str], timeout: float, script_from: Path | None = None
+) -> dict[str, Any]:
+    """One run of ``bench/script`` of ``script_from`` (default: ``checkout``) with
+    ``checkout``'s farm: its JSON document."""
     env = {**os.environ, "PYTHONPATH": str(checkout)}
-    argv = [sys.executable, str(checkout / "bench" / script), *args]
+    argv = [sys.executable, str((script_from or checkout) / "bench" / script), *args]
     res = subprocess.run(
         argv, cwd=checkout, env=env, capture_output=True, text=True, timeout=timeout, check=False
     )
@@ -64,6 +72,12 @@ def main() -> None:
     parser.add_argument("--before", type=Path, required=True, help="the old checkout")
     parser.add_argument("--runs", type=int, default=3, help="runs of each side")
     parser.add_argument("--timeout", type=float, default=1800)
+    parser.add_argument(
+        "--script-from",
+        choices=("own", "after"),
+        default="own",
+        help="whose bench script each side runs: its own, or this checkout's for both",
+    )
     parser.add_argument("script", help="bench script, e.g. dispatch.py")
     parser.add_argument("args", nargs=argparse.REMAINDER)
     opts = parser.parse_args()
@@ -72,18 +86,23 @@ def main() -> None:
     t0 = time.monotonic()
     for _ in range(opts.runs):
         for side, checkout in sides.items():
-            runs[side].append(numbers(run(checkout, opts.script, opts.args, opts.timeout)))
+            source = HERE if opts.script_from == "after" else None
+            doc = run(checkout, opts.script, opts.args, opts.timeout, source)
+            runs[side].append(numbers(doc))
     figures: dict[str, dict[str, float | None]] = {}
-    for key in sorted(set(runs["before"][0]) & set(runs["after"][0])):
-        before = statistics.median(r[key] for r in runs["before"] if key in r)
-        after = statistics.median(r[key] for r in runs["after"] if key in r)
-        ratio = round(after / before, 3) if before else None
+    for key in sorted(set(runs["before"][0]) | set(runs["after"][0])):
+        # a figure only one side has (a case the old checkout skips) is kept, None on the other
+        side = {s: [r[key] for r in runs[s] if key in r] for s in runs}
+        before = statistics.median(side["before"]) if side["before"] else None
+        after = statistics.median(side["after"]) if side["after"] else None
+        ratio = round(after / before, 3) if before and after is not None else None
         figures[key] = {"before": before, "after": after, "after/before": ratio}
     doc = {
         "bench": "compare",
         "script": opts.script,
         "args": opts.args,
         "runs_each": opts.runs,
+        "script_from": opts.script_from,
         "order": "before, after, alternating",
         "before": str(sides["before"]),
         "after": str(sides["after"]),

@@ -13,6 +13,9 @@
   --key=value ...`` (see docs/traffic.md); its JSON stats lines become events
   (``Launch.stats``) and a stop sends SIGTERM first (``Launch.term_grace``) so
   it can print its final statistics.
+* ``cyclictest`` (``pkgs.PROGRAM_PKGS``): Debian's cyclictest with flags from the
+  config (:mod:`farm.agent.cyclictest`); its summary becomes the exit event's
+  ``latency_us`` (``Launch.summary``).
 * an uploaded binary: executed directly. Its arguments are
   ``config["args"]`` (a list) if present, else the config's values in key
   order; strings are passed as they are, other scalars as JSON
@@ -144,6 +147,7 @@ def build_launch(
     """The Launch for job ``index`` of ``task``."""
     tail = jobs.OUTPUT_TAIL
     builtin = traffic = False
+    summary = ""
     if task.pkg in binaries:
         argv = [str(binaries[task.pkg]), *binary_args(task.config)]
     elif task.pkg == pkgs.SHELL_PKG:
@@ -171,6 +175,11 @@ def build_launch(
         argv = [python, "-S", "-s", "-P", "-m", "farm.agent.traffic"]
         argv += traffic_config.config_argv(task.pkg, task.config)
         traffic = True
+    elif task.pkg in pkgs.PROGRAM_PKGS:
+        from farm.agent import cyclictest
+
+        argv = cyclictest.argv(task.config)
+        summary = task.pkg
     else:
         raise ValueError(f"no way to run pkg {task.pkg!r}")
     return jobs.Launch(
@@ -184,4 +193,5 @@ def build_launch(
         output_tail=tail,
         stats=traffic,
         term_grace=TRAFFIC_TERM_GRACE if traffic else 0.0,
+        summary=summary,
     )

@@ -21,11 +21,13 @@ stopping it), with, set in the child between fork and exec:
 * the scheduling policy of :mod:`farm.agent.sched`;
 * PR_SET_PDEATHSIG = SIGKILL, so jobs die with the agent.
 
-A job that needs none of these (SCHED_OTHER, no budget, no address-space
-limit: the common case) gets no preexec_fn, so subprocess starts it with
-vfork + exec: under TCG a fork of the agent plus Python in the child costs
-~10 ms of guest CPU more per job. Its death with the agent is then left to
-the guard alone (pdeathsig too if no guard could be started).
+A job that needs none of the limits (SCHED_OTHER or SCHED_FIFO, no budget, no
+address-space limit: the common case) is started by glibc's posix_spawn
+(:mod:`farm.agent.pspawn`, policy and all set before its exec), or without
+ctypes by subprocess with no preexec_fn (vfork + exec) when it is SCHED_OTHER:
+under TCG a fork of the agent plus Python in the child costs ~10 ms of guest
+CPU more per job. Its death with the agent is then left to the guard alone
+(pdeathsig too if no guard could be started).
 
 stdout and stderr go to one pipe that the runner drains without blocking;
 the last ``OUTPUT_TAIL`` bytes are kept. With ``Launch.stats`` (traffic
@@ -40,8 +42,8 @@ reports to the runner.
 
 from __future__ import annotations
 
+import _thread
 import json
-import math
 import os
 import resource
 import signal
@@ -52,12 +54,11 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from farm.agent import guard, logs, sched, workloads
+from farm.agent import childsetup, guard, logs, pspawn, sched, workloads
 
 log = logs.get_logger(__name__)
 
 OUTPUT_TAIL = 64 * 1024
-PR_SET_PDEATHSIG = 1
 STATS_PREFIX = b'{"traffic":'  # farm.agent.traffic.STATS_PREFIX
 MAX_STATS_LINE = 64 * 1024
 
@@ -76,6 +77,7 @@ class Launch:
     output_tail: int = OUTPUT_TAIL
     stats: bool = False  # parse JSON stats lines of the output (traffic workloads)
     term_grace: float = 0.0  # s between SIGTERM and SIGKILL on a stop, 0 = SIGKILL at once
+    summary: str = ""  # "cyclictest": its summary lines become the exit's ``latency_us``
 
 
 @dataclass(slots=True)
@@ -121,6 +123,8 @@ class Job:
         self.sched_error: str | None = None
         self.outcome: Outcome | None = None
         self.killed_as: str | None = None  # event type already sent when the agent killed it
+        self.announced = False  # the runner sent its START
+        self.rt_waiter = False  # the waiter thread runs above all jobs (sched.raise_thread)
         self.out_fd = -1
         self._tail = bytearray()
         self._line = bytearray()  # incomplete last output line (stats parsing)
@@ -130,22 +134,33 @@ class Job:
         self._reaped = False
         self._on_exit = on_exit
         self._popen: subprocess.Popen[bytes] | None = None
-        self._waiter: threading.Thread | None = None
+        self._waiting = False  # a waiter thread was started
+        self._waited = threading.Event()  # ... and has reported the exit
 
     # -- spawning -----------------------------------------------------------
 
     def spawn(self) -> None:
-        """Start the process (raises OSError/SubprocessError if it cannot be started)."""
+        """Start the process (raises OSError/SubprocessError if it cannot be started).
+
+        With the guard running, no limits and SCHED_OTHER or SCHED_FIFO (the common
+        case) glibc's posix_spawn starts it (:mod:`farm.agent.pspawn`); otherwise
+        subprocess, with a ``preexec_fn`` only when the child needs set-up.
+        """
         launch = self.launch
         guard_entry = guard.entry()
         env = launch.env
         if guard_entry is not None:
             env = {**env, guard_entry[0]: guard_entry[1]}
-        setup = self._child_setup(pdeathsig=guard_entry is None)
+        self.parent_maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+        plain = not (launch.budget_s > 0 or (launch.quota > 0 and not launch.builtin))
+        posix = plain and guard_entry is not None and launch.sched.policy in ("other", "fifo")
+        if posix and pspawn.available():
+            self._posix_spawn(env)
+            return
+        setup = childsetup.factory(launch, pdeathsig=guard_entry is None)
         out_r, out_w = os.pipe()
         status_r, status_w = os.pipe() if setup is not None else (-1, -1)
         child_setup = None if setup is None else setup(status_w)
-        self.parent_maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         try:
             # without a preexec_fn subprocess uses vfork: no page-table copy, no Python
             # in the child (~10 ms of guest CPU per job under TCG)
@@ -183,58 +198,46 @@ class Job:
             finally:
                 os.close(status_r)
         self.sched_error = problem.decode(errors="replace") or None
+        self._watch(out_r)
+
+    def _posix_spawn(self, env: dict[str, str]) -> None:
+        launch = self.launch
+        out_r, out_w = os.pipe()
+        try:
+            self.pid, self.sched_error = pspawn.spawn(
+                launch.argv, env, launch.cwd, out_w, launch.sched
+            )
+        except BaseException:
+            os.close(out_r)
+            raise
+        finally:
+            os.close(out_w)
+        self.start = time.monotonic()
+        self._watch(out_r)
+
+    def _watch(self, out_r: int) -> None:
+        """Read the output pipe from now on and start the waiter thread.
+
+        A low-level thread: ``threading.Thread.start`` would wait until it runs,
+        and a new thread of a raised launcher starts SCHED_OTHER (reset-on-fork),
+        so that wait would last as long as the real-time job just spawned.
+        """
         os.set_blocking(out_r, False)
         self.out_fd = out_r
-        self._waiter = threading.Thread(
-            target=self._wait, name=f"wait-{self.task_id}.{self.index}", daemon=True
-        )
-        self._waiter.start()
-
-    def _child_setup(self, pdeathsig: bool) -> Callable[[int], Callable[[], None]] | None:
-        """Factory of the preexec_fn for what must be set in the child, or None if nothing.
-
-        Scheduling policy, CPU budget (ITIMER_PROF is per process and survives
-        exec only when set by the process itself) and address-space limit are
-        in force before the job's first instruction, as before. Without them
-        and with the guard running the job needs no preexec_fn at all.
-        """
-        launch = self.launch
-        budget = launch.budget_s
-        cpu_limit = math.ceil(budget) + 1 if budget > 0 else 0
-        as_limit = launch.quota if launch.quota > 0 and not launch.builtin else 0
-        if launch.sched.policy == "other" and not cpu_limit and not as_limit and not pdeathsig:
-            return None
-        apply_sched = sched.child_applier(launch.sched)
-        # the guard does not cover a job whose leader clears its environment: keep
-        # pdeathsig on this path anyway, it costs nothing more here
-        set_pdeathsig = _pdeathsig_setter()
-
-        def make(status_w: int) -> Callable[[], None]:
-            def child_setup() -> None:  # runs in the child between fork and exec
-                try:
-                    if set_pdeathsig is not None:
-                        set_pdeathsig()
-                    if as_limit:
-                        resource.setrlimit(resource.RLIMIT_AS, (as_limit, as_limit))
-                    if cpu_limit:
-                        resource.setrlimit(resource.RLIMIT_CPU, (cpu_limit, cpu_limit + 1))
-                        signal.setitimer(signal.ITIMER_PROF, budget)
-                    problem = apply_sched()
-                    if problem:
-                        os.write(status_w, problem.encode()[:4000])
-                except BaseException as exc:  # never raise here: report instead
-                    try:
-                        os.write(status_w, f"job setup failed: {exc!r}".encode()[:4000])
-                    except OSError:
-                        pass
-
-            return child_setup
-
-        return make
+        self._waiting = True
+        _thread.start_new_thread(self._wait, ())
 
     # -- reaping ------------------------------------------------------------
 
     def _wait(self) -> None:
+        try:
+            self._wait_and_report()
+        finally:
+            self._waited.set()
+
+    def _wait_and_report(self) -> None:
+        if self.rt_waiter:  # see the exit at once, whatever real-time job runs
+            sched.raise_thread()
         pid = self.pid
         try:
             os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)
@@ -282,11 +285,10 @@ class Job:
             return True
 
     def join(self, timeout: float) -> bool:
-        """Wait for the waiter thread (the job reaped); True if it finished."""
-        if self._waiter is None:
+        """Wait for the waiter thread (the job reaped, reported); True if it finished."""
+        if not self._waiting:
             return True
-        self._waiter.join(timeout)
-        return not self._waiter.is_alive()
+        return self._waited.wait(timeout)
 
     # -- output -------------------------------------------------------------
 
@@ -338,28 +340,23 @@ class Job:
         """The captured tail of stdout+stderr."""
         return self._tail.decode("utf-8", errors="replace")
 
+    def extras(self) -> dict[str, Any]:
+        """Extra fields of its exit event: ``stats`` (traffic), ``latency_us`` (cyclictest)."""
+        out: dict[str, Any] = {"stats": self.last_stats} if self.launch.stats else {}
+        if self.launch.summary == "cyclictest":
+            from farm.agent import cyclictest
+
+            figures = cyclictest.summary(self.output())
+            if figures is not None:
+                out["latency_us"] = figures
+        return out
+
 
 def preload() -> None:
     """Load what spawning needs (ctypes, libc, the guard) ahead of time, so no release pays."""
-    _pdeathsig_setter()
+    childsetup.pdeathsig_setter()
+    pspawn.available()
     guard.entry()
-
-
-def _pdeathsig_setter() -> Callable[[], None] | None:
-    """prctl(PR_SET_PDEATHSIG, SIGKILL) prepared in the parent, or None without ctypes."""
-    try:
-        libc = sched.load_libc()
-        prctl = libc.prctl
-    except (ImportError, OSError, AttributeError):
-        return None
-    import ctypes
-
-    opt, sig = ctypes.c_int(PR_SET_PDEATHSIG), ctypes.c_ulong(signal.SIGKILL)
-
-    def setter() -> None:
-        prctl(opt, sig)
-
-    return setter
 
 
 def classify(job: Job, critical_ms: float) -> tuple[str, str | None]:
@@ -404,6 +401,11 @@ def classify(job: Job, critical_ms: float) -> tuple[str, str | None]:
             return "EXIT_CRITICAL", (
                 f"finished {late:.1f} ms after release, critical time {critical_ms:g} ms"
             )
+    figures = job.extras().get("latency_us")
+    if figures:
+        from farm.agent import cyclictest
+
+        return "EXIT", cyclictest.describe(figures)
     return "EXIT", None
 
 

@@ -13,6 +13,17 @@ SHELL_PKG = "shell"
 TRAFFIC_PKGS: frozenset[str] = frozenset({"traffic_server", "traffic_client"})
 
 
+#: native programs shipped in the guest image, each with its own config (cyclictest: Debian's
+#: rt-tests latency measurement, ``farm.agent.cyclictest``).
+PROGRAM_PKGS: frozenset[str] = frozenset({"cyclictest"})
+
+
 def is_known(pkg: str, uploaded: frozenset[str] | set[str] = frozenset()) -> bool:
-    """True if the agent can run ``pkg``: built in, shell, or an uploaded binary."""
-    return pkg in BUILTIN_PKGS or pkg == SHELL_PKG or pkg in TRAFFIC_PKGS or pkg in uploaded
+    """True if the agent can run ``pkg``: built in, shell, a shipped program or an upload."""
+    return (
+        pkg in BUILTIN_PKGS
+        or pkg == SHELL_PKG
+        or pkg in TRAFFIC_PKGS
+        or pkg in PROGRAM_PKGS
+        or pkg in uploaded
+    )

@@ -12,11 +12,13 @@ Rules (times from the task, in ms; ``t0`` is the set's start):
   drift); ``numberofjobs`` jobs, 0 = until stopped. With period 0 the jobs
   run back to back (job k+1 is released when job k ends).
 * START when the process is spawned (extras: ``release``, ``pid``, ``sched``).
+  Spawning happens in the task's own launcher thread (:mod:`farm.agent.spawner`),
+  so one task's slow spawn never delays another task's release.
 * a job that ends on its own gets one of EXIT, EXIT_CRITICAL (ended later
   than release + criticaltime, else deadline; 0 = no check), EXIT_ERROR
   (non-zero status, signal, or ``budget exceeded``) or OUT_OF_QUOTA; extras:
   ``end``, ``status`` (exit code or -signal), ``cpu`` (s), ``maxrss`` (bytes),
-  ``output`` (tail of stdout+stderr).
+  ``output`` (tail of stdout+stderr), for cyclictest ``latency_us``.
 * with period > 0 every job, the last one included, may run at most one
   period: still running at its task's next release (or at the end of the
   last job's window) it is killed with EXIT_PERIOD, then the next job is
@@ -45,16 +47,15 @@ import itertools
 import json
 import os
 import selectors
-import subprocess
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
 from farm.agent import jobs, logs, sched
 from farm.agent.jobs import Job, Launch, classify
+from farm.agent.spawner import Spawned, Spawners, TaskState, raise_scheduler
 from farm.agent.taskspec import TaskSpec
 
 log = logs.get_logger(__name__)
@@ -65,21 +66,6 @@ Launcher = Callable[[TaskSpec, int, sched.SchedPlan], Launch]
 _RELEASE, _WINDOW_END = 0, 1
 MAX_SPAWN_FAILURES = 3
 REAP_TIMEOUT = 10.0
-
-
-@dataclass(slots=True)
-class _TaskState:
-    spec: TaskSpec
-    plan: sched.SchedPlan
-    pos: int  # index in the runner's task list (heap entries refer to it)
-    running: Job | None = None
-    done: bool = False
-    failures: int = 0
-    noticed: set[str] = field(default_factory=set)
-
-    def is_last(self, index: int) -> bool:
-        n = self.spec.numberofjobs
-        return n > 0 and index + 1 >= n
 
 
 class Runner:
@@ -96,7 +82,7 @@ class Runner:
         jobs.preload()  # ctypes and libc before t0, not at the first release
         self.t0 = time.monotonic() if t0 is None else t0
         self._states = [
-            _TaskState(t, sched.plan(t.priority, t.executiontime, t.critical_ms, t.period), pos)
+            TaskState(t, sched.plan(t.priority, t.executiontime, t.critical_ms, t.period), pos)
             for pos, t in enumerate(tasks)
         ]
         self._by_id = {st.spec.id: st for st in self._states}
@@ -106,6 +92,7 @@ class Runner:
         self._heap: list[tuple[float, int, int, int, int]] = []
         self._seq = itertools.count()
         self._exits: deque[Job] = deque()
+        self._spawners = Spawners([(str(st.spec.id), st.plan) for st in self._states], self._wake)
         self._live: set[Job] = set()
         self._stop = threading.Event()
         self._finished = threading.Event()
@@ -119,7 +106,8 @@ class Runner:
     # -- public, any thread -------------------------------------------------
 
     def start(self) -> None:
-        """Start the scheduler thread."""
+        """Start the launcher threads and the scheduler thread."""
+        self._spawners.start()
         self._thread.start()
 
     @property
@@ -193,7 +181,7 @@ class Runner:
         except Exception:
             log.exception("event sink failed for %s", event)
 
-    def _notice(self, st: _TaskState, key: str, text: str) -> None:
+    def _notice(self, st: TaskState, key: str, text: str) -> None:
         if key not in st.noticed:
             st.noticed.add(key)
             self._emit(st.spec.id, None, "NOTICE", text)
@@ -201,16 +189,15 @@ class Runner:
     def _push(self, when: float, kind: int, task: int, index: int) -> None:
         heapq.heappush(self._heap, (when, next(self._seq), kind, task, index))
 
-    def _release_time(self, st: _TaskState, index: int) -> float:
-        return self.t0 + (st.spec.offset + index * st.spec.period) / 1000.0
-
     def _run(self) -> None:
+        raise_scheduler([st.plan for st in self._states])
         try:
             for i, st in enumerate(self._states):
                 for note in st.plan.notes:
                     self._notice(st, "plan", note)
-                self._push(self._release_time(st, 0), _RELEASE, i, 0)
+                self._push(st.release_time(self.t0, 0), _RELEASE, i, 0)
             while True:
+                self._handle_spawned()
                 self._handle_exits()
                 if self._stop.is_set():
                     self._kill_all()
@@ -230,6 +217,7 @@ class Runner:
             log.exception("runner failed; killing its jobs")
             self._kill_all()
         finally:
+            self._spawners.close()
             self._reap_all()
             self._finished.set()
             if self._on_finish is not None:
@@ -261,13 +249,12 @@ class Runner:
             text = json.dumps(stats, separators=(",", ":"))
             self._emit(job.task_id, job.index, "NOTICE", f"traffic stats {text}", stats=stats)
 
-    @staticmethod
-    def _stats_extra(job: Job) -> dict[str, Any]:
-        return {"stats": job.last_stats} if job.launch.stats else {}
-
     def _handle_exits(self) -> None:
         while self._exits:
             job = self._exits.popleft()
+            if not job.announced:
+                self._spawners.park(job)  # its START is still to come
+                continue
             self._forget(job)
             self._emit_stats(job)
             if job.killed_as is not None:
@@ -288,11 +275,11 @@ class Runner:
                 cpu=out.cpu_s,
                 maxrss=out.maxrss,
                 output=job.output(),
-                **self._stats_extra(job),
+                **job.extras(),
             )
             self._after_job(st, job.index)
 
-    def _after_job(self, st: _TaskState, index: int) -> None:
+    def _after_job(self, st: TaskState, index: int) -> None:
         """Bookkeeping once job ``index`` is over (ended, killed or skipped)."""
         if st.is_last(index):
             st.done = True
@@ -317,7 +304,7 @@ class Runner:
                 self._overrun(st)
             self._release(st, i, index, when)
 
-    def _overrun(self, st: _TaskState) -> None:
+    def _overrun(self, st: TaskState) -> None:
         """The running job of ``st`` reached its next release: EXIT_PERIOD unless it just ended."""
         self._handle_exits()
         job = st.running
@@ -334,13 +321,13 @@ class Runner:
         else:
             self._report_ended(st, job)
 
-    def _report_ended(self, st: _TaskState, job: Job) -> None:
+    def _report_ended(self, st: TaskState, job: Job) -> None:
         """``job`` ended by itself while the agent was about to kill it: report that end now."""
         job.join(REAP_TIMEOUT)  # its waiter is about to queue the exit
         st.running = job
         self._handle_exits()
 
-    def _release(self, st: _TaskState, i: int, index: int, release: float) -> None:
+    def _release(self, st: TaskState, i: int, index: int, release: float) -> None:
         spec = st.spec
         periodic = spec.period > 0
         if periodic and time.monotonic() >= release + spec.period / 1000.0:
@@ -349,27 +336,43 @@ class Runner:
             return
         if not periodic and index > 0:
             release = time.monotonic()  # back to back: released when the previous one ended
-        try:
+
+        def make() -> Job:  # runs in the task's launcher thread
             launch = self._launcher(spec, index, st.plan)
-            job = Job(spec.id, index, release, launch, self._job_exited)
-            job.spawn()
-        except (OSError, subprocess.SubprocessError, ValueError) as exc:
+            return Job(spec.id, index, release, launch, self._job_exited)
+
+        self._spawners.submit(i, index, release, make)
+
+    def _handle_spawned(self) -> None:  # the launchers' results: START or NOT_SCHEDULED
+        for result in self._spawners.results():
+            self._started(self._states[result.pos], result)
+
+    def _await_spawns(self) -> None:
+        """Wait until no spawn is in flight (a stop kills what they started)."""
+        deadline = time.monotonic() + REAP_TIMEOUT
+        while self._spawners.in_flight and time.monotonic() < deadline:
+            self._sel.select(0.05)
+            self._drain_wake()
+            self._handle_spawned()
+
+    def _started(self, st: TaskState, result: Spawned) -> None:
+        spec, i, index, release, job = st.spec, result.pos, result.index, result.release, result.job
+        periodic = spec.period > 0
+        if job is None:
             st.failures += 1
-            self._emit(spec.id, index, "NOT_SCHEDULED", f"could not start the job: {exc}")
+            why = f"could not start the job: {result.error}"
+            self._emit(spec.id, index, "NOT_SCHEDULED", why)
             if not periodic and st.failures >= MAX_SPAWN_FAILURES and not st.is_last(index):
                 st.done = True
-                self._emit(
-                    spec.id,
-                    None,
-                    "JOBS_DONE",
-                    f"gave up after {st.failures} spawn failures in a row",
-                )
+                gave_up = f"gave up after {st.failures} spawn failures in a row"
+                self._emit(spec.id, None, "JOBS_DONE", gave_up)
             elif periodic:
                 self._next_periodic(st, i, index)
             else:
                 self._after_job(st, index)
             return
         st.failures = 0
+        job.announced = True
         self._live.add(job)
         self._sel.register(job.out_fd, selectors.EVENT_READ, job)
         if job.sched_error:
@@ -377,22 +380,25 @@ class Runner:
         applied = "other" if job.sched_error else st.plan.describe()
         st.running = job
         self._emit(spec.id, index, "START", release=release, pid=job.pid, sched=applied)
+        if self._spawners.unpark(job):  # it ended before this START: report that now
+            self._exits.append(job)
         if periodic:
             if st.is_last(index):
                 self._push(release + spec.period / 1000.0, _WINDOW_END, i, index)
             else:
-                self._push(self._release_time(st, index + 1), _RELEASE, i, index + 1)
+                self._push(st.release_time(self.t0, index + 1), _RELEASE, i, index + 1)
 
-    def _next_periodic(self, st: _TaskState, i: int, index: int) -> None:
+    def _next_periodic(self, st: TaskState, i: int, index: int) -> None:
         if st.is_last(index):
             st.done = True
             self._emit(st.spec.id, None, "JOBS_DONE")
         else:
-            self._push(self._release_time(st, index + 1), _RELEASE, i, index + 1)
+            self._push(st.release_time(self.t0, index + 1), _RELEASE, i, index + 1)
 
     def _kill_all(self) -> None:
+        self._await_spawns()
         self._handle_exits()
-        graceful: list[tuple[_TaskState, Job]] = []
+        graceful: list[tuple[TaskState, Job]] = []
         for st in self._states:
             job = st.running
             if job is None:
@@ -408,7 +414,7 @@ class Runner:
         if graceful:
             self._finish_terminated(graceful)
 
-    def _finish_terminated(self, graceful: list[tuple[_TaskState, Job]]) -> None:
+    def _finish_terminated(self, graceful: list[tuple[TaskState, Job]]) -> None:
         """Give SIGTERM'ed jobs their grace, SIGKILL the rest, report with their last stats."""
         deadline = time.monotonic() + max(job.launch.term_grace for _, job in graceful)
         for st, job in graceful:
@@ -422,7 +428,7 @@ class Runner:
                 job.index,
                 "EXIT_EXTERNAL",
                 "stopped by request",
-                **self._stats_extra(job),
+                **job.extras(),
             )
 
     def _reap_all(self) -> None:

@@ -13,8 +13,9 @@ Mapping of a task's ``priority`` (Linux meaning: a larger number is more urgent)
   executiontime 0 means "the whole share". ``SCHED_FLAG_RESET_ON_FORK`` is
   set so a job can still fork (its children run as SCHED_OTHER).
 
-The policy is applied in the job's child process between fork and exec (see
-:func:`child_applier`), so interpreter start-up already runs under it. When
+The policy is applied in the job's child process before its exec (by glibc's
+posix_spawn, :mod:`farm.agent.pspawn`, or between fork and exec, see
+:func:`child_applier`), so its first instruction already runs under it. When
 the kernel refuses (EPERM without CAP_SYS_NICE, EBUSY from deadline admission
 control, ENOSYS/EINVAL on kernels without it, containers...), the job runs
 best effort (SCHED_OTHER) and the agent emits one NOTICE for the task.
@@ -133,6 +134,20 @@ def load_libc() -> Any:
 
         _libc = ctypes.CDLL(None, use_errno=True)
     return _libc
+
+
+def raise_thread() -> str | None:
+    """Run the calling thread SCHED_FIFO at the top priority, reset-on-fork; why not, or None.
+
+    For the agent's own threads (releases, spawns, exits), so no real-time job
+    delays them; nothing they start inherits the policy.
+    """
+    top = os.sched_get_priority_max(os.SCHED_FIFO)
+    try:
+        os.sched_setscheduler(0, os.SCHED_FIFO | os.SCHED_RESET_ON_FORK, os.sched_param(top))
+    except OSError as exc:
+        return str(exc)
+    return None
 
 
 def child_applier(sched: SchedPlan) -> Callable[[], str | None]:

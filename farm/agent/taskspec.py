@@ -130,7 +130,11 @@ def _check_config(task: object, pkg: str, config: dict[str, Any], uploaded: bool
                 "config.command",
             )
         return
-    if pkg in pkgs.TRAFFIC_PKGS:  # imported only when a set uses traffic
+    if pkg in pkgs.PROGRAM_PKGS:
+        from farm.agent import cyclictest
+
+        problem = cyclictest.check_config(config)
+    elif pkg in pkgs.TRAFFIC_PKGS:  # imported only when a set uses traffic
         from farm.agent.traffic import config as traffic_config
 
         problem = traffic_config.check_config(pkg, config)

@@ -46,6 +46,8 @@ USERLAND_PACKAGES = (
     "zlib1g",
     "libexpat1",
     "libffi8",
+    "rt-tests",  # cyclictest only (farm.image.initrd.EXTRA_PROGRAMS), the rest is left out
+    "libnuma1",  # cyclictest's one library beyond libc
 )
 #: ``farm``: farm's own PREEMPT_RT kernel built from linux-source (farm.image.kernel_source,
 #: boots ~1 s faster); ``debian``: Debian's packaged RT kernel and its virtio modules.

@@ -18,6 +18,10 @@ from farm.image.kernel import GUEST_MODULES, KernelFiles, module_load_order
 
 log = logging.getLogger(__name__)
 
+#: native programs of the userland packages shipped with their libraries: Debian rt-tests'
+#: cyclictest, the standard latency measurement (the agent's ``cyclictest`` pkg)
+EXTRA_PROGRAMS = ("usr/bin/cyclictest",)
+
 #: busybox applets the init script and a debugging shell use (when listing fails).
 FALLBACK_APPLETS = [
     "sh",
@@ -142,6 +146,9 @@ def build_tree(src: InitrdSources, work: Path) -> tuple[Tree, dict[str, object]]
     for name, data in modules:
         tree.file(moddir / f"{name}.ko", data)
 
+    for program in EXTRA_PROGRAMS:
+        pyruntime.copy_path(tree, src.rootfs, program)
+    pyruntime.add_libraries(tree, src.rootfs, [PurePosixPath(p) for p in EXTRA_PROGRAMS])
     copied = pyruntime.add_agent(tree, src.rootfs, src.agent_dir, work)
     allow = pyruntime.read_allowlist(src.allowlist)
     py = pyruntime.add_python(tree, src.rootfs, work / "agent", allow, work)

@@ -9,7 +9,7 @@ from os import PathLike
 from pathlib import Path
 from typing import Any
 
-from farm.agent.pkgs import BUILTIN_PKGS, SHELL_PKG, TRAFFIC_PKGS
+from farm.agent.pkgs import BUILTIN_PKGS, PROGRAM_PKGS, SHELL_PKG, TRAFFIC_PKGS
 from farm.errors import ConfigError, TaskSetError
 from farm.taskset.records import JobLog
 from farm.taskset.task import Block, Task
@@ -81,7 +81,12 @@ class TaskSet(JobLog):
         """Register an uploaded binary: tasks may then use ``name`` as their pkg."""
         if not isinstance(name, str) or not _BINARY_NAME.fullmatch(name):
             raise ConfigError(f"binary name must match {_BINARY_NAME.pattern}, got {name!r}")
-        if name in BUILTIN_PKGS or name in TRAFFIC_PKGS or name == SHELL_PKG:
+        if (
+            name in BUILTIN_PKGS
+            or name in TRAFFIC_PKGS
+            or name in PROGRAM_PKGS
+            or name == SHELL_PKG
+        ):
             raise ConfigError(f"binary name {name!r} would shadow a built-in pkg")
         file = Path(path).expanduser()
         if not file.is_file():

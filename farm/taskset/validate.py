@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from farm.agent import workloads
+from farm.agent import cyclictest, workloads
 from farm.agent.pkgs import SHELL_PKG, TRAFFIC_PKGS, is_known
 from farm.agent.traffic import config as traffic_config
 from farm.errors import ConfigError, TaskSetError
@@ -162,6 +162,12 @@ def check_task(task: Mapping[str, Any], pos: int, uploaded: frozenset[str]) -> N
                     problem = workloads.check_config(pkg, {key: v})
                     if problem:
                         fail(f"config[{key!r}]", f"pkg {pkg!r}: {problem}")
+    if cyclictest.PKG in pkgs:
+        for key, value in config.items():
+            for v in each(f"config[{key!r}]", value):
+                problem = cyclictest.check_config({key: v})
+                if problem:
+                    fail(f"config[{key!r}]", f"pkg 'cyclictest': {problem}")
     for pkg in pkgs:  # traffic keys depend on each other: checked whole, once concrete
         if pkg in TRAFFIC_PKGS and not any(is_dimension(v) for v in config.values()):
             problem = traffic_config.check_config(pkg, dict(config))

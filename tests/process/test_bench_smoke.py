@@ -58,3 +58,23 @@ def test_bench_all_quick_local(tmp_path: Path) -> None:
     assert sorted(doc["plots"]) == sorted(
         str(out / n) for n in ("dispatch.png", "overhead.png", "scaling.png")
     )
+
+
+def test_fidelity_through_compare_script_from_after_local() -> None:
+    """bench/compare.py --script-from after runs bench/fidelity.py on both sides (here the same
+    checkout, local agents): release -> START figures and job counts for the experiment."""
+    argv = [sys.executable, "bench/compare.py", "--before", str(ROOT), "--runs", "1"]
+    argv += ["--script-from", "after", "fidelity.py", "--backend", "local", "--guests", "1"]
+    argv += ["--repeat", "1", "--cyclictest-sets", "0", "--timeout", "120"]
+    res = subprocess.run(argv, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-2000:]
+    doc = json.loads(res.stdout)
+    assert doc["script_from"] == "after"
+    figs = doc["figures"]
+    planned = figs["guests_1.experiment.planned_jobs"]
+    assert planned["before"] == planned["after"] == 63
+    latency = figs["guests_1.experiment.release_to_start_ms.median"]
+    assert latency["before"] is not None and latency["before"] >= 0
+    starts = figs["guests_1.experiment.jobs.START"]["after"]
+    skipped = figs["guests_1.experiment.jobs.NOT_SCHEDULED"]["after"]
+    assert starts is not None and skipped is not None and starts + skipped == 63

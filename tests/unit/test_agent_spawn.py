@@ -9,13 +9,15 @@ from typing import Any
 
 import pytest
 
-from farm.agent import guard, jobs, sched
+from farm.agent import guard, jobs, pspawn, sched
 
 pytestmark = pytest.mark.unit
 
 
 def _spawn(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, **launch: Any) -> dict[str, Any]:
-    """Spawn ``true`` with ``launch`` options; return the keyword arguments Popen got."""
+    """Spawn ``true`` with ``launch`` options through subprocess (posix_spawn off, as without
+    ctypes); return the keyword arguments Popen got."""
+    monkeypatch.setattr(pspawn, "available", lambda: False)
     seen: dict[str, Any] = {}
     real = subprocess.Popen
 
