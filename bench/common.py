@@ -13,12 +13,10 @@ is the smallest value with at least p % of the values <= it, i.e.
 from __future__ import annotations
 
 import contextlib
-import math
 import os
 import sys
 import threading
 import time
-from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -29,6 +27,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))
 
+
+from stats import percentile as percentile  # noqa: E402
+
 from farm.image.smoke import Guest  # noqa: E402
 from farm.qemu import QemuProcess, free_port  # noqa: E402
 
@@ -38,17 +39,6 @@ if TYPE_CHECKING:
     from farm.profile import MachineProfile
 
 TOKEN = "bench-token"
-
-
-def percentile(values: Sequence[float], p: float) -> float:
-    """Nearest-rank ``p``-th percentile (``p`` in 0..100) of non-empty ``values``."""
-    if not values:
-        raise ValueError("percentile of no values")
-    if not 0 <= p <= 100:
-        raise ValueError(f"percentile {p} is not in 0..100")
-    ordered = sorted(values)
-    rank = math.ceil(round(p * len(ordered) / 100, 9))  # round: float noise adds no rank
-    return ordered[max(rank, 1) - 1]
 
 
 def netns_inode(name: str) -> int | None:

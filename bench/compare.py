@@ -92,12 +92,12 @@ def main() -> None:
     figures: dict[str, dict[str, float | None]] = {}
     for key in sorted(set(runs["before"][0]) | set(runs["after"][0])):
         # a figure only one side has (a case the old checkout skips) is kept, None on the other
-        side = {s: [r[key] for r in runs[s] if key in r] for s in runs}
-        before = statistics.median(side["before"]) if side["before"] else None
-        after = statistics.median(side["after"]) if side["after"] else None
+        got = {name: [r[key] for r in runs[name] if key in r] for name in runs}
+        before = statistics.median(got["before"]) if got["before"] else None
+        after = statistics.median(got["after"]) if got["after"] else None
         ratio = round(after / before, 3) if before and after is not None else None
         figures[key] = {"before": before, "after": after, "after/before": ratio}
-    doc = {
+    summary = {
         "bench": "compare",
         "script": opts.script,
         "args": opts.args,
@@ -109,7 +109,7 @@ def main() -> None:
         "took_s": round(time.monotonic() - t0, 1),
         "figures": figures,
     }
-    print(json.dumps(doc, indent=2))
+    print(json.dumps(summary, indent=2))
 
 
 if __name__ == "__main__":

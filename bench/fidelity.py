@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import tempfile
@@ -37,6 +36,8 @@ import threading
 import time
 from pathlib import Path
 from typing import Any
+
+from stats import percentile
 
 import farm
 from farm import AbstractMonitor, Distributor, FarmConfig, Task, TaskSet
@@ -53,12 +54,6 @@ JOB_TYPES = (
     "NOT_SCHEDULED",
 )
 IMAGES = Path(farm.__file__).resolve().parents[1] / "images"
-
-
-def percentile(values: list[float], p: float) -> float:
-    """Nearest-rank percentile (p in 0..100) of a non-empty list."""
-    ordered = sorted(values)
-    return ordered[max(0, math.ceil(p / 100 * len(ordered)) - 1)]
 
 
 class Recorder(AbstractMonitor):
