@@ -1,4 +1,4 @@
-"""bench/common.py: the one percentile definition every bench script uses (nearest rank)."""
+"""bench/stats.py: the one percentile definition every bench script uses (nearest rank)."""
 
 from __future__ import annotations
 
@@ -9,15 +9,15 @@ from types import ModuleType
 
 import pytest
 
-COMMON = Path(__file__).resolve().parents[2] / "bench" / "common.py"
+COMMON = Path(__file__).resolve().parents[2] / "bench" / "stats.py"
 
 
 @pytest.fixture(scope="module")
 def common() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("bench_common", COMMON)
+    spec = importlib.util.spec_from_file_location("bench_stats", COMMON)
     assert spec is not None and spec.loader is not None
     mod = importlib.util.module_from_spec(spec)
-    sys.modules["bench_common"] = mod
+    sys.modules["bench_stats"] = mod
     spec.loader.exec_module(mod)
     return mod
 
