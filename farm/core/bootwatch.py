@@ -13,6 +13,11 @@ that watches one booting guest and calls ``on_hung`` when
 Before ``min_samples`` boots succeeded nothing is known and only death, a stop
 or ``boot_timeout`` end a boot. The slot destroys a hung guest, which ends its
 boot attempt and frees the boot slot other slots wait for.
+
+After :meth:`BootWatch.booted` the same thread keeps checking only that the
+guest is alive, for the guest's whole life: a guest stopped while idle or
+while a request waits for its reply is reported within ``poll`` seconds
+(``on_hung`` again, once), not after the heartbeat timeout.
 """
 
 from __future__ import annotations
@@ -60,13 +65,13 @@ class BootClock:
 
 
 class BootWatch(threading.Thread):
-    """Watches one booting guest; calls ``on_hung(reason)`` once if it hangs."""
+    """Watches one guest; calls ``on_hung(reason, booting)`` once if it hangs or dies."""
 
     def __init__(
         self,
         guest: Guest,
         clock: BootClock,
-        on_hung: Callable[[str], None],
+        on_hung: Callable[[str, bool], None],
         started: float,
         poll: float = 0.2,
         stall: float = 2.0,
@@ -79,6 +84,11 @@ class BootWatch(threading.Thread):
         self.poll = poll
         self.stall = stall
         self.done = threading.Event()
+        self.booting = True
+
+    def booted(self) -> None:
+        """The guest is up: from now on only check that it stays alive."""
+        self.booting = False
 
     def stop(self) -> None:
         """The boot ended (either way): stop watching."""
@@ -87,7 +97,7 @@ class BootWatch(threading.Thread):
     def run(self) -> None:
         reason = self._watch()
         if reason is not None and not self.done.is_set():
-            self.on_hung(reason)
+            self.on_hung(reason, self.booting)
 
     def _watch(self) -> str | None:
         mark, mark_at = self.guest.progress(), time.monotonic()
@@ -95,6 +105,8 @@ class BootWatch(threading.Thread):
             now = time.monotonic()
             if not self.guest.alive():
                 return "its process died or is stopped"
+            if not self.booting:
+                continue
             value = self.guest.progress()
             if value is None or mark is None or abs(value - mark) >= PROGRESS_EPS:
                 mark, mark_at = value, now

@@ -29,6 +29,9 @@ from farm.session.base import AbstractSession
 log = logging.getLogger(__name__)
 
 _BACKOFF_CAP = 30.0
+#: back-off after the first failed boot (then doubling): a guest killed while booting is
+#: common under chaos and costs its slot a reboot already; a broken setup still gives up
+_BACKOFF_FIRST = 0.25
 #: longest a running set waits before re-checking that its guest process lives
 _ALIVE_CHECK = 0.5
 
@@ -60,6 +63,7 @@ class Slot(threading.Thread):
         self.sets_done = 0
         self.error: BaseException | None = None
         self._hung: str | None = None  # why the BootWatch ended the current boot
+        self._watch: BootWatch | None = None  # watches the current guest from spawn to teardown
         self._stop_set = threading.Event()
         self._lock = threading.Lock()
 
@@ -161,7 +165,7 @@ class Slot(threading.Thread):
                             self.log.error("giving up after %d failed boots", self.boot_failures)
                         self.port.gave_up(self, exc)
                         return False
-                    delay = min(_BACKOFF_CAP, 0.5 * 2**self.boot_failures)
+                    delay = min(_BACKOFF_CAP, _BACKOFF_FIRST * 2 ** (self.boot_failures - 1))
                 else:
                     self.env.boot_clock.record(time.monotonic() - t0)
                     self.boot_failures = 0
@@ -184,28 +188,33 @@ class Slot(threading.Thread):
             self.guest = guest
         if self.killed.is_set():
             raise BackendError("killed while booting")
-        watch = BootWatch(guest, self.env.boot_clock, self._boot_hung, started)
+        watch = BootWatch(guest, self.env.boot_clock, self._hung_guest, started)
+        with self._lock:
+            self._watch = watch
         watch.start()
-        try:
-            self.address = guest.address(max(0.1, deadline - time.monotonic()))
-            session = self.env.sessions(*self.address)
-            with self._lock:
-                self.session = session
-            session.connect(timeout=max(0.5, deadline - time.monotonic()), alive=guest.alive)
-        finally:
-            watch.stop()
+        self.address = guest.address(max(0.1, deadline - time.monotonic()))
+        session = self.env.sessions(*self.address)
+        with self._lock:
+            self.session = session
+        session.connect(timeout=max(0.5, deadline - time.monotonic()), alive=guest.alive)
+        watch.booted()
         if self._hung is not None:  # it hung just as the handshake succeeded
             raise BootError(f"{guest.describe()}: boot hung: {self._hung}")
 
-    def _boot_hung(self, reason: str) -> None:
-        """BootWatch thread: the booting guest hangs; destroy it so the boot ends now."""
-        self._hung = reason
-        self.log.warning("booting guest hung: %s; destroying it", reason)
+    def _hung_guest(self, reason: str, booting: bool) -> None:
+        """BootWatch thread: the guest hangs or died; end what waits for it now."""
         with self._lock:
             session = self.session
+        if not booting:  # the slot loop sees the session fail and replaces the guest
+            self.log.warning("guest process %s", reason)
+            if session is not None:
+                session.interrupt(f"guest process {reason}")
+            return
+        self._hung = reason
+        self.log.warning("booting guest hung: %s; destroying it", reason)
         if session is not None:
             session.interrupt(f"boot hung: {reason}")
-        self._destroy_guest()
+        self._destroy_guest()  # ends the boot attempt and frees its boot slot
 
     def _serve(self) -> None:
         while True:
@@ -257,6 +266,8 @@ class Slot(threading.Thread):
             raise BackendError("no guest")
         limit = None if cfg.set_time_limit is None else time.monotonic() + cfg.set_time_limit
         record = getattr(run.variant, "record", None)  # farm TaskSets keep their own counts
+        if not guest.alive():  # it died or was stopped while idle: do not wait for a reply
+            raise BackendError(f"guest process {guest.describe()} died or is stopped")
         session.start(run.variant, *work.params)
         while not session.finished():
             if self.killed.is_set():
@@ -284,7 +295,7 @@ class Slot(threading.Thread):
                     record(event)
                 monitor.event(run, event)
             if not guest.alive():
-                raise BackendError(f"guest process {guest.describe()} died")
+                raise BackendError(f"guest process {guest.describe()} died or is stopped")
             if limit is not None and time.monotonic() > limit:
                 self.log.info("set %s #%s reached its time limit; stopping it", run.key, run.index)
                 session.stop()
@@ -305,6 +316,9 @@ class Slot(threading.Thread):
     def _destroy_guest(self) -> None:
         with self._lock:
             guest, self.guest = self.guest, None
+            watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.stop()
         if guest is not None:
             self.log.info("destroying guest")
             try:

@@ -70,7 +70,7 @@ def _watch(
     guest: Guest, clock: BootClock, started: float, **kw: float
 ) -> tuple[BootWatch, list[str]]:
     reasons: list[str] = []
-    watch = BootWatch(guest, clock, reasons.append, started, poll=0.02, **kw)
+    watch = BootWatch(guest, clock, lambda r, _b: reasons.append(r), started, poll=0.02, **kw)
     watch.start()
     return watch, reasons
 
@@ -114,6 +114,17 @@ def test_nothing_learnt_means_only_death_ends_a_boot() -> None:
     watch.stop()
     watch.join(5)
     assert reasons == []
+
+
+def test_after_boot_only_a_dead_or_stopped_guest_is_reported() -> None:
+    guest = _Watched()
+    watch, reasons = _watch(guest, _learnt(0.01), time.monotonic(), stall=0.05)
+    watch.booted()
+    time.sleep(0.3)  # no progress, long past "overdue": fine once booted
+    assert reasons == [] and watch.is_alive()
+    guest.stopped = True
+    watch.join(10)
+    assert reasons and "stopped" in reasons[0]
 
 
 def test_a_stopped_watch_reports_nothing() -> None:
