@@ -104,7 +104,7 @@ class BootWatch(threading.Thread):
         while not self.done.wait(self.poll):
             now = time.monotonic()
             if not self.guest.alive():
-                return "its process died or is stopped"
+                return "the guest process died or is stopped"
             if not self.booting:
                 continue
             value = self.guest.progress()

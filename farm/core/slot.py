@@ -206,9 +206,9 @@ class Slot(threading.Thread):
         with self._lock:
             session = self.session
         if not booting:  # the slot loop sees the session fail and replaces the guest
-            self.log.warning("guest process %s", reason)
+            self.log.warning("guest lost: %s", reason)
             if session is not None:
-                session.interrupt(f"guest process {reason}")
+                session.interrupt(reason)
             return
         self._hung = reason
         self.log.warning("booting guest hung: %s; destroying it", reason)
