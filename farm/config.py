@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import math
 import os
 import re
 import tomllib
@@ -55,7 +56,7 @@ class FarmConfig:
     boot_timeout: float = 120.0  # s from spawn to agent handshake (TCG is slow)
     boot_retries: int = 5  # consecutive failed boots of one slot before it gives up
     heartbeat: float = 1.0  # agent heartbeat interval (s)
-    heartbeat_timeout: float = 10.0  # silence after which a guest counts as hung
+    heartbeat_timeout: float = 3.0  # silence after which a guest counts as hung
     max_concurrent_boots: int = 2
     warm_start: bool = False  # qemu backend: restore guests from a saved snapshot
     idle_linger: float = 2.0  # s an idle machine waits for new work before shutting down
@@ -76,6 +77,8 @@ class FarmConfig:
     event_timeout: float | None = None  # Genode: s of silence after which a guest is replaced
 
     def __post_init__(self) -> None:
+        for name in ("state_dir", "log_dir", "image_dir", "dhcpd_conf"):
+            _path(name, getattr(self, name))
         object.__setattr__(self, "state_dir", Path(self.state_dir))
         object.__setattr__(self, "log_dir", Path(self.log_dir))
         object.__setattr__(self, "image_dir", Path(self.image_dir))
@@ -93,6 +96,15 @@ class FarmConfig:
             raise ConfigError(f"backend must be one of {', '.join(BACKENDS)}, got {self.backend!r}")
         if self.network not in NETWORKS:
             raise ConfigError(f"network must be one of {', '.join(NETWORKS)}, got {self.network!r}")
+        for name in ("backend", "network", "dhcp", "bridge_subnet"):
+            if not isinstance(getattr(self, name), str):
+                raise ConfigError(f"{name} must be a string, got {getattr(self, name)!r}")
+        if not isinstance(self.bridge_name, str) or not _IFNAME.fullmatch(self.bridge_name):
+            raise ConfigError(
+                f"bridge_name must be an interface name (letters, digits, _.-, 1..15), "
+                f"got {self.bridge_name!r}"
+            )
+        _token(self.token)
         if self.dhcp not in DHCP_MODES:
             raise ConfigError(f"dhcp must be one of {', '.join(DHCP_MODES)}, got {self.dhcp!r}")
         if not isinstance(self.dhcpd_conf, Path):
@@ -110,8 +122,9 @@ class FarmConfig:
         _int_range("set_tries", self.set_tries, 1, 1000)
         _int_range("boot_retries", self.boot_retries, 1, 1000)
         _int_range("max_concurrent_boots", self.max_concurrent_boots, 1, 1024)
-        if not isinstance(self.warm_start, bool):
-            raise ConfigError(f"warm_start must be true or false, got {self.warm_start!r}")
+        for name in ("warm_start", "journal"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.warm_start and self.backend != "qemu":
             raise ConfigError(f"warm_start needs backend = 'qemu', not {self.backend!r}")
         if self.warm_start and self.network == "bridge":
@@ -298,6 +311,31 @@ def _int_range(name: str, value: object, lo: int, hi: int) -> None:
 
 
 def _positive(name: str, value: object, allow_zero: bool = False) -> None:
+    """A finite number > 0 (>= 0 with ``allow_zero``): NaN would disable every timeout check."""
     ok = isinstance(value, int | float) and not isinstance(value, bool)
-    if not ok or value < 0 or (value == 0 and not allow_zero):  # type: ignore[operator]
-        raise ConfigError(f"{name} must be a positive number, got {value!r}")
+    if not ok or not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):  # type: ignore[arg-type,operator]
+        raise ConfigError(f"{name} must be a finite positive number, got {value!r}")
+
+
+_IFNAME = re.compile(r"[A-Za-z0-9_.-]{1,15}")
+#: the token travels to the guest and over the wire: printable, no blanks, bounded
+_TOKEN = re.compile(r"[\x21-\x7e]{1,1024}")
+
+
+def _path(name: str, value: object) -> None:
+    """A non-empty path given as a string or Path (``state_dir = 5`` names the key)."""
+    if not isinstance(value, str | Path) or str(value) == "" or "\0" in str(value):
+        raise ConfigError(f"{name} must be a non-empty path, got {value!r}")
+
+
+def _token(value: object) -> None:
+    """None (farm makes one) or a non-empty printable string without blanks."""
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise ConfigError(f"token must be a string, got {type(value).__name__}")
+    if not _TOKEN.fullmatch(value):
+        raise ConfigError(
+            "token must be 1..1024 printable characters without blanks"
+            + (" (it is empty)" if value == "" else "")
+        )

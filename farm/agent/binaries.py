@@ -16,7 +16,8 @@ import os
 import re
 from pathlib import Path
 
-_NAME_RE = re.compile(r"^[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}$")
+#: matched with fullmatch: ``$`` would also accept a name followed by a newline
+_NAME_RE = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}", re.ASCII)
 
 
 class BadBinary(ValueError):
@@ -39,7 +40,7 @@ class BinaryStore:
             raise BadBinary("binaries must be an object {name: base64 string}")
         out: dict[str, bytes] = {}
         for name, data in uploads.items():
-            if not _NAME_RE.match(name):
+            if not isinstance(name, str) or not _NAME_RE.fullmatch(name):
                 raise BadBinary(f"binary name {name!r} is not a plain file name")
             if not isinstance(data, str):
                 raise BadBinary(f"binary {name!r} must be a base64 string")

@@ -30,7 +30,8 @@ MAX_JOBS = 10**9
 MAX_QUOTA = 1 << 50
 MAX_TASKS = 4096
 MAX_ID = (1 << 63) - 1
-_QUOTA_RE = re.compile(r"^\s*(\d+)\s*([KMGT]?)i?B?\s*$", re.IGNORECASE)
+#: at most 30 ASCII digits: int() of 4,300+ digits raises, and no quota needs more than 16
+_QUOTA_RE = re.compile(r"\s*([0-9]{1,30})\s*([KMGT]?)i?B?\s*", re.IGNORECASE | re.ASCII)
 _UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
 _TIME_KEYS = ("period", "executiontime", "criticaltime", "deadline", "offset")
 
@@ -97,9 +98,10 @@ def _integer(task: object, key: str, value: object, low: int, high: int) -> int:
 def parse_quota(task: object, value: object) -> int:
     """Bytes from an int or a string such as ``"1M"``."""
     if isinstance(value, str):
-        match = _QUOTA_RE.match(value)
+        match = _QUOTA_RE.fullmatch(value)
         if not match:
-            raise InvalidTaskSet(f"task {task}: quota {value!r} is not a size", task, "quota")
+            shown = repr(value) if len(value) <= 40 else f"{value[:20]!r}... ({len(value)} chars)"
+            raise InvalidTaskSet(f"task {task}: quota {shown} is not a size", task, "quota")
         value = int(match.group(1)) * _UNITS[match.group(2).upper()]
     return _integer(task, "quota", value, 0, MAX_QUOTA)
 

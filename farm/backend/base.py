@@ -3,7 +3,9 @@
 A ``Backend`` spawns ``Guest``s by name (``qemu1``, ``qemu2``, ...). A guest is
 reachable at ``address()`` once its agent is up; readiness itself is the agent
 handshake, done by the slot (farm.core.slot), not by the backend. ``destroy()`` is
-idempotent and leaves no process behind.
+idempotent and leaves no process behind. ``alive()`` is False for a guest whose
+process is stopped (SIGSTOP): a frozen guest is as useless as a dead one, and
+``progress()`` lets the slot tell a slow boot from a hung one.
 """
 
 from __future__ import annotations
@@ -13,6 +15,8 @@ from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any
+
+import psutil
 
 
 class Guest(abc.ABC):
@@ -31,6 +35,14 @@ class Guest(abc.ABC):
     @abc.abstractmethod
     def destroy(self) -> None:
         """Stop the guest now (soft, then hard) and release its resources. Idempotent."""
+
+    def progress(self) -> float | None:
+        """A number that grows while the guest works; None when unknown.
+
+        Default: CPU seconds of :attr:`pid` plus the bytes of :attr:`console_log`.
+        A boot whose progress stands still is hung (see farm.core.bootwatch).
+        """
+        return process_progress(self.pid, self.console_log)
 
     @property
     def pid(self) -> int | None:
@@ -104,3 +116,31 @@ class Backend(abc.ABC):
 
     def wake(self) -> None:  # noqa: B027 - optional hook
         """Wake spawn() calls waiting inside the backend (a machine was retired or killed)."""
+
+
+def pid_stopped(pid: int | None) -> bool:
+    """True if process ``pid`` exists and is stopped (SIGSTOP, a debugger) or a zombie."""
+    if pid is None:
+        return False
+    try:
+        status = psutil.Process(pid).status()
+    except psutil.Error:
+        return False
+    return status in (psutil.STATUS_STOPPED, psutil.STATUS_TRACING_STOP, psutil.STATUS_ZOMBIE)
+
+
+def process_progress(pid: int | None, console: Path | None = None) -> float | None:
+    """CPU seconds of ``pid`` (user + system) plus the size of ``console``; None if unknown."""
+    total: float | None = None
+    if pid is not None:
+        try:
+            times = psutil.Process(pid).cpu_times()
+            total = times.user + times.system
+        except psutil.Error:
+            pass
+    if console is not None:
+        try:
+            total = (total or 0.0) + console.stat().st_size
+        except OSError:
+            pass
+    return total

@@ -18,7 +18,7 @@ from pathlib import Path
 import libvirt
 import psutil
 
-from farm.backend.base import Guest
+from farm.backend.base import Guest, pid_stopped
 from farm.backend.libvirt_console import ConsoleStream
 from farm.backend.screen import quit_screen
 from farm.errors import BackendError
@@ -132,8 +132,8 @@ class LibvirtGuest(Guest):
     def alive(self) -> bool:
         if self._destroyed:
             return False
-        if self._qemu is not None and not _running(self._qemu):
-            return False  # a SIGKILLed QEMU reads dead at once, before libvirt notices
+        if self._qemu is not None and (not _running(self._qemu) or pid_stopped(self._qemu.pid)):
+            return False  # a SIGKILLed (or SIGSTOPped: hung) QEMU reads dead at once
         try:
             return bool(self._dom.isActive())
         except libvirt.libvirtError:

@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 
 from farm.agent.commands import NATIVE_ENV
-from farm.backend.base import Backend, Guest
+from farm.backend.base import Backend, Guest, pid_stopped
 from farm.config import FarmConfig
 from farm.errors import BackendError, BootError
 from farm.image.native import BINARY_NAME
@@ -72,7 +72,7 @@ class LocalGuest(Guest):
             delay = min(delay * 2, 0.02)
 
     def alive(self) -> bool:
-        return self._proc.poll() is None
+        return self._proc.poll() is None and not pid_stopped(self._proc.pid)
 
     def destroy(self) -> None:
         with self._lock:

@@ -23,8 +23,10 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+import psutil
+
 from farm.backend import snapshot
-from farm.backend.base import Backend, Guest
+from farm.backend.base import Backend, Guest, pid_stopped
 from farm.bridge.bridge import BackendBridge
 from farm.config import FarmConfig
 from farm.errors import ConfigError, ImageError, LaunchError
@@ -71,7 +73,8 @@ class QemuGuest(Guest):
         return self.host, self.port
 
     def alive(self) -> bool:
-        return self.process.alive()
+        """False once QEMU died or is stopped (SIGSTOP): a frozen guest counts as hung."""
+        return self.process.alive() and not pid_stopped(self.pid)
 
     def destroy(self) -> None:
         with self._lock:
@@ -79,12 +82,30 @@ class QemuGuest(Guest):
                 return
             self._destroyed = True
         try:
-            self.process.shutdown(timeout=3.0)
+            # a stopped QEMU answers no QMP quit and holds SIGTERM: kill it (and a
+            # stopped screen) at once instead of waiting out every soft step
+            hard = _kill_if_stopped(self.pid)
+            self.process.shutdown(timeout=3.0, hard=hard)
         finally:
             shutil.rmtree(self.run_dir, ignore_errors=True)
             if self._on_destroy is not None:
                 self._on_destroy()
             self.log.debug("destroyed")
+
+
+def _kill_if_stopped(pid: int | None) -> bool:
+    """SIGKILL QEMU and its screen if either is stopped; True if QEMU was."""
+    if pid is None or not pid_stopped(pid):
+        return False
+    try:
+        qemu = psutil.Process(pid)
+        parent = qemu.parent()
+        qemu.kill()
+        if parent is not None and "screen" in parent.name().lower() and pid_stopped(parent.pid):
+            parent.kill()
+    except psutil.Error:
+        pass
+    return True
 
 
 class QemuBackend(Backend):

@@ -14,6 +14,7 @@ from farm.cli.image import image
 from farm.cli.listing import list_
 from farm.cli.run import run
 from farm.errors import FarmError
+from farm.logfilter import rate_limit
 
 # Subcommands imported only when invoked so that ``farm --help`` and
 # ``farm run`` stay fast: name -> "module:attribute".
@@ -71,6 +72,7 @@ def main(ctx: click.Context, verbose: int, config_path: str | None, debug: bool)
     handler = logging.StreamHandler()
     handler.setLevel(level)  # the farm logger may be more verbose (its log file is)
     handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    rate_limit(handler)
     logging.getLogger().addHandler(handler)
     ctx.obj = {"config": config_path, "debug": debug}
 

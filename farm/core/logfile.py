@@ -12,6 +12,8 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from farm.logfilter import rate_limit
+
 _attached: set[Path] = set()
 
 FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
@@ -36,6 +38,7 @@ def attach_log_file(path: Path) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     handler = logging.FileHandler(path)
     handler.setFormatter(logging.Formatter(FORMAT))
+    rate_limit(handler)  # a failure loop must not fill the disk
     farm_log = logging.getLogger("farm")
     farm_log.addHandler(handler)
     if farm_log.level == logging.NOTSET or farm_log.level > logging.INFO:

@@ -5,13 +5,14 @@ The slot loop obeys :func:`classify` and nothing else::
     while booting a guest
         ConfigError, ImageError            -> GIVE_UP       no retries: booting again cannot help
         anything else (BootError, spawn    -> RETRY_BOOT    back off, at most boot_retries times
-        failure, session, OSError)
+        failure, session, OSError, a hung
+        boot, an unexpected TypeError)
     while starting or running a set
         TaskSetError, ConfigError          -> BAD_INPUT     the set fails at once (no retries);
         AgentError bad_request,                             the guest is kept for the next set
         invalid_taskset, unknown_op
         SessionError, BackendError,        -> REPLACE_GUEST the guest is replaced and the set
-        OSError, any other FarmError                        re-queued (a counted try)
+        OSError, any other exception                        re-queued (a counted try)
 
 A bad input therefore never costs a healthy guest, and a broken configuration
 never burns ``boot_retries`` boots with back-off.

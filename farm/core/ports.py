@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from farm.backend.base import Backend
 from farm.config import FarmConfig
+from farm.core.bootwatch import BootClock
 from farm.core.records import RunRecord
 from farm.events import Event
 from farm.session.base import AbstractSession
@@ -32,6 +33,7 @@ class SlotEnvironment:
     sessions: SessionFactory
     boot_slots: threading.BoundedSemaphore  # at most max_concurrent_boots boots at once
     token: str
+    boot_clock: BootClock = field(default_factory=BootClock)  # learns the normal boot length
 
 
 @dataclass(frozen=True)

@@ -5,8 +5,10 @@ and boots guests with what its :class:`~farm.core.ports.SlotEnvironment` holds.
 What a failure means is decided by :func:`farm.core.policy.classify`:
 a bad set fails at once and the guest serves the next set; a lost guest
 (crash, hang, lost connection) is destroyed, its set re-queued and a new guest
-booted; boot failures back off exponentially (capped) up to ``boot_retries``;
-a bad configuration gives up at once.
+booted; boot failures of every kind (an unexpected exception included) back
+off exponentially (capped) up to ``boot_retries``; a bad configuration gives
+up at once. A :class:`~farm.core.bootwatch.BootWatch` ends a boot whose guest
+is stopped or makes no progress in seconds, not at ``boot_timeout``.
 """
 
 from __future__ import annotations
@@ -17,15 +19,19 @@ import time
 from typing import Any
 
 from farm.backend.base import Guest
+from farm.core.bootwatch import BootWatch
 from farm.core.policy import Phase, Verdict, classify
 from farm.core.ports import Assignment, SlotEnvironment, SlotPort
 from farm.core.records import RunRecord
-from farm.errors import AgentError, BackendError, FarmError, SessionError
+from farm.errors import AgentError, BackendError, BootError, FarmError, SessionError
 from farm.session.base import AbstractSession
 
 log = logging.getLogger(__name__)
 
 _BACKOFF_CAP = 30.0
+#: back-off after the first failed boot (then doubling): a guest killed while booting is
+#: common under chaos and costs its slot a reboot already; a broken setup still gives up
+_BACKOFF_FIRST = 0.25
 #: longest a running set waits before re-checking that its guest process lives
 _ALIVE_CHECK = 0.5
 
@@ -56,6 +62,8 @@ class Slot(threading.Thread):
         self.boot_failures = 0
         self.sets_done = 0
         self.error: BaseException | None = None
+        self._hung: str | None = None  # why the BootWatch ended the current boot
+        self._watch: BootWatch | None = None  # watches the current guest from spawn to teardown
         self._stop_set = threading.Event()
         self._lock = threading.Lock()
 
@@ -113,6 +121,8 @@ class Slot(threading.Thread):
         except BaseException as exc:
             self.error = exc
             self.log.exception("machine failed: %s", exc)
+            if not self.retiring:  # no replacement slot that would fail the same way, in a loop
+                self.port.gave_up(self, exc)
         finally:
             self._teardown()
             self.state = "gone"
@@ -128,9 +138,10 @@ class Slot(threading.Thread):
                     return False
                 self.state = "booting"
                 t0 = time.monotonic()
+                self._hung = None
                 try:
-                    self._spawn_and_attach()
-                except (FarmError, OSError) as exc:
+                    self._spawn_and_attach(t0)
+                except Exception as exc:  # every kind counts: a TypeError must not loop unbounded
                     self._teardown()
                     if self.killed.is_set() or self.retiring:
                         self.log.info("boot abandoned: machine is shutting down")
@@ -138,10 +149,13 @@ class Slot(threading.Thread):
                     self.boot_failures += 1
                     verdict = classify(exc, Phase.BOOT)
                     self.log.error(
-                        "boot %d failed after %.1fs: %s",
+                        "boot %d %s after %.1fs: %s",
                         self.boot_failures,
+                        f"hung ({self._hung})" if self._hung else "failed",
                         time.monotonic() - t0,
-                        exc,
+                        exc
+                        if isinstance(exc, FarmError | OSError)
+                        else f"{type(exc).__name__}: {exc}",
                     )
                     if verdict is Verdict.GIVE_UP or self.boot_failures >= cfg.boot_retries:
                         self.error = exc
@@ -151,8 +165,9 @@ class Slot(threading.Thread):
                             self.log.error("giving up after %d failed boots", self.boot_failures)
                         self.port.gave_up(self, exc)
                         return False
-                    delay = min(_BACKOFF_CAP, 0.5 * 2**self.boot_failures)
+                    delay = min(_BACKOFF_CAP, _BACKOFF_FIRST * 2 ** (self.boot_failures - 1))
                 else:
+                    self.env.boot_clock.record(time.monotonic() - t0)
                     self.boot_failures = 0
                     self.ready_at = time.time()
                     self.state = "ready"
@@ -164,20 +179,42 @@ class Slot(threading.Thread):
                 return False
         return False
 
-    def _spawn_and_attach(self) -> None:
+    def _spawn_and_attach(self, started: float) -> None:
         cfg = self.env.config
-        deadline = time.monotonic() + cfg.boot_timeout
+        deadline = started + cfg.boot_timeout
         self.log.info("spawning guest")
         guest = self.env.backend.spawn(self.machine_name, self.env.token)
         with self._lock:
             self.guest = guest
         if self.killed.is_set():
             raise BackendError("killed while booting")
+        watch = BootWatch(guest, self.env.boot_clock, self._hung_guest, started)
+        with self._lock:
+            self._watch = watch
+        watch.start()
         self.address = guest.address(max(0.1, deadline - time.monotonic()))
         session = self.env.sessions(*self.address)
         with self._lock:
             self.session = session
         session.connect(timeout=max(0.5, deadline - time.monotonic()), alive=guest.alive)
+        watch.booted()
+        if self._hung is not None:  # it hung just as the handshake succeeded
+            raise BootError(f"{guest.describe()}: boot hung: {self._hung}")
+
+    def _hung_guest(self, reason: str, booting: bool) -> None:
+        """BootWatch thread: the guest hangs or died; end what waits for it now."""
+        with self._lock:
+            session = self.session
+        if not booting:  # the slot loop sees the session fail and replaces the guest
+            self.log.warning("guest lost: %s", reason)
+            if session is not None:
+                session.interrupt(reason)
+            return
+        self._hung = reason
+        self.log.warning("booting guest hung: %s; destroying it", reason)
+        if session is not None:
+            session.interrupt(f"boot hung: {reason}")
+        self._destroy_guest()  # ends the boot attempt and frees its boot slot
 
     def _serve(self) -> None:
         while True:
@@ -200,7 +237,7 @@ class Slot(threading.Thread):
         self.log.info("set %s #%s started", run.key, run.index)
         try:
             stopped = self._drive(work)
-        except (FarmError, OSError) as exc:
+        except Exception as exc:  # an unexpected one replaces the guest; set_tries bounds it
             verdict = classify(exc, Phase.RUN)
             if verdict is Verdict.BAD_INPUT:
                 self.log.error("set %s #%s is bad input, given up: %s", run.key, run.index, exc)
@@ -229,6 +266,8 @@ class Slot(threading.Thread):
             raise BackendError("no guest")
         limit = None if cfg.set_time_limit is None else time.monotonic() + cfg.set_time_limit
         record = getattr(run.variant, "record", None)  # farm TaskSets keep their own counts
+        if not guest.alive():  # it died or was stopped while idle: do not wait for a reply
+            raise BackendError(f"guest process {guest.describe()} died or is stopped")
         session.start(run.variant, *work.params)
         while not session.finished():
             if self.killed.is_set():
@@ -256,7 +295,7 @@ class Slot(threading.Thread):
                     record(event)
                 monitor.event(run, event)
             if not guest.alive():
-                raise BackendError(f"guest process {guest.describe()} died")
+                raise BackendError(f"guest process {guest.describe()} died or is stopped")
             if limit is not None and time.monotonic() > limit:
                 self.log.info("set %s #%s reached its time limit; stopping it", run.key, run.index)
                 session.stop()
@@ -277,6 +316,9 @@ class Slot(threading.Thread):
     def _destroy_guest(self) -> None:
         with self._lock:
             guest, self.guest = self.guest, None
+            watch, self._watch = self._watch, None
+        if watch is not None:
+            watch.stop()
         if guest is not None:
             self.log.info("destroying guest")
             try:

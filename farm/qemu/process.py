@@ -134,6 +134,15 @@ class QemuProcess:
         except psutil.NoSuchProcess:
             return False
 
+    def _not_stopped(self) -> bool:
+        """Alive and not stopped (SIGSTOP): a stopped QEMU never greets QMP."""
+        if not self.alive():
+            return False
+        try:
+            return self._pid is None or psutil.Process(self._pid).status() != psutil.STATUS_STOPPED
+        except psutil.Error:
+            return True
+
     def wait(self, timeout: float | None = None) -> int | None:
         """Wait for QEMU to end; its exit status (None under screen). TimeoutExpired if not."""
         if self._popen is not None:
@@ -199,7 +208,7 @@ class QemuProcess:
         if self.qmp_socket is not None:
             try:
                 self._qmp = QmpClient(self.qmp_socket).connect(
-                    self._launch_timeout, alive=self.alive
+                    self._launch_timeout, alive=self._not_stopped
                 )
             except QmpError as exc:
                 raise self._failed(f"QEMU did not start ({exc})") from exc
