@@ -23,6 +23,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
+from farm.agent.protocol import guest_key
 from farm.backend import snapshot
 from farm.backend.base import Backend, Guest
 from farm.bridge.bridge import BackendBridge
@@ -128,6 +129,7 @@ class QemuBackend(Backend):
             check_bridge_support(self.config)
 
     def spawn(self, name: str, token: str) -> Guest:
+        token = guest_key(token, name)  # the guest's own key: it opens this guest only
         if self.warm_start and not self._warm_off:
             snap = self._snapshot()
             if snap is not None:
@@ -190,6 +192,16 @@ class QemuBackend(Backend):
             argv = snapshot.guest_argv(
                 self._wprofile, name, run_dir, hostfwd_port=port, extra=extra
             )
+        elif self._identity_boot(profile):  # cold, and the key goes over the identity port
+            argv = snapshot.guest_argv(
+                replace(profile, guest_port=self.config.agent_port),
+                name,
+                run_dir,
+                hostfwd_port=port if host == "127.0.0.1" else None,
+                console="stdio",
+                extra=extra,
+                incoming=False,
+            )
         else:
             argv = profile.qemu_argv(
                 name,
@@ -217,7 +229,27 @@ class QemuBackend(Backend):
                 on_destroy()
             raise
         glog.info("QEMU pid %d in screen %s, agent on %s:%d", process.pid, name, host, port)
+        if not warm and self._identity_boot(profile):
+            threading.Thread(
+                target=self._hand_over,
+                args=(name, run_dir, token, process),
+                name=f"identity-{name}",
+                daemon=True,
+            ).start()
         return QemuGuest(name, port, process, run_dir, console, host, on_destroy)
+
+    @staticmethod
+    def _identity_boot(profile: MachineProfile) -> bool:
+        """True if guests of ``profile`` (farm's own image) get their key on the identity port."""
+        return profile.farm_cmdline and profile.session == "farm"
+
+    def _hand_over(self, name: str, run_dir: Path, key: str, process: QemuProcess) -> None:
+        """Give a cold-booting guest its name and key once its /init asks (a thread)."""
+        try:
+            snapshot.hand_over(run_dir, name, key, process.alive, self.config.boot_timeout)
+        except (snapshot.SnapshotError, ConfigError, OSError) as exc:
+            level = logging.WARNING if process.alive() else logging.DEBUG
+            log.getChild(name).log(level, "identity not delivered: %s", exc)
 
     def close(self) -> None:
         """Take the bridged network down if this backend brought it up."""

@@ -42,7 +42,7 @@ from farm.core.submission import Submission, submission_key
 from farm.errors import ConfigError
 from farm.reaper import start_reaper
 from farm.session import AbstractSession, FarmSession
-from farm.session.token import resolve_token
+from farm.session.token import resolve_token, secure_dirs
 
 log = logging.getLogger(__name__)
 
@@ -92,6 +92,7 @@ class Distributor:
         log_path = log_file_for(cfg.log_file, cfg.log_dir)
         if log_path is not None:
             attach_log_file(log_path)
+        secure_dirs(cfg.state_dir, cfg.log_dir)  # 0700, files 0600: whatever the token's source
         self.token = resolve_token(cfg.token, cfg.state_dir)
         session_cls: type[AbstractSession] = session_class or FarmSession
         self._closed = False
