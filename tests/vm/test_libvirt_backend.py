@@ -25,7 +25,7 @@ import libvirt
 import psutil
 import pytest
 
-from farm.agent.protocol import client_handshake, read_frame, write_frame
+from farm.agent.protocol import client_handshake
 from farm.backend.libvirt import LibvirtBackend, LibvirtGuest, destroy_domain
 from farm.backend.libvirt_xml import DomainSpec, domain_xml
 from farm.config import FarmConfig
@@ -83,10 +83,10 @@ def ping_agent(address: tuple[str, int], timeout: float) -> dict[str, object]:
         try:
             with socket.create_connection(address, timeout=5.0) as sock:
                 sock.settimeout(10.0)
-                client_handshake(sock, TOKEN)
-                write_frame(sock, {"type": "request", "id": 1, "op": "ping", "args": {}})
+                channel = client_handshake(sock, TOKEN)
+                channel.send({"type": "request", "id": 1, "op": "ping", "args": {}})
                 while True:
-                    frame = read_frame(sock)
+                    frame = channel.recv()
                     if frame.get("type") == "reply" and frame.get("id") == 1:
                         return frame
         except (OSError, ValueError) as exc:  # slirp accepts, then resets until the agent listens
