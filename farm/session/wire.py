@@ -70,7 +70,6 @@ def handshake(
     except OSError as exc:
         raise Unreachable(exc) from exc
     try:
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         return client_handshake(sock, token, deadline, guest)
     except PermissionError as exc:
         sock.close()
