@@ -215,7 +215,7 @@ class Connection:
             )
             return False
         cnonce = auth.get("cnonce")
-        if not isinstance(cnonce, str) or not 0 < len(cnonce) <= MAX_ID_LEN:
+        if not isinstance(cnonce, str) or not 0 < len(cnonce) <= MAX_ID_LEN or not cnonce.isascii():
             self._send_now(protocol.error("auth", "auth needs a cnonce string"))
             return False
         secret = protocol.session_secret(self._token, hello_body, cnonce)

@@ -194,7 +194,9 @@ def proof(secret: bytes, role: str) -> str:
 
 
 def check_proof(secret: bytes, role: str, value: object) -> bool:
-    return isinstance(value, str) and hmac.compare_digest(proof(secret, role), value)
+    if not isinstance(value, str) or not value.isascii():  # compare_digest: ASCII str only
+        return False
+    return hmac.compare_digest(proof(secret, role), value)
 
 
 class Tagger:
@@ -330,6 +332,8 @@ def client_handshake(
     greeting = decode_body(raw)
     check_hello(greeting)
     named = greeting.get("guest")
+    if named is not None and not (isinstance(named, str) and named.isascii() and named):
+        raise ProtocolViolation(f"hello names no usable guest: {named!r}"[:200])
     if guest is not None and named != guest:
         raise PermissionError(f"expected guest {guest!r}, the agent says it is {named!r}")
     key = guest_key(token, named) if isinstance(named, str) and named else token

@@ -24,7 +24,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from farm.agent.protocol import guest_key
-from farm.backend import snapshot
+from farm.backend import identity, snapshot
 from farm.backend.base import Backend, Guest
 from farm.bridge.bridge import BackendBridge
 from farm.config import FarmConfig
@@ -192,7 +192,7 @@ class QemuBackend(Backend):
             argv = snapshot.guest_argv(
                 self._wprofile, name, run_dir, hostfwd_port=port, extra=extra
             )
-        elif self._identity_boot(profile):  # cold, and the key goes over the identity port
+        elif identity.takes_identity(profile):  # cold, and the key goes over the identity port
             argv = snapshot.guest_argv(
                 replace(profile, guest_port=self.config.agent_port),
                 name,
@@ -229,27 +229,9 @@ class QemuBackend(Backend):
                 on_destroy()
             raise
         glog.info("QEMU pid %d in screen %s, agent on %s:%d", process.pid, name, host, port)
-        if not warm and self._identity_boot(profile):
-            threading.Thread(
-                target=self._hand_over,
-                args=(name, run_dir, token, process),
-                name=f"identity-{name}",
-                daemon=True,
-            ).start()
+        if not warm and identity.takes_identity(profile):
+            identity.hand_over_later(run_dir, name, token, process.alive, self.config.boot_timeout)
         return QemuGuest(name, port, process, run_dir, console, host, on_destroy)
-
-    @staticmethod
-    def _identity_boot(profile: MachineProfile) -> bool:
-        """True if guests of ``profile`` (farm's own image) get their key on the identity port."""
-        return profile.farm_cmdline and profile.session == "farm"
-
-    def _hand_over(self, name: str, run_dir: Path, key: str, process: QemuProcess) -> None:
-        """Give a cold-booting guest its name and key once its /init asks (a thread)."""
-        try:
-            snapshot.hand_over(run_dir, name, key, process.alive, self.config.boot_timeout)
-        except (snapshot.SnapshotError, ConfigError, OSError) as exc:
-            level = logging.WARNING if process.alive() else logging.DEBUG
-            log.getChild(name).log(level, "identity not delivered: %s", exc)
 
     def close(self) -> None:
         """Take the bridged network down if this backend brought it up."""

@@ -414,20 +414,3 @@ def _send_identity(
     line = _read_line(ident, timeout, alive)
     if line != f"farm-identity: ok {name}".encode():
         raise SnapshotError(f"guest answered {line[:200]!r} to its identity")
-
-
-def hand_over(
-    run_dir: Path, name: str, key: str, alive: Callable[[], bool], timeout: float
-) -> None:
-    """Cold boot: wait for the guest to ask for its identity, then give it (key included).
-
-    The key thus reaches the guest on its virtio-serial port: never on a command
-    line (QEMU's or the guest kernel's), in a log or in an environment.
-    """
-    if not key or any(c.isspace() for c in key):
-        raise ConfigError("token must be non-empty and contain no whitespace")
-    with _connect(run_dir / "identity.sock", alive, 10.0) as ident:
-        line = _read_line(ident, timeout, alive)
-        if not line.startswith(WAITING):
-            raise SnapshotError(f"guest said {line[:200]!r}, not {WAITING!r}")
-        _send_identity(ident, name, key, alive, timeout)

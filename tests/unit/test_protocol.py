@@ -67,6 +67,7 @@ def test_proofs_bind_roles_keys_and_both_nonces() -> None:
     ):
         assert not protocol.check_proof(other, "client", mac)
     assert not protocol.check_proof(secret, "client", None)
+    assert not protocol.check_proof(secret, "client", "\udfff" * 64)  # not ASCII: no TypeError
     assert protocol.new_nonce() != protocol.new_nonce()
 
 

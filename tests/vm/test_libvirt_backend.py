@@ -151,7 +151,7 @@ def test_guest_boots_logs_console_and_leaves_nothing(
 
     assert guest.console_log == (config.log_dir / "qemu1.console.log").resolve()
     console = guest.console_log.read_text(errors="replace")
-    assert "farm-init:" in console and "starting agent" in console
+    assert "farm-init:" in console and "farm-init: identity qemu1" in console  # key: virtio
     assert backend.connection().lookupByName("qemu1").UUIDString() == guest.uuid
     assert ".qemu1\t" in screen_sessions()
     assert {p.pid for p in processes_of("qemu1")} >= {guest.pid}
@@ -281,7 +281,7 @@ def test_console_over_libvirt_stream(
         assert isinstance(guest, LibvirtGuest)
         ping_agent(guest.address(1.0), BOOT_TIMEOUT)
         assert guest.console_log is not None
-        assert "farm-init: starting agent" in guest.console_log.read_text(errors="replace")
+        assert "farm-init: identity" in guest.console_log.read_text(errors="replace")
         assert ".qemu6\t" not in screen_sessions()
     finally:
         guest.destroy()
