@@ -366,7 +366,7 @@ class Connection:
         assert self._sender is not None  # the writer starts after the handshake
         for message in messages:
             try:
-                frames.append(self._sender.seal(protocol.encode(message)[_HEADER:]))
+                frames.append(self._sender.seal(protocol.dumps(message)))
             except (protocol.ProtocolViolation, TypeError, ValueError):
                 log.exception(
                     "%s: cannot encode a %s frame; dropped", self.name, message.get("type")

@@ -55,6 +55,7 @@ PREAUTH_MAX_FRAME = 4096
 TAG_LEN = 16
 GUEST_KEY_LABEL = b"farm-guest-key:"
 _HEADER = struct.Struct(">I")
+_SEQ = struct.Struct(">Q")
 
 
 class ProtocolViolation(Exception):
@@ -84,11 +85,17 @@ def agent_version() -> str:
     return "1." + digest.hexdigest()[:12]
 
 
-def encode(message: dict[str, Any]) -> bytes:
-    """Serialise one message as a frame."""
+def dumps(message: dict[str, Any]) -> bytes:
+    """One message's frame body (no header): compact JSON within ``MAX_FRAME``."""
     body = json.dumps(message, separators=(",", ":")).encode()
     if len(body) > MAX_FRAME:
         raise ProtocolViolation(f"frame of {len(body)} bytes exceeds limit {MAX_FRAME}")
+    return body
+
+
+def encode(message: dict[str, Any]) -> bytes:
+    """Serialise one message as an unsealed frame (the handshake's)."""
+    body = dumps(message)
     return _HEADER.pack(len(body)) + body
 
 
@@ -215,7 +222,7 @@ class Tagger:
     def tag(self, body: bytes) -> bytes:
         """The tag of the next frame (advances the sequence)."""
         inner = self._inner.copy()
-        inner.update(self.seq.to_bytes(8, "big"))
+        inner.update(_SEQ.pack(self.seq))
         inner.update(body)
         outer = self._outer.copy()
         outer.update(inner.digest())
@@ -290,10 +297,7 @@ class Channel:
 
     def encode(self, message: dict[str, Any]) -> bytes:
         """Serialise and seal the next frame (call in sending order)."""
-        body = json.dumps(message, separators=(",", ":")).encode()
-        if len(body) > MAX_FRAME:
-            raise ProtocolViolation(f"frame of {len(body)} bytes exceeds limit {MAX_FRAME}")
-        return self.sender.seal(body)
+        return self.sender.seal(dumps(message))
 
     def send(self, message: dict[str, Any]) -> None:
         self.sock.sendall(self.encode(message))
