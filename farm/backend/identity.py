@@ -14,6 +14,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import TypeVar
 
@@ -25,7 +26,6 @@ from farm.backend.snapshot import (
     _connect,
     _read_line,
     _send_identity,
-    warm_profile,
 )
 from farm.config import FarmConfig
 from farm.errors import ConfigError
@@ -53,12 +53,20 @@ def identity_dir(
     return directory
 
 
+BOOT_ARG = "farm.identity=boot"
+
+
+def cold_profile(profile: MachineProfile) -> MachineProfile:
+    """``profile`` whose guests ask for their identity at boot (no token argument)."""
+    return replace(profile, kernel_args=f"{profile.kernel_args} {BOOT_ARG}".strip())
+
+
 def kernel_cmdline(
     profile: MachineProfile, token: str, ident: Path | None, port: int, user_net: bool
 ) -> str:
     """The guest's kernel arguments: no token when it comes over the identity socket ``ident``."""
     if ident is not None:
-        return warm_profile(profile).kernel_cmdline(None, port, user_net=user_net)
+        return cold_profile(profile).kernel_cmdline(None, port, user_net=user_net)
     return profile.kernel_cmdline(token, port, user_net=user_net)
 
 

@@ -193,14 +193,14 @@ class QemuBackend(Backend):
                 self._wprofile, name, run_dir, hostfwd_port=port, extra=extra
             )
         elif identity.takes_identity(profile):  # cold, and the key goes over the identity port
-            argv = snapshot.guest_argv(
-                replace(profile, guest_port=self.config.agent_port),
+            argv = identity.cold_profile(profile).qemu_argv(
                 name,
-                run_dir,
                 hostfwd_port=port if host == "127.0.0.1" else None,
+                guest_port=self.config.agent_port,
+                token=None,
                 console="stdio",
-                extra=extra,
-                incoming=False,
+                qmp_socket=run_dir / "qmp.sock",
+                extra=[*extra, *snapshot.identity_args(run_dir / "identity.sock")],
             )
         else:
             argv = profile.qemu_argv(

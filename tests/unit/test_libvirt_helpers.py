@@ -6,7 +6,6 @@ import itertools
 import os
 import socket
 import xml.etree.ElementTree as ET
-from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -15,10 +14,10 @@ import libvirt
 import psutil
 import pytest
 
+from farm.backend import identity
 from farm.backend import libvirt as lv
 from farm.backend import libvirt_host as lh
 from farm.backend import libvirt_xml as lx
-from farm.backend import snapshot
 from farm.backend.libvirt_xml import FARM_NS, FarmMarker
 from farm.config import FarmConfig
 from farm.errors import BackendError, ConfigError
@@ -266,13 +265,13 @@ def test_domain_boots_like_plain_qemu(tmp_path: Path) -> None:
     """Same kernel, initrd, command line, memory, CPU and NIC as the qemu backend's cold boot."""
     profile = MachineProfile(accel="tcg", memory=300, smp=2)
     spec = spec_of(profile, tmp_path, agent_port=3005)
-    argv = snapshot.guest_argv(
-        replace(profile, guest_port=3005), "qemu1", tmp_path, hostfwd_port=40000, incoming=False
+    argv = identity.cold_profile(profile).qemu_argv(
+        "qemu1", hostfwd_port=40000, token=None, guest_port=3005
     )
     opt = {a: b for a, b in itertools.pairwise(argv) if a.startswith("-")}
     assert spec.cmdline == opt["-append"]
     # the key comes over the virtio port farm.identity, never on the command line
-    assert "console=ttyS0" in spec.cmdline and "farm.identity=wait" in spec.cmdline
+    assert "console=ttyS0" in spec.cmdline and "farm.identity=boot" in spec.cmdline
     assert "tok" not in spec.cmdline and spec.identity_socket is not None
     channel = ET.fromstring(lx.domain_xml(spec)).find("devices/channel/target")
     assert channel is not None and channel.get("name") == "farm.identity"
