@@ -30,6 +30,7 @@ sys.path.insert(0, str(REPO))
 
 from common import TOKEN, boot_once, percentile, start_qemu  # noqa: E402
 
+from farm.agent.protocol import guest_key  # noqa: E402
 from farm.backend import snapshot  # noqa: E402
 from farm.image.smoke import Guest  # noqa: E402
 from farm.profile import MachineProfile, default_profile  # noqa: E402
@@ -64,9 +65,10 @@ class WarmBoot:
         proc, pump, t0, marks = start_qemu(argv, console, qmp)
         guest = Guest(f"warm{n}", proc, port, console, qmp, t0, argv)
         try:
-            snapshot.restore(self.snap, run_dir, f"warm{n}", TOKEN, proc.alive, qmp=proc.qmp)
+            key = guest_key(TOKEN, f"warm{n}")  # what farm hands each guest
+            snapshot.restore(self.snap, run_dir, f"warm{n}", key, proc.alive, qmp=proc.qmp)
             marks["identity-ok"] = time.monotonic() - t0
-            sock, _hello = guest.wait_for_agent(TOKEN, 60)
+            sock = guest.wait_for_agent(TOKEN, 60).sock
             latency = time.monotonic() - t0
             sock.close()
             qemu = psutil.Process(proc.pid)

@@ -139,7 +139,7 @@ def boot_once(
     proc, pump, t0, marks = start_qemu(argv, console, qmp)
     guest = Guest(f"bench{n}", proc, port, console, qmp, t0, argv, host)
     try:
-        sock, _hello = guest.wait_for_agent(TOKEN, 120)
+        sock = guest.wait_for_agent(TOKEN, 120).sock
         latency = time.monotonic() - t0
         sock.close()
         qemu = psutil.Process(proc.pid)

@@ -37,8 +37,8 @@ from farm.taskset import Task, TaskSet  # noqa: E402
 AGENT = r"""
 import os, socket, sys, threading, time
 sys.path.insert(0, sys.argv[3])
-from farm.agent.protocol import (PROTOCOL_VERSION, agent_version, check_mac, encode, mac,
-                                 new_nonce, read_frame, write_frame)
+from farm.agent import protocol
+from farm.agent.protocol import PROTOCOL_VERSION, agent_version, new_nonce, read_frame, write_frame
 
 token, port_file = sys.argv[1], sys.argv[2]
 srv = socket.socket()
@@ -48,21 +48,27 @@ open(port_file, "w").write(str(srv.getsockname()[1]))
 version = agent_version()
 
 def serve(sock):
-    nonce = new_nonce()
-    write_frame(sock, {"type": "hello", "protocol": PROTOCOL_VERSION, "agent_version": version,
-                       "nonce": nonce})
+    hello = protocol.encode({"type": "hello", "protocol": PROTOCOL_VERSION,
+                             "agent_version": version, "nonce": new_nonce()})
+    sock.sendall(hello)
     auth = read_frame(sock)
-    if not check_mac(token, "client", nonce, auth.get("mac")):
+    secret = protocol.session_secret(token, hello[4:], str(auth.get("cnonce")))
+    if not protocol.check_proof(secret, "client", auth.get("mac")):
         write_frame(sock, {"type": "error", "code": "auth", "message": "bad token"})
         return
-    write_frame(sock, {"type": "welcome", "mac": mac(token, "agent", auth["cnonce"]),
+    write_frame(sock, {"type": "welcome", "mac": protocol.proof(secret, "agent"),
                        "heartbeat": 1.0})
+    out, into = protocol.directions(secret, agent=True)
+    def encode(msg):  # sealed in the order built, which is the order sent
+        return out.seal(protocol.encode(msg)[4:])
+    def read_frame_(s):
+        return protocol.decode_body(into.open(protocol.read_raw(s, 1 << 26)))
     lock = threading.Lock()
     def send(msg):
         with lock:
             sock.sendall(msg)
     while True:
-        req = read_frame(sock)
+        req = read_frame_(sock)
         if req.get("type") != "request":
             continue
         send(encode({"type": "reply", "id": req["id"], "ok": True, "result": {}}))

@@ -24,6 +24,7 @@ callers validating input can catch the builtin.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 
@@ -76,11 +77,15 @@ class BootError(BackendError):
     """The guest started but never became ready (a problem of the guest)."""
 
 
+_TOKEN_ARG = re.compile(r"(farm\.token=)\S+")
+
+
 class LaunchError(BackendError):
     """QEMU could not be started or did not come up: ``exitcode``, ``command``, ``output``.
 
-    ``command`` is the argv (it may hold the guest token: do not log it as is);
-    ``output`` is the tail of QEMU's log.
+    ``command`` is the argv with any ``farm.token=`` value replaced by ``***``
+    (farm's own guests get their key over the identity port; a hand-booted image
+    may still carry one); ``output`` is the tail of QEMU's log.
     """
 
     def __init__(
@@ -93,7 +98,7 @@ class LaunchError(BackendError):
     ) -> None:
         super().__init__(message)
         self.exitcode = exitcode
-        self.command = list(command)
+        self.command = [_TOKEN_ARG.sub(r"\1***", arg) for arg in command]
         self.output = output
 
 

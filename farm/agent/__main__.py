@@ -63,7 +63,8 @@ _OPTIONS: dict[str, tuple[object, Callable[[str], object] | None, str | None]] =
     "--host": ("127.0.0.1", None, "address to listen on (0.0.0.0 = all)"),
     "--port": (protocol.DEFAULT_PORT, int, "0 = any free port"),
     "--token": (None, None, "shared secret (prefer --token-file or FARM_TOKEN)"),
-    "--token-file": (None, _path, "file holding the token"),
+    "--token-file": (None, _path, "file holding the token (/dev/fd/N: a pipe from the host)"),
+    "--guest": (None, None, "this guest's name: the token is then its key guest_key(T, name)"),
     "--heartbeat": (1.0, float, "seconds between heartbeats"),
     "--port-file": (None, _path, "write the bound port here once listening"),
     "--log-level": ("INFO", None, "DEBUG, INFO, WARNING, ERROR"),
@@ -130,7 +131,9 @@ def resolve_token(token: str | None, token_file: Path | None) -> str | None:
         return token.strip() or None
     if token_file is not None:
         return token_file.read_text().strip() or None
-    return os.environ.get("FARM_TOKEN", "").strip() or None
+    # taken out of the environment we pass on (jobs never see it; /proc/PID/environ
+    # still holds the start-up copy: hosts hand the key over on a pipe instead)
+    return os.environ.pop("FARM_TOKEN", "").strip() or None
 
 
 def write_port_file(path: Path, port: int) -> None:
@@ -187,6 +190,7 @@ def _serve(args: SimpleNamespace, token: str, stop_r: int) -> int:
             max_connections=args.max_connections,
             auth_timeout=args.auth_timeout,
             listen_fd=args.listen_fd,
+            guest=args.guest,
         )
     except OSError as exc:
         sys.stderr.write(f"farm-agent: cannot listen on {args.host}:{args.port}: {exc}\n")

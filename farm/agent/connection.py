@@ -9,8 +9,11 @@ most this connection.
 * before auth: ``hello`` is sent; the ``auth`` frame must arrive within
   ``auth_timeout`` seconds in a frame of at most ``PREAUTH_MAX_FRAME`` bytes.
   Anything else -> ``{"type": "error", "code": "auth"}`` and close (``protocol``
-  for a version mismatch). A client without the token gets nothing done.
-* after auth: a frame whose body is not a JSON object with a type ->
+  for a version mismatch, naming both versions). A client without the key
+  gets nothing done.
+* after auth every frame is sealed (protocol.Tagger): a frame whose tag does
+  not verify (forged, altered, replayed, reordered) -> ``error auth`` and close.
+  A frame whose body is not a JSON object with a type ->
   ``error bad_frame`` (connection kept); a length above ``MAX_FRAME`` ->
   ``error bad_frame`` and close (the stream cannot be resynchronised); a
   frame that is not a request or lacks a usable id -> ``error bad_request``;
@@ -38,7 +41,7 @@ if TYPE_CHECKING:
 
 log = logs.get_logger(__name__)
 
-PREAUTH_MAX_FRAME = 64 * 1024
+PREAUTH_MAX_FRAME = protocol.PREAUTH_MAX_FRAME
 IO_TIMEOUT = 30.0
 PREAUTH_SEND_TIMEOUT = 5.0
 FLUSH_GRACE = 2.0
@@ -77,8 +80,16 @@ class Connection:
         heartbeat: float,
         auth_timeout: float,
         on_close: Callable[[Connection], None],
+        guest: str | None = None,
     ) -> None:
         self.name = peer
+        self.source = peer.rsplit(":", 1)[0]
+        self.authenticated = False
+        self.evicted = False
+        self.opened = time.monotonic()
+        self._guest = guest
+        self._sender: protocol.Tagger | None = None
+        self._receiver: protocol.Tagger | None = None
         self._sock = sock
         self._service = service
         self._token = token
@@ -131,6 +142,7 @@ class Connection:
         try:
             authed = self._handshake()
             if authed:
+                self.authenticated = True
                 self._service.attach(self)
                 self._sock.settimeout(IO_TIMEOUT)
                 writer = threading.Thread(
@@ -164,19 +176,22 @@ class Connection:
             pass
         self._on_close(self)
 
-    def _send_now(self, message: dict[str, Any]) -> None:
-        """Send directly (only before the writer exists)."""
+    def _send_now(self, message: dict[str, Any]) -> bytes:
+        """Send directly (only before the writer exists); return the frame's body."""
+        frame = protocol.encode(message)
         try:
             self._sock.settimeout(PREAUTH_SEND_TIMEOUT)
-            self._sock.sendall(protocol.encode(message))
+            self._sock.sendall(frame)
         except OSError as exc:
             raise _Closed() from exc
+        return frame[_HEADER:]
 
     def _handshake(self) -> bool:
         nonce = protocol.new_nonce()
         deadline = time.monotonic() + self._auth_timeout
         self._sock.settimeout(self._auth_timeout)
-        self._send_now(protocol.hello(nonce, self._heartbeat, self._service.version))
+        greeting = protocol.hello(nonce, self._heartbeat, self._service.version, self._guest)
+        hello_body = self._send_now(greeting)
         try:
             auth = self._read_frame(PREAUTH_MAX_FRAME, deadline)
         except _Timeout:
@@ -194,33 +209,41 @@ class Connection:
         if auth.get("protocol") != protocol.PROTOCOL_VERSION:
             self._send_now(
                 protocol.error(
-                    "protocol", f"agent speaks protocol {protocol.PROTOCOL_VERSION} only"
+                    "protocol",
+                    f"client speaks protocol {auth.get('protocol')!r}, this agent speaks "
+                    f"{protocol.PROTOCOL_VERSION} only (update farm or rebuild the image)",
                 )
             )
             return False
         cnonce = auth.get("cnonce")
-        if not protocol.check_mac(self._token, "client", nonce, auth.get("mac")):
-            log.warning("%s: wrong token", self.name)
-            self._send_now(protocol.error("auth", "authentication failed"))
-            return False
-        if not isinstance(cnonce, str) or not 0 < len(cnonce) <= MAX_ID_LEN:
+        if not isinstance(cnonce, str) or not 0 < len(cnonce) <= MAX_ID_LEN or not cnonce.isascii():
             self._send_now(protocol.error("auth", "auth needs a cnonce string"))
+            return False
+        secret = protocol.session_secret(self._token, hello_body, cnonce)
+        if not protocol.check_proof(secret, "client", auth.get("mac")):
+            log.warning("%s: authentication failed (wrong key)", self.name)
+            self._send_now(protocol.error("auth", "authentication failed"))
             return False
         self._send_now(
             {
                 "type": "welcome",
-                "mac": protocol.mac(self._token, "agent", cnonce),
+                "mac": protocol.proof(secret, "agent"),
                 "heartbeat": self._heartbeat,
                 "agent_version": self._service.version,
             }
         )
+        self._sender, self._receiver = protocol.directions(secret, agent=True)
         log.info("%s: authenticated", self.name)
         return True
 
     def _serve(self) -> None:
         while not self._closed.is_set():
             try:
-                message = self._read_frame(protocol.MAX_FRAME, None)
+                message = self._read_frame(protocol.MAX_FRAME + protocol.TAG_LEN, None)
+            except protocol.BadTag as exc:
+                log.warning("%s: %s; disconnecting", self.name, exc)
+                self.send(protocol.error("auth", str(exc)))
+                return
             except _FatalFrame as exc:
                 self.send(protocol.error("bad_frame", str(exc)))
                 return
@@ -294,6 +317,8 @@ class Connection:
         if length > max_frame:
             raise _FatalFrame(f"frame of {length} bytes exceeds limit {max_frame}")
         body = self._recv_exact(length, deadline, idle_ok=False)
+        if self._receiver is not None:
+            body = self._receiver.open(body)
         try:
             return protocol.decode_body(body)
         except RecursionError as exc:
@@ -339,9 +364,10 @@ class Connection:
 
     def _write(self, *messages: dict[str, Any]) -> None:
         frames = []
+        assert self._sender is not None  # the writer starts after the handshake
         for message in messages:
             try:
-                frames.append(protocol.encode(message))
+                frames.append(self._sender.seal(protocol.dumps(message)))
             except (protocol.ProtocolViolation, TypeError, ValueError):
                 log.exception(
                     "%s: cannot encode a %s frame; dropped", self.name, message.get("type")

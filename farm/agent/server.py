@@ -6,7 +6,14 @@ handled at once. The listening socket may be handed over ready-made (a file
 descriptor): a client that connects while the agent still imports its
 modules then waits in the kernel's backlog instead of being refused and
 retrying later. Connections beyond ``max_connections`` get
-``{"type": "error", "code": "busy"}`` and are closed. The loop can run a
+``{"type": "error", "code": "busy"}`` and are closed (clients retry).
+
+Handshakes have their own small budget: at most ``max_unauthed`` connections
+wait for their auth frame (``per_source`` of them from one address), each for
+``auth_timeout`` seconds at most. A new connection beyond either cap evicts
+the oldest waiting one (of that source, else of all), so idle or trickling
+strangers can neither fill the authenticated slots nor keep an honest client
+from authenticating: the newest handshake always gets its chance. The loop can run a
 deferred set-up step once (``on_idle``: the agent's logging) when no client
 has arrived for a moment, so it stays off the first handshake's path.
 """
@@ -31,8 +38,10 @@ if TYPE_CHECKING:
 log = logs.get_logger(__name__)
 
 MAX_CONNECTIONS = 64
+MAX_UNAUTHED = 16
+PER_SOURCE = 8
 BACKLOG = 128
-AUTH_TIMEOUT = 10.0
+AUTH_TIMEOUT = 3.0
 JOIN_TIMEOUT = 5.0
 FLUSH_TIMEOUT = 2.0
 #: ``on_idle`` runs after this long without a new client, or this long after serving began
@@ -52,12 +61,18 @@ class AgentServer:
         max_connections: int = MAX_CONNECTIONS,
         auth_timeout: float = AUTH_TIMEOUT,
         listen_fd: int | None = None,
+        guest: str | None = None,
+        max_unauthed: int = MAX_UNAUTHED,
+        per_source: int = PER_SOURCE,
     ) -> None:
         """``listen_fd``: serve this socket, already bound and listening, instead of
         binding ``host:port`` (the guest's /init binds it before the agent's imports).
         """
         self._service = service
         self._token = token
+        self._guest = guest
+        self._max_unauthed = max(1, max_unauthed)
+        self._per_source = max(1, per_source)
         self._heartbeat = heartbeat
         self._max = max_connections
         self._auth_timeout = auth_timeout
@@ -104,7 +119,9 @@ class AgentServer:
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
         with self._lock:
-            full = len(self._conns) >= self._max
+            self._make_room(str(addr[0]))
+            authed = sum(1 for c in self._conns if c.authenticated)
+            full = authed >= self._max
             if not full:
                 conn = Connection(
                     sock,
@@ -114,6 +131,7 @@ class AgentServer:
                     self._heartbeat,
                     self._auth_timeout,
                     self._closed,
+                    self._guest,
                 )
                 thread = threading.Thread(target=conn.run, name=f"conn-{peer}", daemon=True)
                 self._conns[conn] = thread
@@ -128,6 +146,23 @@ class AgentServer:
             return
         log.info("%s: connected", peer)
         thread.start()
+
+    def _make_room(self, source: str) -> None:
+        """Evict the oldest handshake of ``source`` (or of all) when a cap is reached (locked)."""
+        waiting = sorted(
+            (c for c in self._conns if not c.authenticated and not c.evicted),
+            key=lambda c: c.opened,
+        )
+        mine = [c for c in waiting if c.source == source]
+        victim = None
+        if len(mine) >= self._per_source:
+            victim = mine[0]
+        elif len(waiting) >= self._max_unauthed:
+            victim = waiting[0]
+        if victim is not None:
+            log.warning("%s: handshake evicted (too many unauthenticated connections)", victim.name)
+            victim.evicted = True  # counted as gone from now on; it only closes
+            victim.abort()
 
     def _closed(self, conn: Connection) -> None:
         with self._lock:

@@ -57,7 +57,7 @@ if "libvirt" not in sys.modules:
 import libvirt
 import psutil
 
-from farm.backend import libvirt_host
+from farm.backend import identity, libvirt_host
 from farm.backend.base import Backend, Guest
 from farm.backend.libvirt_console import ConsoleStream
 from farm.backend.libvirt_guest import (  # noqa: F401  (re-exported: tests, multihost)
@@ -297,7 +297,7 @@ class LibvirtBackend(Backend):
             *address,
             console,
         )
-        return LibvirtGuest(
+        guest = LibvirtGuest(
             name,
             dom,
             address,
@@ -308,6 +308,7 @@ class LibvirtBackend(Backend):
             stream=stream,
             hostfwd=not self.bridged,
         )
+        return identity.deliver(guest, self.profile, self.config, token, self.local)
 
     def _create_bridged(
         self,
@@ -378,7 +379,7 @@ class LibvirtBackend(Backend):
 
     def _spec(self, name: str, token: str, console: Path | None, port: int) -> DomainSpec:
         """The domain of guest ``name`` from the machine profile (same boot as plain QEMU)."""
-        p = self.profile
+        p, ident = self.profile, identity.socket_for(self.profile, self.config, name, self.local)
         me = psutil.Process()
         emulator = (shutil.which(p.qemu) if self.local else None) or p.qemu
         kernel, initrd = self._boot_files()
@@ -391,7 +392,8 @@ class LibvirtBackend(Backend):
             smp=p.smp,
             kernel=kernel,
             initrd=initrd,
-            cmdline=p.kernel_cmdline(token, self.config.agent_port, user_net=port != 0),
+            cmdline=identity.kernel_cmdline(p, token, ident, self.config.agent_port, port != 0),
+            identity_socket=ident,
             console_log=console,
             host_port=port,
             agent_port=self.config.agent_port,

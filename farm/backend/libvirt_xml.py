@@ -152,6 +152,7 @@ class DomainSpec:
     serial: bool = True  # a serial console (pty) at all
     bridge: str | None = None  # on this bridge (libvirt's own tap) instead of user-mode net
     mac: str | None = None  # the NIC's MAC on the bridge (the machine's reservation)
+    identity_socket: Path | None = None  # virtio port farm.identity (the guest's key) here
 
     @property
     def arch(self) -> str:
@@ -261,6 +262,10 @@ def domain_xml(spec: DomainSpec) -> str:
             ET.SubElement(serial, "log", {"file": str(spec.console_log), "append": "off"})
         console = ET.SubElement(devices, "console", {"type": "pty"})
         ET.SubElement(console, "target", {"type": "serial", "port": "0"})
+    if spec.identity_socket is not None:  # QEMU listens; farm writes the identity line
+        chan = ET.SubElement(devices, "channel", {"type": "unix"})
+        ET.SubElement(chan, "source", {"mode": "bind", "path": str(spec.identity_socket)})
+        ET.SubElement(chan, "target", {"type": "virtio", "name": "farm.identity"})
     if x86:
         ET.SubElement(devices, "controller", {"type": "usb", "model": "none"})
     net: list[str] = []

@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 
 from farm.agent.commands import NATIVE_ENV
+from farm.agent.protocol import guest_key
 from farm.backend.base import Backend, Guest, pid_stopped
 from farm.config import FarmConfig
 from farm.errors import BackendError, BootError
@@ -115,8 +116,13 @@ class LocalBackend(Backend):
             str(port_file),
             "--heartbeat",
             str(self.config.heartbeat),
+            "--guest",
+            name,
         ]
-        env = {"FARM_TOKEN": token, "PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
+        # the guest's own key goes down a pipe: never on argv or in the environment
+        key_r, key_w = os.pipe()
+        argv += ["--token-file", f"/dev/fd/{key_r}"]
+        env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
         env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
         native = Path(self.config.image_dir, BINARY_NAME).resolve()
         if os.environ.get(NATIVE_ENV):  # farm's own environment names one: that one
@@ -131,10 +137,20 @@ class LocalBackend(Backend):
                     stdout=out,
                     stderr=subprocess.STDOUT,
                     env=env,
+                    pass_fds=(key_r,),
                     preexec_fn=die_with_parent,
                 )
+            os.close(key_r)
+            key_r = -1
+            with os.fdopen(key_w, "w") as pipe:
+                key_w = -1
+                pipe.write(guest_key(token, name) + "\n")
         except OSError as exc:
             raise BackendError(f"cannot start agent process for {name}: {exc}") from exc
+        finally:
+            for fd in (key_r, key_w):
+                if fd >= 0:
+                    os.close(fd)
         self.registry.record(name, proc.pid, "local-agent")
         log.getChild(name).info("spawned local agent pid %d", proc.pid)
         return LocalGuest(name, proc, port_file, console, self.registry)

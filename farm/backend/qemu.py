@@ -25,7 +25,8 @@ from pathlib import Path
 
 import psutil
 
-from farm.backend import snapshot
+from farm.agent.protocol import guest_key
+from farm.backend import identity, snapshot
 from farm.backend.base import Backend, Guest, pid_stopped
 from farm.bridge.bridge import BackendBridge
 from farm.config import FarmConfig
@@ -149,6 +150,7 @@ class QemuBackend(Backend):
             check_bridge_support(self.config)
 
     def spawn(self, name: str, token: str) -> Guest:
+        token = guest_key(token, name)  # the guest's own key: it opens this guest only
         if self.warm_start and not self._warm_off:
             snap = self._snapshot()
             if snap is not None:
@@ -211,6 +213,16 @@ class QemuBackend(Backend):
             argv = snapshot.guest_argv(
                 self._wprofile, name, run_dir, hostfwd_port=port, extra=extra
             )
+        elif identity.takes_identity(profile):  # cold, and the key goes over the identity port
+            argv = identity.cold_profile(profile).qemu_argv(
+                name,
+                hostfwd_port=port if host == "127.0.0.1" else None,
+                guest_port=self.config.agent_port,
+                token=None,
+                console="stdio",
+                qmp_socket=run_dir / "qmp.sock",
+                extra=[*extra, *snapshot.identity_args(run_dir / "identity.sock")],
+            )
         else:
             argv = profile.qemu_argv(
                 name,
@@ -238,6 +250,8 @@ class QemuBackend(Backend):
                 on_destroy()
             raise
         glog.info("QEMU pid %d in screen %s, agent on %s:%d", process.pid, name, host, port)
+        if not warm and identity.takes_identity(profile):
+            identity.hand_over_later(run_dir, name, token, process.alive, self.config.boot_timeout)
         return QemuGuest(name, port, process, run_dir, console, host, on_destroy)
 
     def close(self) -> None:

@@ -402,13 +402,15 @@ def restore(
                 qmp.execute("cont")
         except QmpError as exc:
             raise SnapshotLoadFailed(f"QEMU could not load {snapshot.path}: {exc}") from exc
-        identity = {
-            "name": name,
-            "token": token,
-            "time": time.time(),
-            "seed": secrets.token_hex(32),
-        }
-        ident.sendall(json.dumps(identity).encode() + b"\n")
-        line = _read_line(ident, timeout, alive)
-        if line != f"farm-identity: ok {name}".encode():
-            raise SnapshotError(f"restored guest answered {line[:200]!r} to its identity")
+        _send_identity(ident, name, token, alive, timeout)
+
+
+def _send_identity(
+    ident: socket.socket, name: str, key: str, alive: Callable[[], bool], timeout: float
+) -> None:
+    """Write the identity line (name, the guest's own key, time, seed); wait for the ack."""
+    identity = {"name": name, "token": key, "time": time.time(), "seed": secrets.token_hex(32)}
+    ident.sendall(json.dumps(identity).encode() + b"\n")
+    line = _read_line(ident, timeout, alive)
+    if line != f"farm-identity: ok {name}".encode():
+        raise SnapshotError(f"guest answered {line[:200]!r} to its identity")

@@ -43,7 +43,7 @@ from farm.errors import ConfigError
 from farm.reaper import start_reaper
 from farm.session import AbstractSession
 from farm.session.genode_select import session_class_for, session_factory
-from farm.session.token import resolve_token
+from farm.session.token import resolve_token, secure_dirs
 
 log = logging.getLogger(__name__)
 
@@ -93,6 +93,7 @@ class Distributor:
         log_path = log_file_for(cfg.log_file, cfg.log_dir)
         if log_path is not None:
             attach_log_file(log_path)
+        secure_dirs(cfg.state_dir, cfg.log_dir)  # 0700, files 0600: whatever the token's source
         self.token = resolve_token(cfg.token, cfg.state_dir)
         session_cls = session_class_for(cfg, session_class)  # config/profile `session`
         self._closed = False

@@ -15,9 +15,8 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from farm.agent.protocol import ProtocolViolation, client_handshake
+from farm.agent.protocol import Channel, ProtocolViolation, client_handshake
 from farm.errors import AuthError, BootError, LaunchError
 from farm.profile import MachineProfile
 from farm.qemu import QemuProcess, free_port
@@ -54,10 +53,8 @@ class Guest:
         except FileNotFoundError:
             return ""
 
-    def wait_for_agent(
-        self, token: str, timeout: float = 60.0
-    ) -> tuple[socket.socket, dict[str, Any]]:
-        """Connect and complete the handshake; return (socket, hello). BootError on failure.
+    def wait_for_agent(self, token: str, timeout: float = 60.0) -> Channel:
+        """Connect and complete the handshake; return the channel. BootError on failure.
 
         AuthError is raised at once if the agent refuses the token.
         """
@@ -76,7 +73,7 @@ class Guest:
             else:
                 try:
                     sock.settimeout(ATTEMPT_TIMEOUT)
-                    hello = client_handshake(sock, token)
+                    channel = client_handshake(sock, token)
                 except PermissionError as exc:
                     sock.close()
                     raise AuthError(f"{self.name}: {exc}") from exc
@@ -85,7 +82,7 @@ class Guest:
                     last = exc
                 else:
                     sock.settimeout(None)
-                    return sock, hello
+                    return channel
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(RETRY_PAUSE)  # wakes at once if QEMU dies
         raise BootError(

@@ -1,8 +1,9 @@
 """FarmSession: the host side of the farm agent protocol (farm.agent.protocol).
 
 One TCP connection per session. connect() dials with bounded tenacity retries
-(a TCG guest needs seconds to boot), runs the HMAC handshake and checks the
-agent's version. A reader thread then routes every incoming frame: replies to
+(a TCG guest needs seconds to boot), runs the keyed handshake
+(:mod:`farm.session.wire`) and checks the agent's version; every later frame is
+sealed and checked (protocol.Channel). A reader thread then routes every incoming frame: replies to
 the request waiting for that id, events into a queue that run() drains,
 heartbeats just refresh the "last heard" clock. If nothing at all arrives for
 ``heartbeat_timeout`` seconds, run() and requests raise SessionTimeout: that
@@ -22,24 +23,8 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from farm.agent.protocol import (
-    DEFAULT_PORT,
-    PROTOCOL_VERSION,
-    FrameDecoder,
-    ProtocolViolation,
-    agent_version,
-    client_handshake,
-    encode,
-    read_frame,
-)
-from farm.errors import (
-    AgentError,
-    AuthError,
-    ConfigError,
-    ProtocolError,
-    SessionError,
-    SessionTimeout,
-)
+from farm.agent.protocol import DEFAULT_PORT, Channel, ProtocolViolation
+from farm.errors import AgentError, ConfigError, ProtocolError, SessionError, SessionTimeout
 from farm.events import Event
 from farm.session.base import (
     AbstractSession,
@@ -50,24 +35,18 @@ from farm.session.base import (
     task_descriptions,
 )
 from farm.session.token import resolve_token
+from farm.session.wire import (
+    FIRST_ATTEMPT_TIMEOUT,
+    AgentVersionMismatch,
+    check_version,
+    greets,
+    handshake,
+    pump,
+)
+
+__all__ = ["FIRST_ATTEMPT_TIMEOUT", "AgentVersionMismatch", "FarmSession"]
 
 _NO_REPLY = object()
-
-
-class AgentVersionMismatch(SessionError):
-    """The agent runs other code than this farm (e.g. a stale guest image)."""
-
-    def __init__(self, local: str, remote: object) -> None:
-        super().__init__(
-            f"agent version {remote!r} does not match farm's agent version {local!r} "
-            "(rebuild the guest image, or pass check_version=False)"
-        )
-        self.local = local
-        self.remote = remote
-
-
-#: the first dial attempt's wait for connect + greeting (see FarmSession.attempt_timeout)
-FIRST_ATTEMPT_TIMEOUT = 0.3
 
 
 class FarmSession(AbstractSession):
@@ -92,13 +71,15 @@ class FarmSession(AbstractSession):
         heartbeat_timeout: float | None = None,
         check_version: bool = True,
         expected_version: str | None = None,
+        guest: str | None = None,
         **options: Any,
     ) -> None:
         """Record the configuration (nothing is resolved or dialled here).
 
         ``connect_attempts``/``connect_deadline`` bound the dialling (whichever
         comes first); ``heartbeat_timeout`` defaults to 3 heartbeat intervals + 2 s
-        as announced by the agent's hello.
+        as announced by the agent's hello. ``guest``: the guest name the agent must
+        announce (None: any; its key is derived from the token and the name it gives).
         """
         super().__init__(host, port, **options)
         self._token = token
@@ -114,8 +95,10 @@ class FarmSession(AbstractSession):
         self.heartbeat_timeout = heartbeat_timeout
         self.check_version = check_version
         self.expected_version = expected_version
+        self.guest = guest
         self.hello: dict[str, Any] | None = None
         self._sock: socket.socket | None = None
+        self._channel: Channel | None = None
         self._reader: threading.Thread | None = None
         self._cond = threading.Condition()
         self._send_lock = threading.Lock()
@@ -149,14 +132,8 @@ class FarmSession(AbstractSession):
 
     @classmethod
     def is_available(cls, host: str, port: int | None = None, timeout: float = 2.0) -> bool:
-        """True if a farm agent greets us at host:port within ``timeout`` (no token needed)."""
-        try:
-            with socket.create_connection((host, port or DEFAULT_PORT), timeout=timeout) as sock:
-                sock.settimeout(timeout)
-                hello = read_frame(sock)
-        except (OSError, ProtocolViolation):
-            return False
-        return hello.get("type") == "hello" and hello.get("protocol") == PROTOCOL_VERSION
+        """True if a farm agent greets us at host:port within ``timeout`` in all (no token)."""
+        return greets(host, port or DEFAULT_PORT, timeout)
 
     # -- connection ------------------------------------------------------------------
 
@@ -187,47 +164,31 @@ class FarmSession(AbstractSession):
             logger=self.log,
         )
         try:
-            sock, hello = retrying(self._dial, token, deadline, alive)
+            channel = retrying(self._dial, token, deadline, alive)
         except Unreachable as exc:
             raise SessionError(
                 f"agent at {self.host}:{self.port} unreachable "
                 f"(gave up after {self.connect_attempts} attempts / {bound}s): {exc}"
             ) from exc
         if self._closing.is_set():
-            sock.close()
+            channel.sock.close()
             raise SessionError(f"{self!r} closed while connecting")
-        self._adopt(sock, hello)
+        self._adopt(channel)
 
-    def _dial(
-        self, token: str, deadline: float, alive: Callable[[], bool] | None
-    ) -> tuple[socket.socket, dict[str, Any]]:
+    def _dial(self, token: str, deadline: float, alive: Callable[[], bool] | None) -> Channel:
         if self._closing.is_set():
             raise SessionError(f"{self!r} closed while connecting")
         if alive is not None and not alive():
             raise SessionError(f"target of {self!r} is gone (not alive) while connecting")
         timeout = max(0.05, min(self.attempt_timeout(self._attempt), deadline - time.monotonic()))
         self._attempt += 1
+        channel = handshake(self.host, self.port, token, timeout, self.guest)
         try:
-            sock = socket.create_connection((self.host, self.port), timeout=timeout)
-        except OSError as exc:
-            raise Unreachable(exc) from exc
-        try:
-            sock.settimeout(timeout)
-            hello = client_handshake(sock, token)
-            self._check_version(hello)
-            return sock, hello
-        except PermissionError as exc:
-            sock.close()
-            raise AuthError(f"agent at {self.host}:{self.port}: {exc}") from exc
-        except ProtocolViolation as exc:
-            sock.close()
-            raise ProtocolError(f"agent at {self.host}:{self.port}: {exc}") from exc
-        except OSError as exc:  # includes timeouts and "closed by peer" while booting
-            sock.close()
-            raise Unreachable(exc) from exc
+            self._check_version(channel.hello)
         except BaseException:
-            sock.close()
+            channel.sock.close()
             raise
+        return channel
 
     def attempt_timeout(self, attempt: int) -> float:
         """How long dial attempt ``attempt`` (0-based) waits for connect + greeting.
@@ -240,15 +201,13 @@ class FarmSession(AbstractSession):
         return min(self.connect_timeout, FIRST_ATTEMPT_TIMEOUT * 1.25**attempt)
 
     def _check_version(self, hello: dict[str, Any]) -> None:
-        if not self.check_version:
-            return
-        local = self.expected_version or agent_version()
-        remote = hello.get("agent_version")
-        if remote != local:
-            raise AgentVersionMismatch(local, remote)
+        if self.check_version:
+            check_version(hello, self.expected_version)
 
-    def _adopt(self, sock: socket.socket, hello: dict[str, Any]) -> None:
+    def _adopt(self, channel: Channel) -> None:
+        sock, hello = channel.sock, channel.hello
         self.hello = hello
+        self._channel = channel
         if self.heartbeat_timeout is None:
             interval = hello.get("heartbeat")
             if isinstance(interval, int | float) and interval > 0:
@@ -259,7 +218,7 @@ class FarmSession(AbstractSession):
         self._sock = sock
         self._last_rx = time.monotonic()
         self._reader = threading.Thread(
-            target=self._read_loop, args=(sock,), name=f"farm-session-{self.host}:{self.port}"
+            target=self._read_loop, args=(channel,), name=f"farm-session-{self.host}:{self.port}"
         )
         self._reader.daemon = True
         self._reader.start()
@@ -267,30 +226,17 @@ class FarmSession(AbstractSession):
 
     # -- reader thread ---------------------------------------------------------------
 
-    def _read_loop(self, sock: socket.socket) -> None:
-        decoder = FrameDecoder()
-        reason: SessionError | ProtocolError
+    def _read_loop(self, channel: Channel) -> None:
+        def heard() -> None:
+            with self._cond:
+                self._last_rx = time.monotonic()
+
         try:
-            while not self._closing.is_set():
-                try:
-                    data = sock.recv(1 << 16)
-                except TimeoutError:
-                    continue
-                if not data:
-                    raise ConnectionError("agent closed the connection")
-                with self._cond:
-                    self._last_rx = time.monotonic()
-                for message in decoder.feed(data):
-                    self._dispatch(message)
-            return
-        except ProtocolViolation as exc:
-            reason = ProtocolError(f"agent at {self.host}:{self.port} broke the protocol: {exc}")
-        except OSError as exc:
-            reason = SessionError(f"connection to agent at {self.host}:{self.port} lost: {exc}")
+            reason = pump(channel, self._closing, heard, self._dispatch, f"{self.host}:{self.port}")
         except Exception as exc:  # never let the reader die silently
             self.log.exception("reader thread failed")
             reason = SessionError(f"reader of {self!r} failed: {exc}")
-        if not self._closing.is_set():
+        if reason is not None and not self._closing.is_set():
             self._fail(reason)
 
     def _dispatch(self, message: dict[str, Any]) -> None:
@@ -346,23 +292,30 @@ class FarmSession(AbstractSession):
         in ``timeout`` s, default ``request_timeout``, or agent silent) or SessionError.
         """
         self.connect()
-        sock = self._sock
-        if sock is None:
+        sock, channel = self._sock, self._channel
+        if sock is None or channel is None:
             raise SessionError(f"{self!r} is closed")
         with self._cond:
             self._raise_if_failed()
             request_id = next(self._ids)
-        try:
-            frame = encode({"type": "request", "id": request_id, "op": op, "args": args or {}})
-        except (TypeError, ValueError) as exc:
-            raise ConfigError(f"arguments of {op!r} are not JSON-serialisable: {exc}") from exc
-        except ProtocolViolation as exc:
-            raise ConfigError(f"request {op!r} too large: {exc}") from exc
+        message = {"type": "request", "id": request_id, "op": op, "args": args or {}}
         with self._cond:
             self._replies[request_id] = _NO_REPLY
         try:
-            with self._send_lock:
+            with self._send_lock:  # sealed in sending order: the tags count frames
+                try:
+                    frame = channel.encode(message)
+                except (TypeError, ValueError) as exc:
+                    raise ConfigError(
+                        f"arguments of {op!r} are not JSON-serialisable: {exc}"
+                    ) from exc
+                except ProtocolViolation as exc:
+                    raise ConfigError(f"request {op!r} too large: {exc}") from exc
                 sock.sendall(frame)
+        except ConfigError:
+            with self._cond:
+                self._replies.pop(request_id, None)
+            raise
         except OSError as exc:
             with self._cond:
                 self._replies.pop(request_id, None)

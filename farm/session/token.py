@@ -57,6 +57,23 @@ def ensure_token_file(state_dir: str | os.PathLike[str]) -> Path:
     return path
 
 
+def secure_dirs(*dirs: str | os.PathLike[str]) -> None:
+    """Make each directory (created if missing) 0700 and the files directly in it 0600.
+
+    The state and log dirs hold the token file, guest run dirs, consoles and the
+    journal: whatever the token's source, no other local user may read them.
+    """
+    for directory in map(Path, dirs):
+        try:
+            directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            directory.chmod(0o700)
+            for entry in directory.iterdir():
+                if entry.is_file() and not entry.is_symlink():
+                    entry.chmod(0o600)
+        except OSError as exc:
+            raise ConfigError(f"cannot make {directory} private (0700): {exc}") from exc
+
+
 def resolve_token(
     explicit: str | None = None,
     state_dir: str | os.PathLike[str] | None = None,

@@ -60,17 +60,24 @@ class AgentClient:
 
     sock: socket.socket
     hello: dict[str, Any]
+    channel: protocol.Channel | None = None
     events: list[dict[str, Any]] = field(default_factory=list)
     heartbeats: int = 0
     _ids: Iterator[int] = field(default_factory=lambda: itertools.count(1))
 
     def send(self, message: dict[str, Any]) -> None:
+        assert self.channel is not None
+        self.channel.send(message)
+
+    def send_raw(self, message: dict[str, Any]) -> None:
+        """An unsealed frame (what a client without the session key would send)."""
         protocol.write_frame(self.sock, message)
 
     def read(self, timeout: float = 10.0) -> dict[str, Any]:
         """Next frame of any type (raises TimeoutError)."""
+        assert self.channel is not None
         self.sock.settimeout(timeout)
-        return protocol.read_frame(self.sock)
+        return self.channel.recv()
 
     def _absorb(self, frame: dict[str, Any]) -> bool:
         """Keep events/heartbeats; True if the frame was one of those."""
@@ -163,11 +170,11 @@ class AgentProcess:
         """An authenticated client (closed at teardown)."""
         sock = self.raw_socket(timeout)
         try:
-            hello = protocol.client_handshake(sock, self.token if token is None else token)
+            channel = protocol.client_handshake(sock, self.token if token is None else token)
         except BaseException:
             sock.close()
             raise
-        client = AgentClient(sock, hello)
+        client = AgentClient(sock, channel.hello, channel)
         self.clients.append(client)
         return client
 

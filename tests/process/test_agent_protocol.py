@@ -17,13 +17,15 @@ def _frame(body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + body
 
 
-def _read_until_closed(sock: socket.socket, timeout: float = 10.0) -> list[dict[str, Any]]:
-    """All frames the agent sends until it closes the connection."""
+def _read_until_closed(
+    sock: socket.socket, timeout: float = 10.0, channel: protocol.Channel | None = None
+) -> list[dict[str, Any]]:
+    """All frames the agent sends until it closes the connection (sealed: ``channel``)."""
     sock.settimeout(timeout)
     frames = []
     while True:
         try:
-            frames.append(protocol.read_frame(sock))
+            frames.append(protocol.read_frame(sock) if channel is None else channel.recv())
         except (ConnectionError, OSError):
             return frames
 
@@ -53,10 +55,10 @@ def test_wrong_token_is_refused_and_nothing_can_be_done(agent: AgentProcess) -> 
     with pytest.raises(PermissionError):
         agent.connect(token="not-the-token")
     sock = agent.raw_socket()
-    hello = protocol.read_frame(sock)
-    bad_mac = protocol.mac("wrong", "client", hello["nonce"])
+    hello = protocol.read_raw(sock)
+    bad_mac = protocol.proof(protocol.session_secret("wrong", hello, "c"), "client")
     protocol.write_frame(
-        sock, {"type": "auth", "protocol": 1, "mac": bad_mac, "cnonce": protocol.new_nonce()}
+        sock, {"type": "auth", "protocol": protocol.PROTOCOL_VERSION, "mac": bad_mac, "cnonce": "c"}
     )
     try:
         protocol.write_frame(
@@ -99,20 +101,24 @@ def test_missing_or_invalid_auth(agent: AgentProcess, auth: dict[str, Any]) -> N
 
 def test_valid_mac_without_cnonce_is_refused(agent: AgentProcess) -> None:
     with agent.raw_socket() as sock:
-        hello = protocol.read_frame(sock)
-        mac = protocol.mac(agent.token, "client", hello["nonce"])
-        protocol.write_frame(sock, {"type": "auth", "protocol": 1, "mac": mac})
+        hello = protocol.read_raw(sock)
+        mac = protocol.proof(protocol.session_secret(agent.token, hello, "c"), "client")
+        protocol.write_frame(
+            sock, {"type": "auth", "protocol": protocol.PROTOCOL_VERSION, "mac": mac}
+        )
         frames = _read_until_closed(sock)
     assert [f["code"] for f in frames] == ["auth"]
 
 
-def test_protocol_version_mismatch(agent: AgentProcess) -> None:
+def test_protocol_version_mismatch_names_both(agent: AgentProcess) -> None:
     with agent.raw_socket() as sock:
-        hello = protocol.read_frame(sock)
-        mac = protocol.mac(agent.token, "client", hello["nonce"])
-        protocol.write_frame(sock, {"type": "auth", "protocol": 99, "mac": mac, "cnonce": "c"})
+        hello = protocol.read_raw(sock)
+        mac = protocol.proof(protocol.session_secret(agent.token, hello, "c"), "client")
+        protocol.write_frame(sock, {"type": "auth", "protocol": 1, "mac": mac, "cnonce": "c"})
         frames = _read_until_closed(sock)
     assert [f["code"] for f in frames] == ["protocol"]
+    assert "protocol 1" in frames[0]["message"]
+    assert f"speaks {protocol.PROTOCOL_VERSION}" in frames[0]["message"]
 
 
 def test_auth_must_arrive_in_time(agent_factory: Any) -> None:
@@ -145,9 +151,10 @@ def test_request_errors_keep_the_connection(agent: AgentProcess) -> None:
     client.send({"type": "request", "op": "ping"})
     frame = client.read()
     assert frame["type"] == "error" and frame["code"] == "bad_request"
-    client.sock.sendall(_frame(b"{not json"))
+    assert client.channel is not None
+    client.sock.sendall(client.channel.sender.seal(b"{not json"))
     assert client.read()["code"] == "bad_frame"
-    client.sock.sendall(_frame(b"[" * 100_000 + b"]" * 100_000))
+    client.sock.sendall(client.channel.sender.seal(b"[" * 100_000 + b"]" * 100_000))
     assert client.read()["code"] == "bad_frame"
     client.send({"type": "mystery"})
     assert client.read()["code"] == "bad_request"
@@ -159,8 +166,8 @@ def test_request_errors_keep_the_connection(agent: AgentProcess) -> None:
 
 def test_oversized_frame_after_auth_closes_only_that_connection(agent: AgentProcess) -> None:
     victim, bystander = agent.connect(), agent.connect()
-    victim.sock.sendall(struct.pack(">I", protocol.MAX_FRAME + 1))
-    frames = _read_until_closed(victim.sock)
+    victim.sock.sendall(struct.pack(">I", protocol.MAX_FRAME + protocol.TAG_LEN + 1))
+    frames = _read_until_closed(victim.sock, channel=victim.channel)
     assert [f.get("code") for f in frames if f["type"] == "error"] == ["bad_frame"]
     assert "ts" in bystander.call("ping")
 
@@ -177,13 +184,12 @@ def test_heartbeats(agent_factory: Any) -> None:
 
 
 def test_connection_cap(agent_factory: Any) -> None:
-    agent = agent_factory("--max-connections", "2")
-    first, second = agent.connect(), agent.raw_socket()
-    protocol.read_frame(second)  # hello: counted, not yet authenticated
+    agent = agent_factory("--max-connections", "1")
+    first = agent.connect()  # authenticated: the one slot is taken
     with agent.raw_socket() as third:
         frames = _read_until_closed(third)
     assert [f["code"] for f in frames] == ["busy"]
-    second.close()
+    first.close()
     deadline = time.monotonic() + 10
     while True:  # the agent notices the closed socket asynchronously
         try:
@@ -193,4 +199,3 @@ def test_connection_cap(agent_factory: Any) -> None:
             if time.monotonic() > deadline:
                 raise
             time.sleep(0.05)
-    assert "ts" in first.call("ping")

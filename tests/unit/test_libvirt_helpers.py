@@ -14,6 +14,7 @@ import libvirt
 import psutil
 import pytest
 
+from farm.backend import identity
 from farm.backend import libvirt as lv
 from farm.backend import libvirt_host as lh
 from farm.backend import libvirt_xml as lx
@@ -261,13 +262,19 @@ def spec_of(profile: MachineProfile, tmp_path: Path, **config: Any) -> lx.Domain
 
 
 def test_domain_boots_like_plain_qemu(tmp_path: Path) -> None:
-    """Same kernel, initrd, command line, memory, CPU and NIC as the profile's QEMU argv."""
+    """Same kernel, initrd, command line, memory, CPU and NIC as the qemu backend's cold boot."""
     profile = MachineProfile(accel="tcg", memory=300, smp=2)
     spec = spec_of(profile, tmp_path, agent_port=3005)
-    argv = profile.qemu_argv("qemu1", hostfwd_port=40000, token="tok", guest_port=3005)
+    argv = identity.cold_profile(profile).qemu_argv(
+        "qemu1", hostfwd_port=40000, token=None, guest_port=3005
+    )
     opt = {a: b for a, b in itertools.pairwise(argv) if a.startswith("-")}
     assert spec.cmdline == opt["-append"]
-    assert "console=ttyS0" in spec.cmdline and "farm.token=tok" in spec.cmdline
+    # the key comes over the virtio port farm.identity, never on the command line
+    assert "console=ttyS0" in spec.cmdline and "farm.identity=boot" in spec.cmdline
+    assert "tok" not in spec.cmdline and spec.identity_socket is not None
+    channel = ET.fromstring(lx.domain_xml(spec)).find("devices/channel/target")
+    assert channel is not None and channel.get("name") == "farm.identity"
     assert "farm.port=3005" in spec.cmdline
     assert spec.kernel == Path(opt["-kernel"]).resolve()
     assert spec.initrd == Path(opt["-initrd"]).resolve()

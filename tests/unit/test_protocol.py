@@ -55,13 +55,76 @@ def test_bad_bodies(body: bytes) -> None:
         protocol.decode_body(body)
 
 
-def test_mac_roles_and_tokens_differ() -> None:
-    mac = protocol.mac("token", "client", "n")
-    assert protocol.check_mac("token", "client", "n", mac)
-    assert not protocol.check_mac("token", "agent", "n", mac)
-    assert not protocol.check_mac("other", "client", "n", mac)
-    assert not protocol.check_mac("token", "client", "n", None)
+def test_proofs_bind_roles_keys_and_both_nonces() -> None:
+    secret = protocol.session_secret("token", b"hello-1", "c")
+    mac = protocol.proof(secret, "client")
+    assert protocol.check_proof(secret, "client", mac)
+    assert not protocol.check_proof(secret, "agent", mac)
+    for other in (
+        protocol.session_secret("other", b"hello-1", "c"),  # another key
+        protocol.session_secret("token", b"hello-2", "c"),  # another greeting (agent nonce)
+        protocol.session_secret("token", b"hello-1", "d"),  # another client nonce
+    ):
+        assert not protocol.check_proof(other, "client", mac)
+    assert not protocol.check_proof(secret, "client", None)
+    assert not protocol.check_proof(secret, "client", "\udfff" * 64)  # not ASCII: no TypeError
     assert protocol.new_nonce() != protocol.new_nonce()
+
+
+def test_guest_keys_differ_per_guest_and_hide_the_token() -> None:
+    a, b = protocol.guest_key("T", "farm-1"), protocol.guest_key("T", "farm-2")
+    assert a != b and "T" not in (a, b) and len(a) == 64
+    assert a == protocol.guest_key("T", "farm-1")
+    assert a != protocol.guest_key("U", "farm-1")
+
+
+def _pair() -> tuple[protocol.Tagger, protocol.Tagger]:
+    secret = protocol.session_secret("k", b"h", "c")
+    client_send, _ = protocol.directions(secret, agent=False)
+    _, agent_recv = protocol.directions(secret, agent=True)
+    return client_send, agent_recv
+
+
+def test_sealed_frames_open_in_order_only() -> None:
+    send, recv = _pair()
+    frames = [send.seal(b'{"n":%d}' % i)[4:] for i in range(3)]
+    assert recv.open(frames[0]) == b'{"n":0}'
+    with pytest.raises(protocol.BadTag):  # replay of frame 0
+        recv.open(frames[0])
+    send, recv = _pair()
+    frames = [send.seal(b"x%d" % i)[4:] for i in range(3)]
+    with pytest.raises(protocol.BadTag):  # reordered: frame 1 first
+        recv.open(frames[1])
+
+
+def test_forged_or_altered_frames_are_refused() -> None:
+    send, recv = _pair()
+    frame = bytearray(send.seal(b'{"type":"request"}')[4:])
+    frame[-2] ^= 1
+    with pytest.raises(protocol.BadTag):
+        recv.open(bytes(frame))
+    _, recv = _pair()
+    with pytest.raises(protocol.BadTag):
+        recv.open(b"\0" * 16 + b'{"type":"request"}')
+    with pytest.raises(protocol.BadTag):
+        recv.open(b"short")
+    # the other direction's key does not open it either
+    secret = protocol.session_secret("k", b"h", "c")
+    agent_send, _ = protocol.directions(secret, agent=True)
+    _, agent_recv = protocol.directions(secret, agent=True)
+    with pytest.raises(protocol.BadTag):
+        agent_recv.open(agent_send.seal(b"{}")[4:])
+
+
+def test_tag_matches_hmac_sha256() -> None:
+    import hashlib
+    import hmac
+
+    secret = protocol.session_secret("k", b"h", "c")
+    send, _ = protocol.directions(secret, agent=False)
+    key = hmac.new(secret, b"client->agent", hashlib.sha256).digest()
+    want = hmac.new(key, (0).to_bytes(8, "big") + b"{}", hashlib.sha256).digest()[:16]
+    assert send.tag(b"{}") == want
 
 
 def test_message_shapes() -> None:

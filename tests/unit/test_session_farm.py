@@ -104,26 +104,35 @@ class FakeAgent:
 
     def _serve(self, conn: socket.socket) -> None:
         lock = threading.Lock()
+        sealer: list[protocol.Tagger] = []  # set once authenticated
 
         def send(message: dict[str, Any]) -> None:
             with lock:
-                protocol.write_frame(conn, message)
+                if sealer:
+                    conn.sendall(sealer[0].seal(protocol.encode(message)[4:]))
+                else:
+                    protocol.write_frame(conn, message)
 
         try:
             nonce = protocol.new_nonce()
             hello = protocol.hello(nonce, self.heartbeat)
             hello.update(self.hello_overrides)
-            send(hello)
+            raw = protocol.encode(hello)
+            conn.sendall(raw)
             auth = protocol.read_frame(conn)
-            if not protocol.check_mac(self.token, "client", nonce, auth.get("mac")):
+            secret = protocol.session_secret(self.token, raw[4:], str(auth.get("cnonce")))
+            if not protocol.check_proof(secret, "client", auth.get("mac")):
                 send(protocol.error("auth", "token refused"))
                 return
-            mac = protocol.mac(self.token, "agent", str(auth.get("cnonce")))
+            mac = protocol.proof(secret, "agent")
             send({"type": "welcome", "mac": mac, "heartbeat": self.heartbeat})
+            out, into = protocol.directions(secret, agent=True)
+            sealer.append(out)
             if self.heartbeats:
                 self._spawn(self._beat, send)
             while not self._closing.is_set():
-                request = protocol.read_frame(conn)
+                body = into.open(protocol.read_raw(conn, protocol.MAX_FRAME + protocol.TAG_LEN))
+                request = protocol.decode_body(body)
                 self.requests.append(request)
                 handler = self.handlers.get(request["op"])
                 if handler is None:

@@ -49,12 +49,12 @@ def kill_agent_in_guest(address: str, token: str) -> int:
     host, port = address.rsplit(":", 1)
     with socket.create_connection((host, int(port)), timeout=10) as sock:
         sock.settimeout(10)
-        protocol.client_handshake(sock, token)
+        channel = protocol.client_handshake(sock, token)
 
         def call(rid: int, op: str, **args: Any) -> Any:
-            protocol.write_frame(sock, {"type": "request", "id": rid, "op": op, "args": args})
+            channel.send({"type": "request", "id": rid, "op": op, "args": args})
             while True:
-                frame = protocol.read_frame(sock)
+                frame = channel.recv()
                 if frame.get("type") == "reply" and frame.get("id") == rid:
                     if not frame["ok"]:
                         raise RuntimeError(frame["error"])
@@ -64,7 +64,7 @@ def kill_agent_in_guest(address: str, token: str) -> int:
         call(2, "exec", command=f"kill -9 {pid}")
         with contextlib.suppress(OSError, protocol.ProtocolViolation, ConnectionError):
             while True:  # the agent's end closes the connection
-                protocol.read_frame(sock)
+                channel.recv()
     return pid
 
 

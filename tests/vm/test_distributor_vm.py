@@ -348,10 +348,9 @@ def test_seed004_shell_flow(farm_dir: FarmDir, backend: str) -> None:
     assert finishes == [f"{job['key']}#0"], monitor_log
     assert re.search(r"EVENT .* task=1 job=0 EXIT", monitor_log), monitor_log
     assert "STOP" not in monitor_log
-    for name in ("qemu1", "qemu2", "qemu3"):
-        assert "farm-init: starting agent" in (farm_dir.log / f"{name}.console.log").read_text(
-            errors="replace"
-        )
+    for name in ("qemu1", "qemu2", "qemu3"):  # the key came over the identity port
+        console = (farm_dir.log / f"{name}.console.log").read_text(errors="replace")
+        assert f"farm-init: identity {name}" in console
 
 
 # -- chaos: SIGKILLed QEMUs --------------------------------------------------------------------

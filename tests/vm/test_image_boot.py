@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from farm.accel import clear_cache, probe_kvm, resolve_accel
-from farm.agent.protocol import agent_version, read_frame, write_frame
+from farm.agent.protocol import Channel, agent_version
 from farm.errors import AuthError
 from farm.events import EventType
 from farm.image import ImageInfo, build
@@ -33,12 +33,12 @@ INIT_STEPS = (
 )
 
 
-def _request(sock, request_id: int, op: str, **args):
+def _request(channel: Channel, request_id: int, op: str, **args):
     """Send one request; return its reply, collecting events that arrive meanwhile."""
-    write_frame(sock, {"type": "request", "id": request_id, "op": op, "args": args})
+    channel.send({"type": "request", "id": request_id, "op": op, "args": args})
     events = []
     while True:
-        message = read_frame(sock)
+        message = channel.recv()
         if message["type"] == "reply" and message["id"] == request_id:
             return message, events
         if message["type"] == "event":
@@ -49,17 +49,18 @@ def test_guest_boots_handshakes_pings_and_runs_tasks(
     image: ImageInfo, profile: MachineProfile, guest_factory: GuestFactory
 ) -> None:
     with guest_factory(profile, TOKEN) as guest:
-        sock, hello = guest.wait_for_agent(TOKEN, BOOT_TIMEOUT)
+        channel = guest.wait_for_agent(TOKEN, BOOT_TIMEOUT)
+        sock, hello = channel.sock, channel.hello
         with sock:
             assert hello["agent_version"] == image.agent_version == agent_version()
             sock.settimeout(60)
-            reply, _ = _request(sock, 1, "ping")
+            reply, _ = _request(channel, 1, "ping")
             assert reply["ok"] and reply["result"]["ts"] > 0
             task = {"id": 1, "pkg": "hey", "priority": 10, "numberofjobs": 2, "period": 2000}
-            reply, events = _request(sock, 2, "start", tasks=[task])
+            reply, events = _request(channel, 2, "start", tasks=[task])
             assert reply["ok"], reply
             while not any(e["type"] == "JOBS_DONE" for e in events):
-                message = read_frame(sock)
+                message = channel.recv()
                 if message["type"] == "event":
                     events.append(message["event"])
         types = [e["type"] for e in events if e.get("task_id") == 1]
@@ -77,7 +78,7 @@ def test_session_runs_hey0_and_a_periodic_set_into_sqlite(
     variants = [next(Hey0TaskSet().variants()), next(PeriodicTaskSet().variants())]
     received: dict[int, list[str]] = {}
     with guest_factory(profile, TOKEN) as guest:
-        guest.wait_for_agent(TOKEN, BOOT_TIMEOUT)[0].close()
+        guest.wait_for_agent(TOKEN, BOOT_TIMEOUT).sock.close()
         session = FarmSession("127.0.0.1", guest.port, token=TOKEN)
         try:
             for n, variant in enumerate(variants):
@@ -112,8 +113,7 @@ def test_guest_refuses_a_wrong_token(profile: MachineProfile, guest_factory: Gue
         with pytest.raises(AuthError):
             guest.wait_for_agent("not-the-token", BOOT_TIMEOUT)
         # the agent is still there for the right token
-        sock, _ = guest.wait_for_agent(TOKEN, BOOT_TIMEOUT)
-        sock.close()
+        guest.wait_for_agent(TOKEN, BOOT_TIMEOUT).sock.close()
 
 
 def test_guest_without_network_reports_error_and_powers_off(
@@ -158,16 +158,17 @@ def test_guest_runs_farms_preempt_rt_kernel(
     assert image.kernel_package.startswith("linux-source-"), image
     assert image.kernel_release.endswith("-farm"), image
     with guest_factory(profile, TOKEN) as guest:
-        sock, _ = guest.wait_for_agent(TOKEN, BOOT_TIMEOUT)
+        channel = guest.wait_for_agent(TOKEN, BOOT_TIMEOUT)
+        sock = channel.sock
         with sock:
             sock.settimeout(60)
             command = "uname -r; uname -v; cat /proc/cmdline"
-            reply, _ = _request(sock, 1, "exec", command=command, timeout=30)
+            reply, _ = _request(channel, 1, "exec", command=command, timeout=30)
             assert reply["ok"], reply
             rid, data, state = reply["result"]["id"], b"", "running"
             for n in range(2, 30):
                 args = {"id": rid, "offset": len(data), "wait": 5}
-                reply, _ = _request(sock, n, "exec_poll", **args)
+                reply, _ = _request(channel, n, "exec_poll", **args)
                 assert reply["ok"], reply
                 data += base64.b64decode(reply["result"]["data"])
                 state = reply["result"]["state"]

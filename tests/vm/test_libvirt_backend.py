@@ -25,7 +25,7 @@ import libvirt
 import psutil
 import pytest
 
-from farm.agent.protocol import client_handshake, read_frame, write_frame
+from farm.agent.protocol import client_handshake
 from farm.backend.libvirt import LibvirtBackend, LibvirtGuest, destroy_domain
 from farm.backend.libvirt_xml import DomainSpec, domain_xml
 from farm.config import FarmConfig
@@ -83,10 +83,10 @@ def ping_agent(address: tuple[str, int], timeout: float) -> dict[str, object]:
         try:
             with socket.create_connection(address, timeout=5.0) as sock:
                 sock.settimeout(10.0)
-                client_handshake(sock, TOKEN)
-                write_frame(sock, {"type": "request", "id": 1, "op": "ping", "args": {}})
+                channel = client_handshake(sock, TOKEN)
+                channel.send({"type": "request", "id": 1, "op": "ping", "args": {}})
                 while True:
-                    frame = read_frame(sock)
+                    frame = channel.recv()
                     if frame.get("type") == "reply" and frame.get("id") == 1:
                         return frame
         except (OSError, ValueError) as exc:  # slirp accepts, then resets until the agent listens
@@ -151,7 +151,7 @@ def test_guest_boots_logs_console_and_leaves_nothing(
 
     assert guest.console_log == (config.log_dir / "qemu1.console.log").resolve()
     console = guest.console_log.read_text(errors="replace")
-    assert "farm-init:" in console and "starting agent" in console
+    assert "farm-init:" in console and "farm-init: identity qemu1" in console  # key: virtio
     assert backend.connection().lookupByName("qemu1").UUIDString() == guest.uuid
     assert ".qemu1\t" in screen_sessions()
     assert {p.pid for p in processes_of("qemu1")} >= {guest.pid}
@@ -281,7 +281,7 @@ def test_console_over_libvirt_stream(
         assert isinstance(guest, LibvirtGuest)
         ping_agent(guest.address(1.0), BOOT_TIMEOUT)
         assert guest.console_log is not None
-        assert "farm-init: starting agent" in guest.console_log.read_text(errors="replace")
+        assert "farm-init: identity" in guest.console_log.read_text(errors="replace")
         assert ".qemu6\t" not in screen_sessions()
     finally:
         guest.destroy()

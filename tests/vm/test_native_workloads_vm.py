@@ -6,7 +6,6 @@ import re
 from typing import Any
 
 from farm.agent import pkgs
-from farm.agent.protocol import read_frame, write_frame
 from farm.image import ImageInfo
 from farm.profile import MachineProfile
 from tests.vm.conftest import BOOT_TIMEOUT, GuestFactory
@@ -38,16 +37,17 @@ def test_every_builtin_runs_natively_in_a_guest(
     over = len(tasks)  # memhog beyond its quota: OUT_OF_QUOTA, as with the Python one
     tasks.append({"id": over, "pkg": "memhog", "config": {"bytes": 64 << 20}, "quota": "8M"})
     with guest_factory(profile, TOKEN) as guest:
-        sock, _hello = guest.wait_for_agent(TOKEN, BOOT_TIMEOUT)
+        channel = guest.wait_for_agent(TOKEN, BOOT_TIMEOUT)
+        sock = channel.sock
         with sock:
             sock.settimeout(120)
-            write_frame(sock, {"type": "request", "id": 1, "op": "start", "args": {"tasks": tasks}})
+            channel.send({"type": "request", "id": 1, "op": "start", "args": {"tasks": tasks}})
             events: list[dict[str, Any]] = []
             reply = None
             while reply is None or len(
                 {e["task_id"] for e in events if e["type"] == "JOBS_DONE"}
             ) < len(tasks):
-                message = read_frame(sock)
+                message = channel.recv()
                 if message["type"] == "event":
                     events.append(message["event"])
                 elif message["type"] == "reply" and message["id"] == 1:

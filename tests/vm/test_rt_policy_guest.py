@@ -9,12 +9,11 @@ short set.
 
 from __future__ import annotations
 
-import socket
 from typing import Any
 
 import pytest
 
-from farm.agent.protocol import read_frame, write_frame
+from farm.agent.protocol import Channel
 from farm.profile import MachineProfile
 from tests.vm.conftest import BOOT_TIMEOUT, GuestFactory
 
@@ -41,13 +40,13 @@ def policy_of(stat_line: str) -> tuple[int, int]:
     return int(fields[37]), int(fields[38])
 
 
-def run_set(sock: socket.socket, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def run_set(channel: Channel, tasks: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """Start ``tasks`` on the agent; every event until each task sent JOBS_DONE."""
-    write_frame(sock, {"type": "request", "id": 1, "op": "start", "args": {"tasks": tasks}})
+    channel.send({"type": "request", "id": 1, "op": "start", "args": {"tasks": tasks}})
     events: list[dict[str, Any]] = []
     done: set[int] = set()
     while done != {t["id"] for t in tasks}:
-        message = read_frame(sock)
+        message = channel.recv()
         if message["type"] == "reply":
             assert message["ok"], message
         elif message["type"] == "event":
@@ -68,10 +67,10 @@ def test_jobs_run_under_fifo_and_deadline_in_the_guest(
     profile: MachineProfile, guest_factory: GuestFactory
 ) -> None:
     with guest_factory(profile, TOKEN) as guest:
-        sock, _ = guest.wait_for_agent(TOKEN, BOOT_TIMEOUT)
-        with sock:
+        channel = guest.wait_for_agent(TOKEN, BOOT_TIMEOUT)
+        with channel.sock as sock:
             sock.settimeout(120)
-            events = run_set(sock, TASKS)
+            events = run_set(channel, TASKS)
     notices = {e["task_id"]: e["detail"] for e in events if e["type"] == "NOTICE"}
 
     assert 1 not in notices, notices  # root on farm's kernel: SCHED_FIFO is never refused

@@ -130,7 +130,7 @@ def handshake(guest: Guest, token: str, timeout: float = WAIT) -> dict[str, Any]
     while True:
         try:
             with socket.create_connection((host, port), timeout=2.0) as sock:
-                return client_handshake(sock, token)
+                return client_handshake(sock, token).hello
         except PermissionError:
             raise
         except (OSError, ProtocolViolation, ValueError):  # slirp accepts before the agent listens
