@@ -42,8 +42,8 @@ def test_a_client_connecting_before_the_server_exists_is_served(tmp_path: Path) 
     loop.start()
     try:
         assert server.address == ("127.0.0.1", port)
-        hello = client_handshake(early, "tok")
-        assert hello["type"] == "hello"
+        channel = client_handshake(early, "tok")
+        assert channel.hello["type"] == "hello"
     finally:
         early.close()
         os.write(stop_w, b"x")

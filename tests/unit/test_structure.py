@@ -14,8 +14,6 @@ import ast
 from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
 REPO = Path(__file__).resolve().parents[2]
 PACKAGES = ("farm", "bench")
 MAX_LINES = 450
@@ -160,7 +158,6 @@ def test_no_import_cycle() -> None:
     assert not cycle, "import cycle: " + " -> ".join(cycle)
 
 
-@pytest.mark.xfail(strict=False, reason="fixed by the core/qemu redesign")
 def test_no_farm_module_over_450_lines() -> None:
     sizes = {
         str(path.relative_to(REPO)): len(path.read_text().splitlines())
