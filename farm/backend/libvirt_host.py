@@ -21,7 +21,7 @@ import psutil
 
 from farm.backend.libvirt_guest import _has_uuid, destroy_domain
 from farm.backend.libvirt_xml import FarmMarker, embed_root, parse_marker, serial_pty
-from farm.backend.screen import wait_screen_socket
+from farm.backend.screen import wait_screen_socket, wipe_dead
 from farm.errors import BackendError
 from farm.procs import ProcessRegistry
 
@@ -99,6 +99,7 @@ def start_screen(
     if pty is None or shutil.which("screen") is None:
         glog.warning("no screen session (pty %s, screen %s)", pty, shutil.which("screen"))
         return None
+    wipe_dead(name)
     try:
         screen = subprocess.Popen(
             ["screen", "-D", "-m", "-S", name, pty],

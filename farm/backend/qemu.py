@@ -28,6 +28,7 @@ import psutil
 from farm.agent.protocol import guest_key
 from farm.backend import identity, snapshot
 from farm.backend.base import Backend, Guest, pid_stopped
+from farm.backend.screen import wipe_dead
 from farm.bridge.bridge import BackendBridge
 from farm.config import FarmConfig
 from farm.errors import ConfigError, ImageError, LaunchError
@@ -89,6 +90,7 @@ class QemuGuest(Guest):
             self.process.shutdown(timeout=3.0, hard=hard)
         finally:
             shutil.rmtree(self.run_dir, ignore_errors=True)
+            wipe_dead(self.name)  # a screen killed hard leaves its socket behind
             if self._on_destroy is not None:
                 self._on_destroy()
             self.log.debug("destroyed")
@@ -235,6 +237,7 @@ class QemuBackend(Backend):
             )
         (run_dir / "cmdline").write_text(json.dumps(argv))
         glog.info("starting %s", " ".join(argv))
+        wipe_dead(name)  # a dead qemuN socket would make `screen -xr qemuN` ambiguous
         process = QemuProcess(
             argv,
             name=name,

@@ -17,6 +17,22 @@ from pathlib import Path
 from farm.procs import terminate
 
 
+def wipe_dead(name: str) -> None:
+    """Remove dead screen sessions named ``name`` (left by a crash or a reboot).
+
+    A dead ``<pid>.qemu1`` socket makes ``screen -xr qemu1`` ambiguous for the user
+    and looks like a leftover session; live sessions (another farm's) are untouched.
+    """
+    with contextlib.suppress(OSError, subprocess.SubprocessError):
+        subprocess.run(
+            ["screen", "-wipe", name],
+            stdin=subprocess.DEVNULL,
+            capture_output=True,
+            timeout=5,
+            check=False,
+        )
+
+
 def quit_screen(name: str, screen: subprocess.Popen[bytes]) -> None:
     """Quit farm's screen session ``<pid>.<name>`` and reap the screen process."""
     if screen.poll() is None:
@@ -33,6 +49,7 @@ def quit_screen(name: str, screen: subprocess.Popen[bytes]) -> None:
         except subprocess.TimeoutExpired:
             terminate(screen.pid, timeout=2.0)
     screen.wait()
+    wipe_dead(name)
 
 
 def wait_screen_socket(screen: subprocess.Popen[bytes], name: str, glog: logging.Logger) -> None:
