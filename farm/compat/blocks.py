@@ -54,3 +54,12 @@ def spread(value: Callable[[Any], Block], values: Any) -> Callable[[], Block]:
         return value(list(values) if isinstance(values, list) else values)
 
     return dimension
+
+
+def random_list(mix: Callable[[int], list[Any]]) -> Callable[[int, int], list[Any]]:
+    """``RandomList(size, par1_max)``: ``size`` blocks, each from a fresh ``mix(par1_max)``."""
+
+    def RandomList(size: int, par1_max: int) -> list[Any]:
+        return [random.choice(mix(par1_max)) for _ in range(size)]
+
+    return RandomList
