@@ -12,6 +12,8 @@ import itertools
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from typing import Any
 
+from farm.taskset.variants import Dimension, odometer
+
 
 def _flatten(
     d: Mapping[str, Any], prefix: tuple[str, ...] = ()
@@ -52,28 +54,20 @@ def is_concrete(d: Mapping[str, Any]) -> bool:
     )
 
 
+class _Restartable:
+    """An iterable whose every iteration is a fresh ``make()`` (one odometer axis)."""
+
+    def __init__(self, make: Callable[[], Iterator[Any]]) -> None:
+        self._make = make
+
+    def __iter__(self) -> Iterator[Any]:
+        return self._make()
+
+
 def lazy_product(factories: list[Callable[[], Iterator[Any]]]) -> Iterator[tuple[Any, ...]]:
-    """``itertools.product`` of re-startable iterators (first slowest), never materialised."""
-    iters = [make() for make in factories]
-    current: list[Any] = []
-    for it in iters:
-        first = next(it, _END)
-        if first is _END:
-            return
-        current.append(first)
-    while True:
+    """``itertools.product`` of re-startable iterators (first slowest), never materialised.
+
+    farm's own odometer (:func:`farm.taskset.variants.odometer`) does the counting.
+    """
+    for current in odometer([Dimension(_Restartable(make), replay=False) for make in factories]):
         yield tuple(current)
-        i = len(iters) - 1
-        while i >= 0:
-            value = next(iters[i], _END)
-            if value is not _END:
-                current[i] = value
-                break
-            iters[i] = factories[i]()
-            current[i] = next(iters[i])
-            i -= 1
-        if i < 0:
-            return
-
-
-_END = object()

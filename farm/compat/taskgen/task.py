@@ -25,29 +25,23 @@ class Job:
         return f"Job({self.start_date}, {self.end_date}, {self.exit_value})"
 
 
-class Task(dict[str, Any]):
-    """A task: taskgen's defaults, then each block merged in order (a callable block is called).
+class BlockTask(dict[str, Any]):
+    """A task dict of either fork: its defaults, then each block merged in order.
 
-    ``jobs`` is a list of :class:`Job` the distributor fills from the events.
+    A callable block is called first. The forks differ in ``_defaults`` and in
+    how they keep job records; the malsami fork's Task is one of these too.
     """
 
     def __init__(self, *blocks: Any) -> None:
-        super().__init__(
-            {
-                "id": None,
-                "priority": None,
-                "quota": None,
-                "pkg": None,
-                "config": None,
-                "period": None,
-                "numberofjobs": 1,
-            }
-        )
-        self.jobs: list[Job] = []
+        super().__init__(self._defaults())
         for block in blocks:
             if callable(block):
                 block = block()
             super().update(block)
+
+    @staticmethod
+    def _defaults() -> dict[str, Any]:
+        return {}
 
     @property
     def id(self) -> Any:
@@ -57,13 +51,36 @@ class Task(dict[str, Any]):
     def id(self, value: Any) -> None:
         self["id"] = value
 
+    def binary(self) -> Any:
+        return self["pkg"]
+
+
+class Task(BlockTask):
+    """A task: taskgen's defaults, then each block merged in order (a callable block is called).
+
+    ``jobs`` is a list of :class:`Job` the distributor fills from the events.
+    """
+
+    def __init__(self, *blocks: Any) -> None:
+        super().__init__(*blocks)
+        self.jobs: list[Job] = []
+
+    @staticmethod
+    def _defaults() -> dict[str, Any]:
+        return {
+            "id": None,
+            "priority": None,
+            "quota": None,
+            "pkg": None,
+            "config": None,
+            "period": None,
+            "numberofjobs": 1,
+        }
+
     def variants(self) -> Iterator[Task]:
         """Every variant of this task (non-string iterables are dimensions)."""
         for values in dict_variants(self):
             yield Task(values)
-
-    def binary(self) -> Any:
-        return self["pkg"]
 
     def reset_jobs(self) -> None:
         self.jobs = []

@@ -6,49 +6,32 @@ from collections.abc import Iterator
 from typing import Any
 
 from farm.compat.convert import stamp
+from farm.compat.taskgen.task import BlockTask
 from farm.compat.variants import dict_variants
 from farm.events import Event, EventType
 
 
-def _defaults() -> dict[str, Any]:
-    return {
-        "id": None,
-        "priority": 128,  # 0 most urgent .. 127 least; 128: EDF (deadline)
-        "deadline": 1,
-        "quota": "0M",
-        "caps": 0,
-        "pkg": "",
-        "config": {"arg1": 0},
-        "cores": 2,
-        "coreoffset": 1,
-        "criticaltime": 0,
-        "period": 1,
-        "numberofjobs": 1,
-        "offset": 0,
-        "jobs": {},  # "1": [start, end, exit type], filled at run time
-    }
-
-
-class Task(dict[str, Any]):
+class Task(BlockTask):
     """A task: the fork's defaults, then each block merged in order (a callable is called)."""
 
-    def __init__(self, *blocks: Any) -> None:
-        super().__init__(_defaults())
-        for block in blocks:
-            if callable(block):
-                block = block()
-            super().update(block)
-
-    @property
-    def id(self) -> Any:
-        return self["id"]
-
-    @id.setter
-    def id(self, value: Any) -> None:
-        self["id"] = value
-
-    def binary(self) -> Any:
-        return self["pkg"]
+    @staticmethod
+    def _defaults() -> dict[str, Any]:
+        return {
+            "id": None,
+            "priority": 128,  # 0 most urgent .. 127 least; 128: EDF (deadline)
+            "deadline": 1,
+            "quota": "0M",
+            "caps": 0,
+            "pkg": "",
+            "config": {"arg1": 0},
+            "cores": 2,
+            "coreoffset": 1,
+            "criticaltime": 0,
+            "period": 1,
+            "numberofjobs": 1,
+            "offset": 0,
+            "jobs": {},  # "1": [start, end, exit type], filled at run time
+        }
 
     def variants(self) -> Iterator[Task]:
         """Every variant (farm addition: the fork had none; its Variants blocks need it)."""

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
+from farm.compat.blocks import random_list
 from farm.compat.taskgen.blocks import cond_42, cond_mod, hey, idle, linpack, pi, tumatmul
 
 
@@ -21,6 +21,4 @@ def Random(par1_max: int) -> list[Any]:
     ]
 
 
-def RandomList(size: int, par1_max: int) -> list[Any]:
-    """``size`` blocks picked at random from ``Random(par1_max)``."""
-    return [random.choice(Random(par1_max)) for _ in range(size)]
+RandomList = random_list(Random)  # ``size`` blocks picked at random from ``Random(par1_max)``

@@ -4,19 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from farm.compat.taskgen.blocks._workload import rand, value, variants
+from farm.compat.blocks import workload
 
-
-def Value(arg1: Any) -> dict[str, Any]:
-    return value("cond_42", arg1)
-
-
-def Random(n: int) -> dict[str, Any]:
-    return rand("cond_42", n)
-
-
-def Variants(n: int) -> dict[str, Any]:
-    return variants("cond_42", n)
+Value, Random, Variants = workload("cond_42", first=0, quota="1M")
 
 
 def Break() -> dict[str, Any]:

@@ -5,19 +5,9 @@ from __future__ import annotations
 import random
 from typing import Any
 
-from farm.compat.taskgen.blocks._workload import rand, value, variants
+from farm.compat.blocks import workload
 
-
-def Value(arg1: Any) -> dict[str, Any]:
-    return value("cond_mod", arg1)
-
-
-def Random(n: int) -> dict[str, Any]:
-    return rand("cond_mod", n)
-
-
-def Variants(n: int) -> dict[str, Any]:
-    return variants("cond_mod", n)
+Value, Random, Variants = workload("cond_mod", first=0, quota="1M")
 
 
 def Break() -> dict[str, Any]:

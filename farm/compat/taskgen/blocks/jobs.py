@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import random
 from typing import Any
+
+from farm.compat.blocks import drawn, spread
 
 
 def Value(n: Any) -> dict[str, Any]:
@@ -11,11 +12,5 @@ def Value(n: Any) -> dict[str, Any]:
 
 
 Custom = Value
-
-
-def Variants() -> dict[str, Any]:
-    return Value(range(1, 20))
-
-
-def Random() -> dict[str, Any]:
-    return Value(random.randint(1, 20))
+Variants = spread(Value, range(1, 20))
+Random = drawn(Value, 1, 20)

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import random
 from typing import Any
+
+from farm.compat.blocks import drawn, spread
 
 
 def Value(period: Any) -> dict[str, Any]:
@@ -11,23 +12,8 @@ def Value(period: Any) -> dict[str, Any]:
 
 
 Custom = Value  # what taskgen's own docstrings and nextgen sets call it
-
-
-def Variants() -> dict[str, Any]:
-    return Value(range(20))
-
-
-def Random() -> dict[str, Any]:
-    return Value(random.randint(1, 20))
-
-
-def HighRandom() -> dict[str, Any]:
-    return Value(random.randint(1, 5))
-
-
-def MediumRandom() -> dict[str, Any]:
-    return Value(random.randint(5, 10))
-
-
-def LowRandom() -> dict[str, Any]:
-    return Value(random.randint(10, 20))
+Variants = spread(Value, range(20))
+Random = drawn(Value, 1, 20)
+HighRandom = drawn(Value, 1, 5)
+MediumRandom = drawn(Value, 5, 10)
+LowRandom = drawn(Value, 10, 20)

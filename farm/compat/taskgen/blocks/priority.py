@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-import random
 from typing import Any
+
+from farm.compat.blocks import drawn, spread
 
 
 def Value(priority: Any) -> dict[str, Any]:
@@ -11,23 +12,8 @@ def Value(priority: Any) -> dict[str, Any]:
 
 
 Custom = Value  # what taskgen's own docstrings and nextgen sets call it
-
-
-def Variants() -> dict[str, Any]:
-    return Value(range(1, 128))
-
-
-def Random() -> dict[str, Any]:
-    return Value(random.randint(1, 128))
-
-
-def HighRandom() -> dict[str, Any]:
-    return Value(random.randint(1, 42))
-
-
-def MediumRandom() -> dict[str, Any]:
-    return Value(random.randint(42, 84))
-
-
-def LowRandom() -> dict[str, Any]:
-    return Value(random.randint(84, 128))
+Variants = spread(Value, range(1, 128))
+Random = drawn(Value, 1, 128)
+HighRandom = drawn(Value, 1, 42)
+MediumRandom = drawn(Value, 42, 84)
+LowRandom = drawn(Value, 84, 128)

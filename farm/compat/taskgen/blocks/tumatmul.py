@@ -2,18 +2,6 @@
 
 from __future__ import annotations
 
-from typing import Any
+from farm.compat.blocks import workload
 
-from farm.compat.taskgen.blocks._workload import rand, value, variants
-
-
-def Value(arg1: Any) -> dict[str, Any]:
-    return value("tumatmul", arg1)
-
-
-def Random(n: int) -> dict[str, Any]:
-    return rand("tumatmul", n)
-
-
-def Variants(n: int) -> dict[str, Any]:
-    return variants("tumatmul", n)
+Value, Random, Variants = workload("tumatmul", first=0, quota="1M")

@@ -1,30 +1,18 @@
-"""``criticaltime`` blocks (malsami fork)."""
+"""``criticaltime`` blocks (malsami fork): whole seconds in ms (a list of 0..19 s as Variants)."""
 
 from __future__ import annotations
 
-import random
 from typing import Any
+
+from farm.compat.blocks import drawn, spread
 
 
 def Value(criticaltime: Any) -> dict[str, Any]:
     return {"criticaltime": criticaltime}
 
 
-def Variants() -> dict[str, Any]:
-    return Value([x * 1000 for x in range(20)])
-
-
-def Random() -> dict[str, Any]:
-    return Value(1000 * random.randint(1, 20))
-
-
-def HighRandom() -> dict[str, Any]:
-    return Value(1000 * random.randint(14, 20))
-
-
-def MediumRandom() -> dict[str, Any]:
-    return Value(1000 * random.randint(7, 14))
-
-
-def LowRandom() -> dict[str, Any]:
-    return Value(1000 * random.randint(1, 7))
+Variants = spread(Value, [x * 1000 for x in range(20)])
+Random = drawn(Value, 1, 20, scale=1000)
+HighRandom = drawn(Value, 14, 20, scale=1000)
+MediumRandom = drawn(Value, 7, 14, scale=1000)
+LowRandom = drawn(Value, 1, 7, scale=1000)

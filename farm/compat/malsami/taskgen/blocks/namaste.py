@@ -2,17 +2,6 @@
 
 from __future__ import annotations
 
-import random
-from typing import Any
+from farm.compat.blocks import workload
 
-
-def Value(arg1: Any) -> dict[str, Any]:
-    return {"pkg": "namaste", "config": {"arg1": arg1}}
-
-
-def Random(n: int) -> dict[str, Any]:
-    return Value(random.randint(1, n))
-
-
-def Variants(variants: int) -> dict[str, Any]:
-    return Value(range(1, variants))
+Value, Random, Variants = workload("namaste", first=1)

@@ -1,30 +1,19 @@
-"""``numberofjobs`` blocks (malsami fork)."""
+"""``numberofjobs`` blocks (malsami fork): taskgen's ``jobs`` plus High/Medium/LowRandom."""
 
 from __future__ import annotations
 
-import random
 from typing import Any
+
+from farm.compat.blocks import drawn
+from farm.compat.taskgen.blocks.jobs import Random, Variants
+
+__all__ = ["HighRandom", "LowRandom", "MediumRandom", "Random", "Value", "Variants"]
 
 
 def Value(numberofjobs: Any = 1) -> dict[str, Any]:
     return {"numberofjobs": numberofjobs}
 
 
-def Variants() -> dict[str, Any]:
-    return Value(range(1, 20))
-
-
-def Random() -> dict[str, Any]:
-    return Value(random.randint(1, 20))
-
-
-def HighRandom() -> dict[str, Any]:
-    return Value(random.randint(1, 5))
-
-
-def MediumRandom() -> dict[str, Any]:
-    return Value(random.randint(5, 10))
-
-
-def LowRandom() -> dict[str, Any]:
-    return Value(random.randint(10, 20))
+HighRandom = drawn(Value, 1, 5)
+MediumRandom = drawn(Value, 5, 10)
+LowRandom = drawn(Value, 10, 20)

@@ -1,30 +1,18 @@
-"""``offset`` blocks (malsami fork)."""
+"""``offset`` blocks (malsami fork, milliseconds)."""
 
 from __future__ import annotations
 
-import random
 from typing import Any
+
+from farm.compat.blocks import drawn, spread
 
 
 def Value(offset: Any) -> dict[str, Any]:
     return {"offset": offset}
 
 
-def Variants() -> dict[str, Any]:
-    return Value(range(1000, 20000, 1000))
-
-
-def Random() -> dict[str, Any]:
-    return Value(random.randint(1000, 20000))
-
-
-def HighRandom() -> dict[str, Any]:
-    return Value(random.randint(10000, 20000))
-
-
-def MediumRandom() -> dict[str, Any]:
-    return Value(random.randint(5000, 10000))
-
-
-def LowRandom() -> dict[str, Any]:
-    return Value(random.randint(1000, 5000))
+Variants = spread(Value, range(1000, 20000, 1000))
+Random = drawn(Value, 1000, 20000)
+HighRandom = drawn(Value, 10000, 20000)
+MediumRandom = drawn(Value, 5000, 10000)
+LowRandom = drawn(Value, 1000, 5000)

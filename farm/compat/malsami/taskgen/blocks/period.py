@@ -1,30 +1,13 @@
-"""``period`` blocks (malsami fork)."""
+"""``period`` blocks (malsami fork): taskgen's Value and Variants, draws in 1000..20000 ms."""
 
 from __future__ import annotations
 
-import random
-from typing import Any
+from farm.compat.blocks import drawn
+from farm.compat.taskgen.blocks.period import Value, Variants
 
+__all__ = ["HighRandom", "LowRandom", "MediumRandom", "Random", "Value", "Variants"]
 
-def Value(period: Any) -> dict[str, Any]:
-    return {"period": period}
-
-
-def Variants() -> dict[str, Any]:
-    return Value(range(20))
-
-
-def Random() -> dict[str, Any]:
-    return Value(random.randint(1000, 20000))
-
-
-def HighRandom() -> dict[str, Any]:
-    return Value(random.randint(1000, 3000))
-
-
-def MediumRandom() -> dict[str, Any]:
-    return Value(random.randint(4000, 10000))
-
-
-def LowRandom() -> dict[str, Any]:
-    return Value(random.randint(10000, 20000))
+Random = drawn(Value, 1000, 20000)
+HighRandom = drawn(Value, 1000, 3000)
+MediumRandom = drawn(Value, 4000, 10000)
+LowRandom = drawn(Value, 10000, 20000)

@@ -1,30 +1,14 @@
-"""``priority`` blocks (malsami fork)."""
+"""``priority`` blocks (malsami fork): taskgen's Value, ranges within 0..127."""
 
 from __future__ import annotations
 
-import random
-from typing import Any
+from farm.compat.blocks import drawn, spread
+from farm.compat.taskgen.blocks.priority import Value
 
+__all__ = ["HighRandom", "LowRandom", "MediumRandom", "Random", "Value", "Variants"]
 
-def Value(priority: Any) -> dict[str, Any]:
-    return {"priority": priority}
-
-
-def Variants() -> dict[str, Any]:
-    return Value(range(0, 127))
-
-
-def Random() -> dict[str, Any]:
-    return Value(random.randint(1, 127))
-
-
-def HighRandom() -> dict[str, Any]:
-    return Value(random.randint(0, 42))
-
-
-def MediumRandom() -> dict[str, Any]:
-    return Value(random.randint(42, 84))
-
-
-def LowRandom() -> dict[str, Any]:
-    return Value(random.randint(84, 127))
+Variants = spread(Value, range(0, 127))
+Random = drawn(Value, 1, 127)
+HighRandom = drawn(Value, 0, 42)
+MediumRandom = drawn(Value, 42, 84)
+LowRandom = drawn(Value, 84, 127)
