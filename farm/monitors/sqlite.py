@@ -36,116 +36,27 @@ run's finish replaces the earlier finished run (its row, jobs and events are
 deleted in the same transaction), so the set is still recorded once. Without
 the flag a second finish stays visible to FINISHED_NOT_ONCE. A run left
 'running' by a dead farm is marked 'stopped' when the set starts again.
+
+The store itself is farm.monitors.sqlstore (shared with PostgresMonitor); this
+module adds SQLite's connection (WAL), types and row ids.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import sqlite3
-import threading
-import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
-from farm.core.records import SetState
-from farm.events import Event, EventType
-from farm.monitors.base import (
-    AbstractMonitor,
-    taskset_job,
-    taskset_label,
-    taskset_replaces_finish,
-    taskset_tasks,
-    taskset_variant,
+from farm.monitors.sqlstore import (
+    FINISHED_NOT_ONCE,
+    TASK_COLUMNS,
+    SqlStoreMonitor,
+    description_json,
 )
 
-log = logging.getLogger(__name__)
-
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS tasksets (
-    id          INTEGER PRIMARY KEY,
-    job         TEXT    NOT NULL,
-    variant     INTEGER,
-    description TEXT    NOT NULL,
-    state       TEXT    NOT NULL CHECK (state IN ('started', 'finished', 'stopped', 'bad')),
-    tries       INTEGER NOT NULL DEFAULT 0,
-    started_at  REAL,
-    finished_at REAL,
-    UNIQUE (job, variant)
-);
-CREATE TABLE IF NOT EXISTS runs (
-    id          INTEGER PRIMARY KEY,
-    taskset_id  INTEGER NOT NULL REFERENCES tasksets(id),
-    attempt     INTEGER NOT NULL,
-    state       TEXT    NOT NULL CHECK (state IN ('running', 'finished', 'stopped')),
-    started_at  REAL    NOT NULL,
-    ended_at    REAL,
-    UNIQUE (taskset_id, attempt)
-);
-CREATE TABLE IF NOT EXISTS tasks (
-    taskset_id    INTEGER NOT NULL REFERENCES tasksets(id),
-    task_id       INTEGER NOT NULL,
-    pkg           TEXT,
-    priority      INTEGER,
-    period        NUMERIC,
-    executiontime NUMERIC,
-    criticaltime  NUMERIC,
-    deadline      NUMERIC,
-    "offset"      NUMERIC,
-    numberofjobs  INTEGER,
-    quota         NUMERIC,
-    config        TEXT,
-    PRIMARY KEY (taskset_id, task_id)
-);
-CREATE TABLE IF NOT EXISTS jobs (
-    run_id     INTEGER NOT NULL REFERENCES runs(id),
-    taskset_id INTEGER NOT NULL REFERENCES tasksets(id),
-    task_id    INTEGER NOT NULL,
-    job        INTEGER NOT NULL,
-    start_ts   REAL,
-    end_ts     REAL,
-    exit_type  TEXT,
-    detail     TEXT,
-    PRIMARY KEY (run_id, task_id, job)
-);
-CREATE TABLE IF NOT EXISTS events (
-    id          INTEGER PRIMARY KEY,
-    run_id      INTEGER NOT NULL REFERENCES runs(id),
-    taskset_id  INTEGER NOT NULL REFERENCES tasksets(id),
-    task_id     INTEGER NOT NULL,
-    job         INTEGER,
-    type        TEXT    NOT NULL,
-    ts          REAL    NOT NULL,
-    detail      TEXT,
-    received_at REAL    NOT NULL
-);
-CREATE INDEX IF NOT EXISTS events_by_run ON events (run_id, id);
-CREATE INDEX IF NOT EXISTS runs_by_taskset ON runs (taskset_id, state);
-CREATE VIEW IF NOT EXISTS results AS
-    SELECT t.job AS job_name, t.variant, j.*
-    FROM jobs j JOIN runs r ON r.id = j.run_id JOIN tasksets t ON t.id = j.taskset_id
-    WHERE r.state = 'finished';
-"""
-
-FINISHED_NOT_ONCE = """
-SELECT t.id, t.job, t.variant, COUNT(r.id) AS finished_runs
-FROM tasksets t LEFT JOIN runs r ON r.taskset_id = t.id AND r.state = 'finished'
-GROUP BY t.id HAVING COUNT(r.id) != 1
-"""
-"""Task sets not finished exactly once (no rows = every variant finished once)."""
-
-_TASK_COLUMNS = (
-    "pkg",
-    "priority",
-    "period",
-    "executiontime",
-    "criticaltime",
-    "deadline",
-    "offset",
-    "numberofjobs",
-    "quota",
-)
-_TERMINAL = (EventType.JOBS_DONE, EventType.NOTICE)
 #: SQLite page cache of the monitor's connection, KiB
 CACHE_KIB = 512
 
@@ -156,209 +67,57 @@ def _sql_value(value: Any) -> Any:
     return json.dumps(value, sort_keys=True, default=str)
 
 
-class SqliteMonitor(AbstractMonitor):
+class SqliteMonitor(SqlStoreMonitor[sqlite3.Connection]):
     """Stores task sets, attempts, tasks, jobs and events in an SQLite file (WAL)."""
+
+    SCHEMA_TYPES: ClassVar[dict[str, str]] = {
+        "pk": "INTEGER PRIMARY KEY",
+        "ref": "INTEGER",
+        "real": "REAL",
+        "number": "NUMERIC",
+        "view": "VIEW IF NOT EXISTS",
+    }
+    INSERT_TASK: ClassVar[tuple[str, str]] = ("INSERT OR IGNORE INTO", "")
 
     def __init__(self, path: str | Path = "results.db") -> None:
         """The database is opened (and its schema created) on the first hook call."""
+        super().__init__()
         self.path = Path(path) if str(path) != ":memory:" else path
-        self._conn: sqlite3.Connection | None = None
-        self._lock = threading.RLock()
-        self._rows: dict[Any, int] = {}  # (job, variant) or id(taskset) -> tasksets.id
-        self._anon: dict[int, Any] = {}  # id(taskset) -> taskset (keeps the id valid)
-        self._runs: dict[int, int] = {}  # tasksets.id -> running runs.id
 
-    # -- connection ------------------------------------------------------------------
+    def _open(self) -> sqlite3.Connection:
+        if isinstance(self.path, Path):
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=NORMAL")
+        # writes go to the tail of the indexes: a small page cache serves them, and a
+        # long-running farm's RSS stays flat (the default 2 MiB fills up over hours)
+        conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        conn.execute("PRAGMA foreign_keys=ON")
+        conn.executescript(SCHEMA)
+        return conn
 
-    @property
-    def connection(self) -> sqlite3.Connection:
-        """The monitor's connection (opened on first use; usable from any one thread at a time)."""
-        with self._lock:
-            if self._conn is None:
-                if isinstance(self.path, Path):
-                    self.path.parent.mkdir(parents=True, exist_ok=True)
-                conn = sqlite3.connect(str(self.path), timeout=30, check_same_thread=False)
-                conn.execute("PRAGMA journal_mode=WAL")
-                conn.execute("PRAGMA synchronous=NORMAL")
-                # writes go to the tail of the indexes: a small page cache serves them, and a
-                # long-running farm's RSS stays flat (the default 2 MiB fills up over hours)
-                conn.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-                conn.execute("PRAGMA foreign_keys=ON")
-                conn.executescript(SCHEMA)
-                self._conn = conn
-            return self._conn
-
-    def close(self) -> None:
-        """Close the database (a later hook call reopens it)."""
-        with self._lock:
-            if self._conn is not None:
-                self._conn.close()
-            self._conn = None
-            self._runs.clear()
-
-    # -- identity --------------------------------------------------------------------
-
-    def _key(self, taskset: Any) -> Any:
-        variant = taskset_variant(taskset)
-        return (taskset_job(taskset), variant) if variant is not None else id(taskset)
-
-    def _taskset_row(self, conn: sqlite3.Connection, taskset: Any) -> int:
-        key = self._key(taskset)
-        if key in self._rows:
-            return self._rows[key]
-        job, variant = taskset_job(taskset), taskset_variant(taskset)
-        row = None
-        if variant is not None:
-            row = conn.execute(
-                "SELECT id FROM tasksets WHERE job = ? AND variant = ?", (job, variant)
-            ).fetchone()
-        if row is not None:
-            row_id = int(row[0])
-        else:
-            try:
-                description = json.dumps(taskset.description(), sort_keys=True, default=str)
-            except Exception as exc:
-                description = json.dumps({"error": f"no description: {exc}"})
-            cur = conn.execute(
-                "INSERT INTO tasksets (job, variant, description, state) "
-                "VALUES (?, ?, ?, 'started')",
-                (job, variant, description),
-            )
-            row_id = int(cur.lastrowid or 0)
-            for task in taskset_tasks(taskset):
-                conn.execute(
-                    "INSERT OR IGNORE INTO tasks (taskset_id, task_id, pkg, priority, period, "
-                    'executiontime, criticaltime, deadline, "offset", numberofjobs, quota, config) '
-                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                    (
-                        row_id,
-                        task.get("id"),
-                        *(_sql_value(task.get(c)) for c in _TASK_COLUMNS),
-                        json.dumps(task.get("config", {}), sort_keys=True, default=str),
-                    ),
-                )
-        self._rows[key] = row_id
-        if variant is None:
-            self._anon[id(taskset)] = taskset
-        return row_id
-
-    def _forget(self, taskset: Any) -> None:
-        """Drop a settled set's cached row id: a long-lived monitor must not grow per set."""
-        self._rows.pop(self._key(taskset), None)
-        if taskset_variant(taskset) is None:
-            self._anon.pop(id(taskset), None)
-
-    def _start_run(self, conn: sqlite3.Connection, taskset_id: int, now: float) -> int:
-        self._runs.pop(taskset_id, None)
-        conn.execute(  # a start without stop/finish, here or in a farm that died
-            "UPDATE runs SET state = 'stopped', ended_at = ? "
-            "WHERE taskset_id = ? AND state = 'running'",
-            (now, taskset_id),
-        )
-        (attempt,) = conn.execute(
-            "SELECT COALESCE(MAX(attempt), 0) + 1 FROM runs WHERE taskset_id = ?", (taskset_id,)
-        ).fetchone()
-        cur = conn.execute(
-            "INSERT INTO runs (taskset_id, attempt, state, started_at) VALUES (?, ?, 'running', ?)",
-            (taskset_id, attempt, now),
-        )
-        conn.execute(
-            "UPDATE tasksets SET state = 'started', tries = ?, finished_at = NULL, "
-            "started_at = COALESCE(started_at, ?) WHERE id = ?",
-            (attempt, now, taskset_id),
-        )
-        run_id = int(cur.lastrowid or 0)
-        self._runs[taskset_id] = run_id
-        return run_id
-
-    def _end_run(self, conn: sqlite3.Connection, taskset_id: int, state: str, now: float) -> None:
-        run_id = self._runs.pop(taskset_id, None)
-        if run_id is not None:
-            conn.execute(
-                "UPDATE runs SET state = ?, ended_at = ? WHERE id = ?", (state, now, run_id)
-            )
-
-    # -- hooks -----------------------------------------------------------------------
-
-    def __taskset_start__(self, taskset: Any) -> None:
+    @contextmanager
+    def _transaction(self, action: str, taskset: Any) -> Iterator[sqlite3.Connection]:
         with self._lock, self.connection as conn:
-            self._start_run(conn, self._taskset_row(conn, taskset), time.time())
+            yield conn
 
-    def __taskset_event__(self, taskset: Any, event: Event) -> None:
-        now = time.time()
-        with self._lock, self.connection as conn:
-            taskset_id = self._taskset_row(conn, taskset)
-            run_id = self._runs.get(taskset_id)
-            if run_id is None:
-                log.warning("event for %s before its start: starting a run", taskset_job(taskset))
-                run_id = self._start_run(conn, taskset_id, now)
-            conn.execute(
-                "INSERT INTO events (run_id, taskset_id, task_id, job, type, ts, detail, "
-                "received_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-                (run_id, taskset_id, event.task_id, event.job, str(event.type),
-                 event.timestamp, event.detail, now),
-            )  # fmt: skip
-            if event.job is None or event.type in _TERMINAL:
-                return
-            if event.type is EventType.START:
-                conn.execute(
-                    "INSERT INTO jobs (run_id, taskset_id, task_id, job, start_ts) "
-                    "VALUES (?, ?, ?, ?, ?) ON CONFLICT (run_id, task_id, job) "
-                    "DO UPDATE SET start_ts = excluded.start_ts",
-                    (run_id, taskset_id, event.task_id, event.job, event.timestamp),
-                )
-            else:
-                conn.execute(
-                    "INSERT INTO jobs (run_id, taskset_id, task_id, job, end_ts, exit_type, "
-                    "detail) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (run_id, task_id, job) "
-                    "DO UPDATE SET end_ts = excluded.end_ts, exit_type = excluded.exit_type, "
-                    "detail = excluded.detail",
-                    (run_id, taskset_id, event.task_id, event.job, event.timestamp,
-                     str(event.type), event.detail),
-                )  # fmt: skip
+    def _insert_id(self, conn: sqlite3.Connection, sql: str, args: tuple[Any, ...]) -> int:
+        return int(self._run(conn, sql, args).lastrowid or 0)
 
-    def _replace_finish(self, conn: sqlite3.Connection, taskset: Any, taskset_id: int) -> None:
-        """Delete the latest finished run of the set but the current one (resumed re-run)."""
-        row = conn.execute(
-            "SELECT id, attempt FROM runs WHERE taskset_id = ? AND state = 'finished' "
-            "AND id != ? ORDER BY attempt DESC LIMIT 1",
-            (taskset_id, self._runs.get(taskset_id, -1)),
-        ).fetchone()
-        if row is None:
-            return
-        run_id, attempt = row
-        conn.execute("DELETE FROM events WHERE run_id = ?", (run_id,))
-        conn.execute("DELETE FROM jobs WHERE run_id = ?", (run_id,))
-        conn.execute("DELETE FROM runs WHERE id = ?", (run_id,))
-        log.info(
-            "%s: finish of attempt %d (recorded before the farm stopped) replaced by this run",
-            taskset_label(taskset),
-            attempt,
-        )
+    def _insert_taskset(
+        self, conn: sqlite3.Connection, job: str, variant: int | None, taskset: Any
+    ) -> tuple[int, bool]:
+        if variant is not None and (row_id := self._select_taskset(conn, job, variant)) is not None:
+            return row_id, False
+        sql = "INSERT INTO tasksets (job, variant, description, state) VALUES (?, ?, ?, 'started')"
+        return self._insert_id(conn, sql, (job, variant, description_json(taskset))), True
 
-    def _settle(
-        self, taskset: Any, run_state: str, state: SetState, tries: int | None = None
-    ) -> None:
-        now = time.time()
-        with self._lock, self.connection as conn:
-            taskset_id = self._taskset_row(conn, taskset)
-            if state is SetState.FINISHED and taskset_replaces_finish(taskset):
-                self._replace_finish(conn, taskset, taskset_id)
-            self._end_run(conn, taskset_id, run_state, now)
-            finished_at = now if state is SetState.FINISHED else None
-            conn.execute(
-                "UPDATE tasksets SET state = ?, finished_at = ?, tries = MAX(tries, ?) "
-                "WHERE id = ?",
-                (str(state), finished_at, tries or 0, taskset_id),
-            )
-        if state in (SetState.FINISHED, SetState.BAD):
-            self._forget(taskset)
+    def _task_values(self, task: dict[str, Any]) -> tuple[Any, ...]:
+        return tuple(_sql_value(task.get(c)) for c in TASK_COLUMNS)
 
-    def __taskset_finish__(self, taskset: Any) -> None:
-        self._settle(taskset, "finished", SetState.FINISHED)
 
-    def __taskset_stop__(self, taskset: Any) -> None:
-        self._settle(taskset, "stopped", SetState.STOPPED)
+SCHEMA = SqliteMonitor.schema()
+"""SQLite's CREATE statements of the results store."""
 
-    def __taskset_bad__(self, taskset: Any, tries: int) -> None:
-        self._settle(taskset, "stopped", SetState.BAD, tries)
+__all__ = ["CACHE_KIB", "FINISHED_NOT_ONCE", "SCHEMA", "SqliteMonitor"]
