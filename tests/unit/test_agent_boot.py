@@ -77,6 +77,7 @@ def test_preload_makes_the_workdir_and_releases_logs_even_if_the_machinery_fails
         raise ImportError("no machinery here")
 
     monkeypatch.setattr(service_mod, "load_machinery", broken)
+    monkeypatch.setattr(service_mod, "_machinery_loaded", False)  # an earlier test loaded it
     released: list[bool] = []
     monkeypatch.setattr(logs, "release", lambda: released.append(True))
     service = AgentService(tmp_path / "work")
