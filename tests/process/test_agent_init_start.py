@@ -64,8 +64,8 @@ def test_init_program_serves_on_the_socket_it_bound_first() -> None:
         assert first.startswith(f"farm-init: listening on port {port}"), first
         with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
             sock.settimeout(30)
-            hello = client_handshake(sock, token)
-        assert hello["type"] == "hello"
+            channel = client_handshake(sock, token)
+        assert channel.hello["type"] == "hello"
         assert proc.stdout.readline().startswith(f"farm-agent listening on 0.0.0.0:{port} ")
     finally:
         proc.send_signal(signal.SIGTERM)
