@@ -106,7 +106,9 @@ def netns() -> Iterator[NetNs]:
         )
         yield NetNs(name, scratch)
     finally:
-        leftovers = ns_processes(name)
+        # a process still in its exit path (cmdline already empty) is not a stray: give
+        # the farm's last children a moment to finish exiting before judging
+        _, leftovers = psutil.wait_procs(ns_processes(name), timeout=2)
         report = []
         for proc in leftovers:
             with contextlib.suppress(psutil.Error):

@@ -25,10 +25,10 @@ def test_cyclictest_job_reports_latency_figures(
 ) -> None:
     task = {"id": 1, "pkg": "cyclictest", "config": {"loops": LOOPS, "interval_us": 1000}}
     with guest_factory(profile, TOKEN) as guest:
-        sock, _ = guest.wait_for_agent(TOKEN, BOOT_TIMEOUT)
-        with sock:
-            sock.settimeout(120)
-            events = run_set(sock, [task])
+        channel = guest.wait_for_agent(TOKEN, BOOT_TIMEOUT)
+        with channel.sock:
+            channel.sock.settimeout(120)
+            events = run_set(channel, [task])
     end = one(events, 1, "EXIT")
     figures = end["latency_us"]
     assert 0 < figures["min"] <= figures["avg"] <= figures["max"], end

@@ -4,8 +4,8 @@ The guests boot farm's image with ``farm.dom0=fake`` on the kernel command
 line: init starts the fake Genode dom0 (farm/session/fake_dom0.py, events
 paced in real time) in place of the farm agent, and ``session = "genode"``
 makes the Distributor speak the Taskloader protocol to it, dialling until the
-guest has booted. A guest frozen mid-set (SIGSTOP) goes silent: after
-``event_timeout`` it is destroyed and its set re-queued; nothing is lost.
+guest has booted. A guest frozen mid-set (SIGSTOP) goes silent: it is destroyed
+(stopped, or silent past ``event_timeout``) and its set re-queued; nothing is lost.
 """
 
 from __future__ import annotations
@@ -84,7 +84,10 @@ def test_silent_genode_guest_is_replaced_and_its_set_rerun(farm_dir: FarmDir) ->
                     proc.resume()
                     proc.kill()
     dist_log = (farm_dir.log / "distributor.log").read_text()
-    assert re.search(rf"#{hung_set}.*event timeout 4\.0s", dist_log), dist_log
+    # a stopped QEMU is caught by the slot's alive check (within 0.5 s), usually before the
+    # event timeout; the event timeout itself is tested against a fake dom0 that stays
+    # alive while it goes silent (tests/unit/test_genode_spawned.py, test_session_genode.py)
+    assert re.search(rf"#{hung_set}.*(event timeout 4\.0s|died or is stopped)", dist_log), dist_log
     assert hung_gone, "the silent guest was not destroyed"
     assert sorted(recorder.finished) == [0, 1]  # nothing lost
     assert recorder.stopped == [hung_set] and recorder.bad == []
