@@ -75,6 +75,7 @@ class BootWatch(threading.Thread):
         started: float,
         poll: float = 0.2,
         stall: float = 2.0,
+        up_poll: float = 1.0,
     ) -> None:
         super().__init__(name=f"bootwatch-{guest.name}", daemon=True)
         self.guest = guest
@@ -82,6 +83,8 @@ class BootWatch(threading.Thread):
         self.on_hung = on_hung
         self.started = started  # time.monotonic() when the boot began
         self.poll = poll
+        self.up_poll = up_poll  # once up: a stopped guest is still caught within ~1 s, and
+        # seven idle guests cost the farm ~0.15 % CPU instead of ~1 % at the boot's pace
         self.stall = stall
         self.done = threading.Event()
         self.booting = True
@@ -101,7 +104,7 @@ class BootWatch(threading.Thread):
 
     def _watch(self) -> str | None:
         mark, mark_at = self.guest.progress(), time.monotonic()
-        while not self.done.wait(self.poll):
+        while not self.done.wait(self.poll if self.booting else self.up_poll):
             now = time.monotonic()
             if not self.guest.alive():
                 return "the guest process died or is stopped"
