@@ -35,7 +35,7 @@ from farm.control.server import ControlServer
 from farm.core.journal import Journal
 from farm.core.logfile import attach_log_file, log_file_for
 from farm.core.pool import SlotPool
-from farm.core.ports import SlotEnvironment
+from farm.core.ports import MonitorPort, SlotEnvironment
 from farm.core.records import TaskSource
 from farm.core.slot import Slot
 from farm.core.submission import Submission, submission_key
@@ -340,7 +340,11 @@ class Distributor:
                     )
                     return False
                 self._pool.cond.wait(remaining if remaining is not None else 1.0)
-        for mon in list(self._pool.monitors.values()):
+            # a done submission's monitor may already be released (closing on its own
+            # thread, hooks still queued): flush those too, not only the ones in use
+            monitors: dict[int, MonitorPort] = {id(m): m for m in self._pool.monitors.values()}
+            monitors.update((id(j.monitor), j.monitor) for j in self._pool.submissions)
+        for mon in monitors.values():
             mon.flush()
         return True
 
