@@ -41,18 +41,10 @@ from stats import percentile
 
 import farm
 from farm import AbstractMonitor, Distributor, FarmConfig, Task, TaskSet
+from farm.agent.protocol import JOB_EXIT_TYPES
 from farm.tasksets.example import ExperimentTaskSet
 
-JOB_TYPES = (
-    "START",
-    "EXIT",
-    "EXIT_CRITICAL",
-    "EXIT_ERROR",
-    "OUT_OF_QUOTA",
-    "EXIT_PERIOD",
-    "EXIT_EXTERNAL",
-    "NOT_SCHEDULED",
-)
+JOB_TYPES = ("START", *JOB_EXIT_TYPES)  # the agent's own taxonomy
 IMAGES = Path(farm.__file__).resolve().parents[1] / "images"
 
 
