@@ -11,6 +11,7 @@ process is stopped (SIGSTOP): a frozen guest is as useless as a dead one, and
 from __future__ import annotations
 
 import abc
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
@@ -31,6 +32,16 @@ class Guest(abc.ABC):
     @abc.abstractmethod
     def alive(self) -> bool:
         """True while the guest's process exists (a crashed guest reports False)."""
+
+    _destroy_guard = threading.Lock()  # held for microseconds: one for every guest will do
+
+    def _first_destroy(self) -> bool:
+        """True for the first destroy() call only (thread-safe), so teardown runs once."""
+        with Guest._destroy_guard:
+            if getattr(self, "_destroyed", False):
+                return False
+            self._destroyed = True
+            return True
 
     @abc.abstractmethod
     def destroy(self) -> None:

@@ -84,8 +84,6 @@ class HostGuest(Guest):
         self._backend = backend
         self._host = host
         self._failed = False
-        self._released = False
-        self._lock = threading.Lock()
 
     def address(self, timeout: float) -> tuple[str, int]:
         return self._host.host, self._host.port
@@ -98,10 +96,8 @@ class HostGuest(Guest):
         self._failed = True
 
     def destroy(self) -> None:
-        with self._lock:
-            if self._released:
-                return
-            self._released = True
+        if not self._first_destroy():
+            return
         self._backend._release(self._host, self)
 
     def describe(self) -> str:

@@ -140,10 +140,8 @@ class LibvirtGuest(Guest):
             return False  # a transient domain that stopped is gone
 
     def destroy(self) -> None:
-        with self._lock:
-            if self._destroyed:
-                return
-            self._destroyed = True
+        if not self._first_destroy():
+            return
         try:
             try:
                 destroy_domain(self._dom, self.log)

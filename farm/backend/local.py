@@ -10,7 +10,6 @@ import logging
 import os
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -41,8 +40,6 @@ class LocalGuest(Guest):
         self._proc = proc
         self._port_file = port_file
         self._console = console
-        self._lock = threading.Lock()
-        self._destroyed = False
 
     @property
     def pid(self) -> int | None:
@@ -76,10 +73,8 @@ class LocalGuest(Guest):
         return self._proc.poll() is None and not pid_stopped(self._proc.pid)
 
     def destroy(self) -> None:
-        with self._lock:
-            if self._destroyed:
-                return
-            self._destroyed = True
+        if not self._first_destroy():
+            return
         try:
             terminate(self._proc.pid, timeout=3.0)
         finally:

@@ -59,8 +59,6 @@ class QemuGuest(Guest):
         self.process = process
         self._console = console
         self.run_dir = run_dir
-        self._lock = threading.Lock()
-        self._destroyed = False
         self.log = log.getChild(name)
 
     @property
@@ -79,10 +77,8 @@ class QemuGuest(Guest):
         return self.process.alive() and not pid_stopped(self.pid)
 
     def destroy(self) -> None:
-        with self._lock:
-            if self._destroyed:
-                return
-            self._destroyed = True
+        if not self._first_destroy():
+            return
         try:
             # a stopped QEMU answers no QMP quit and holds SIGTERM: kill it (and a
             # stopped screen) at once instead of waiting out every soft step
