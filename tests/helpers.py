@@ -119,3 +119,17 @@ class RecordingMonitor(AbstractMonitor):
 
     def __taskset_bad__(self, taskset: Any, tries: int) -> None:
         self.bad.append((taskset.index, tries))
+
+
+def feed(monitor: Any, variant: Any, *, finish: bool = True, t0: float = 0.0) -> None:
+    """One attempt of a set on ``monitor``: start, two jobs of task 0 (guest times from
+    ``t0``), JOBS_DONE, finish (unless ``finish`` is False)."""
+    from farm.events import Event, EventType
+
+    monitor.__taskset_start__(variant)
+    for job in range(2):
+        monitor.__taskset_event__(variant, Event(0, job, EventType.START, t0 + job))
+        monitor.__taskset_event__(variant, Event(0, job, EventType.EXIT, t0 + job + 0.5))
+    monitor.__taskset_event__(variant, Event(0, None, EventType.JOBS_DONE, t0 + 2))
+    if finish:
+        monitor.__taskset_finish__(variant)

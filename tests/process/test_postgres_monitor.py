@@ -27,7 +27,7 @@ from farm.events import Event, EventType
 from farm.monitors import FINISHED_NOT_ONCE, PostgresMonitor, SqliteMonitor, resolve
 from farm.report.data import load
 from farm.taskset import Task, TaskSet
-from tests.helpers import REPO, run_farm, wait_for
+from tests.helpers import REPO, feed, run_farm, wait_for
 
 
 class Variant:
@@ -47,17 +47,6 @@ class Variant:
                 {"id": 1, "pkg": "hey", "period": {"vary": [1, 2]}, "priority": 3},
             ]
         }
-
-
-def feed(monitor: Any, variant: Any, *, finish: bool = True, t0: float = 0.0) -> None:
-    """One attempt: start, two jobs of task 0, JOBS_DONE, finish."""
-    monitor.__taskset_start__(variant)
-    for job in range(2):
-        monitor.__taskset_event__(variant, Event(0, job, EventType.START, t0 + job))
-        monitor.__taskset_event__(variant, Event(0, job, EventType.EXIT, t0 + job + 0.5))
-    monitor.__taskset_event__(variant, Event(0, None, EventType.JOBS_DONE, t0 + 2))
-    if finish:
-        monitor.__taskset_finish__(variant)
 
 
 def pg(url: str, sql: str) -> list[tuple[Any, ...]]:

@@ -23,7 +23,6 @@ from farm.backend.fake import FakeBackend, session_class_for
 from farm.config import FarmConfig
 from farm.core.journal import Journal
 from farm.core.submission import Submission
-from farm.events import Event, EventType
 from farm.monitors import (
     FINISHED_NOT_ONCE,
     CsvMonitor,
@@ -33,6 +32,7 @@ from farm.monitors import (
 from farm.monitors.csvfile import REPLACES_FINISH
 from farm.monitors.thread import NullMonitor
 from farm.taskset import Task, TaskSet
+from tests.helpers import feed
 
 
 class Variant:
@@ -47,17 +47,6 @@ class Variant:
 
     def description(self) -> dict[str, Any]:
         return {"tasks": [{"id": 0, "pkg": "hey", "numberofjobs": 2, "config": {}}]}
-
-
-def feed(monitor: Any, variant: Any, *, finish: bool = True, t0: float = 0.0) -> None:
-    """One attempt: start, two jobs of task 0 (guest times from ``t0``), JOBS_DONE, finish."""
-    monitor.__taskset_start__(variant)
-    for job in range(2):
-        monitor.__taskset_event__(variant, Event(0, job, EventType.START, t0 + job))
-        monitor.__taskset_event__(variant, Event(0, job, EventType.EXIT, t0 + job + 0.5))
-    monitor.__taskset_event__(variant, Event(0, None, EventType.JOBS_DONE, t0 + 2))
-    if finish:
-        monitor.__taskset_finish__(variant)
 
 
 def rows(db: Path, sql: str) -> list[tuple[Any, ...]]:
