@@ -223,6 +223,8 @@ class NetExec:
         command = args.get("command")
         if not isinstance(command, str) or not command.strip():
             raise ExecError("bad_request", "command must be a non-empty string")
+        if "\0" in command:  # else Popen fails in the run thread: a poll waits
+            raise ExecError("bad_request", "command must not contain a NUL character")
         now = time.monotonic()
         at = _number(args, "at", now - 60, now + MAX_DELAY)
         timeout = _number(args, "timeout", 0.0, 10 * MAX_DELAY)
