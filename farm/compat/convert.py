@@ -1,11 +1,15 @@
 """Original-shaped tasks -> farm tasks, the submission source, and the monitor wrapper.
 
-The originals' tasks are Genode task descriptions: ``priority`` 0 is the most
-urgent and 127 the least, 128 means EDF (use ``deadline``). farm's agents read
-a larger fixed priority as more urgent (1..127), so a fixed priority ``p``
-runs as ``max(1, 127 - p)``; 128 stays EDF. Attributes farm has no use for on
-its own agents (``caps``, ``cores``, ``coreoffset``) travel as ``x-``
-annotations; ``jobs`` (filled at run time) is never sent.
+The originals' tasks are Genode task descriptions. Genode's Taskloader
+(argos-research/genode-Taskloader, src/taskloader/task.cc) gives a task the
+CPU priority ``(128 - priority) * (PRIORITY_LIMIT / 128)``, and a lower Genode
+CPU priority value is the more urgent: a LARGER task ``priority`` is the more
+urgent, as on farm's agents (1..127 fixed, 128 EDF). So a fixed priority runs
+unchanged on farm's agents; 0 (Genode's lowest) runs as 1, farm's lowest. A
+Genode session is sent the original task dicts as the originals sent them
+(``genode_tasks``). Attributes farm's own agents have no use for (``caps``,
+``cores``, ``coreoffset``) travel as ``x-`` annotations; ``jobs`` (filled at
+run time) is never sent.
 """
 
 from __future__ import annotations
@@ -32,10 +36,22 @@ _ids = itertools.count(1)
 
 
 def farm_priority(priority: Any) -> Any:
-    """A Genode priority (0 most urgent .. 127, 128 EDF) as farm's (127 most urgent .. 1, 128)."""
-    if isinstance(priority, int) and not isinstance(priority, bool) and 0 <= priority < EDF:
-        return max(1, 127 - priority)
-    return priority  # 128 (EDF) and anything farm's validation should name
+    """An original (Genode Taskloader) priority as farm's: same order, 0 (the lowest) as 1."""
+    if isinstance(priority, int) and not isinstance(priority, bool) and priority == 0:
+        return 1
+    return priority  # 1..127 fixed, 128 (EDF) and anything farm's validation should name
+
+
+def genode_task(task: Mapping[str, Any]) -> dict[str, Any]:
+    """One original task as the originals' GenodeSession sent it: as it is, without ``jobs``.
+
+    A hand-written ``critical-time`` (argos taskgen's critical block wrote it)
+    is sent as ``criticaltime``, the element the Taskloader reads.
+    """
+    out = {k: v for k, v in task.items() if k not in _DROPPED and k != "critical-time"}
+    if task.get("critical-time") is not None and out.get("criticaltime") is None:
+        out["criticaltime"] = task["critical-time"]
+    return out
 
 
 def farm_task(task: Mapping[str, Any]) -> dict[str, Any]:
@@ -68,6 +84,7 @@ def to_farm(taskset: Iterable[Mapping[str, Any]], index: int, name: str) -> Farm
     variant._tasks = [concrete_task(farm_task(t)) for t in taskset]
     variant.index = index
     variant.compat = taskset  # type: ignore[attr-defined]
+    variant.genode_tasks = [genode_task(t) for t in taskset]  # type: ignore[attr-defined]
     return variant
 
 
@@ -179,4 +196,12 @@ def stamp(event: Event) -> int:
     return round(event.timestamp * 1000)
 
 
-__all__ = ["CompatMonitor", "CompatSource", "farm_task", "to_farm", "unique_name"]
+__all__ = [
+    "CompatMonitor",
+    "CompatSource",
+    "farm_priority",
+    "farm_task",
+    "genode_task",
+    "to_farm",
+    "unique_name",
+]

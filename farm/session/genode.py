@@ -71,6 +71,16 @@ def admission_control(params: tuple[Any, ...]) -> Mapping[str, Any] | None:
     return found[0]
 
 
+def genode_tasks(taskset: TaskSetLike, tasks: list[dict[str, Any]]) -> list[Any]:
+    """What SEND_DESCS describes: the set's own ``genode_tasks`` if it has them, else ``tasks``.
+
+    farm.compat's sets carry the originals' task dicts there, so that Genode is
+    sent what taskgen and the MaLSAMi distributor sent (their priorities, caps, ...).
+    """
+    own = getattr(taskset, "genode_tasks", None)
+    return list(own) if own is not None else tasks
+
+
 class GenodeSession(AbstractSession):
     """Client of a Genode dom0 Taskloader (taskgen's GenodeSession, with error handling)."""
 
@@ -280,7 +290,7 @@ class GenodeSession(AbstractSession):
         tasks = self._begin(taskset)
         binaries = {**self._package_binaries(tasks), **read_binaries(taskset)}
         headers = {name: binary_header(name, len(data)) for name, data in binaries.items()}
-        descs = description_xml(tasks)
+        descs = description_xml(genode_tasks(taskset, tasks))
         self.connect()
         digests = {name: hashlib.sha256(data).hexdigest() for name, data in binaries.items()}
         binaries = {n: d for n, d in binaries.items() if self._sent.get(n) != digests[n]}

@@ -100,7 +100,7 @@ def test_malsami_test_sets_variants() -> None:
     assert sum(1 for _ in malsami_test.example5().variants()) == 4**4
     variant = next(iter(CompatSource(plain.variants(), "m").variants()))
     tasks = variant.description()["tasks"]
-    assert tasks[0]["priority"] == 127  # Genode 0 (most urgent) -> farm 127
+    assert tasks[0]["priority"] == 1  # Taskloader 0 (its lowest) -> farm 1 (the lowest)
     assert tasks[0]["quota"] == 5 << 20 and tasks[0]["numberofjobs"] == 5
 
 
