@@ -77,6 +77,16 @@ def farm_task(task: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+class GenodeTasks:
+    """A set's tasks as Genode is sent them (``genode_task``), made only when a session asks."""
+
+    def __init__(self, taskset: Iterable[Mapping[str, Any]]) -> None:
+        self._taskset = taskset
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        return (genode_task(t) for t in self._taskset)
+
+
 def to_farm(taskset: Iterable[Mapping[str, Any]], index: int, name: str) -> FarmTaskSet:
     """A concrete original task set as one farm variant (``index``), linked back by ``compat``."""
     variant = FarmTaskSet(name=name)
@@ -84,7 +94,7 @@ def to_farm(taskset: Iterable[Mapping[str, Any]], index: int, name: str) -> Farm
     variant._tasks = [concrete_task(farm_task(t)) for t in taskset]
     variant.index = index
     variant.compat = taskset  # type: ignore[attr-defined]
-    variant.genode_tasks = [genode_task(t) for t in taskset]  # type: ignore[attr-defined]
+    variant.genode_tasks = GenodeTasks(taskset)  # type: ignore[attr-defined]
     return variant
 
 

@@ -21,7 +21,9 @@ from farm.backend.fake import FakeBackend, session_class_for
 from farm.compat.malsami.distributorClass import Distributor as MalsamiDistributor
 from farm.compat.malsami.monitors.dataGenerationMonitor import DataGenerationMonitor
 from farm.compat.malsami.monitors.docstore import DocumentStore, store_for
+from farm.compat.malsami.monitors.loggingMonitor import LoggingMonitor
 from farm.compat.malsami.monitors.mongo import MongoMonitor, task_document
+from farm.compat.malsami.monitors.stdout import StdOutMonitor
 from farm.compat.malsami.monitors.valuetestingmonitor import ValueTestingMonitor
 from farm.compat.taskgen.task import Job
 from farm.compat.taskgen.task import Task as TaskgenTask
@@ -202,3 +204,21 @@ def test_bad_and_stopped_sets() -> None:
         hey["jobs"] = {"1": [1, 2, "EXIT"]}
         monitor.__taskset_stop__(taskset)
         assert hey["jobs"] == {}
+
+
+def test_stdout_and_logging_monitors(
+    capsys: pytest.CaptureFixture[str], caplog: pytest.LogCaptureFixture
+) -> None:
+    taskset = malsami_test.exampleTest()
+    next(iter(taskset))["jobs"] = {"2": [30, 40, "EXIT"], "1": [10, 20, "EXIT"]}
+    StdOutMonitor().__taskset_finish__(taskset)
+    out = capsys.readouterr().out.splitlines()
+    assert out[:3] == ["task: 0", "1 10 20 EXIT", "2 30 40 EXIT"] and "task: 4" in out
+    with caplog.at_level(logging.INFO, logger="OutputMonitorLogger"):
+        LoggingMonitor().__taskset_finish__(taskset)
+        LoggingMonitor().__taskset_bad__(taskset, 2)
+    messages = [r.getMessage() for r in caplog.records if r.name == "OutputMonitorLogger"]
+    assert messages[0] == "task: 0" and "'jobs': {'2': [30, 40, 'EXIT']" in messages[1]
+    assert messages[-1].startswith("BAD: after 2 tries")
+    LoggingMonitor().__taskset_stop__(taskset)
+    assert all(task["jobs"] == {} for task in taskset)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import inspect
-import itertools
 import random
 from collections.abc import Iterator
 from pathlib import Path
@@ -116,14 +115,50 @@ class _Collect(AbstractMonitor):
         self.stopped.append(taskset)
 
 
-class _First:
-    """The first variant of a set (the big ones have up to 1e6)."""
+#: the example sets with more than one variant, and how many (the others have one)
+VARIANT_COUNTS = {
+    "taskgen_example.Hey6TaskSet": 127,
+    "taskgen_example.Hey7TaskSet": 127**2,
+    "taskgen_nextgen.NextHey6TaskSet": 127,
+    "taskgen_nextgen.NextHey7TaskSet": 127**2,
+    "taskgen_nextgen.Variants10": 10,
+    "taskgen_nextgen.Variants100": 100,
+    "taskgen_nextgen.Variants1m": 10**6,
+    "taskgen_nextgen.ThreeVariants100": 100**3,
+}
+#: iterated whole in tests/process/test_compat_all_variants.py (1-2 minutes of CPU each)
+HUGE = frozenset(k for k, n in VARIANT_COUNTS.items() if n >= 10**6)
+#: end to end here: every variant of a set of at most ALL_UP_TO, else the first, the last
+#: and every STRIDE-th; of a HUGE set its first HUGE_FIRST (reaching the others costs seconds)
+ALL_UP_TO, STRIDE, HUGE_FIRST = 128, 2000, 3
 
-    def __init__(self, taskset: Any) -> None:
+
+def sample_indices(name: str) -> list[int]:
+    """The variants of example set ``name`` run end to end on the fake backend here."""
+    count = VARIANT_COUNTS.get(name, 1)
+    if name in HUGE:
+        return list(range(HUGE_FIRST))
+    if count <= ALL_UP_TO:
+        return list(range(count))
+    return sorted({*range(0, count, STRIDE), count - 1})
+
+
+class _Pick:
+    """The variants of a set at the given indices (in order), as a task set taskgen can start."""
+
+    def __init__(self, taskset: Any, indices: list[int]) -> None:
         self.taskset = taskset
+        self.indices = indices
 
     def variants(self) -> Iterator[Any]:
-        return itertools.islice(self.taskset.variants(), 1)
+        wanted = iter(self.indices)
+        target = next(wanted, None)
+        for index, variant in enumerate(self.taskset.variants()):
+            if index == target:
+                yield variant
+                target = next(wanted, None)
+                if target is None:
+                    return
 
 
 def _distributor(tmp_path: Path, **cfg: Any) -> Distributor:
@@ -138,17 +173,36 @@ def _distributor(tmp_path: Path, **cfg: Any) -> Distributor:
     return Distributor(config=config, backend=backend, session_class=session_class_for(backend))
 
 
+def test_every_variant_converts_to_valid_farm_sets() -> None:
+    """Every variant of every example set but the HUGE: generated, converted, validated."""
+    sets = {name: cls() for name, cls in EXAMPLES.items() if name not in HUGE}
+    sets["malsami_test.exampleTest"] = malsami_test.exampleTest()
+    sets["malsami_test.example5"] = malsami_test.example5()
+    counts = {**VARIANT_COUNTS, "malsami_test.example5": 4**4}
+    for name, taskset in sets.items():
+        ids = [t["id"] for t in taskset]
+        n = 0
+        for n, variant in enumerate(CompatSource(taskset.variants(), name).variants(), 1):
+            assert variant.index == n - 1
+            assert [t["id"] for t in variant.description()["tasks"]] == ids, name
+        assert n == counts.get(name, 1), name
+
+
 def test_every_example_runs_on_the_fake_backend(tmp_path: Path) -> None:
+    """A stated sample of every example set's variants end to end (see sample_indices)."""
     dist = _distributor(tmp_path, set_time_limit=0.3, max_machines=2)
     mon = _Collect()
     dist.event_handler = mon
+    expected = 0
     try:
-        for cls in EXAMPLES.values():
-            dist.start(_First(cls()), wait=False)
-        assert dist.wait_finished(timeout=120)
+        for name, cls in EXAMPLES.items():
+            picks = sample_indices(name)
+            expected += len(picks)
+            dist.start(_Pick(cls(), picks), wait=False)
+        assert dist.wait_finished(timeout=300)
     finally:
         dist.close()
-    assert len(mon.finished) == len(EXAMPLES)
+    assert expected > 400 and len(mon.finished) == expected
     for taskset in mon.finished:  # the 1k/10k-task sets reach the time limit before all start
         tasks = list(taskset)
         started = [t for t in tasks if t.jobs]
