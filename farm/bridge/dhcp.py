@@ -29,6 +29,7 @@ from string import Template
 
 import psutil
 
+from farm import resources
 from farm.errors import ConfigError, NetworkError
 from farm.procs import ProcessRegistry, terminate
 
@@ -41,7 +42,7 @@ RESERVED_OFFSET = 10
 #: the dynamic range must hold at least this many addresses
 MIN_DYNAMIC = 4
 MAX_ID = 0xFFFF  # two bytes of the MAC
-TEMPLATE = Path(__file__).resolve().parents[2] / "dhcp" / "dhcpd.conf"
+TEMPLATE = resources.dhcpd_template()
 MAC_PREFIX = "52:54:00:fa"
 
 

@@ -18,9 +18,10 @@ from pathlib import Path
 
 from farm.agent.protocol import client_handshake
 from farm.qemu import free_port
+from farm.resources import image_recipe_dir
 
 REPO = Path(__file__).resolve().parents[2]
-INIT = REPO / "images" / "init.sh.in"
+INIT = image_recipe_dir() / "init.sh.in"
 #: stdlib modules the agent needs only for task sets or after the first handshake: each
 #: costs milliseconds to tens of milliseconds in a fresh TCG guest before it could listen
 HEAVY = {
