@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import fnmatch
+import re
 import subprocess
 import tomllib
 from pathlib import Path
@@ -61,3 +62,20 @@ def test_one_version_source() -> None:
     attr = project["tool"]["setuptools"]["dynamic"]["version"]["attr"]
     assert attr == "farm.__version__" and farm.__version__
     assert (REPO / "farm" / "py.typed").is_file()
+
+
+def test_no_module_looks_outside_the_package_relative_to_its_file() -> None:
+    """Repo-relative lookups (``Path(__file__).parents[2] / "images"``) break in a wheel.
+
+    farm.paths alone decides about the checkout; the agent (embedded in the guest image,
+    where farm.resources is absent) finds its own root itself.
+    """
+    pattern = re.compile(r"__file__.*(\.parents\[|\.parent\.parent)")
+    offenders = [
+        f"{path.relative_to(REPO)}:{number}"
+        for path in sorted((REPO / "farm").rglob("*.py"))
+        if path.name != "paths.py" and "agent" not in path.relative_to(REPO).parts
+        for number, line in enumerate(path.read_text().splitlines(), 1)
+        if pattern.search(line)
+    ]
+    assert not offenders, f"use farm.resources / farm.paths instead: {offenders}"
