@@ -1,6 +1,6 @@
 """The guest's way of starting the agent, run here: socket bound first, agent imported after.
 
-The program is taken from images/init.sh.in as it is, so what the image runs is what is
+The program is taken from farm/image/recipe/init.sh.in as it is, so what the image runs is what is
 tested (only the interpreter differs: this host's python instead of the guest's).
 """
 
