@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+from collections.abc import Iterator
 from pathlib import Path
 
 import click
@@ -12,6 +15,24 @@ from farm.errors import FarmError
 
 KERNELS = ("farm", "debian")  # farm.image.builder.KERNEL_FLAVORS (not imported: a slow import)
 COMPRESSIONS = ("none", "gzip", "zstd", "xz")  # farm.image.cpio.COMPRESSIONS
+
+
+@contextlib.contextmanager
+def _progress() -> Iterator[None]:
+    """The builder's steps on stderr at INFO (a kernel compile takes minutes), once each."""
+    logger = logging.getLogger("farm.image")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("farm image: %(message)s"))
+    saved = logger.level, logger.propagate
+    logger.setLevel(min(logging.INFO, logging.getLogger().getEffectiveLevel()))
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(saved[0])
+        logger.propagate = saved[1]
 
 
 @click.group("image")
@@ -59,13 +80,14 @@ def image_build(
     from farm.image import build
 
     try:
-        info = build(
-            force=force,
-            out_dir=None if out is None else Path(out),
-            cache_dir=None if cache is None else Path(cache),
-            kernel=kernel,
-            compression=compression,
-        )
+        with _progress():
+            info = build(
+                force=force,
+                out_dir=None if out is None else Path(out),
+                cache_dir=None if cache is None else Path(cache),
+                kernel=kernel,
+                compression=compression,
+            )
     except FarmError as exc:
         fail(exc)
     click.echo(json.dumps(info.to_dict(), indent=2))

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -71,3 +72,17 @@ def test_build_errors_map_to_farms_exit_codes(
     monkeypatch.setattr(farm.image, "build", fail)
     assert main(["build"]) == code
     assert f"farm: error: {error}" in capsys.readouterr().err
+
+
+def test_build_steps_are_shown_once_on_stderr(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    def build(**_: Any) -> FakeInfo:
+        logging.getLogger("farm.image.builder").info("building image.elf (no previous build)")
+        return FakeInfo()
+
+    monkeypatch.setattr(farm.image, "build", build)
+    assert main(["build"]) == 0
+    err = capsys.readouterr().err
+    assert err.count("farm image: building image.elf (no previous build)") == 1, err
+    assert logging.getLogger("farm.image").propagate  # restored after the command
