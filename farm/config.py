@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from farm import paths
 from farm.errors import ConfigError
 
 BACKENDS = ("libvirt", "qemu", "local")
@@ -39,9 +40,11 @@ DHCP_MODES = ("farm", "external")
 class FarmConfig:
     """What a farm needs to know; ``__init__`` records, ``validate`` checks."""
 
-    state_dir: Path = Path(".farm")
+    # farm.paths: $FARM_STATE_DIR, else ./.farm in a checkout, else $XDG_STATE_HOME/farm
+    state_dir: Path = field(default_factory=paths.state_dir)
     log_dir: Path = Path("log")
-    image_dir: Path = Path("images")  # where `farm image build` wrote image.elf + initrd.img
+    # where `farm image build` wrote image.elf + initrd.img (farm.paths.image_dir)
+    image_dir: Path = field(default_factory=paths.image_dir)
     backend: str = "libvirt"
     libvirt_uri: str | None = None  # None: qemu:///embed?root=<state_dir>/libvirt
     network: str = "user"

@@ -35,6 +35,7 @@ from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
 
+from farm import paths
 from farm.accel import ACCELS, resolve_accel
 from farm.agent.protocol import DEFAULT_PORT
 from farm.errors import ConfigError
@@ -335,16 +336,19 @@ class MachineProfile:
         return argv
 
 
-def default_profile(image_dir: Path = Path("images")) -> MachineProfile:
-    """The profile that boots farm's own image from ``image_dir`` (q35 board, TCG-friendly)."""
-    return MachineProfile().with_images(image_dir)
+def default_profile(image_dir: Path | None = None) -> MachineProfile:
+    """The profile that boots farm's own image from ``image_dir`` (q35 board, TCG-friendly).
+
+    ``image_dir`` defaults to :func:`farm.paths.image_dir` (any working directory).
+    """
+    return MachineProfile().with_images(paths.image_dir() if image_dir is None else image_dir)
 
 
 def load_profile(
-    overrides: Mapping[str, Any] | None = None, image_dir: Path = Path("images")
+    overrides: Mapping[str, Any] | None = None, image_dir: Path | None = None
 ) -> MachineProfile:
     """The default profile booting ``image_dir``'s image, with ``overrides`` (``[profile]``)."""
-    base = default_profile(Path(image_dir).resolve())
+    base = default_profile(Path(paths.image_dir() if image_dir is None else image_dir).resolve())
     if not overrides:
         return base
     if not isinstance(overrides, Mapping):

@@ -13,6 +13,7 @@ import sys
 import time
 from pathlib import Path
 
+from farm import resources
 from farm.agent.commands import NATIVE_ENV
 from farm.agent.protocol import guest_key
 from farm.backend.base import Backend, Guest, pid_stopped
@@ -118,7 +119,7 @@ class LocalBackend(Backend):
         key_r, key_w = os.pipe()
         argv += ["--token-file", f"/dev/fd/{key_r}"]
         env = {"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"}
-        env["PYTHONPATH"] = str(Path(__file__).resolve().parents[2])
+        env["PYTHONPATH"] = str(resources.package_root())  # this farm, checkout or wheel
         native = Path(self.config.image_dir, BINARY_NAME).resolve()
         if os.environ.get(NATIVE_ENV):  # farm's own environment names one: that one
             env[NATIVE_ENV] = os.environ[NATIVE_ENV]

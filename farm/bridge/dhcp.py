@@ -4,7 +4,7 @@
 004): the bridge's own address first, then one fixed address per machine id
 (``qemuN`` -> MAC ``52:54:00:fa:HH:LL`` with N in hex -> ``network + 10 + N``),
 then a dynamic range up to the broadcast address; the three never overlap.
-:func:`render_conf` fills the ``dhcp/dhcpd.conf`` template with it and
+:func:`render_conf` fills the ``farm/bridge/dhcpd.conf`` template with it and
 :class:`DhcpServer` runs ``dhcpd -f`` on the bridge as a child process with
 its files under ``<state_dir>/dhcp``. Readiness of a guest is the agent
 handshake, not the lease file; :meth:`DhcpServer.leases` is for diagnostics
@@ -29,6 +29,7 @@ from string import Template
 
 import psutil
 
+from farm import resources
 from farm.errors import ConfigError, NetworkError
 from farm.procs import ProcessRegistry, terminate
 
@@ -41,7 +42,7 @@ RESERVED_OFFSET = 10
 #: the dynamic range must hold at least this many addresses
 MIN_DYNAMIC = 4
 MAX_ID = 0xFFFF  # two bytes of the MAC
-TEMPLATE = Path(__file__).resolve().parents[2] / "dhcp" / "dhcpd.conf"
+TEMPLATE = resources.dhcpd_template()
 MAC_PREFIX = "52:54:00:fa"
 
 

@@ -2,7 +2,8 @@
 
 ``build(force=False, out_dir=Path("images")) -> ImageInfo`` writes
 ``image.elf`` and ``initrd.img`` (cached, reproducible; see
-:mod:`farm.image.builder`); ``python -m farm.image build`` runs it from a shell.
+:mod:`farm.image.builder`); ``farm image build`` (or its alias ``python -m farm.image
+build``) runs it from a shell.
 Parts: :mod:`~farm.image.debs` (apt), :mod:`~farm.image.kernel_source` (farm's
 own kernel, compiled), :mod:`~farm.image.kernel` (vmlinux + modules of Debian's
 packaged kernel), :mod:`~farm.image.pyruntime` (trimmed python),
@@ -12,6 +13,5 @@ packaged kernel), :mod:`~farm.image.pyruntime` (trimmed python),
 from __future__ import annotations
 
 from farm.image.builder import ImageInfo, build
-from farm.image.cli import main
 
-__all__ = ["ImageInfo", "build", "main"]
+__all__ = ["ImageInfo", "build"]

@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
-import farm
+from farm import paths, resources
 from farm.agent.protocol import agent_version
 from farm.errors import ImageError
 from farm.image import debs, kernel_source, native
@@ -34,9 +34,9 @@ log = logging.getLogger(__name__)
 
 #: Bump when the build's output format changes in a way the code digest misses.
 BUILDER_VERSION = "1"
-#: Where the recipe (init template, udhcpc script, allowlist) lives: images/ of the checkout.
-RECIPE_DIR = Path(farm.__file__).resolve().parent.parent / "images"
-AGENT_DIR = Path(farm.__file__).resolve().parent / "agent"
+#: Where the recipe (init template, udhcpc script, allowlist) lives: farm/image/recipe.
+RECIPE_DIR = resources.image_recipe_dir()
+AGENT_DIR = resources.agent_dir()
 USERLAND_PACKAGES = (
     "busybox-static",
     "python3.11-minimal",
@@ -177,8 +177,9 @@ def _prune(parent: Path, keep: set[str]) -> None:
 
 def build(
     force: bool = False,
-    out_dir: Path = Path("images"),
+    out_dir: Path | None = None,
     *,
+    cache_dir: Path | None = None,
     recipe_dir: Path = RECIPE_DIR,
     agent_dir: Path = AGENT_DIR,
     compression: str = "none",
@@ -186,14 +187,20 @@ def build(
 ) -> ImageInfo:
     """Build (or reuse) the guest kernel and initrd in ``out_dir``; see the module docstring.
 
-    ``kernel`` is one of KERNEL_FLAVORS.
+    ``out_dir`` defaults to :func:`farm.paths.image_dir`, ``cache_dir`` (downloads, kernel
+    build, rootfs) to :func:`farm.paths.image_cache_dir` (``$FARM_IMAGE_CACHE`` or
+    ``out_dir/cache``). ``kernel`` is one of KERNEL_FLAVORS.
     """
     if kernel not in KERNEL_FLAVORS:
         raise ImageError(f"unknown kernel flavor {kernel!r} (one of {', '.join(KERNEL_FLAVORS)})")
     started = time.monotonic()
-    out_dir = Path(out_dir).resolve()
-    cache = out_dir / "cache"
-    cache.mkdir(parents=True, exist_ok=True)
+    out_dir = Path(paths.image_dir() if out_dir is None else out_dir).resolve()
+    cache = Path(paths.image_cache_dir(out_dir) if cache_dir is None else cache_dir).resolve()
+    try:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        cache.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ImageError(f"cannot create the image directories: {exc}") from exc
     with (cache / ".lock").open("w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # one build at a time per output dir
         return _build_locked(

@@ -16,11 +16,12 @@ import shutil
 import subprocess
 from pathlib import Path
 
+from farm import resources
 from farm.errors import ImageError
 
 log = logging.getLogger(__name__)
 
-SOURCE_DIR = Path(__file__).resolve().parent.parent / "agent" / "native"
+SOURCE_DIR = resources.native_source_dir()
 BINARY_NAME = "farm-workload"
 #: where the guest image holds it (the agent's default, farm.agent.commands.NATIVE_DEFAULT)
 GUEST_PATH = "/opt/farm/bin/farm-workload"

@@ -4,7 +4,7 @@ Which stdlib modules go in is decided by running the *Debian* interpreter
 (from the extracted packages, through their own ``ld.so``) on the build host:
 it imports every stdlib module the agent's sources name (scanned with
 ``ast``, lazy imports in functions included) plus the allowlist
-``images/python-modules.txt`` (modules the stdlib or workloads import lazily),
+``farm/image/recipe/python-modules.txt`` (modules the stdlib or workloads import lazily),
 then reports ``sys.modules``. That exact set is shipped as sourceless,
 precompiled ``.pyc`` files (compiled by the same interpreter), with the
 extension modules and the shared libraries they need (DT_NEEDED closure).

@@ -11,20 +11,17 @@ import secrets
 from collections.abc import Mapping
 from pathlib import Path
 
+from farm import paths
 from farm.errors import ConfigError
 
 ENV_TOKEN = "FARM_TOKEN"
-ENV_STATE_DIR = "FARM_STATE_DIR"
+ENV_STATE_DIR = paths.ENV_STATE_DIR
 TOKEN_FILE = "token"
 
 
 def default_state_dir(env: Mapping[str, str] | None = None) -> Path:
-    """farm's state dir: $FARM_STATE_DIR, else $XDG_STATE_HOME/farm, else ~/.local/state/farm."""
-    env = os.environ if env is None else env
-    if env.get(ENV_STATE_DIR):
-        return Path(env[ENV_STATE_DIR])
-    base = env.get("XDG_STATE_HOME") or str(Path.home() / ".local" / "state")
-    return Path(base) / "farm"
+    """farm's state dir when none is given: the one rule of :func:`farm.paths.state_dir`."""
+    return paths.state_dir(None, env)
 
 
 def ensure_token_file(state_dir: str | os.PathLike[str]) -> Path:

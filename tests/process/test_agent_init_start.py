@@ -1,6 +1,6 @@
 """The guest's way of starting the agent, run here: socket bound first, agent imported after.
 
-The program is taken from images/init.sh.in as it is, so what the image runs is what is
+The program is taken from farm/image/recipe/init.sh.in as it is, so what the image runs is what is
 tested (only the interpreter differs: this host's python instead of the guest's).
 """
 
@@ -18,9 +18,10 @@ from pathlib import Path
 
 from farm.agent.protocol import client_handshake
 from farm.qemu import free_port
+from farm.resources import image_recipe_dir
 
 REPO = Path(__file__).resolve().parents[2]
-INIT = REPO / "images" / "init.sh.in"
+INIT = image_recipe_dir() / "init.sh.in"
 #: stdlib modules the agent needs only for task sets or after the first handshake: each
 #: costs milliseconds to tens of milliseconds in a fresh TCG guest before it could listen
 HEAVY = {

@@ -16,8 +16,9 @@ from farm.agent.__main__ import _parse_fast, _parser, parse_args
 from farm.agent.protocol import client_handshake
 from farm.agent.server import AgentServer, make_stop_pipe
 from farm.agent.service import AgentService, RequestError
+from farm.resources import image_recipe_dir
 
-INIT = Path(__file__).resolve().parents[2] / "images" / "init.sh.in"
+INIT = image_recipe_dir() / "init.sh.in"
 
 
 def test_listen_fd_is_parsed_like_argparse_does() -> None:

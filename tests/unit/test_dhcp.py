@@ -22,8 +22,8 @@ from farm.errors import ConfigError, NetworkError
 HOST = re.compile(r"host (\S+) \{ hardware ethernet (\S+); fixed-address (\S+); \}")
 
 
-def test_template_file_is_the_repo_dhcp_dir() -> None:
-    assert Path(__file__).resolve().parents[2] / "dhcp" / "dhcpd.conf" == TEMPLATE
+def test_template_file_is_package_data() -> None:
+    assert Path(__file__).resolve().parents[2] / "farm" / "bridge" / "dhcpd.conf" == TEMPLATE
     assert TEMPLATE.is_file()
 
 
