@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
-from rich.console import Group
+from rich import get_console
+from rich.console import Console, Group
 from rich.live import Live
+from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -28,6 +31,15 @@ def _machine_table(machines: list[dict[str, Any]]) -> Table:
     return table
 
 
+def _log_console() -> Console:
+    """The console log records print on (the CLI's RichHandler), so the view shares it:
+    rich then prints each record above the live view instead of tearing it."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, RichHandler):
+            return handler.console
+    return get_console()
+
+
 def live_view(dist: Any, refresh: float = 0.5) -> None:
     """Show progress until every job is done (returns then)."""
     progress = Progress(
@@ -39,7 +51,7 @@ def live_view(dist: Any, refresh: float = 0.5) -> None:
     )
     bars: dict[int, Any] = {}
     t0 = time.monotonic()
-    with Live(refresh_per_second=4, transient=False) as live:
+    with Live(console=_log_console(), refresh_per_second=4, transient=False) as live:
         while True:
             done = dist.wait_finished(timeout=refresh)
             for job in dist.jobs():

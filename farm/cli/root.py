@@ -58,6 +58,23 @@ class _LazyGroup(click.Group):
         return super().get_command(ctx, cmd_name)
 
 
+def terminal_handler() -> logging.Handler:
+    """Log lines for stderr: rich's handler on a terminal, so that they print above
+    ``farm run``'s live view instead of through it; plain ``LEVEL name: msg`` otherwise."""
+    import sys
+
+    if not sys.stderr.isatty():
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        return handler
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    rich = RichHandler(console=Console(stderr=True), show_time=False, show_path=False)
+    rich.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    return rich
+
+
 @click.group(cls=_LazyGroup)
 @click.option("-v", "--verbose", count=True, help="More log output on stderr.")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="farm.toml to use.")
@@ -69,9 +86,8 @@ def main(ctx: click.Context, verbose: int, config_path: str | None, debug: bool)
     Exit codes: 0 ok, 1 failure (e.g. a set given up), 2 bad input, 130 interrupted.
     """
     level = max(logging.WARNING - 10 * verbose, logging.DEBUG)
-    handler = logging.StreamHandler()
+    handler = terminal_handler()
     handler.setLevel(level)  # the farm logger may be more verbose (its log file is)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     rate_limit(handler)
     logging.getLogger().addHandler(handler)
     ctx.obj = {"config": config_path, "debug": debug}

@@ -97,8 +97,7 @@ def run(
 
     def on_sigint(signum: int, frame: Any) -> None:
         interrupted["n"] += 1
-        if interrupted["n"] == 1:
-            click.echo("\nfarm: stopping (Ctrl-C again to kill)", err=True)
+        if interrupted["n"] == 1:  # said once the live view is down (a raw write tears it)
             raise KeyboardInterrupt
         dist.kill_all_machines()
         raise SystemExit(EXIT_INTERRUPTED)
@@ -122,6 +121,7 @@ def run(
             "machines": dist.get_max_machine_value(),
         }
     except KeyboardInterrupt:
+        click.echo("farm: stopping (Ctrl-C again to kill)", err=True)
         dist.close()
         raise SystemExit(EXIT_INTERRUPTED) from None
     except FarmError as exc:
