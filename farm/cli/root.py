@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from farm.cli.console import console
-from farm.cli.errors import EXIT_INTERRUPTED, fail, internal_error
+from farm.cli.errors import EXIT_INTERRUPTED, fail, internal_error, usage_error
 from farm.cli.image import image
 from farm.cli.listing import list_
 from farm.cli.run import run
@@ -39,7 +39,13 @@ class _LazyGroup(click.Group):
         """Run the subcommand; errors that escape it become one line and exit 1 or 2."""
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # a subcommand's arguments
+            if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+                raise
+            usage_error(exc)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except BrokenPipeError:  # `farm list | head -3`: the reader left; click exits quietly
             raise
         except KeyboardInterrupt:
             click.echo("farm: interrupted", err=True)
@@ -48,6 +54,15 @@ class _LazyGroup(click.Group):
             fail(exc)
         except Exception as exc:  # a bug: say so in one line, the traceback with -d
             internal_error(exc)
+
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        """The root's context; its usage errors (unknown command, bad option) as one line."""
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as exc:
+            if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+                raise
+            usage_error(exc)
 
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *_LAZY_COMMANDS})
