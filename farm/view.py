@@ -6,27 +6,43 @@ import logging
 import time
 from typing import Any
 
-from rich import get_console
+from rich import box, get_console
 from rich.console import Console, Group
 from rich.live import Live
 from rich.logging import RichHandler
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
+COMPACT: dict[str, Any] = {"box": box.SIMPLE_HEAD, "pad_edge": False, "collapse_padding": True}
 
-def _machine_table(machines: list[dict[str, Any]]) -> Table:
-    table = Table(title="machines", expand=False)
+
+def short_set(key: object) -> str:
+    """A running set's key as a person reads it: ``pkg.mod.Class:hash#3`` -> ``Class#3``."""
+    if not key:
+        return "-"
+    text = str(key)
+    name, _, rest = text.partition(":")
+    index = rest.rpartition("#")[2] if "#" in rest else ""
+    return name.rpartition(".")[2] + (f"#{index}" if index else "")
+
+
+def machine_table(machines: list[dict[str, Any]], compact: bool = False) -> Table:
+    """One row per machine; addresses never cut, set keys shortened (full ones in --json).
+
+    ``compact``: no column rules nor edge padding, so that it fits 80 columns (``farm status``).
+    """
+    table = Table(title="machines", **(COMPACT if compact else {}))
     for col in ("name", "state", "address", "current set", "uptime", "restarts", "sets"):
-        table.add_column(col)
-    for m in sorted(machines, key=lambda m: m["name"]):
+        table.add_column(col, no_wrap=col in ("name", "address"), overflow="fold")
+    for m in sorted(machines, key=lambda m: str(m.get("name"))):
         table.add_row(
-            m["name"],
-            m["state"] + (" (retiring)" if m["retiring"] else ""),
-            m["address"] or "-",
-            m["current"] or "-",
-            f"{m['uptime']:.0f}s",
-            str(m["restarts"]),
-            str(m["sets_done"]),
+            str(m.get("name")),
+            str(m.get("state")) + (" (retiring)" if m.get("retiring") else ""),
+            m.get("address") or "-",
+            short_set(m.get("current")),
+            f"{float(m.get('uptime') or 0):.0f}s",
+            str(m.get("restarts", 0)),
+            str(m.get("sets_done", "-")),
         )
     return table
 
@@ -60,7 +76,7 @@ def live_view(dist: Any, refresh: float = 0.5) -> None:
                 elapsed = max(time.monotonic() - t0, 1e-6)
                 rate = f"{(job['finished'] - job['resumed_from']) / elapsed:.2f} sets/s"
                 progress.update(bars[job["job"]], completed=job["finished"] + job["bad"], rate=rate)
-            live.update(Group(progress, _machine_table(dist.machines())))
+            live.update(Group(progress, machine_table(dist.machines())))
             if done or dist.stalled():  # stalled: no machine can boot, nothing will change
                 break
     live.console.line()  # the caller's summary goes below the table, not glued to it
