@@ -74,6 +74,7 @@ def netjobs(
     """
     from farm.config import FarmConfig
     from farm.monitors import FanoutMonitor
+    from farm.netjobs import parse_file
     from farm.netjobs.api import run_config
     from farm.netjobs.report import format_result
     from farm.netjobs.runner import TestResult
@@ -88,6 +89,7 @@ def netjobs(
     try:
         cfg_path = (ctx.obj or {}).get("config") if ctx.obj else None
         farm_config = FarmConfig.load(cfg_path)
+        parsed = parse_file(config)  # syntax errors first, before any token question
         if not simulate and agent == "farm":
             _require_token(token or farm_config.token, farm_config.state_dir)
         instances = [_monitor(spec) for spec in monitors]
@@ -97,7 +99,7 @@ def netjobs(
         elif instances:
             monitor = FanoutMonitor(instances)
         results = run_config(
-            config,
+            parsed,
             simulate_only=simulate,
             log_results=log_results,
             monitor=monitor,

@@ -54,7 +54,7 @@ def render(doc: dict[str, Any]) -> list[Any]:
     up = time.time() - float(doc.get("started") or time.time())
     header = (
         f"farm pid {doc.get('pid')} up {up:.0f}s, backend {doc.get('backend')}, "
-        f"network {doc.get('network')}, limit {doc.get('limit')}, state {doc.get('state_dir')}"
+        f"network {doc.get('network')}, limit {doc.get('limit')}\nstate {doc.get('state_dir')}"
     )
     out: list[Any] = [header, machine_table(doc.get("machines", []), compact=True)]
     jobs = Table(title="jobs", **COMPACT)

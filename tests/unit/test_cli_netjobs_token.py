@@ -10,7 +10,7 @@ from click.testing import CliRunner
 
 from farm.cli.root import main
 
-CONFIG = "127.0.0.1:1:\n  echo hi\n"
+CONFIG = 'test0:\n127.0.0.1:1: "echo hi"\nend\n'
 
 
 def test_netjobs_without_a_token_is_a_clear_error(
