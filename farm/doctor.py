@@ -318,7 +318,11 @@ def config_sources(config_path: str | None) -> tuple[Any, list[dict[str, Any]]]:
             else:
                 value = f"(generated in {Path(config.state_dir) / 'token'})"
         elif f.name == "libvirt_uri" and value is None:
-            value = f"{config.resolved_libvirt_uri} (derived)"
+            value = config.resolved_libvirt_uri
+            if os.environ.get("LIBVIRT_DEFAULT_URI"):
+                source = "env LIBVIRT_DEFAULT_URI"
+            else:
+                value = f"{value} (derived)"
         rows.append({"key": f.name, "value": _jsonable(value), "source": source})
     return config, rows
 

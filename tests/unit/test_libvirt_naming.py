@@ -77,3 +77,24 @@ def test_autodestroy_for_every_guest_on_a_daemon(tmp_path: Path, bridged: bool) 
     assert conn.flags == [libvirt.VIR_DOMAIN_START_AUTODESTROY]
     assert name == backend.domain_name("qemu1")
     assert lh.start_flags(FarmConfig(state_dir=tmp_path).resolved_libvirt_uri) == 0  # embedded
+
+
+def test_doctor_names_libvirt_default_uri_as_the_source(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from farm.doctor import config_sources
+
+    monkeypatch.delenv("FARM_CONFIG", raising=False)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("LIBVIRT_DEFAULT_URI", "qemu:///system")
+    _, rows = config_sources(None)
+    row = next(r for r in rows if r["key"] == "libvirt_uri")
+    assert row == {
+        "key": "libvirt_uri",
+        "value": "qemu:///system",
+        "source": "env LIBVIRT_DEFAULT_URI",
+    }
+    monkeypatch.delenv("LIBVIRT_DEFAULT_URI")
+    _, rows = config_sources(None)
+    row = next(r for r in rows if r["key"] == "libvirt_uri")
+    assert row["value"].endswith("(derived)") and row["source"] == "default"
