@@ -5,10 +5,11 @@ KVM guests hang forever. :func:`probe_kvm` therefore boots a 7-byte guest
 with ``-accel kvm`` that writes to ``isa-debug-exit``; only if QEMU exits
 with the expected status within a few seconds is KVM usable. On timeout the
 probe QEMU is killed (its whole process group). The answer is cached per
-process and QEMU binary, and on disk for the current host boot (file named
-by ``FARM_ACCEL_CACHE``, default ``~/.cache/farm/accel.json``; ``off``
-disables it) so each new farm process does not pay the probe again; the
-fallback to TCG is logged exactly once.
+process and per (QEMU binary, kernel) probed, and on disk for the current host
+boot, one entry per (QEMU binary, kernel) (file named by ``FARM_ACCEL_CACHE``,
+default ``~/.cache/farm/accel.json``; ``off`` disables it) so each new farm
+process, ``farm doctor`` included, does not pay the probe again; the fallback
+to TCG is logged exactly once.
 """
 
 from __future__ import annotations
@@ -188,7 +189,7 @@ def resolve_accel(
         raise ConfigError(f"accel must be one of {', '.join(ACCELS)}, not {accel!r}")
     if accel != "auto":
         return accel
-    key = f"{qemu}|{kernel or ''}"
+    key = probe_key(qemu, kernel)
     with _lock:
         if key not in _cache and (saved := _disk_get(key)) is not None:
             _cache[key] = saved
@@ -204,6 +205,17 @@ def resolve_accel(
                 _cache[key] = ("tcg", reason)
             _disk_put(key, _cache[key])
         return _cache[key][0]
+
+
+def probe_key(qemu: str, kernel: Path | None = None) -> str:
+    """The one cache key of a probe: QEMU binary and the kernel it also boots (if any)."""
+    return f"{qemu}|{Path(kernel).resolve() if kernel else ''}"
+
+
+def cached(qemu: str, kernel: Path | None = None) -> tuple[str, str] | None:
+    """(accel, reason) of the probe of (``qemu``, ``kernel``) this process knows, if any."""
+    with _lock:
+        return _cache.get(probe_key(qemu, kernel))
 
 
 def _disk_path() -> Path | None:
@@ -248,10 +260,20 @@ def _disk_put(key: str, value: tuple[str, str]) -> None:
     path = _disk_path()
     if path is None:
         return
+    boot = _boot_key(key).split("|", 1)[0]
+    try:
+        entries = json.loads(path.read_text())
+        if not isinstance(entries, dict):
+            entries = {}
+    except (OSError, ValueError):
+        entries = {}
+    # one entry per (QEMU, kernel) of this boot: doctor's and run's probes keep each other
+    entries = {k: v for k, v in entries.items() if k.split("|", 1)[0] == boot}
+    entries[_boot_key(key)] = list(value)
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(f".{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({_boot_key(key): list(value)}))
+        tmp.write_text(json.dumps(entries))
         tmp.replace(path)
     except OSError as exc:
         log.debug("cannot save accel probe result to %s: %s", path, exc)

@@ -164,8 +164,12 @@ class FarmConfig:
 
     @property
     def resolved_libvirt_uri(self) -> str:
+        """libvirt_uri, else $LIBVIRT_DEFAULT_URI (as virsh), else an embedded driver."""
         if self.libvirt_uri:
             return self.libvirt_uri
+        if env := os.environ.get("LIBVIRT_DEFAULT_URI"):
+            check_libvirt_uri(env)
+            return env
         return f"qemu:///embed?root={(self.state_dir / 'libvirt').resolve()}"
 
     @classmethod

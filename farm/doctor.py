@@ -119,7 +119,7 @@ def check_kvm(profile: Any) -> Check:
 
     if profile.accel != "auto":
         return Check("kvm", PASS, f"profile accel = {profile.accel!r} (no probe)")
-    usable, reason = _kvm_probe(profile.qemu, accel)
+    usable, reason = _kvm_probe(profile, accel)
     if usable:
         return Check("kvm", PASS, f"KVM usable: {reason}")
     return Check(
@@ -131,15 +131,17 @@ def check_kvm(profile: Any) -> Check:
     )
 
 
-def _kvm_probe(qemu: str, accel: Any) -> tuple[bool, str]:
+def _kvm_probe(profile: Any, accel: Any) -> tuple[bool, str]:
+    """The probe ``farm run`` makes (same QEMU and kernel): one cache entry for both."""
     quiet = logging.getLogger("farm.accel")
     level = quiet.level
     quiet.setLevel(logging.ERROR)  # the doctor reports the fallback itself
     try:
-        mode = accel.resolve_accel("auto", qemu)
+        mode = profile.resolved_accel("auto")
     finally:
         quiet.setLevel(level)
-    cached = accel._cache.get(f"{qemu}|")
+    kernel = profile.kernel if profile.farm_cmdline and profile.kernel.is_file() else None
+    cached = accel.cached(profile.qemu, kernel)
     return mode == "kvm", cached[1] if cached else mode
 
 
@@ -316,7 +318,11 @@ def config_sources(config_path: str | None) -> tuple[Any, list[dict[str, Any]]]:
             else:
                 value = f"(generated in {Path(config.state_dir) / 'token'})"
         elif f.name == "libvirt_uri" and value is None:
-            value = f"{config.resolved_libvirt_uri} (derived)"
+            value = config.resolved_libvirt_uri
+            if os.environ.get("LIBVIRT_DEFAULT_URI"):
+                source = "env LIBVIRT_DEFAULT_URI"
+            else:
+                value = f"{value} (derived)"
         rows.append({"key": f.name, "value": _jsonable(value), "source": source})
     return config, rows
 

@@ -56,6 +56,7 @@ UP, DOWN, REFUSED = "up", "down", "refused"
 Probe = Callable[[str, int, float], str]
 
 DEFAULT_RESCAN_INTERVAL = 5.0
+_NAMED_TARGETS = 8  # this few hosts were named one by one: say at once when one is dead
 
 
 @dataclass(eq=False)
@@ -202,7 +203,7 @@ class ExistingHostsBackend(Backend):
                     log.getChild(name).info("leased %s", host.label)
                     return guest
                 if not self._candidates():
-                    raise BootError(f"{name}: every target was dropped ({self._summary()})")
+                    raise BootError(f"every target was dropped: {self._dropped()}")
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     raise BootError(
@@ -281,6 +282,11 @@ class ExistingHostsBackend(Backend):
         c = self._counts_locked()
         return ", ".join(f"{v} {k}" for k, v in c.items() if v)
 
+    def _dropped(self) -> str:
+        labels = [h.label for h in self._hosts if h.state == "dropped"]
+        more = f" and {len(labels) - 3} more" if len(labels) > 3 else ""
+        return f"{', '.join(labels[:3])}{more} refused the agent port ({self.drop_after} probes)"
+
     def _schedule(self, host: _Host, delay: float) -> None:
         host.seq += 1
         heapq.heappush(self._heap, (time.monotonic() + delay, next(self._tie), host.seq, host))
@@ -338,6 +344,13 @@ class ExistingHostsBackend(Backend):
                     return
             else:
                 host.refusals = 0
+            if host.probes == 1 and len(self._hosts) <= _NAMED_TARGETS:  # not a range scan
+                log.warning(
+                    "%s: %s on the first probe; probing again every %gs",
+                    host.label,
+                    "connection refused" if result == REFUSED else "no agent answers",
+                    self.rescan_interval,
+                )
             if was_up:
                 log.info("%s is unavailable (%s); rescanning", host.label, result)
             host.state = "down"

@@ -36,6 +36,7 @@ guest and down at ``close()`` if it brought them up (:class:`BackendBridge`).
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import logging
 import os
@@ -57,7 +58,7 @@ if "libvirt" not in sys.modules:
 import libvirt
 import psutil
 
-from farm.backend import identity, libvirt_host
+from farm.backend import identity, libvirt_host, naming
 from farm.backend.base import Backend, Guest
 from farm.backend.libvirt_console import ConsoleStream
 from farm.backend.libvirt_guest import (  # noqa: F401  (re-exported: tests, multihost)
@@ -129,6 +130,7 @@ class LibvirtBackend(Backend):
             profile if profile is not None else load_profile(config.profile, config.image_dir)
         )
         self.registry = ProcessRegistry(config.state_dir)
+        self.domain_name = functools.partial(naming.domain_name, config.state_dir)  # qemu1 -> ..
         self.uri = config.resolved_libvirt_uri
         # a host with its own file system: no local pids, ptys or files of its guests
         self.local = is_local(self.uri) and not (host is not None and host.uploads)
@@ -272,7 +274,7 @@ class LibvirtBackend(Backend):
         qemu = screen = stream = None
         try:
             if self.local:
-                qemu = libvirt_host.find_qemu(dom, name, self.uri)
+                qemu = libvirt_host.find_qemu(dom, self.domain_name(name), self.uri)
                 if qemu is not None:
                     self.registry.record(name, qemu.pid, "libvirt-qemu", uuid=dom.UUIDString())
             if self.console_stream:
@@ -325,7 +327,7 @@ class LibvirtBackend(Backend):
         xml = domain_xml(replace(spec, bridge=bridge, mac=mac))
         glog.debug("domain XML:\n%s", xml)
         try:
-            return conn.createXML(xml, 0)
+            return conn.createXML(xml, libvirt_host.start_flags(self.uri))
         except libvirt.libvirtError as exc:
             raise BackendError(
                 f"{name}: libvirt could not start the domain on bridge {bridge}: {exc}"
@@ -336,10 +338,7 @@ class LibvirtBackend(Backend):
         self, conn: libvirt.virConnect, name: str, token: str, console: Path, glog: logging.Logger
     ) -> tuple[libvirt.virDomain, int]:
         """createXML with a fresh hostfwd port; retried when that port was taken meanwhile."""
-        # AUTODESTROY: a daemon destroys the domain when farm's connection drops (farm
-        # died); the embedded driver dies with farm and does not support it (the watchdog
-        # reaps its guests).
-        flags = 0 if embed_root(self.uri) else libvirt.VIR_DOMAIN_START_AUTODESTROY
+        flags = libvirt_host.start_flags(self.uri)
         for attempt in range(1, _CREATE_ATTEMPTS + 1):
             port = _PORTS.allocate(self.local)
             xml = domain_xml(
@@ -384,7 +383,8 @@ class LibvirtBackend(Backend):
         emulator = (shutil.which(p.qemu) if self.local else None) or p.qemu
         kernel, initrd = self._boot_files()
         return DomainSpec(
-            name=name,
+            name=self.domain_name(name),
+            title=naming.domain_title(self.config.state_dir, name, me.pid),
             domain_type=self.domain_type(),
             emulator=emulator,
             machine=p.machine,
@@ -430,7 +430,7 @@ class LibvirtBackend(Backend):
 
     def _clear_name(self, conn: libvirt.virConnect, name: str, glog: logging.Logger) -> None:
         """Destroy a leftover farm domain called ``name``; refuse if someone else's has it."""
-        libvirt_host.clear_name(conn, name, self.uri, glog)
+        libvirt_host.clear_name(conn, self.domain_name(name), self.uri, glog)
 
     def reap_stale(self) -> list[str]:
         """Destroy farm-marked domains whose owner is dead, then reap recorded processes."""

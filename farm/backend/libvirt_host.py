@@ -28,6 +28,16 @@ from farm.procs import ProcessRegistry
 log = logging.getLogger(__name__)
 
 
+def start_flags(uri: str) -> int:
+    """createXML flags of every guest (user-net or bridged) a farm owns on ``uri``.
+
+    AUTODESTROY: a daemon destroys the domain when farm's connection drops (farm
+    died); the embedded driver dies with farm and does not support it (the
+    watchdog reaps its guests).
+    """
+    return 0 if embed_root(uri) else int(libvirt.VIR_DOMAIN_START_AUTODESTROY)
+
+
 def clear_name(conn: libvirt.virConnect, name: str, uri: str, glog: logging.Logger) -> None:
     """Destroy a leftover farm domain called ``name``; refuse if someone else's has it."""
     dom = next((d for d in conn.listAllDomains(0) if d.name() == name), None)

@@ -153,6 +153,7 @@ class DomainSpec:
     bridge: str | None = None  # on this bridge (libvirt's own tap) instead of user-mode net
     mac: str | None = None  # the NIC's MAC on the bridge (the machine's reservation)
     identity_socket: Path | None = None  # virtio port farm.identity (the guest's key) here
+    title: str | None = None  # virsh list --title: which farm owns the domain
 
     @property
     def arch(self) -> str:
@@ -226,6 +227,8 @@ def domain_xml(spec: DomainSpec) -> str:
     x86 = spec.arch in ("x86_64", "i686")
     root = ET.Element("domain", {"type": spec.domain_type})
     _text(root, "name", spec.name)
+    if spec.title:
+        _text(root, "title", spec.title)
     _text(root, "memory", str(spec.memory_mib), unit="MiB")
     _text(root, "vcpu", str(spec.smp))
     marker = {

@@ -135,6 +135,7 @@ class LocalBackend(Backend):
                     env=env,
                     pass_fds=(key_r,),
                     preexec_fn=die_with_parent,
+                    start_new_session=True,  # SIGINT at the terminal is farm's, not the agent's
                 )
             os.close(key_r)
             key_r = -1

@@ -38,6 +38,14 @@ def fail(exc: BaseException) -> NoReturn:
     raise SystemExit(exit_code(exc))
 
 
+def usage_error(exc: click.UsageError) -> NoReturn:
+    """A command line click rejected, as one ``farm: error: ...`` line like any error, exit 2."""
+    where = exc.ctx.command_path if exc.ctx is not None else "farm"
+    message = exc.format_message().rstrip(".")
+    click.secho(f"farm: error: {message} (see {where} --help)", fg="red", err=True)
+    raise SystemExit(EXIT_USAGE)
+
+
 def internal_error(exc: Exception) -> NoReturn:
     """A bug escaped a command: one line (re-raised with ``-d`` for the traceback), exit 1."""
     if debug_enabled():

@@ -15,4 +15,6 @@ def list_(what: str) -> None:
 
     mod = importlib.import_module(f"farm.{'session' if what == 'sessions' else what}")
     for name, doc in mod.available():
+        if what == "tasksets" and getattr(mod.resolve(name), "until_stopped", False):
+            doc += " (not for `farm run`: never ends by itself)"
         click.echo(f"{name:32} {doc}")

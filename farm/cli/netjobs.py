@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 import click
 
 from farm.cli.errors import EXIT_FAILED, EXIT_OK, fail
-from farm.errors import FarmError
+from farm.errors import ConfigError, FarmError
 
 
 def _monitor(spec: str) -> object:
@@ -15,6 +18,19 @@ def _monitor(spec: str) -> object:
     name, _, arg = spec.partition("=")
     cls = resolve(name)
     return cls(arg) if arg else cls()  # type: ignore[call-arg]
+
+
+def _require_token(token: str | None, state_dir: Path) -> None:
+    """ConfigError unless a token is given or the farm's token file exists: a token
+    made up here (in the cwd's state dir) could never match the agents' token."""
+    from farm.session.token import ENV_TOKEN, TOKEN_FILE
+
+    if token or os.environ.get(ENV_TOKEN) or (state_dir / TOKEN_FILE).is_file():
+        return
+    raise ConfigError(
+        f"no agent token: no --token, no FARM_TOKEN and no {state_dir / TOKEN_FILE}; "
+        "pass the token of the farm that started the agents (or run from its directory)"
+    )
 
 
 @click.command("netjobs", context_settings={"help_option_names": ["-h", "--help"]})
@@ -58,6 +74,7 @@ def netjobs(
     """
     from farm.config import FarmConfig
     from farm.monitors import FanoutMonitor
+    from farm.netjobs import parse_file
     from farm.netjobs.api import run_config
     from farm.netjobs.report import format_result
     from farm.netjobs.runner import TestResult
@@ -72,6 +89,9 @@ def netjobs(
     try:
         cfg_path = (ctx.obj or {}).get("config") if ctx.obj else None
         farm_config = FarmConfig.load(cfg_path)
+        parsed = parse_file(config)  # syntax errors first, before any token question
+        if not simulate and agent == "farm":
+            _require_token(token or farm_config.token, farm_config.state_dir)
         instances = [_monitor(spec) for spec in monitors]
         monitor = None
         if len(instances) == 1:
@@ -79,7 +99,7 @@ def netjobs(
         elif instances:
             monitor = FanoutMonitor(instances)
         results = run_config(
-            config,
+            parsed,
             simulate_only=simulate,
             log_results=log_results,
             monitor=monitor,

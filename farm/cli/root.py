@@ -9,7 +9,7 @@ from typing import Any
 import click
 
 from farm.cli.console import console
-from farm.cli.errors import EXIT_INTERRUPTED, fail, internal_error
+from farm.cli.errors import EXIT_INTERRUPTED, fail, internal_error, usage_error
 from farm.cli.image import image
 from farm.cli.listing import list_
 from farm.cli.run import run
@@ -39,7 +39,13 @@ class _LazyGroup(click.Group):
         """Run the subcommand; errors that escape it become one line and exit 1 or 2."""
         try:
             return super().invoke(ctx)
+        except click.UsageError as exc:  # a subcommand's arguments
+            if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+                raise
+            usage_error(exc)
         except (click.exceptions.ClickException, click.exceptions.Exit, click.Abort):
+            raise
+        except BrokenPipeError:  # `farm list | head -3`: the reader left; click exits quietly
             raise
         except KeyboardInterrupt:
             click.echo("farm: interrupted", err=True)
@@ -49,6 +55,15 @@ class _LazyGroup(click.Group):
         except Exception as exc:  # a bug: say so in one line, the traceback with -d
             internal_error(exc)
 
+    def make_context(self, *args: Any, **kwargs: Any) -> click.Context:
+        """The root's context; its usage errors (unknown command, bad option) as one line."""
+        try:
+            return super().make_context(*args, **kwargs)
+        except click.UsageError as exc:
+            if isinstance(exc, click.exceptions.NoArgsIsHelpError):
+                raise
+            usage_error(exc)
+
     def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted({*super().list_commands(ctx), *_LAZY_COMMANDS})
 
@@ -56,6 +71,23 @@ class _LazyGroup(click.Group):
         if cmd_name in _LAZY_COMMANDS and cmd_name not in self.commands:
             return _load_lazy(cmd_name)
         return super().get_command(ctx, cmd_name)
+
+
+def terminal_handler() -> logging.Handler:
+    """Log lines for stderr: rich's handler on a terminal, so that they print above
+    ``farm run``'s live view instead of through it; plain ``LEVEL name: msg`` otherwise."""
+    import sys
+
+    if not sys.stderr.isatty():
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+        return handler
+    from rich.console import Console
+    from rich.logging import RichHandler
+
+    rich = RichHandler(console=Console(stderr=True), show_time=False, show_path=False)
+    rich.setFormatter(logging.Formatter("%(name)s: %(message)s"))
+    return rich
 
 
 @click.group(cls=_LazyGroup)
@@ -69,9 +101,8 @@ def main(ctx: click.Context, verbose: int, config_path: str | None, debug: bool)
     Exit codes: 0 ok, 1 failure (e.g. a set given up), 2 bad input, 130 interrupted.
     """
     level = max(logging.WARNING - 10 * verbose, logging.DEBUG)
-    handler = logging.StreamHandler()
+    handler = terminal_handler()
     handler.setLevel(level)  # the farm logger may be more verbose (its log file is)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
     rate_limit(handler)
     logging.getLogger().addHandler(handler)
     ctx.obj = {"config": config_path, "debug": debug}

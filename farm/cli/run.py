@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
+import sys
 import time
 from typing import Any
 
@@ -76,6 +78,11 @@ def run(
     try:
         params = session_params(params_json)
         ts_cls = tasksets.resolve(taskset)
+        if getattr(ts_cls, "until_stopped", False):
+            raise ConfigError(
+                f"{taskset} serves until its set is stopped, so `farm run` would never end; "
+                "run it from Python beside a client set (Distributor.add_job, then stop it)"
+            )
         mons = [monitor_mod.resolve(name)() for name in monitors]
         session_cls = session_mod.resolve(session_name) if session_name else None
         overrides: dict[str, Any] = {"backend": backend, "network": network, "log_file": True}
@@ -97,8 +104,7 @@ def run(
 
     def on_sigint(signum: int, frame: Any) -> None:
         interrupted["n"] += 1
-        if interrupted["n"] == 1:
-            click.echo("\nfarm: stopping (Ctrl-C again to kill)", err=True)
+        if interrupted["n"] == 1:  # said once the live view is down (a raw write tears it)
             raise KeyboardInterrupt
         dist.kill_all_machines()
         raise SystemExit(EXIT_INTERRUPTED)
@@ -110,8 +116,9 @@ def run(
         if machines is not None:
             dist.set_max_machine_value(machines)
         job = dist.add_job(ts_cls(), FanoutMonitor(mons), *params)
-        if as_json:
-            dist.wait_finished()
+        if as_json:  # stdout holds the one JSON document: sessions print on stderr
+            with contextlib.redirect_stdout(sys.stderr):
+                dist.wait_finished()
         else:
             from farm.view import live_view
 
@@ -122,6 +129,7 @@ def run(
             "machines": dist.get_max_machine_value(),
         }
     except KeyboardInterrupt:
+        click.echo("farm: stopping (Ctrl-C again to kill)", err=True)
         dist.close()
         raise SystemExit(EXIT_INTERRUPTED) from None
     except FarmError as exc:

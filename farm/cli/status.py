@@ -49,27 +49,15 @@ def render(doc: dict[str, Any]) -> list[Any]:
     """Rich renderables for a status document: a header line and one table per section."""
     from rich.table import Table
 
+    from farm.view import COMPACT, machine_table
+
     up = time.time() - float(doc.get("started") or time.time())
     header = (
         f"farm pid {doc.get('pid')} up {up:.0f}s, backend {doc.get('backend')}, "
-        f"network {doc.get('network')}, limit {doc.get('limit')}, state {doc.get('state_dir')}"
+        f"network {doc.get('network')}, limit {doc.get('limit')}\nstate {doc.get('state_dir')}"
     )
-    out: list[Any] = [header]
-    machines = Table(title="machines")
-    for col in ("name", "state", "address", "current set", "uptime", "restarts", "sets"):
-        machines.add_column(col)
-    for m in sorted(doc.get("machines", []), key=lambda m: str(m.get("name"))):
-        machines.add_row(
-            str(m.get("name")),
-            str(m.get("state")) + (" (retiring)" if m.get("retiring") else ""),
-            m.get("address") or "-",
-            m.get("current") or "-",
-            f"{float(m.get('uptime') or 0):.0f}s",
-            str(m.get("restarts", 0)),
-            str(m.get("sets_done", "-")),
-        )
-    out.append(machines)
-    jobs = Table(title="jobs")
+    out: list[Any] = [header, machine_table(doc.get("machines", []), compact=True)]
+    jobs = Table(title="jobs", **COMPACT)
     for col in ("job", "name", "finished", "total", "running", "stopped", "bad", "done"):
         jobs.add_column(col)
     for j in doc.get("jobs", []):
@@ -85,7 +73,7 @@ def render(doc: dict[str, Any]) -> list[Any]:
         )
     out.append(jobs)
     if doc.get("leases"):
-        leases = Table(title="leases")
+        leases = Table(title="leases", **COMPACT)
         lease_cols = ("name", "mac", "ip", "kind", "state")
         for col in lease_cols:
             leases.add_column(col)
@@ -93,11 +81,48 @@ def render(doc: dict[str, Any]) -> list[Any]:
             leases.add_row(*(str(row.get(c) or "-") for c in lease_cols))
         out.append(leases)
     if doc.get("hosts"):
-        hosts = Table(title="hosts")
-        cols = list(dict.fromkeys(k for h in doc["hosts"] for k in h))
-        for col in cols:
-            hosts.add_column(col)
-        for h in doc["hosts"]:
-            hosts.add_row(*(str(h.get(c, "-")) for c in cols))
-        out.append(hosts)
+        out.extend(_hosts(doc["hosts"]))
     return out
+
+
+def _cell(value: Any) -> str:
+    """A status value as text: ``-`` for none, lists comma-joined, seconds rounded."""
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, list | tuple):
+        return ", ".join(map(str, value)) or "-"
+    if isinstance(value, float):
+        return f"{value:.0f}s" if value >= 1 else f"{value:.1f}s"
+    return str(value)
+
+
+def _hosts(hosts: list[dict[str, Any]]) -> list[Any]:
+    """The hosts section: a table when its columns fit 80 columns (existing targets),
+    else one ``field value`` block per host (hypervisors have a dozen fields)."""
+    from rich import box
+    from rich.table import Table
+
+    from farm.view import COMPACT
+
+    cols = list(dict.fromkeys(k for h in hosts for k in h))
+    if len(cols) <= _WIDE:
+        table = Table(title="hosts", **COMPACT)
+        for col in cols:
+            table.add_column(col, overflow="fold")
+        for h in hosts:
+            table.add_row(*(_cell(h.get(c)) for c in cols))
+        return [table]
+    out: list[Any] = []
+    for h in hosts:
+        title = f"host {_cell(h.get('name') or h.get('address'))}"
+        block = Table(title=title, show_header=False, box=box.SIMPLE)
+        block.add_column("field", style="bold", no_wrap=True)
+        block.add_column("value", overflow="fold")
+        for col in cols:
+            if col not in ("name",):
+                block.add_row(col, _cell(h.get(col)))
+        out.append(block)
+    return out
+
+
+_WIDE = 7  # more host fields than this: one block per host instead of a table row

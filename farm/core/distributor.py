@@ -182,11 +182,23 @@ class Distributor:
         return job
 
     def resume(self, monitor: object = None) -> list[Submission]:
-        """Re-add the unfinished submissions of the journal whose task set could be stored."""
+        """Re-add the unfinished submissions of the journal whose task set could be stored.
+
+        The journal keeps task sets, not monitors: pass the monitor the jobs reported
+        to (ConfigError without one, unless ``event_handler`` is set), or it would
+        never hear the resumed variants end and keep them ``started``.
+        """
         if self._journal is None:
             return []
+        entries = self._journal.unfinished()
+        if entries and monitor is None and self.event_handler is None:
+            raise ConfigError(
+                f"resume() needs a monitor: {len(entries)} unfinished job(s) in the journal "
+                "reported to one it does not store; pass it again, e.g. "
+                "resume(SqliteMonitor('results.db'))"
+            )
         jobs = []
-        for entry in self._journal.unfinished():
+        for entry in entries:
             if entry["taskset"] is None:
                 log.warning(
                     "job %s cannot be resumed automatically (task set not picklable); "

@@ -114,6 +114,9 @@ class Slot(threading.Thread):
                     self._serve()
                     break  # no more work for this slot (idle, retired or paused)
                 except _GuestLost as exc:
+                    if self.killed.is_set():  # farm stops it (close, Ctrl-C): nothing lost
+                        self.log.info("machine stopped: %s", exc)
+                        break
                     self.log.warning("guest lost: %s; replacing it", exc)
                     self.restarts += 1
                 finally:
@@ -243,7 +246,8 @@ class Slot(threading.Thread):
                 self.log.error("set %s #%s is bad input, given up: %s", run.key, run.index, exc)
                 self.port.failed(self, work, count_try=True, give_up=True)
                 return  # the guest is healthy: it serves the next set
-            self.log.warning("set %s #%s interrupted: %s", run.key, run.index, exc)
+            level = logging.INFO if self.killed.is_set() else logging.WARNING  # farm stops it
+            self.log.log(level, "set %s #%s interrupted: %s", run.key, run.index, exc)
             self.port.failed(self, work, count_try=not self.killed.is_set(), give_up=False)
             if isinstance(exc, SessionError | BackendError | OSError):
                 raise _GuestLost(str(exc)) from exc

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import base64
 import itertools
+import logging
 import os
 import socket
 import threading
@@ -272,13 +273,13 @@ class FarmSession(AbstractSession):
 
     def interrupt(self, reason: str = "interrupted") -> None:
         """Make a waiting run()/request raise SessionError now (e.g. its machine was killed)."""
-        self._fail(SessionError(f"{self!r}: {reason}"))
+        self._fail(SessionError(f"{self!r}: {reason}"), logging.INFO)  # the caller says why
 
-    def _fail(self, reason: SessionError | ProtocolError) -> None:
+    def _fail(self, reason: SessionError | ProtocolError, level: int = logging.WARNING) -> None:
         with self._cond:
             if self._error is None:
                 self._error = reason
-                self.log.warning("%s", reason)
+                self.log.log(level, "%s", reason)
             self._cond.notify_all()
 
     # -- requests --------------------------------------------------------------------

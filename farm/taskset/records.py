@@ -63,6 +63,9 @@ class JobLog:
     def record(self, event: Event) -> JobRecord | None:
         """Keep what ``event`` says about a job; returns the updated record, if any."""
         if not self._has_task(event.task_id):
+            if event.type is EventType.NOTICE:  # an agent's set-wide remark (task -1)
+                log.info("%r: agent notice: %s", self, event.detail)
+                return None
             log.warning(
                 "%r: event for unknown task %s ignored: %s", self, event.task_id, event.type
             )

@@ -69,6 +69,8 @@ class TrafficTaskSet(TaskSet):
 class TrafficServerTaskSet(TaskSet):
     """One traffic server (echo, port 5001) that serves until its set is stopped: 1 variant."""
 
+    until_stopped = True  # never ends by itself: `farm run` refuses it (a library building block)
+
     def __init__(self, port: int = DEFAULT_PORT, mode: str = "echo", duration: float = 0.0) -> None:
         super().__init__()
         self.append(server_task(port, mode, duration))

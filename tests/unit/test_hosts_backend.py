@@ -351,3 +351,28 @@ def test_spawn_fails_at_once_when_every_target_is_dropped(
     assert backend.wait_for(lambda s: s["dropped"] == 1, 5.0)
     with pytest.raises(BootError, match="every target was dropped"):
         backend.spawn("qemu1", "tok")
+
+
+def test_dead_named_target_is_reported_at_once_by_name(
+    make_backend: Callable[..., ExistingHostsBackend], caplog: pytest.LogCaptureFixture
+) -> None:
+    net = FakeNet({"127.0.0.1": REFUSED})
+    backend = make_backend(["127.0.0.1:1"], net, drop_after=3, rescan_interval=60.0)
+    with caplog.at_level("WARNING", logger="farm.backend.hosts"):
+        backend.start()
+        assert backend.wait_for(lambda s: s["down"] == 1, 5.0)  # one probe, not drop_after
+    assert [r.getMessage() for r in caplog.records] == [
+        "127.0.0.1:1: connection refused on the first probe; probing again every 60s"
+    ]
+
+
+def test_every_target_dropped_names_the_targets_not_the_slot(
+    make_backend: Callable[..., ExistingHostsBackend],
+) -> None:
+    net = FakeNet({"127.0.0.1": REFUSED})
+    backend = make_backend(["127.0.0.1:1"], net, drop_after=2)
+    backend.start()
+    assert backend.wait_for(lambda s: s["dropped"] == 1, 5.0)
+    with pytest.raises(BootError) as err:
+        backend.spawn("qemu1", "tok")
+    assert "127.0.0.1:1 refused" in str(err.value) and "qemu1" not in str(err.value)

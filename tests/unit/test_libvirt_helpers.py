@@ -182,16 +182,16 @@ def test_reap_stale_never_touches_foreign_or_live_owners(tmp_path: Path) -> None
 
 
 def test_name_clash_with_foreign_domain_refused(tmp_path: Path) -> None:
-    foreign = FakeDomain("qemu1", marker_owner=None)
+    foreign = FakeDomain(fake_backend(tmp_path, []).domain_name("qemu1"), marker_owner=None)
     backend = fake_backend(tmp_path, [foreign])
     with pytest.raises(BackendError, match="not farm's"):
         backend._clear_name(backend.connection(), "qemu1", lv.log)
     assert foreign.active
-    stale = FakeDomain("qemu2", marker_owner=2**22 + 12345)
+    stale = FakeDomain(backend.domain_name("qemu2"), marker_owner=2**22 + 12345)
     backend._conn = FakeConnection([stale])  # type: ignore[assignment]
     backend._clear_name(backend.connection(), "qemu2", lv.log)
     assert not stale.active
-    busy = FakeDomain("qemu3", marker_owner=1)
+    busy = FakeDomain(backend.domain_name("qemu3"), marker_owner=1)
     backend._conn = FakeConnection([busy])  # type: ignore[assignment]
     with pytest.raises(BackendError, match="another running farm"):
         backend._clear_name(backend.connection(), "qemu3", lv.log)

@@ -435,3 +435,12 @@ def test_variants_carry_their_own_jobs() -> None:
     first, second = ts.variants()
     first.record(_ev(1, 0, EventType.START, 1.0))
     assert first.jobs(1) and not second.jobs(1)
+
+
+def test_set_wide_notice_is_info_not_a_warning(caplog: pytest.LogCaptureFixture) -> None:
+    ts = TaskSet([HEY])
+    with caplog.at_level("INFO", logger="farm.taskset"):
+        assert ts.record(_ev(-1, None, EventType.NOTICE, 1.0, "built-ins run as Python")) is None
+        ts.record(_ev(7, 0, EventType.START, 1.0))  # an unknown task still warns
+    levels = [(r.levelname, "Python" in r.getMessage()) for r in caplog.records]
+    assert levels == [("INFO", True), ("WARNING", False)]

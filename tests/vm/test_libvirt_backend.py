@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import shutil
 import signal
 import socket
@@ -28,6 +29,7 @@ import pytest
 from farm.agent.protocol import client_handshake
 from farm.backend.libvirt import LibvirtBackend, LibvirtGuest, destroy_domain
 from farm.backend.libvirt_xml import DomainSpec, domain_xml
+from farm.backend.naming import domain_name
 from farm.config import FarmConfig
 from farm.errors import BackendError, ConfigError
 from farm.profile import MachineProfile
@@ -110,7 +112,7 @@ def processes_of(name: str) -> list[psutil.Process]:
         if proc.info["status"] == psutil.STATUS_ZOMBIE:
             continue
         argv = proc.info["cmdline"] or []
-        qemu = any(a.startswith(f"guest={name},") for a in argv)
+        qemu = any(re.match(rf"guest=(farm-[0-9a-f]{{8}}-)?{name},", a) for a in argv)
         screen = bool(argv) and "screen" in argv[0].lower() and name in argv
         if qemu or screen:
             found.append(proc)
@@ -125,7 +127,8 @@ def screen_sessions() -> str:
 
 
 def domain_exists(backend: LibvirtBackend, name: str) -> bool:
-    return name in [d.name() for d in backend.connection().listAllDomains(0)]
+    names = {d.name() for d in backend.connection().listAllDomains(0)}
+    return bool({name, backend.domain_name(name)} & names)
 
 
 def paused_domain(backend: LibvirtBackend, xml: str) -> libvirt.virDomain:
@@ -152,7 +155,8 @@ def test_guest_boots_logs_console_and_leaves_nothing(
     assert guest.console_log == (config.log_dir / "qemu1.console.log").resolve()
     console = guest.console_log.read_text(errors="replace")
     assert "farm-init:" in console and "farm-init: identity qemu1" in console  # key: virtio
-    assert backend.connection().lookupByName("qemu1").UUIDString() == guest.uuid
+    dom = backend.connection().lookupByName(backend.domain_name("qemu1"))
+    assert dom.UUIDString() == guest.uuid
     assert ".qemu1\t" in screen_sessions()
     assert {p.pid for p in processes_of("qemu1")} >= {guest.pid}
     assert "qemu1" in backend.registry.entries()
@@ -231,7 +235,8 @@ def test_spawn_replaces_stale_farm_domain_but_never_a_foreign_one(
 ) -> None:
     foreign = paused_domain(
         backend,
-        """<domain type='qemu'><name>qemu7</name><memory unit='MiB'>16</memory>
+        f"""<domain type='qemu'><name>{backend.domain_name("qemu7")}</name>
+        <memory unit='MiB'>16</memory>
         <os><type arch='x86_64'>hvm</type></os></domain>""",
     )
     try:
@@ -348,7 +353,7 @@ def test_next_farm_reaps_guests_of_a_sigkilled_farm(
             timeout=120,
             check=True,
         )
-        assert "qemu5" in json.loads(result.stdout)
+        assert domain_name(short_dir / "state", "qemu5") in json.loads(result.stdout)
         assert processes_of("qemu5") == []
     finally:
         if spawner.poll() is None:
