@@ -182,6 +182,8 @@ class LibvirtWarm:
                     _monitor(guest._dom, "migrate", uri="fd:snapshot")
                     _wait_migration(guest._dom, 120.0)
             guest.destroy()
+            if guest.console_log is not None:
+                guest.console_log.unlink(missing_ok=True)
             sha, size = snapshot._sha256(tmp), tmp.stat().st_size
             meta = {"key": key, "size": size, "sha256": sha, "created": time.time()}
             path.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
@@ -219,6 +221,9 @@ class LibvirtWarm:
                     raise SnapshotLoadFailed(f"QEMU could not load {snap.path}: {exc}") from exc
                 timeout = snapshot.RESTORE_TIMEOUT
                 _send_identity(port, name, key, guest.alive, timeout)  # type: ignore[arg-type]
+        except OSError as exc:  # the port broke (QEMU or the guest died): boot cold
+            guest.destroy()
+            raise SnapshotError(f"identity port of the restored guest: {exc}") from exc
         except BaseException:
             guest.destroy()
             raise
