@@ -24,9 +24,10 @@ its size and SHA256 (checked before first use; a damaged file is removed and
 the guest boots cold, the next one rebuilds it; a file QEMU refuses to load is
 removed likewise). The key digests the domain XML with the per-guest parts
 neutralised (so memory, CPU, machine, accelerator, NIC, kernel arguments and
-extra QEMU arguments are in it), the image files, the QEMU binary's version and
-the libvirt and hypervisor versions. Needs a local hypervisor (QEMU is handed
-an open file descriptor); a remote URI boots cold (logged once).
+extra QEMU arguments are in it), the image files, the QEMU binary's version,
+the libvirt and hypervisor versions and the URI (any embedded root counts as
+one). Needs a local hypervisor (QEMU is handed an open file descriptor); a
+remote URI boots cold (logged once).
 
 Cost: a restore is the qemu backend's plus libvirt's domain start. On libvirt
 9.0 with QEMU 7.2 most of that is libvirt verifying an x86 guest CPU at every
@@ -54,7 +55,7 @@ import libvirt_qemu
 from farm.agent.protocol import guest_key
 from farm.backend import identity, snapshot
 from farm.backend.libvirt_identity import open_port
-from farm.backend.libvirt_xml import domain_xml
+from farm.backend.libvirt_xml import domain_xml, embed_root
 from farm.backend.snapshot import (
     FORMAT,
     WAITING,
@@ -133,6 +134,7 @@ class LibvirtWarm:
                 "backend": "libvirt",
                 "xml": domain_xml(spec),
                 "versions": versions,
+                "hypervisor": "embed" if embed_root(b.uri) else b.uri,
                 "qemu": snapshot.qemu_version(spec.emulator),
                 "image": snapshot._image_identity(b.profile),
             }

@@ -45,7 +45,9 @@ def libvirt_backend(tmp_path: Path, **config: object) -> lv.LibvirtBackend:
 def test_libvirt_local_user_net_warm_starts_by_default(tmp_path: Path) -> None:
     assert libvirt_backend(tmp_path).warm is not None
     assert libvirt_backend(tmp_path, warm_start=False).warm is None
-    assert lv.LibvirtBackend(FarmConfig(state_dir=tmp_path), warm_start=False).warm is None
+    config = FarmConfig(state_dir=tmp_path)
+    assert lv.LibvirtBackend(config, MachineProfile(), warm_start=False).warm is None
+    assert lv.LibvirtBackend(config.replace(warm_start=False), MachineProfile()).warm is None
 
 
 @pytest.mark.parametrize(
