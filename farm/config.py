@@ -61,7 +61,9 @@ class FarmConfig:
     heartbeat: float = 1.0  # agent heartbeat interval (s)
     heartbeat_timeout: float = 3.0  # silence after which a guest counts as hung
     max_concurrent_boots: int = 2
-    warm_start: bool = False  # qemu backend: restore guests from a saved snapshot
+    # restore guests from a saved snapshot (qemu, libvirt); where a backend/network cannot,
+    # it boots cold and logs why once; false: always cold boots
+    warm_start: bool = True
     idle_linger: float = 2.0  # s an idle machine waits for new work before shutting down
     set_time_limit: float | None = None  # s; sets still running then are stopped (finished)
     agent_port: int = 3001
@@ -128,13 +130,6 @@ class FarmConfig:
         for name in ("warm_start", "journal"):
             if not isinstance(getattr(self, name), bool):
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if self.warm_start and self.backend != "qemu":
-            raise ConfigError(f"warm_start needs backend = 'qemu', not {self.backend!r}")
-        if self.warm_start and self.network == "bridge":
-            raise ConfigError(
-                "warm_start does not work with network = 'bridge' "
-                "(the NIC's MAC address is saved guest state)"
-            )
         _int_range("agent_port", self.agent_port, 1, 65535)
         for name in ("boot_timeout", "heartbeat", "heartbeat_timeout", "rescan_interval"):
             _positive(name, getattr(self, name))

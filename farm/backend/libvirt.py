@@ -41,7 +41,6 @@ import ipaddress
 import logging
 import os
 import shutil
-import socket
 import sys
 import threading
 from collections.abc import Callable
@@ -56,9 +55,9 @@ if "libvirt" not in sys.modules:
     os.environ.setdefault("LIBVIRT_LOG_OUTPUTS", "3:syslog:farm-libvirt")
 
 import libvirt
-import psutil
 
-from farm.backend import identity, libvirt_host, naming
+from farm.agent.protocol import guest_key
+from farm.backend import identity, libvirt_host, libvirt_identity, libvirt_spec, naming
 from farm.backend.base import Backend, Guest
 from farm.backend.libvirt_console import ConsoleStream
 from farm.backend.libvirt_guest import (  # noqa: F401  (re-exported: tests, multihost)
@@ -70,6 +69,7 @@ from farm.backend.libvirt_guest import (  # noqa: F401  (re-exported: tests, mul
     destroy_domain,
     ensure_event_loop,
 )
+from farm.backend.libvirt_snapshot import LibvirtWarm, why_cold
 from farm.backend.libvirt_storage import ImageUploader
 from farm.backend.libvirt_xml import (
     DomainSpec,
@@ -79,7 +79,6 @@ from farm.backend.libvirt_xml import (
     embed_socket_hint,
     is_local,
     libvirt_nic_model,
-    offers_kvm,
     remote_host,
     write_qemu_conf,
 )
@@ -116,6 +115,8 @@ class LibvirtBackend(Backend):
         console_stream: bool | None = None,
         host: HypervisorConfig | None = None,
         on_lost: Callable[[str], None] | None = None,
+        warm_start: bool | None = None,
+        identity_stream: bool | None = None,
     ) -> None:
         if host is not None:  # one host of a multi-host farm: its URI and network
             config = config.replace(
@@ -135,6 +136,8 @@ class LibvirtBackend(Backend):
         # a host with its own file system: no local pids, ptys or files of its guests
         self.local = is_local(self.uri) and not (host is not None and host.uploads)
         self.console_stream = (not self.local) if console_stream is None else console_stream
+        #: the key goes over a libvirt stream on the identity channel (default: remote hosts)
+        self.identity_stream = (not self.local) if identity_stream is None else identity_stream
         self.on_lost = on_lost
         self.lost: str | None = None  # why the last connection was lost, until reopened
         self._lock = threading.Lock()
@@ -147,6 +150,13 @@ class LibvirtBackend(Backend):
             if host is not None and host.image_dir is not None
             else None
         )
+        #: warm starts (config ``warm_start``, on by default); None: cold boots
+        self.warm: LibvirtWarm | None = None
+        if config.warm_start if warm_start is None else warm_start:
+            if why := why_cold(self):
+                log.info("warm start off, guests boot cold: %s", why)
+            else:
+                self.warm = LibvirtWarm(self)
 
     @property
     def bridged(self) -> bool:
@@ -258,6 +268,21 @@ class LibvirtBackend(Backend):
         self.connection()
 
     def spawn(self, name: str, token: str) -> Guest:
+        if self.warm is not None:
+            restored = self.warm.spawn(name, token)
+            if restored is not None:
+                return restored
+        guest = self._start(name, token)
+        if self.identity_stream and identity.takes_identity(self.profile):
+            key, timeout = guest_key(token, name), self.config.boot_timeout
+            conn = self.connection()
+            libvirt_identity.hand_over_later(conn, guest._dom, name, key, guest.alive, timeout)
+            return guest
+        return identity.deliver(guest, self.profile, self.config, token, self.local)
+
+    def _start(self, name: str, token: str, mode: str = "cold") -> LibvirtGuest:
+        """Create guest ``name``'s domain: booting (``cold``), the warm ``template``, or
+        paused for a saved state (``warm``); its key is delivered by the caller."""
         glog = log.getChild(name)
         conn = self.connection()
         self._clear_name(conn, name, glog)
@@ -269,7 +294,7 @@ class LibvirtBackend(Backend):
             dom = self._create_bridged(conn, name, token, console, mac, glog)
             address = (str(ip), self.config.agent_port)
         else:
-            dom, port = self._create(conn, name, token, console, glog)
+            dom, port = self._create(conn, name, token, console, glog, mode)
             address = (remote_host(self.uri) or "127.0.0.1", port)
         qemu = screen = stream = None
         try:
@@ -279,7 +304,7 @@ class LibvirtBackend(Backend):
                     self.registry.record(name, qemu.pid, "libvirt-qemu", uuid=dom.UUIDString())
             if self.console_stream:
                 stream = ConsoleStream(conn, dom, console)
-            elif self.local:
+            elif self.local and mode != "template":
                 screen = libvirt_host.start_screen(dom, name, self.registry, glog)
         except BaseException:
             if stream is not None:
@@ -310,7 +335,7 @@ class LibvirtBackend(Backend):
             stream=stream,
             hostfwd=not self.bridged,
         )
-        return identity.deliver(guest, self.profile, self.config, token, self.local)
+        return guest
 
     def _create_bridged(
         self,
@@ -335,15 +360,21 @@ class LibvirtBackend(Backend):
             ) from exc
 
     def _create(
-        self, conn: libvirt.virConnect, name: str, token: str, console: Path, glog: logging.Logger
+        self,
+        conn: libvirt.virConnect,
+        name: str,
+        token: str,
+        console: Path,
+        glog: logging.Logger,
+        mode: str = "cold",
     ) -> tuple[libvirt.virDomain, int]:
         """createXML with a fresh hostfwd port; retried when that port was taken meanwhile."""
         flags = libvirt_host.start_flags(self.uri)
+        flags |= libvirt.VIR_DOMAIN_START_PAUSED if mode == "warm" else 0
         for attempt in range(1, _CREATE_ATTEMPTS + 1):
             port = _PORTS.allocate(self.local)
-            xml = domain_xml(
-                self._spec(name, token, None if self.console_stream else console, port)
-            )
+            log_file = None if self.console_stream else console
+            xml = domain_xml(self._spec(name, token, log_file, port, mode))
             glog.debug("domain XML:\n%s", xml)
             try:
                 return conn.createXML(xml, flags), port
@@ -365,67 +396,16 @@ class LibvirtBackend(Backend):
         ident = machine_id(name)
         return mac_for(ident), plan_for(self.config).ip_for(ident)
 
-    def _boot_files(self) -> tuple[Path, Path | None]:
-        """Kernel and initrd paths as the hypervisor sees them (uploaded when it has its own)."""
-        p = self.profile
-        kernel = p.kernel.resolve()
-        initrd = p.initrd.resolve() if p.initrd is not None else None
-        if self._uploader is None:
-            return kernel, initrd
-        conn = self.connection()
-        remote_initrd = Path(self._uploader.ensure(conn, initrd)) if initrd else None
-        return Path(self._uploader.ensure(conn, kernel)), remote_initrd
-
-    def _spec(self, name: str, token: str, console: Path | None, port: int) -> DomainSpec:
-        """The domain of guest ``name`` from the machine profile (same boot as plain QEMU)."""
-        p, ident = self.profile, identity.socket_for(self.profile, self.config, name, self.local)
-        me = psutil.Process()
-        emulator = (shutil.which(p.qemu) if self.local else None) or p.qemu
-        kernel, initrd = self._boot_files()
-        return DomainSpec(
-            name=self.domain_name(name),
-            title=naming.domain_title(self.config.state_dir, name, me.pid),
-            domain_type=self.domain_type(),
-            emulator=emulator,
-            machine=p.machine,
-            memory_mib=p.memory,
-            smp=p.smp,
-            kernel=kernel,
-            initrd=initrd,
-            cmdline=identity.kernel_cmdline(p, token, ident, self.config.agent_port, port != 0),
-            identity_socket=ident,
-            console_log=console,
-            host_port=port,
-            agent_port=self.config.agent_port,
-            nic_model=p.nic,
-            cpu=p.cpu or None,
-            extra_args=(*(("-bios", bios) if (bios := p.resolved_bios()) else ()), *p.extra_args),
-            serial=p.serial,
-            owner_pid=me.pid,
-            owner_start=me.create_time(),
-            owner_host=socket.gethostname(),
-            state_dir=self.config.state_dir.resolve(),
-            hostfwd_addr="127.0.0.1" if self.local else "0.0.0.0",
-        )
+    def _spec(
+        self, name: str, token: str, console: Path | None, port: int, mode: str = "cold"
+    ) -> DomainSpec:
+        """The domain of guest ``name`` (see :func:`libvirt_spec.guest_spec`)."""
+        return libvirt_spec.guest_spec(self, name, token, console, port, mode)
 
     def domain_type(self) -> str:
-        """``kvm`` or ``qemu`` (TCG): the profile's accel, probed locally when ``auto``.
-
-        A remote host cannot be probed from here: with ``auto`` it gets KVM when
-        its libvirt offers KVM domains for the guest's architecture.
-        """
+        """``kvm`` or ``qemu`` (TCG), see :func:`libvirt_spec.domain_type`."""
         if self._domain_type is None:
-            if self.local or self.profile.accel != "auto":
-                kvm = self.profile.resolved_accel() == "kvm"
-            else:
-                try:
-                    caps = self.connection().getCapabilities()
-                except libvirt.libvirtError as exc:
-                    raise BackendError(f"cannot read capabilities of {self.uri}: {exc}") from exc
-                arch = DomainSpec.arch_of(self.profile.qemu)
-                kvm = offers_kvm(caps, arch)
-                log.info("%s: %s for %s guests", self.uri, "KVM" if kvm else "TCG", arch)
-            self._domain_type = "kvm" if kvm else "qemu"
+            self._domain_type = libvirt_spec.domain_type(self)
         return self._domain_type
 
     def _clear_name(self, conn: libvirt.virConnect, name: str, glog: logging.Logger) -> None:

@@ -154,6 +154,7 @@ class DomainSpec:
     mac: str | None = None  # the NIC's MAC on the bridge (the machine's reservation)
     identity_socket: Path | None = None  # virtio port farm.identity (the guest's key) here
     title: str | None = None  # virsh list --title: which farm owns the domain
+    identity_channel: bool = False  # that port with a path libvirt picks (farm opens a stream)
 
     @property
     def arch(self) -> str:
@@ -265,9 +266,10 @@ def domain_xml(spec: DomainSpec) -> str:
             ET.SubElement(serial, "log", {"file": str(spec.console_log), "append": "off"})
         console = ET.SubElement(devices, "console", {"type": "pty"})
         ET.SubElement(console, "target", {"type": "serial", "port": "0"})
-    if spec.identity_socket is not None:  # QEMU listens; farm writes the identity line
+    if spec.identity_socket is not None or spec.identity_channel:  # QEMU listens
         chan = ET.SubElement(devices, "channel", {"type": "unix"})
-        ET.SubElement(chan, "source", {"mode": "bind", "path": str(spec.identity_socket)})
+        path = {"path": str(spec.identity_socket)} if spec.identity_socket else {}
+        ET.SubElement(chan, "source", {"mode": "bind", **path})
         ET.SubElement(chan, "target", {"type": "virtio", "name": "farm.identity"})
     if x86:
         ET.SubElement(devices, "controller", {"type": "usb", "model": "none"})

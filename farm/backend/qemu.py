@@ -122,12 +122,18 @@ class QemuBackend(Backend):
         self.profile = (
             profile if profile is not None else load_profile(config.profile, config.image_dir)
         )
-        #: restore guests from a snapshot (None: config ``warm_start``, default off)
+        #: restore guests from a snapshot (None: config ``warm_start``, default on)
         self.warm_start = bool(
-            getattr(config, "warm_start", False) if warm_start is None else warm_start
+            getattr(config, "warm_start", True) if warm_start is None else warm_start
         )
-        if self.warm_start:
-            snapshot.check_profile(self.profile, config.network)
+        try:
+            if self.warm_start:
+                snapshot.check_profile(self.profile, config.network)
+        except ConfigError as exc:
+            if warm_start:  # asked for by the caller, not just the default
+                raise
+            log.info("warm start off, guests boot cold: %s", exc)
+            self.warm_start = False
         self._wprofile = replace(self.profile, guest_port=config.agent_port)
         self._warm_off = ""  # why warm start was given up in this backend ("" = not)
         self._warm_lock = threading.Lock()

@@ -163,7 +163,7 @@ class FakeConnection:
 
 def fake_backend(tmp_path: Path, domains: list[FakeDomain]) -> lv.LibvirtBackend:
     profile: Any = SimpleNamespace(kernel=None, initrd=None, qemu="qemu-system-x86_64")
-    backend = lv.LibvirtBackend(FarmConfig(state_dir=tmp_path), profile=profile)
+    backend = lv.LibvirtBackend(FarmConfig(state_dir=tmp_path, warm_start=False), profile=profile)
     backend._conn = FakeConnection(domains)  # type: ignore[assignment]
     return backend
 

@@ -44,7 +44,7 @@ def config() -> Iterator[FarmConfig]:
     """A farm in a short temporary dir (the embedded driver's UNIX socket paths are limited)."""
     base = Path(tempfile.mkdtemp(prefix="farm-lv-"))
     try:
-        yield FarmConfig(state_dir=base / "state", log_dir=base / "log")
+        yield FarmConfig(state_dir=base / "state", log_dir=base / "log", warm_start=False)
     finally:
         shutil.rmtree(base, ignore_errors=True)
 

@@ -1,0 +1,95 @@
+"""Spawn -> authenticated session: libvirt warm vs qemu warm vs cold, through the backends.
+
+    .venv/bin/python bench/warm.py [--boots 10] [--variants qemu-warm,libvirt-warm,...]
+
+Each variant (``BACKEND-warm`` or ``BACKEND-cold``, backend ``qemu`` or
+``libvirt`` with its default embedded driver, user-mode network, the default
+profile) runs in its own child process on a fresh state dir (libvirt allows
+one embedded root per process): a first spawn (which for warm variants
+builds the template snapshot; reported apart as ``first_s``), then
+``--boots`` sequential spawns, each timed like ``bench/ready.py`` does (spawn,
+address, FarmSession connect + authentication) and destroyed before the
+next. Prints one JSON document: per variant median/p90/min/max (p90 by
+``common.percentile``), and ``libvirt_vs_qemu_warm``: the ratio of the two
+warm medians (target: <= 1.10, both medians <= 0.25 s).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import farm_config, percentile  # noqa: E402
+from ready import boot_once  # noqa: E402
+
+VARIANTS = ("qemu-warm", "libvirt-warm", "qemu-cold", "libvirt-cold")
+
+
+def one(variant: str, boots: int) -> dict[str, Any]:
+    """``boots`` timed spawns of one variant (after one untimed first spawn)."""
+    from farm.backend import create
+    from farm.session.token import resolve_token
+
+    backend_name, _, mode = variant.partition("-")
+    with tempfile.TemporaryDirectory(prefix="farm-bench-warm-") as tmp:
+        cfg = farm_config(tmp, backend_name, 1).replace(
+            image_dir=ROOT / "images", warm_start=mode == "warm"
+        )
+        backend = create(cfg)
+        try:
+            backend.check()
+            token = resolve_token(cfg.token, cfg.state_dir)
+            first = boot_once(backend, token)
+            lat = [boot_once(backend, token)["ready_s"] for _ in range(boots)]
+        finally:
+            backend.close()
+    return {
+        "first_s": round(first["ready_s"], 3),
+        "median": round(statistics.median(lat), 3),
+        "p90": round(percentile(lat, 90), 3),
+        "min": round(min(lat), 3),
+        "max": round(max(lat), 3),
+        "all": [round(x, 3) for x in lat],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--boots", type=int, default=10)
+    parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument("--one", help=argparse.SUPPRESS)  # child: run this variant only
+    args = parser.parse_args()
+    if args.one:
+        print(json.dumps(one(args.one, args.boots)))
+        return
+    doc: dict[str, Any] = {"bench": "warm", "boots": args.boots, "spawn_to_session_s": {}}
+    for variant in args.variants.split(","):
+        proc = subprocess.run(
+            [sys.executable, __file__, "--one", variant, "--boots", str(args.boots)],
+            capture_output=True,
+            text=True,
+            check=False,
+        )
+        if proc.returncode != 0:
+            doc["spawn_to_session_s"][variant] = {"error": proc.stderr[-800:]}
+            continue
+        doc["spawn_to_session_s"][variant] = json.loads(proc.stdout.strip().splitlines()[-1])
+    res = doc["spawn_to_session_s"]
+    if "median" in res.get("qemu-warm", {}) and "median" in res.get("libvirt-warm", {}):
+        ratio = res["libvirt-warm"]["median"] / res["qemu-warm"]["median"]
+        doc["libvirt_vs_qemu_warm"] = round(ratio, 3)
+    print(json.dumps(doc, indent=2))
+
+
+if __name__ == "__main__":
+    main()
