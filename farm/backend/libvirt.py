@@ -36,7 +36,6 @@ guest and down at ``close()`` if it brought them up (:class:`BackendBridge`).
 from __future__ import annotations
 
 import contextlib
-import functools
 import ipaddress
 import logging
 import os
@@ -131,8 +130,8 @@ class LibvirtBackend(Backend):
             profile if profile is not None else load_profile(config.profile, config.image_dir)
         )
         self.registry = ProcessRegistry(config.state_dir)
-        self.domain_name = functools.partial(naming.domain_name, config.state_dir)  # qemu1 -> ..
         self.uri = config.resolved_libvirt_uri
+        self.domain_name = naming.domain_namer(config.state_dir, not embed_root(self.uri))
         # a host with its own file system: no local pids, ptys or files of its guests
         self.local = is_local(self.uri) and not (host is not None and host.uploads)
         self.console_stream = (not self.local) if console_stream is None else console_stream

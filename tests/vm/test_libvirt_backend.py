@@ -29,7 +29,6 @@ import pytest
 from farm.agent.protocol import client_handshake
 from farm.backend.libvirt import LibvirtBackend, LibvirtGuest, destroy_domain
 from farm.backend.libvirt_xml import DomainSpec, domain_xml
-from farm.backend.naming import domain_name
 from farm.config import FarmConfig
 from farm.errors import BackendError, ConfigError
 from farm.profile import MachineProfile
@@ -353,7 +352,7 @@ def test_next_farm_reaps_guests_of_a_sigkilled_farm(
             timeout=120,
             check=True,
         )
-        assert domain_name(short_dir / "state", "qemu5") in json.loads(result.stdout)
+        assert "qemu5" in json.loads(result.stdout)
         assert processes_of("qemu5") == []
     finally:
         if spawner.poll() is None:
