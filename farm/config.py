@@ -127,11 +127,6 @@ class FarmConfig:
                 raise ConfigError(f"{name} must be true or false, got {getattr(self, name)!r}")
         if self.warm_start and self.backend != "qemu":
             raise ConfigError(f"warm_start needs backend = 'qemu', not {self.backend!r}")
-        if self.warm_start and self.network == "bridge":
-            raise ConfigError(
-                "warm_start does not work with network = 'bridge' "
-                "(the NIC's MAC address is saved guest state)"
-            )
         _int_range("agent_port", self.agent_port, 1, 65535)
         for name in ("boot_timeout", "heartbeat", "heartbeat_timeout", "rescan_interval"):
             _positive(name, getattr(self, name))

@@ -37,7 +37,6 @@ from farm.backend import snapshot
 from farm.backend.base import Guest
 from farm.backend.qemu import QemuBackend
 from farm.config import FarmConfig
-from farm.errors import ConfigError
 from farm.image import ImageInfo
 from farm.monitors import FINISHED_NOT_ONCE, SqliteMonitor
 from farm.taskset import Task, TaskSet
@@ -263,9 +262,3 @@ def test_snapshot_rebuilt_when_its_inputs_change(farm: WarmFarm) -> None:
         if guest is not None:
             guest.destroy()
         backend.close()
-
-
-def test_bridged_network_refused_with_a_clear_error(farm: WarmFarm) -> None:
-    """The NIC's MAC is guest state: warm start with network = 'bridge' is a ConfigError."""
-    with pytest.raises(ConfigError, match="bridge"):
-        QemuBackend(farm.config(network="bridge"), warm_start=True)
