@@ -205,12 +205,11 @@ def _load(path: Path, key: str) -> Snapshot | None:
     size, sha = int(meta.get("size", -1)), str(meta.get("sha256", ""))
     ram = snapshot_mem.ram_path(path) if "ram_sha256" in meta else None
     stamp = (str(path), st.st_size, st.st_mtime_ns)
-    if stamp not in _verified:
-        damaged = st.st_size != size or _sha256(path) != sha
-        if damaged or (ram is not None and not snapshot_mem.intact(ram, meta)):
-            discard(path)
-            raise SnapshotCorrupt(f"snapshot {path} is corrupt (size or SHA256 differ): removed")
-        _verified.add(stamp)
+    damaged = stamp not in _verified and (st.st_size != size or _sha256(path) != sha)
+    if damaged or (ram is not None and not snapshot_mem.intact(ram, meta)):
+        discard(path)
+        raise SnapshotCorrupt(f"snapshot {path} is corrupt (size or SHA256 differ): removed")
+    _verified.add(stamp)
     return Snapshot(path, key, size, sha, ram)
 
 

@@ -26,6 +26,7 @@ from typing import Any
 RAM_ID = "farmram"
 _EVENTS = {"capability": "events", "state": True}
 _IGNORE_SHARED = {"capability": "x-ignore-shared", "state": True}
+_intact: set[tuple[str, int, int, str]] = set()  # RAM files whose SHA256 matched
 
 
 def ram_path(snapshot_path: Path) -> Path:
@@ -70,12 +71,21 @@ def describe(ram: Path) -> dict[str, Any]:
 
 
 def intact(ram: Path, meta: dict[str, Any]) -> bool:
-    """True if ``ram`` has the size and SHA256 recorded in ``meta`` (False if missing)."""
+    """True if ``ram`` has the size and SHA256 recorded in ``meta`` (False if missing).
+
+    A file once found intact is not hashed again until its size or mtime changes.
+    """
     try:
-        size = ram.stat().st_size
+        st = ram.stat()
     except OSError:
         return False
-    return size == int(meta.get("ram_size", -1)) and sha256(ram) == meta.get("ram_sha256")
+    stamp = (str(ram), st.st_size, st.st_mtime_ns, str(meta.get("ram_sha256")))
+    if stamp in _intact:
+        return True
+    if st.st_size != int(meta.get("ram_size", -1)) or sha256(ram) != meta.get("ram_sha256"):
+        return False
+    _intact.add(stamp)
+    return True
 
 
 def discard(ram: Path | None) -> None:

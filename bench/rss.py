@@ -1,0 +1,147 @@
+"""Host memory of idle guests: RSS and PSS of 1 guest vs N guests, cold and warm (issue 18).
+
+For each mode the qemu backend (user-mode network, TCG unless ``--accel``)
+spawns one guest, waits for its agent's handshake and lets it idle for
+``--settle`` seconds, then measures its QEMU process; then it spawns the
+other N-1 guests, lets them idle, and measures the sum over all N QEMUs.
+``rss``/``pss``/``uss`` come from psutil's ``memory_full_info`` (PSS splits a
+page shared by k processes into k parts, so it is the honest total; USS is
+what each QEMU alone holds). Modes:
+
+- ``cold``: every guest boots (``warm_start = false``);
+- ``warm``: guests restored from the template, RAM shared copy-on-write
+  (farm.backend.snapshot_mem: each QEMU maps the template's RAM file privately);
+- ``warm-private``: restored with the RAM inside the snapshot (each guest its
+  own copy: the warm start before shared memory).
+
+The issue's target: N=7 warm guests' total <= 3 x one guest. Prints one JSON
+document (MiB, ratios, spawn -> session seconds)::
+
+    .venv/bin/python bench/rss.py [--guests 7] [--settle 5] [--modes cold,warm,warm-private]
+
+Re-run it quietly (it is noisy on a busy host): ``python bench/compare.py
+--script-from after --before <checkout> --runs 3 -- rss.py`` (the before side
+has no shared RAM: its ``warm`` equals ``warm-private``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import socket
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from farm.agent.protocol import ProtocolViolation, client_handshake
+from farm.backend.base import Guest
+from farm.backend.qemu import QemuBackend
+from farm.config import FarmConfig
+
+TOKEN = "bench-rss-token"
+MODES = ("cold", "warm", "warm-private")
+
+
+def wait_session(guest: Guest, timeout: float) -> None:
+    """Return once the guest's agent completes a handshake with its key."""
+    deadline = time.monotonic() + timeout
+    while True:
+        host, port = guest.address(timeout)
+        try:
+            with socket.create_connection((host, port), timeout=5.0) as sock:
+                client_handshake(sock, TOKEN)
+                return
+        except (OSError, ProtocolViolation, ValueError):
+            if not guest.alive() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def memory(pids: list[int]) -> dict[str, float]:
+    """Summed RSS, PSS and USS of ``pids`` in MiB."""
+    total = {"rss": 0.0, "pss": 0.0, "uss": 0.0}
+    for pid in pids:
+        info = psutil.Process(pid).memory_full_info()
+        for key in total:
+            total[key] += getattr(info, key) / (1 << 20)
+    return {k: round(v, 1) for k, v in total.items()}
+
+
+def run_mode(mode: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """Spawn 1 then N guests in ``mode``; their memory and spawn -> session times."""
+    config = FarmConfig(
+        backend="qemu",
+        state_dir=root / mode / "state",
+        log_dir=root / mode / "log",
+        image_dir=Path(args.image_dir).resolve(),
+        boot_timeout=args.timeout,
+        warm_start=mode != "cold",
+        profile={"accel": args.accel, "memory": args.memory},
+    )
+    backend = QemuBackend(config)
+    backend.shared_ram = mode == "warm"  # a before checkout without the attribute ignores it
+    guests: list[Guest] = []
+    seconds: list[float] = []
+    try:
+        if mode != "cold":  # the template is built once, before the timed spawns
+            backend.spawn("qemu99", TOKEN).destroy()
+        out: dict[str, Any] = {}
+        for count in (1, args.guests):
+            while len(guests) < count:
+                started = time.monotonic()
+                guests.append(backend.spawn(f"qemu{len(guests) + 1}", TOKEN))
+                wait_session(guests[-1], args.timeout)
+                seconds.append(time.monotonic() - started)
+            time.sleep(args.settle)
+            out[str(count)] = memory([g.pid for g in guests if g.pid is not None])
+        one, all_ = out["1"], out[str(args.guests)]
+        out["ratio"] = {k: round(all_[k] / one[k], 2) for k in one if one[k]}
+        out["spawn_session_s"] = {
+            "median": round(statistics.median(seconds), 3),
+            "max": round(max(seconds), 3),
+        }
+        return out
+    finally:
+        for guest in guests:
+            guest.destroy()
+        backend.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--guests", type=int, default=7)
+    parser.add_argument("--settle", type=float, default=5.0, help="idle seconds before measuring")
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--image-dir", default="images")
+    parser.add_argument("--accel", default="tcg")
+    parser.add_argument("--memory", type=int, default=256, help="guest MiB")
+    parser.add_argument("--timeout", type=float, default=180.0)
+    args = parser.parse_args(argv)
+    modes = [m for m in args.modes.split(",") if m]
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        parser.error(f"unknown mode(s) {sorted(unknown)}; known: {', '.join(MODES)}")
+    root = Path(tempfile.mkdtemp(prefix="farmrss"))
+    try:
+        doc: dict[str, Any] = {
+            "guests": args.guests,
+            "memory_mib": args.memory,
+            "accel": args.accel,
+            "unit": "MiB, summed over the guests' QEMU processes",
+        }
+        for mode in modes:
+            doc[mode] = run_mode(mode, args, root)
+        print(json.dumps(doc, indent=1))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
