@@ -6,7 +6,10 @@ spawns one guest, waits for its agent's handshake and lets it idle for
 other N-1 guests, lets them idle, and measures the sum over all N QEMUs.
 ``rss``/``pss``/``uss`` come from psutil's ``memory_full_info`` (PSS splits a
 page shared by k processes into k parts, so it is the honest total; USS is
-what each QEMU alone holds). Modes:
+what each QEMU alone holds); ``last_guest_ram_file``: how much of the template's
+RAM file the last guest has resident and how much it copied on write. ``--tb-size``
+caps TCG's translation buffer (profile ``tb_size``), most of an idle QEMU's own
+memory. Modes:
 
 - ``cold``: every guest boots (``warm_start = false``);
 - ``warm``: guests restored from the template, RAM shared copy-on-write
@@ -73,6 +76,17 @@ def memory(pids: list[int]) -> dict[str, float]:
     return {k: round(v, 1) for k, v in total.items()}
 
 
+def ram_file(pid: int) -> dict[str, float]:
+    """MiB of the template's RAM file (``*.ram``) mapped in ``pid``: resident, copied on write."""
+    for m in psutil.Process(pid).memory_maps(grouped=True):
+        if m.path.endswith(".ram"):
+            return {
+                "rss": round(m.rss / (1 << 20), 1),
+                "cow": round(m.private_dirty / (1 << 20), 1),
+            }
+    return {}
+
+
 def run_mode(mode: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
     """Spawn 1 then N guests in ``mode``; their memory and spawn -> session times."""
     config = FarmConfig(
@@ -82,7 +96,11 @@ def run_mode(mode: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
         image_dir=Path(args.image_dir).resolve(),
         boot_timeout=args.timeout,
         warm_start=mode != "cold",
-        profile={"accel": args.accel, "memory": args.memory},
+        profile={
+            "accel": args.accel,
+            "memory": args.memory,
+            **({"tb_size": args.tb_size} if args.tb_size else {}),
+        },
     )
     backend = QemuBackend(config)
     backend.shared_ram = mode == "warm"  # a before checkout without the attribute ignores it
@@ -100,6 +118,8 @@ def run_mode(mode: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 seconds.append(time.monotonic() - started)
             time.sleep(args.settle)
             out[str(count)] = memory([g.pid for g in guests if g.pid is not None])
+        if guests[-1].pid is not None:
+            out["last_guest_ram_file"] = ram_file(guests[-1].pid)
         one, all_ = out["1"], out[str(args.guests)]
         out["ratio"] = {k: round(all_[k] / one[k], 2) for k in one if one[k]}
         out["spawn_session_s"] = {
@@ -122,6 +142,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accel", default="tcg")
     parser.add_argument("--memory", type=int, default=256, help="guest MiB")
     parser.add_argument("--timeout", type=float, default=180.0)
+    parser.add_argument("--tb-size", type=int, default=0, help="profile tb_size (MiB; 0: QEMU's)")
     args = parser.parse_args(argv)
     modes = [m for m in args.modes.split(",") if m]
     unknown = set(modes) - set(MODES)
@@ -133,6 +154,7 @@ def main(argv: list[str] | None = None) -> int:
             "guests": args.guests,
             "memory_mib": args.memory,
             "accel": args.accel,
+            "tb_size": args.tb_size,
             "unit": "MiB, summed over the guests' QEMU processes",
         }
         for mode in modes:

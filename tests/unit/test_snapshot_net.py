@@ -106,3 +106,12 @@ def test_ram_file_checked_by_size_and_sha256(tmp_path: Path) -> None:
     snapshot_mem.discard(ram)
     assert not ram.exists() and not snapshot_mem.intact(ram, meta)
     snapshot_mem.discard(None)
+
+
+def test_tb_size_goes_on_the_tcg_accelerator_only() -> None:
+    argv = MachineProfile(accel="tcg", tb_size=16).qemu_argv("g", hostfwd_port=None, token="t")
+    assert argv[argv.index("-accel") + 1] == "tcg,tb-size=16"
+    argv = MachineProfile(accel="tcg").qemu_argv("g", hostfwd_port=None, token="t")
+    assert argv[argv.index("-accel") + 1] == "tcg"
+    with pytest.raises(ConfigError, match="tb_size"):
+        MachineProfile(tb_size=-1)
