@@ -21,6 +21,11 @@ The issue's target: N=7 warm guests' total <= 3 x one guest. Prints one JSON
 document (MiB, ratios, spawn -> session seconds)::
 
     .venv/bin/python bench/rss.py [--guests 7] [--settle 5] [--modes cold,warm,warm-private]
+                                  [--tb-size MIB] [--network user|bridge]
+
+``--network bridge`` (root) runs the same inside a fresh network namespace
+``farmbench-XXXX`` (farm's bridge, dhcpd and taps there; deleted afterwards):
+``spawn_session_s`` is then the bridged spawn -> authenticated session time.
 
 Re-run it quietly (it is noisy on a busy host): ``python bench/compare.py
 --script-from after --before <checkout> --runs 3 -- rss.py`` (the before side
@@ -30,13 +35,17 @@ has no shared RAM: its ``warm`` equals ``warm-private``).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import shutil
 import socket
 import statistics
+import subprocess
 import sys
 import tempfile
 import time
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -47,7 +56,13 @@ from farm.backend.base import Guest
 from farm.backend.qemu import QemuBackend
 from farm.config import FarmConfig
 
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+from common import netns_inode, netns_processes  # noqa: E402
+
 TOKEN = "bench-rss-token"
+NETNS_ENV = "FARM_BENCH_RSS_NETNS"
 MODES = ("cold", "warm", "warm-private")
 
 
@@ -96,6 +111,7 @@ def run_mode(mode: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
         image_dir=Path(args.image_dir).resolve(),
         boot_timeout=args.timeout,
         warm_start=mode != "cold",
+        network=args.network,
         profile={
             "accel": args.accel,
             "memory": args.memory,
@@ -108,7 +124,7 @@ def run_mode(mode: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
     seconds: list[float] = []
     try:
         if mode != "cold":  # the template is built once, before the timed spawns
-            backend.spawn("qemu99", TOKEN).destroy()
+            backend.spawn(f"qemu{args.guests + 1}", TOKEN).destroy()
         out: dict[str, Any] = {}
         for count in (1, args.guests):
             while len(guests) < count:
@@ -133,6 +149,25 @@ def run_mode(mode: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
         backend.close()
 
 
+def in_namespace(argv: list[str]) -> int:
+    """``--network bridge``: run this bench again inside a fresh namespace, then delete it."""
+    name = f"farmbench-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True, timeout=10)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True, timeout=10)
+        child = ["ip", "netns", "exec", name, sys.executable, str(Path(__file__).resolve())]
+        return subprocess.run([*child, *argv], env={**os.environ, NETNS_ENV: name}).returncode
+    finally:
+        left = netns_processes(name)
+        for proc in left:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(left, timeout=5)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10, check=False)
+        if netns_inode(name) is not None:
+            print(f"warning: namespace {name} could not be deleted", file=sys.stderr)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--guests", type=int, default=7)
@@ -142,8 +177,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accel", default="tcg")
     parser.add_argument("--memory", type=int, default=256, help="guest MiB")
     parser.add_argument("--timeout", type=float, default=180.0)
+    parser.add_argument(
+        "--network",
+        default="user",
+        choices=("user", "bridge"),
+        help="bridge (root): farm's bridge + dhcpd in a private network namespace",
+    )
     parser.add_argument("--tb-size", type=int, default=0, help="profile tb_size (MiB; 0: QEMU's)")
     args = parser.parse_args(argv)
+    if args.network == "bridge" and not os.environ.get(NETNS_ENV):
+        return in_namespace(sys.argv[1:] if argv is None else argv)
     modes = [m for m in args.modes.split(",") if m]
     unknown = set(modes) - set(MODES)
     if unknown:
@@ -155,6 +198,7 @@ def main(argv: list[str] | None = None) -> int:
             "memory_mib": args.memory,
             "accel": args.accel,
             "tb_size": args.tb_size,
+            "network": args.network,
             "unit": "MiB, summed over the guests' QEMU processes",
         }
         for mode in modes:
