@@ -58,13 +58,13 @@ try:
             refused = False
         except PermissionError:
             refused = True
+        neigh = subprocess.run(["ip", "neigh", "show", host, "dev", "br0"],
+                               capture_output=True, text=True).stdout  # who answered at host
         maps = Path(f"/proc/{guest.pid}/maps").read_text()
         report["guests"][name] = {
-            "host": host, "seconds": took, "other_refused": refused,
+            "host": host, "seconds": took, "other_refused": refused, "neigh": neigh,
             "ram_maps": [line.split()[1] for line in maps.splitlines() if line.endswith(".ram")],
         }
-    report["neigh"] = subprocess.run(["ip", "neigh", "show", "dev", "br0"],
-                                     capture_output=True, text=True).stdout
 finally:
     for guest in guests:
         guest.destroy()
@@ -114,7 +114,7 @@ def test_restored_guests_take_their_own_reserved_address_on_the_bridge(
         assert guest["other_refused"], report
         assert guest["ram_maps"] and all(p == "rw-p" for p in guest["ram_maps"]), report
         # the host reached this IP at the guest's own MAC, not the template's
-        assert f"{ips[i - 1]} lladdr {mac_for(i)}" in report["neigh"], report["neigh"]
+        assert f"{ips[i - 1]} lladdr {mac_for(i)}" in guest["neigh"], report
         text = consoles[f"log-backend/{name}.console.log"]
         assert f"farm-init: network {mac_for(i)} {ips[i - 1]}/" in text, context
         assert "farm-init: mounted" not in text, context  # restored, not booted
