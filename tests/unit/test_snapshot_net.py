@@ -115,3 +115,21 @@ def test_tb_size_goes_on_the_tcg_accelerator_only() -> None:
     assert argv[argv.index("-accel") + 1] == "tcg"
     with pytest.raises(ConfigError, match="tb_size"):
         MachineProfile(tb_size=-1)
+
+
+def test_snapshot_key_depends_on_ram_sharing_and_the_network(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A RAM-file template and a bridged template are other snapshots than the plain one."""
+    monkeypatch.setattr(snapshot, "qemu_version", lambda qemu: "QEMU emulator version 7.2.0")
+    (tmp_path / "image.elf").write_bytes(b"k")
+    (tmp_path / "initrd.img").write_bytes(b"i")
+    profile = MachineProfile(accel="tcg").with_images(tmp_path)
+    keys = {
+        snapshot.snapshot_key(profile),
+        snapshot.snapshot_key(profile, ram=True),
+        snapshot.snapshot_key(profile, _net(), ram=True),
+        snapshot.snapshot_key(profile, WarmNet(DhcpPlan.create("10.78.0.0/24")), ram=True),
+    }
+    assert len(keys) == 4
+    assert snapshot.snapshot_key(profile, _net(), ram=True) in keys  # stable
