@@ -106,6 +106,7 @@ class MachineProfile:
     serial: bool = True  # give the board a serial console (-serial chardev:console)
     bios: str = "auto"  # -bios: "auto" = qboot for farm's image on x86 PC boards, "" = board's
     user_net_dhcp: bool = False  # user-mode net: DHCP in the guest instead of the fixed address
+    tb_size: int = 0  # TCG translation buffer, MiB (-accel tcg,tb-size=); 0 = QEMU's default
 
     def __post_init__(self) -> None:
         _check(
@@ -162,6 +163,7 @@ class MachineProfile:
             "true or false",
             self.user_net_dhcp,
         )
+        _check(_int(self.tb_size) and 0 <= self.tb_size <= 1 << 16, "tb_size", "MiB", self.tb_size)
         _check(
             isinstance(self.bios, str) and not any(c.isspace() for c in self.bios),
             "bios",
@@ -299,6 +301,8 @@ class MachineProfile:
         """
         port = self.guest_port if guest_port is None else guest_port
         chosen = self.resolved_accel(accel)
+        if chosen == "tcg" and self.tb_size:  # idle guests: most of QEMU's own memory
+            chosen += f",tb-size={self.tb_size}"
         argv = [
             self.qemu, "-name", name, "-machine", self.machine, "-accel", chosen,
             "-m", str(self.memory), "-smp", str(self.smp),

@@ -53,7 +53,7 @@ import libvirt
 import libvirt_qemu
 
 from farm.agent.protocol import guest_key
-from farm.backend import identity, snapshot
+from farm.backend import identity, snapshot, snapshot_mem
 from farm.backend.libvirt_identity import open_port
 from farm.backend.libvirt_xml import domain_xml, embed_root
 from farm.backend.snapshot import (
@@ -193,7 +193,7 @@ class LibvirtWarm:
             guest.destroy()
             if guest.console_log is not None:
                 guest.console_log.unlink(missing_ok=True)
-            sha, size = snapshot._sha256(tmp), tmp.stat().st_size
+            sha, size = snapshot_mem.sha256(tmp), tmp.stat().st_size
             meta = {"key": key, "size": size, "sha256": sha, "created": time.time()}
             path.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
             tmp.replace(path)

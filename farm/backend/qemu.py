@@ -9,7 +9,10 @@ farm dies.
 With ``warm_start`` (config ``warm_start``, or the constructor argument) a
 guest is not booted but restored from a saved template guest and handed its
 own name and token (see :mod:`farm.backend.snapshot`); if the snapshot cannot
-be made or restored, the guest boots cold instead (logged).
+be made or restored, the guest boots cold instead (logged). Restored guests map
+the template's RAM copy-on-write (:mod:`farm.backend.snapshot_mem`); on the
+bridged network each takes its own reserved MAC and IP
+(:mod:`farm.backend.snapshot_net`).
 """
 
 from __future__ import annotations
@@ -26,12 +29,13 @@ from pathlib import Path
 import psutil
 
 from farm.agent.protocol import guest_key
-from farm.backend import identity, snapshot
+from farm.backend import identity, snapshot, snapshot_mem
 from farm.backend.base import Backend, Guest, pid_stopped
 from farm.backend.screen import wipe_dead
-from farm.bridge.bridge import BackendBridge
+from farm.backend.snapshot_net import WarmNet
+from farm.bridge.bridge import BackendBridge, TapNic, plan_for
 from farm.config import FarmConfig
-from farm.errors import ConfigError, ImageError, LaunchError
+from farm.errors import ConfigError, ImageError, LaunchError, NetworkError
 from farm.procs import ProcessRegistry
 from farm.profile import MachineProfile, load_profile
 from farm.qemu import QemuProcess, Screen, free_port
@@ -51,8 +55,10 @@ class QemuGuest(Guest):
         console: Path,
         host: str = "127.0.0.1",
         on_destroy: Callable[[], None] | None = None,
+        nic: TapNic | None = None,
     ) -> None:
         self.name = name
+        self.nic = nic  # bridged: the guest's tap, MAC and reserved IP
         self.host = host  # bridged: the guest's reserved IP; user mode: loopback (hostfwd)
         self._on_destroy = on_destroy  # bridged: removes the guest's tap
         self.port = port
@@ -111,6 +117,8 @@ class QemuBackend(Backend):
     """Starts guests as ``screen -dmS NAME qemu-system-... `` processes."""
 
     kind = "qemu"
+    #: warm start: restored guests map the template's RAM file copy-on-write (snapshot_mem)
+    shared_ram = True
 
     def __init__(
         self,
@@ -128,7 +136,7 @@ class QemuBackend(Backend):
         )
         try:
             if self.warm_start:
-                snapshot.check_profile(self.profile, config.network)
+                snapshot.check_profile(self.profile, config.network, bridged=True)
         except ConfigError as exc:
             if warm_start:  # asked for by the caller, not just the default
                 raise
@@ -170,32 +178,48 @@ class QemuBackend(Backend):
         """The current snapshot (built on first use); None after a failure (cold boots)."""
         try:
             return snapshot.ensure(
-                self._wprofile, self.config.state_dir, self.registry, self.config.boot_timeout
+                self._wprofile,
+                self.config.state_dir,
+                self.registry,
+                self.config.boot_timeout,
+                net=self._warm_net(),
+                ram=self.shared_ram,
             )
         except snapshot.SnapshotCorrupt as exc:
             log.warning("%s; this guest boots cold, the next one rebuilds it", exc)
             return None
-        except snapshot.SnapshotError as exc:
+        except (snapshot.SnapshotError, NetworkError) as exc:
             with self._warm_lock:
                 if not self._warm_off:
                     log.warning("warm start off, guests boot cold: %s", exc)
                 self._warm_off = str(exc)
             return None
 
+    def _warm_net(self) -> WarmNet | None:
+        """Bridged: the network of the template and of restored guests (brought up now)."""
+        if self.config.network != "bridge":
+            return None
+        bridge = self._net.network().bridge
+        return WarmNet(plan_for(self.config), self.profile.nic, self.profile.nic_onboard, bridge)
+
     def _restore(self, name: str, token: str, snap: snapshot.Snapshot) -> Guest:
         """Start QEMU with ``-incoming defer``, load the snapshot, hand over name and token."""
         started = time.monotonic()
-        guest = self._spawn(name, token, warm=True)
+        guest = self._spawn(name, token, warm=snap)
         assert isinstance(guest, QemuGuest)
+        net = self._warm_net()
+        ident = None if net is None or guest.nic is None else net.identity(guest.nic)
         try:
-            snapshot.restore(snap, guest.run_dir, name, token, guest.alive, qmp=guest.process.qmp)
+            snapshot.restore(
+                snap, guest.run_dir, name, token, guest.alive, qmp=guest.process.qmp, net=ident
+            )
         except BaseException:
             guest.destroy()
             raise
         guest.log.info("restored from %s in %.2fs", snap.path.name, time.monotonic() - started)
         return guest
 
-    def _spawn(self, name: str, token: str, warm: bool = False) -> Guest:
+    def _spawn(self, name: str, token: str, warm: snapshot.Snapshot | None = None) -> Guest:
         glog = log.getChild(name)
         run_dir = (self.config.state_dir / "qemu" / name).resolve()
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -207,16 +231,19 @@ class QemuBackend(Backend):
         port = free_port()
         host, profile, extra = "127.0.0.1", self.profile, ["-pidfile", str(pidfile)]
         on_destroy: Callable[[], None] | None = None
+        nic: TapNic | None = None
         if self.config.network == "bridge":  # a tap on br0; the agent at the reserved IP
             nic = self._net.network().attach(name)
             host, port, on_destroy = str(nic.ip), self.config.agent_port, nic.release
             if self.profile.nic:
                 extra += nic.qemu_args(self.profile.nic, self.profile.nic_onboard)
             profile = replace(self.profile, nic="")  # the NIC comes from ``extra``
-        if warm:  # the template's command line (same guest port) + identity port + -incoming
-            argv = snapshot.guest_argv(
-                self._wprofile, name, run_dir, hostfwd_port=port, extra=extra
-            )
+        if warm is not None:  # the template's command line + identity port + -incoming
+            net = self._warm_net()
+            wprofile = self._wprofile if net is None else net.profile(self._wprofile)
+            if warm.ram is not None:  # the template's RAM, private (copy-on-write)
+                extra += snapshot_mem.ram_args(warm.ram, self._wprofile.memory, shared=False)
+            argv = snapshot.guest_argv(wprofile, name, run_dir, hostfwd_port=port, extra=extra)
         elif identity.takes_identity(profile):  # cold, and the key goes over the identity port
             argv = identity.cold_profile(profile).qemu_argv(
                 name,
@@ -255,9 +282,9 @@ class QemuBackend(Backend):
                 on_destroy()
             raise
         glog.info("QEMU pid %d in screen %s, agent on %s:%d", process.pid, name, host, port)
-        if not warm and identity.takes_identity(profile):
+        if warm is None and identity.takes_identity(profile):
             identity.hand_over_later(run_dir, name, token, process.alive, self.config.boot_timeout)
-        return QemuGuest(name, port, process, run_dir, console, host, on_destroy)
+        return QemuGuest(name, port, process, run_dir, console, host, on_destroy, nic)
 
     def close(self) -> None:
         """Take the bridged network down if this backend brought it up."""

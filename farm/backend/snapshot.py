@@ -42,6 +42,9 @@ from typing import Any
 
 import psutil
 
+from farm.backend import snapshot_mem
+from farm.backend.snapshot_mem import sha256 as _sha256
+from farm.backend.snapshot_net import WarmNet
 from farm.errors import BackendError, ConfigError, LaunchError
 from farm.procs import ProcessRegistry
 from farm.profile import MachineProfile
@@ -51,7 +54,7 @@ from farm.qemu.qmp import connect
 log = logging.getLogger(__name__)
 
 #: bump when the snapshot's layout or the identity protocol changes
-FORMAT = "1"
+FORMAT = "2"
 PORT_NAME = "farm.identity"
 WAIT_ARG = "farm.identity=wait"
 WAITING = b"farm-identity: waiting"
@@ -81,15 +84,16 @@ class Snapshot:
     key: str
     size: int
     sha256: str
+    ram: Path | None = None  # the template's RAM, mapped copy-on-write (snapshot_mem)
 
 
-def check_profile(profile: MachineProfile, network: str) -> None:
-    """ConfigError when guests of this profile/network cannot be warm started."""
-    if network == "bridge":
+def check_profile(profile: MachineProfile, network: str, bridged: bool = False) -> None:
+    """ConfigError unless these guests can be warm started (``bridged``: see snapshot_net)."""
+    if network == "bridge" and not bridged:
         raise ConfigError(
-            "warm_start does not work with network = 'bridge': the NIC's MAC address is part "
-            "of the saved guest state, so every restored guest would have the template's MAC "
-            "(use network = 'user', or warm_start = false)"
+            "warm_start does not work with network = 'bridge' on this backend: the NIC's MAC "
+            "address is part of the saved guest state, so every restored guest would have "
+            "the template's MAC (use network = 'user', or warm_start = false)"
         )
     if not profile.farm_cmdline or profile.session != "farm":
         raise ConfigError(
@@ -170,24 +174,20 @@ def _image_identity(profile: MachineProfile) -> dict[str, Any]:
     return out
 
 
-def snapshot_key(profile: MachineProfile) -> str:
+def snapshot_key(profile: MachineProfile, net: WarmNet | None = None, ram: bool = False) -> str:
     """Digest of every input the saved state depends on (see the module docstring)."""
+    if net is not None:
+        profile = net.profile(profile)
     argv = guest_argv(profile, "guest", Path("/run"), hostfwd_port=None, incoming=False)
     doc = {
         "format": FORMAT,
         "qemu": qemu_version(profile.qemu),
         "argv": argv,
         "image": _image_identity(profile),
+        "net": None if net is None else net.key(),
+        "ram": ram,
     }
     return hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:20]
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with path.open("rb") as f:
-        while chunk := f.read(1 << 20):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _load(path: Path, key: str) -> Snapshot | None:
@@ -203,19 +203,21 @@ def _load(path: Path, key: str) -> Snapshot | None:
         discard(path)
         return None
     size, sha = int(meta.get("size", -1)), str(meta.get("sha256", ""))
+    ram = snapshot_mem.ram_path(path) if "ram_sha256" in meta else None
     stamp = (str(path), st.st_size, st.st_mtime_ns)
-    if stamp not in _verified:
-        if st.st_size != size or _sha256(path) != sha:
-            discard(path)
-            raise SnapshotCorrupt(f"snapshot {path} is corrupt (size or SHA256 differ): removed")
-        _verified.add(stamp)
-    return Snapshot(path, key, size, sha)
+    damaged = stamp not in _verified and (st.st_size != size or _sha256(path) != sha)
+    if damaged or (ram is not None and not snapshot_mem.intact(ram, meta)):
+        discard(path)
+        raise SnapshotCorrupt(f"snapshot {path} is corrupt (size or SHA256 differ): removed")
+    _verified.add(stamp)
+    return Snapshot(path, key, size, sha, ram)
 
 
 def discard(path: Path) -> None:
     """Remove a snapshot and its metadata (the next warm start rebuilds it)."""
     path.unlink(missing_ok=True)
     path.with_suffix(".json").unlink(missing_ok=True)
+    snapshot_mem.discard(snapshot_mem.ram_path(path))
 
 
 def ensure(
@@ -223,13 +225,16 @@ def ensure(
     state_dir: Path,
     registry: ProcessRegistry | None = None,
     boot_timeout: float = 120.0,
+    *,
+    net: WarmNet | None = None,
+    ram: bool = False,
 ) -> Snapshot:
     """The current snapshot for ``profile``: reused if intact, else built now (locked).
 
     A damaged file raises SnapshotCorrupt (after removing it; the next call builds a new one),
     so the caller can boot this guest cold rather than wait for a new template.
     """
-    key = snapshot_key(profile)
+    key = snapshot_key(profile, net, ram)
     folder = (Path(state_dir) / "snapshots").resolve()
     folder.mkdir(parents=True, exist_ok=True)
     path = folder / f"{key}.bin"
@@ -241,7 +246,7 @@ def ensure(
                 os.utime(path.with_suffix(".json"))  # last use, for _prune
             return found
         _prune(folder, keep=path)
-        return build(profile, path, key, registry, boot_timeout)
+        return build(profile, path, key, registry, boot_timeout, net=net, ram=ram)
 
 
 def _prune(folder: Path, keep: Path) -> None:
@@ -265,6 +270,9 @@ def build(
     key: str,
     registry: ProcessRegistry | None = None,
     boot_timeout: float = 120.0,
+    *,
+    net: WarmNet | None = None,
+    ram: bool = False,
 ) -> Snapshot:
     """Boot a template guest until it waits for its identity, save its state to ``path``."""
     started = time.monotonic()
@@ -272,7 +280,15 @@ def build(
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir()
     console = run_dir / "console.log"
-    argv = guest_argv(profile, "farm-template", run_dir, hostfwd_port=None, incoming=False)
+    stack = contextlib.ExitStack()
+    extra = [] if net is None else stack.enter_context(net.template_nic())
+    ram_tmp = snapshot_mem.part_path(snapshot_mem.ram_path(path)) if ram else None
+    if ram_tmp is not None:  # the template writes its RAM to the file (share=on)
+        extra += snapshot_mem.ram_args(ram_tmp, profile.memory, shared=True)
+    argv = guest_argv(
+        profile if net is None else net.profile(profile), "farm-template", run_dir,
+        hostfwd_port=None, extra=extra, incoming=False,
+    )  # fmt: skip
     argv += ["-pidfile", str(run_dir / "qemu.pid")]
     tmp = path.with_suffix(".part")
     log.info("building snapshot %s: %s", path.name, " ".join(argv))
@@ -293,7 +309,8 @@ def build(
             assert qmp is not None
             with tmp.open("wb") as out:
                 qmp.execute("stop")
-                qmp.execute("migrate-set-capabilities", capabilities=_EVENTS)
+                caps = snapshot_mem.capabilities(ram_tmp)
+                qmp.execute("migrate-set-capabilities", capabilities=caps)
                 qmp.getfd("snapshot", out.fileno())  # QEMU writes the file itself: no exec:cat
                 qmp.execute("migrate", uri="fd:snapshot")
                 event = qmp.wait_event("MIGRATION", 120.0, _final)
@@ -304,11 +321,14 @@ def build(
         sha = _sha256(tmp)
         size = tmp.stat().st_size
         meta = {"key": key, "size": size, "sha256": sha, "argv": argv, "created": time.time()}
+        if ram_tmp is not None:  # a new inode: guests mapping the old file keep it
+            meta.update(snapshot_mem.describe(ram_tmp))
+            ram_tmp.replace(snapshot_mem.ram_path(path))
         path.with_suffix(".json").write_text(json.dumps(meta, indent=1) + "\n")
         tmp.replace(path)
         _verified.add((str(path), size, path.stat().st_mtime_ns))
         log.info("snapshot %s: %d MiB in %.1f s", path.name, size >> 20, time.monotonic() - started)
-        return Snapshot(path, key, size, sha)
+        return Snapshot(path, key, size, sha, snapshot_mem.ram_path(path) if ram else None)
     except LaunchError as exc:
         raise SnapshotError(f"cannot start the template guest: {exc}") from exc
     except (OSError, QmpError, ValueError) as exc:
@@ -319,11 +339,13 @@ def build(
         raise SnapshotError(f"{exc}\nconsole:\n{output}") from exc
     finally:
         proc.shutdown(timeout=3.0, hard=True)
+        stack.close()  # the template's tap
         tmp.unlink(missing_ok=True)
+        snapshot_mem.discard(ram_tmp)
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-_EVENTS = [{"capability": "events", "state": True}]
+_EVENTS = snapshot_mem.capabilities(None)
 
 
 def _final(data: dict[str, Any]) -> bool:
@@ -376,13 +398,14 @@ def restore(
     alive: Callable[[], bool],
     timeout: float = RESTORE_TIMEOUT,
     qmp: QmpClient | None = None,
+    net: dict[str, str] | None = None,
 ) -> None:
     """Load ``snapshot`` into the QEMU waiting in ``run_dir``, resume it, hand it its identity.
 
     ``alive``: a callable telling whether that QEMU still runs; ``qmp``: its open QMP
     connection (QEMU serves one client at a time; None: connect to ``run_dir/qmp.sock``).
     Returns once the guest acknowledged its identity, i.e. once its agent listens with
-    ``token``.
+    ``token``. ``net``: the guest's own MAC/IP/gateway (:meth:`WarmNet.identity`).
     """
     if not token or any(c.isspace() for c in token):
         raise ConfigError("token must be non-empty and contain no whitespace")
@@ -393,7 +416,8 @@ def restore(
                 if qmp is None:
                     qmp = stack.enter_context(connect(run_dir / "qmp.sock"))
                 data = stack.enter_context(snapshot.path.open("rb"))
-                qmp.execute("migrate-set-capabilities", capabilities=_EVENTS)
+                caps = snapshot_mem.capabilities(snapshot.ram)
+                qmp.execute("migrate-set-capabilities", capabilities=caps)
                 qmp.getfd("snapshot", data.fileno())  # QEMU reads the file itself
                 qmp.execute("migrate-incoming", uri="fd:snapshot")
                 event = qmp.wait_event("MIGRATION", timeout, _final)
@@ -402,14 +426,22 @@ def restore(
                 qmp.execute("cont")
         except QmpError as exc:
             raise SnapshotLoadFailed(f"QEMU could not load {snapshot.path}: {exc}") from exc
-        _send_identity(ident, name, token, alive, timeout)
+        _send_identity(ident, name, token, alive, timeout, net)
 
 
 def _send_identity(
-    ident: socket.socket, name: str, key: str, alive: Callable[[], bool], timeout: float
+    ident: socket.socket,
+    name: str,
+    key: str,
+    alive: Callable[[], bool],
+    timeout: float,
+    net: dict[str, str] | None = None,
 ) -> None:
-    """Write the identity line (name, the guest's own key, time, seed); wait for the ack."""
-    identity = {"name": name, "token": key, "time": time.time(), "seed": secrets.token_hex(32)}
+    """Write the identity line (name, own key, time, seed, [net]); wait for the ack."""
+    seed = secrets.token_hex(32)
+    identity: dict[str, Any] = {"name": name, "token": key, "time": time.time(), "seed": seed}
+    if net is not None:
+        identity["net"] = net
     ident.sendall(json.dumps(identity).encode() + b"\n")
     line = _read_line(ident, timeout, alive)
     if line != f"farm-identity: ok {name}".encode():

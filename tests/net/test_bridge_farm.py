@@ -35,6 +35,7 @@ config = FarmConfig(
     backend="qemu", network="bridge", state_dir=base / "state", log_dir=base / "log",
     image_dir=images, idle_linger=30.0, boot_timeout=150.0, max_concurrent_boots=3,
     profile={"accel": "tcg", "memory": 256},
+    warm_start=False,  # cold boots take their lease from dhcpd (test_bridge_warm: restores)
 )
 # every variant pings all three reserved addresses: whichever guest runs it
 # reaches the two others over br0 (-w: keep trying while a guest still boots)

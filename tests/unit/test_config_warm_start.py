@@ -73,20 +73,20 @@ def test_libvirt_backends_that_cannot_warm_start_boot_cold_and_say_why_once(
     assert lines[0].levelno == logging.INFO
 
 
-def test_qemu_bridged_falls_back_unless_asked_for_explicitly(
+def test_qemu_warm_starts_on_both_networks_and_falls_back_once_for_a_foreign_image(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO, logger="farm.backend.qemu")
     config = FarmConfig(state_dir=tmp_path, backend="qemu", network="bridge")
     profile = MachineProfile(accel="tcg")
-    assert QemuBackend(config, profile).warm_start is False
-    assert sum(WARM_OFF in r.getMessage() for r in caplog.records) == 1
+    assert QemuBackend(config, profile).warm_start is True  # bridged: snapshot_net
     assert QemuBackend(config.replace(network="user"), profile).warm_start is True
     assert QemuBackend(config.replace(warm_start=False), profile).warm_start is False
-    try:  # asked for explicitly: honoured (bridged warm start) or refused, never dropped
-        assert QemuBackend(config, profile, warm_start=True).warm_start is True
-    except ConfigError as exc:
-        assert "bridge" in str(exc)
+    foreign = MachineProfile(accel="tcg", farm_cmdline=False)
+    assert QemuBackend(config, foreign).warm_start is False
+    assert sum(WARM_OFF in r.getMessage() for r in caplog.records) == 1
+    with pytest.raises(ConfigError):  # asked for explicitly: refused, never silently dropped
+        QemuBackend(config, foreign, warm_start=True)
 
 
 def test_remote_cold_boot_key_goes_over_a_channel_stream(tmp_path: Path) -> None:
@@ -108,3 +108,9 @@ def test_warm_domain_waits_for_its_state_and_identity(tmp_path: Path) -> None:
     assert "farm.identity=wait" in warm.cmdline and "secret-token" not in warm.cmdline
     assert warm.extra_args[-2:] == ("-incoming", "defer")
     assert "-incoming" not in template.extra_args and template.cmdline == warm.cmdline
+
+
+def test_warm_start_on_the_bridged_network_is_accepted() -> None:
+    """Restored guests take their own MAC and IP (snapshot_net): no longer refused."""
+    config = FarmConfig(warm_start=True, backend="qemu", network="bridge")
+    assert config.warm_start and config.network == "bridge"

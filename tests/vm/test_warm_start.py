@@ -37,7 +37,6 @@ from farm.backend import snapshot
 from farm.backend.base import Guest
 from farm.backend.qemu import QemuBackend
 from farm.config import FarmConfig
-from farm.errors import ConfigError
 from farm.image import ImageInfo
 from farm.monitors import FINISHED_NOT_ONCE, SqliteMonitor
 from farm.taskset import Task, TaskSet
@@ -186,6 +185,27 @@ def test_two_guests_restored_concurrently_each_with_its_own_token(farm: WarmFarm
         backend.close()
 
 
+def test_restored_guests_map_the_template_ram_copy_on_write(farm: WarmFarm) -> None:
+    """The snapshot holds no RAM; each restored QEMU maps the template's RAM file privately."""
+    backend = QemuBackend(farm.config(), warm_start=True)
+    guests: list[Guest] = []
+    try:
+        for name in ("qemu1", "qemu2"):
+            guests.append(backend.spawn(name, "tok-" + name))
+            assert handshake(guests[-1], "tok-" + name)["type"] == "hello"
+        snap = snapshot.ensure(backend._wprofile, backend.config.state_dir, ram=True)
+        assert snap.ram is not None and snap.ram.stat().st_size == 256 << 20
+        assert snap.size < 16 << 20, snap.size  # device state only: the RAM is in the file
+        for guest in guests:
+            maps = Path(f"/proc/{guest.pid}/maps").read_text().splitlines()
+            mapped = [line.split()[1] for line in maps if line.endswith(str(snap.ram))]
+            assert mapped == ["rw-p"], maps  # private: the guest's writes stay its own
+    finally:
+        for guest in guests:
+            guest.destroy()
+        backend.close()
+
+
 def idle_sets(n: int, ms: int) -> TaskSet:
     """``n`` variants of one task sleeping ``ms`` in the guest."""
     return TaskSet(
@@ -219,7 +239,7 @@ def test_corrupt_snapshot_falls_back_to_a_cold_boot(farm: WarmFarm) -> None:
     backend = QemuBackend(farm.config(), warm_start=True)
     guests: list[Guest] = []
     try:
-        snap = snapshot.ensure(backend._wprofile, backend.config.state_dir)
+        snap = snapshot.ensure(backend._wprofile, backend.config.state_dir, ram=True)
         with snap.path.open("r+b") as f:  # flip bytes in the middle: the SHA256 check sees it
             f.seek(snap.size // 2)
             f.write(b"\xff" * 4096)
@@ -229,7 +249,7 @@ def test_corrupt_snapshot_falls_back_to_a_cold_boot(farm: WarmFarm) -> None:
         assert not snap.path.exists()
 
         # garbage QEMU cannot load, with matching metadata (passes the SHA256 check)
-        bogus = snapshot.ensure(backend._wprofile, backend.config.state_dir)  # rebuilt
+        bogus = snapshot.ensure(backend._wprofile, backend.config.state_dir, ram=True)  # rebuilt
         data = b"not a QEMU migration stream\n" * 1000
         bogus.path.write_bytes(data)
         meta = bogus.path.with_suffix(".json")
@@ -239,6 +259,17 @@ def test_corrupt_snapshot_falls_back_to_a_cold_boot(farm: WarmFarm) -> None:
         assert handshake(guests[1], "tok-b")["type"] == "hello"
         assert booted(farm, "qemu2"), farm.console("qemu2")
         assert not bogus.path.exists()  # discarded: the next warm start rebuilds it
+
+        # a damaged RAM file (the template's memory, shared by restored guests)
+        again = snapshot.ensure(backend._wprofile, backend.config.state_dir, ram=True)
+        assert again.ram is not None
+        with again.ram.open("r+b") as f:
+            f.seek(again.ram.stat().st_size // 2)
+            f.write(b"\xff" * 4096)
+        guests.append(backend.spawn("qemu3", "tok-c"))
+        assert handshake(guests[2], "tok-c")["type"] == "hello"
+        assert booted(farm, "qemu3"), farm.console("qemu3")
+        assert not again.path.exists() and not again.ram.exists()
     finally:
         for guest in guests:
             guest.destroy()
@@ -249,23 +280,17 @@ def test_snapshot_rebuilt_when_its_inputs_change(farm: WarmFarm) -> None:
     """Another memory size is another snapshot; a restored guest of it works."""
     base = farm.config()
     other = farm.config(profile={**PROFILE, "memory": 192})
-    key_base = snapshot.snapshot_key(QemuBackend(base, warm_start=True)._wprofile)
+    key_base = snapshot.snapshot_key(QemuBackend(base, warm_start=True)._wprofile, ram=True)
     backend = QemuBackend(other, warm_start=True)
-    assert snapshot.snapshot_key(backend._wprofile) != key_base
+    assert snapshot.snapshot_key(backend._wprofile, ram=True) != key_base
     guest = None
     try:
         guest = backend.spawn("qemu1", "tok-192")
         assert handshake(guest, "tok-192")["type"] == "hello"
         assert restored(farm, "qemu1"), farm.console("qemu1")
         names = {p.stem for p in farm.snapshots()}
-        assert snapshot.snapshot_key(backend._wprofile) in names, names
+        assert snapshot.snapshot_key(backend._wprofile, ram=True) in names, names
     finally:
         if guest is not None:
             guest.destroy()
         backend.close()
-
-
-def test_bridged_network_refused_with_a_clear_error(farm: WarmFarm) -> None:
-    """The NIC's MAC is guest state: warm start with network = 'bridge' is a ConfigError."""
-    with pytest.raises(ConfigError, match="bridge"):
-        QemuBackend(farm.config(network="bridge"), warm_start=True)

@@ -1,0 +1,213 @@
+"""Host memory of idle guests: RSS and PSS of 1 guest vs N guests, cold and warm (issue 18).
+
+For each mode the qemu backend (user-mode network, TCG unless ``--accel``)
+spawns one guest, waits for its agent's handshake and lets it idle for
+``--settle`` seconds, then measures its QEMU process; then it spawns the
+other N-1 guests, lets them idle, and measures the sum over all N QEMUs.
+``rss``/``pss``/``uss`` come from psutil's ``memory_full_info`` (PSS splits a
+page shared by k processes into k parts, so it is the honest total; USS is
+what each QEMU alone holds); ``last_guest_ram_file``: how much of the template's
+RAM file the last guest has resident and how much it copied on write. ``--tb-size``
+caps TCG's translation buffer (profile ``tb_size``), most of an idle QEMU's own
+memory. Modes:
+
+- ``cold``: every guest boots (``warm_start = false``);
+- ``warm``: guests restored from the template, RAM shared copy-on-write
+  (farm.backend.snapshot_mem: each QEMU maps the template's RAM file privately);
+- ``warm-private``: restored with the RAM inside the snapshot (each guest its
+  own copy: the warm start before shared memory).
+
+The issue's target: N=7 warm guests' total <= 3 x one guest. Prints one JSON
+document (MiB, ratios, spawn -> session seconds)::
+
+    .venv/bin/python bench/rss.py [--guests 7] [--settle 5] [--modes cold,warm,warm-private]
+                                  [--tb-size MIB] [--network user|bridge]
+
+``--network bridge`` (root) runs the same inside a fresh network namespace
+``farmbench-XXXX`` (farm's bridge, dhcpd and taps there; deleted afterwards):
+``spawn_session_s`` is then the bridged spawn -> authenticated session time.
+
+Re-run it quietly (it is noisy on a busy host): ``python bench/compare.py
+--script-from after --before <checkout> --runs 3 -- rss.py`` (the before side
+has no shared RAM: its ``warm`` equals ``warm-private``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from farm.agent.protocol import ProtocolViolation, client_handshake
+from farm.backend.base import Guest
+from farm.backend.qemu import QemuBackend
+from farm.config import FarmConfig
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "bench"))
+
+from common import netns_inode, netns_processes  # noqa: E402
+
+TOKEN = "bench-rss-token"
+NETNS_ENV = "FARM_BENCH_RSS_NETNS"
+MODES = ("cold", "warm", "warm-private")
+
+
+def wait_session(guest: Guest, timeout: float) -> None:
+    """Return once the guest's agent completes a handshake with its key."""
+    deadline = time.monotonic() + timeout
+    while True:
+        host, port = guest.address(timeout)
+        try:
+            with socket.create_connection((host, port), timeout=5.0) as sock:
+                client_handshake(sock, TOKEN)
+                return
+        except (OSError, ProtocolViolation, ValueError):
+            if not guest.alive() or time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+
+
+def memory(pids: list[int]) -> dict[str, float]:
+    """Summed RSS, PSS and USS of ``pids`` in MiB."""
+    total = {"rss": 0.0, "pss": 0.0, "uss": 0.0}
+    for pid in pids:
+        info = psutil.Process(pid).memory_full_info()
+        for key in total:
+            total[key] += getattr(info, key) / (1 << 20)
+    return {k: round(v, 1) for k, v in total.items()}
+
+
+def ram_file(pid: int) -> dict[str, float]:
+    """MiB of the template's RAM file (``*.ram``) mapped in ``pid``: resident, copied on write."""
+    for m in psutil.Process(pid).memory_maps(grouped=True):
+        if m.path.endswith(".ram"):
+            return {
+                "rss": round(m.rss / (1 << 20), 1),
+                "cow": round(m.private_dirty / (1 << 20), 1),
+            }
+    return {}
+
+
+def run_mode(mode: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
+    """Spawn 1 then N guests in ``mode``; their memory and spawn -> session times."""
+    config = FarmConfig(
+        backend="qemu",
+        state_dir=root / mode / "state",
+        log_dir=root / mode / "log",
+        image_dir=Path(args.image_dir).resolve(),
+        boot_timeout=args.timeout,
+        warm_start=mode != "cold",
+        network=args.network,
+        profile={
+            "accel": args.accel,
+            "memory": args.memory,
+            **({"tb_size": args.tb_size} if args.tb_size else {}),
+        },
+    )
+    backend = QemuBackend(config)
+    backend.shared_ram = mode == "warm"  # a before checkout without the attribute ignores it
+    guests: list[Guest] = []
+    seconds: list[float] = []
+    try:
+        if mode != "cold":  # the template is built once, before the timed spawns
+            backend.spawn(f"qemu{args.guests + 1}", TOKEN).destroy()
+        out: dict[str, Any] = {}
+        for count in (1, args.guests):
+            while len(guests) < count:
+                started = time.monotonic()
+                guests.append(backend.spawn(f"qemu{len(guests) + 1}", TOKEN))
+                wait_session(guests[-1], args.timeout)
+                seconds.append(time.monotonic() - started)
+            time.sleep(args.settle)
+            out[str(count)] = memory([g.pid for g in guests if g.pid is not None])
+        if guests[-1].pid is not None:
+            out["last_guest_ram_file"] = ram_file(guests[-1].pid)
+        one, all_ = out["1"], out[str(args.guests)]
+        out["ratio"] = {k: round(all_[k] / one[k], 2) for k in one if one[k]}
+        out["spawn_session_s"] = {
+            "median": round(statistics.median(seconds), 3),
+            "max": round(max(seconds), 3),
+        }
+        return out
+    finally:
+        for guest in guests:
+            guest.destroy()
+        backend.close()
+
+
+def in_namespace(argv: list[str]) -> int:
+    """``--network bridge``: run this bench again inside a fresh namespace, then delete it."""
+    name = f"farmbench-{uuid.uuid4().hex[:8]}"
+    subprocess.run(["ip", "netns", "add", name], check=True, capture_output=True, timeout=10)
+    try:
+        subprocess.run(["ip", "-n", name, "link", "set", "lo", "up"], check=True, timeout=10)
+        child = ["ip", "netns", "exec", name, sys.executable, str(Path(__file__).resolve())]
+        return subprocess.run([*child, *argv], env={**os.environ, NETNS_ENV: name}).returncode
+    finally:
+        left = netns_processes(name)
+        for proc in left:
+            with contextlib.suppress(psutil.Error):
+                proc.kill()
+        psutil.wait_procs(left, timeout=5)
+        subprocess.run(["ip", "netns", "del", name], capture_output=True, timeout=10, check=False)
+        if netns_inode(name) is not None:
+            print(f"warning: namespace {name} could not be deleted", file=sys.stderr)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--guests", type=int, default=7)
+    parser.add_argument("--settle", type=float, default=5.0, help="idle seconds before measuring")
+    parser.add_argument("--modes", default=",".join(MODES))
+    parser.add_argument("--image-dir", default="images")
+    parser.add_argument("--accel", default="tcg")
+    parser.add_argument("--memory", type=int, default=256, help="guest MiB")
+    parser.add_argument("--timeout", type=float, default=180.0)
+    parser.add_argument(
+        "--network",
+        default="user",
+        choices=("user", "bridge"),
+        help="bridge (root): farm's bridge + dhcpd in a private network namespace",
+    )
+    parser.add_argument("--tb-size", type=int, default=0, help="profile tb_size (MiB; 0: QEMU's)")
+    args = parser.parse_args(argv)
+    if args.network == "bridge" and not os.environ.get(NETNS_ENV):
+        return in_namespace(sys.argv[1:] if argv is None else argv)
+    modes = [m for m in args.modes.split(",") if m]
+    unknown = set(modes) - set(MODES)
+    if unknown:
+        parser.error(f"unknown mode(s) {sorted(unknown)}; known: {', '.join(MODES)}")
+    root = Path(tempfile.mkdtemp(prefix="farmrss"))
+    try:
+        doc: dict[str, Any] = {
+            "guests": args.guests,
+            "memory_mib": args.memory,
+            "accel": args.accel,
+            "tb_size": args.tb_size,
+            "network": args.network,
+            "unit": "MiB, summed over the guests' QEMU processes",
+        }
+        for mode in modes:
+            doc[mode] = run_mode(mode, args, root)
+        print(json.dumps(doc, indent=1))
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
