@@ -78,6 +78,7 @@ class Launch:
     stats: bool = False  # parse JSON stats lines of the output (traffic workloads)
     term_grace: float = 0.0  # s between SIGTERM and SIGKILL on a stop, 0 = SIGKILL at once
     summary: str = ""  # "cyclictest": its summary lines become the exit's ``latency_us``
+    gate: bool = False  # a native built-in: can be pre-spawned, held until its release
 
 
 @dataclass(slots=True)
@@ -136,26 +137,28 @@ class Job:
         self._popen: subprocess.Popen[bytes] | None = None
         self._waiting = False  # a waiter thread was started
         self._waited = threading.Event()  # ... and has reported the exit
+        self.cancelled = False  # pre-spawned, dropped unreleased: no event (spawner.Spawners)
 
     # -- spawning -----------------------------------------------------------
 
-    def spawn(self) -> None:
+    def spawn(self, gate_fd: int = -1) -> None:
         """Start the process (raises OSError/SubprocessError if it cannot be started).
 
         With the guard running, no limits and SCHED_OTHER or SCHED_FIFO (the common
         case) glibc's posix_spawn starts it (:mod:`farm.agent.pspawn`); otherwise
         subprocess, with a ``preexec_fn`` only when the child needs set-up.
+        ``gate_fd``: pre-spawn it with that stdin and FARM_GATE=1 (:mod:`farm.agent.spawner`).
         """
         launch = self.launch
         guard_entry = guard.entry()
-        env = launch.env
+        env = launch.env if gate_fd < 0 else {**launch.env, "FARM_GATE": "1"}
         if guard_entry is not None:
             env = {**env, guard_entry[0]: guard_entry[1]}
         self.parent_maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         plain = not (launch.budget_s > 0 or (launch.quota > 0 and not launch.builtin))
         posix = plain and guard_entry is not None and launch.sched.policy in ("other", "fifo")
         if posix and pspawn.available():
-            self._posix_spawn(env)
+            self._posix_spawn(env, gate_fd)
             return
         setup = childsetup.factory(launch, pdeathsig=guard_entry is None)
         out_r, out_w = os.pipe()
@@ -166,7 +169,7 @@ class Job:
             # in the child (~10 ms of guest CPU per job under TCG)
             popen = subprocess.Popen(
                 launch.argv,
-                stdin=subprocess.DEVNULL,
+                stdin=gate_fd if gate_fd >= 0 else subprocess.DEVNULL,
                 stdout=out_w,
                 stderr=subprocess.STDOUT,
                 cwd=launch.cwd,
@@ -200,12 +203,12 @@ class Job:
         self.sched_error = problem.decode(errors="replace") or None
         self._watch(out_r)
 
-    def _posix_spawn(self, env: dict[str, str]) -> None:
+    def _posix_spawn(self, env: dict[str, str], gate_fd: int) -> None:
         launch = self.launch
         out_r, out_w = os.pipe()
         try:
             self.pid, self.sched_error = pspawn.spawn(
-                launch.argv, env, launch.cwd, out_w, launch.sched
+                launch.argv, env, launch.cwd, out_w, launch.sched, gate_fd
             )
         except BaseException:
             os.close(out_r)

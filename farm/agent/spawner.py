@@ -21,11 +21,13 @@ posix_spawn so that the new job cannot preempt such a holder right then.
 
 from __future__ import annotations
 
+import os
 import queue
 import subprocess
 import threading
+import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from farm.agent import logs, sched
@@ -43,6 +45,10 @@ class TaskState:
     plan: sched.SchedPlan
     pos: int  # index in the runner's task list (heap entries refer to it)
     running: Job | None = None
+    ready: Job | None = None  # pre-spawned job ``next``, held until its release
+    gate: int = -1  # the pipe whose byte releases ``ready``
+    pending: tuple[int, float] | None = None  # (index, release) reached before its job was ready
+    next: int = 0  # the job being pre-spawned
     done: bool = False
     failures: int = 0
     noticed: set[str] = field(default_factory=set)
@@ -65,9 +71,12 @@ class Spawned:
     release: float
     job: Job | None
     error: BaseException | None = None
+    gated: bool = False  # a pre-spawn (its job unspawned when its Launch has no gate)
+    gate: int = -1  # a pre-spawned job's gate: one byte releases it, end of file cancels it
 
 
 MakeJob = Callable[[], Job]
+DROP_TIMEOUT = 10.0  # s to reap the dropped pre-spawned jobs of a set at its end
 
 
 def raise_scheduler(plans: list[sched.SchedPlan]) -> str | None:
@@ -96,7 +105,7 @@ class TaskLauncher:
     def __init__(self, name: str, rt: bool, done: Callable[[Spawned], None]) -> None:
         self._rt = rt
         self._done = done
-        self._requests: queue.SimpleQueue[tuple[int, int, float, MakeJob] | None] = (
+        self._requests: queue.SimpleQueue[tuple[int, int, float, MakeJob, bool] | None] = (
             queue.SimpleQueue()
         )
         self._thread = threading.Thread(target=self._run, name=f"spawn-{name}", daemon=True)
@@ -105,9 +114,11 @@ class TaskLauncher:
         """Start the thread (raised above all jobs first when ``rt``)."""
         self._thread.start()
 
-    def submit(self, pos: int, index: int, release: float, make: MakeJob) -> None:
-        """Spawn the job ``make`` builds, from the launcher thread."""
-        self._requests.put((pos, index, release, make))
+    def submit(
+        self, pos: int, index: int, release: float, make: MakeJob, gated: bool = False
+    ) -> None:
+        """Spawn the job ``make`` builds (``gated``: pre-spawn it), from the launcher thread."""
+        self._requests.put((pos, index, release, make, gated))
 
     def close(self, timeout: float = 5.0) -> None:
         """Let the thread end after the requests already submitted."""
@@ -121,18 +132,35 @@ class TaskLauncher:
             request = self._requests.get()
             if request is None:
                 return
-            pos, index, release, make = request
+            pos, index, release, make, gated = request
             try:
                 job = make()
                 job.rt_waiter = raised
-                job.spawn()
-                result = Spawned(pos, index, release, job)
+                gate = -1
+                if not gated:
+                    job.spawn()
+                elif job.launch.gate:  # (else it is spawned at its release)
+                    gate = _prespawn(job)
+                result = Spawned(pos, index, release, job, None, gated, gate)
             except (OSError, subprocess.SubprocessError, ValueError) as exc:
-                result = Spawned(pos, index, release, None, exc)
+                result = Spawned(pos, index, release, None, exc, gated)
             except Exception as exc:  # never lose a release: report it as not scheduled
                 log.exception("spawning job %s of task #%s failed", index, pos)
-                result = Spawned(pos, index, release, None, exc)
+                result = Spawned(pos, index, release, None, exc, gated)
             self._done(result)
+
+
+def _prespawn(job: Job) -> int:
+    """Spawn ``job`` held by its gate: the write end of the pipe on its stdin."""
+    gate_r, gate_w = os.pipe()  # close-on-exec: no other job inherits it
+    try:
+        job.spawn(gate_r)
+    except BaseException:
+        os.close(gate_w)
+        raise
+    finally:
+        os.close(gate_r)
+    return gate_w
 
 
 class Spawners:
@@ -143,8 +171,17 @@ class Spawners:
     before the scheduler thread announced the job wait in :meth:`park` until then.
     """
 
-    def __init__(self, plans: list[tuple[str, sched.SchedPlan]], wake: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        plans: list[tuple[str, sched.SchedPlan]],
+        wake: Callable[[], None],
+        maker: Callable[[TaskState, int, float], MakeJob] | None = None,
+        started: Callable[[TaskState, Spawned], None] | None = None,
+    ) -> None:
         self._wake = wake
+        self._maker = maker
+        self._started = started
+        self._dropped: list[Job] = []  # pre-spawned jobs cancelled unreleased
         self._results: deque[Spawned] = deque()
         rt = real_time([plan for _, plan in plans])
         self._threads = [TaskLauncher(name, rt, self._done) for name, _ in plans]
@@ -155,34 +192,56 @@ class Spawners:
         for launcher in self._threads:
             launcher.start()
 
-    def close(self) -> None:
+    def close(self, states: Sequence[TaskState] = ()) -> None:
+        """Drop the pre-spawned jobs of ``states``, end the launcher threads, reap the dropped."""
+        for st in states:
+            self.drop_ready(st)
         for launcher in self._threads:
             launcher.close()
+        deadline = time.monotonic() + DROP_TIMEOUT
+        for job in self._dropped:
+            if not job.join(max(0.0, deadline - time.monotonic())):
+                log.error("dropped job %s.%s (pid %d) not reaped", job.task_id, job.index, job.pid)
 
     def _done(self, result: Spawned) -> None:  # launcher threads
         self._results.append(result)
         self._wake()
 
-    def submit(self, pos: int, index: int, release: float, make: MakeJob) -> None:
+    def submit(
+        self, pos: int, index: int, release: float, make: MakeJob, gated: bool = False
+    ) -> None:
         """Have task ``pos``'s launcher spawn the job ``make`` builds (scheduler thread)."""
         self._busy[pos] = True
-        self._threads[pos].submit(pos, index, release, make)
+        self._threads[pos].submit(pos, index, release, make, gated)
+
+    def busy(self, pos: int) -> bool:
+        """True while task ``pos`` has a spawn in flight (at most one per task)."""
+        return self._busy[pos]
 
     @property
     def in_flight(self) -> bool:
         """True while some spawn has not been collected by :meth:`results`."""
         return any(self._busy)
 
-    def results(self) -> Iterator[Spawned]:
-        """The results handed back so far, oldest first (scheduler thread)."""
+    def results(
+        self, states: Sequence[TaskState] = (), stopping: bool = False
+    ) -> Iterator[Spawned]:
+        """The spawns at a release handed back so far, oldest first (scheduler thread).
+
+        Pre-spawns are taken in on the way (:meth:`_take`; ``states`` by position).
+        """
         while self._results:
             result = self._results.popleft()
             self._busy[result.pos] = False
-            yield result
+            if result.gated:
+                self._take(states[result.pos], result, stopping)
+            else:
+                yield result
 
     def park(self, job: Job) -> None:
-        """Keep the exit of a job whose START has not gone out yet."""
-        self._early.append(job)
+        """Keep the exit of a job whose START has not gone out yet (a dropped one's: never)."""
+        if not job.cancelled:
+            self._early.append(job)
 
     def unpark(self, job: Job) -> bool:
         """True (and forget it) if ``job`` had exited before its START."""
@@ -190,3 +249,69 @@ class Spawners:
             self._early.remove(job)
             return True
         return False
+
+    # -- pre-spawned jobs (scheduler thread) ---------------------------------
+
+    def prepare(self, st: TaskState, index: int) -> None:
+        """Pre-spawn job ``index`` of ``st`` (unless a spawn is in flight: :meth:`_take`).
+
+        Its release time is set when it goes (:meth:`release`).
+        """
+        st.next = index
+        if not self._busy[st.pos] and self._maker is not None:
+            self.submit(st.pos, index, 0.0, self._maker(st, index, 0.0), True)
+
+    def release(self, st: TaskState, index: int, release: float) -> None:
+        """Job ``index`` is due: its pre-spawned process goes, else it is spawned now."""
+        st.pending = (index, release)
+        self._try_go(st)
+
+    def _try_go(self, st: TaskState) -> None:
+        if st.pending is None or self._maker is None or self._started is None:
+            return
+        index, release = st.pending
+        job = st.ready
+        if job is None:
+            if not self._busy[st.pos]:  # not pre-spawned: spawn it now
+                st.pending = None
+                self.submit(st.pos, index, release, self._maker(st, index, release))
+            return  # else its spawn is in flight
+        gate, st.gate = st.gate, -1
+        st.ready = st.pending = None
+        if gate < 0:  # a program without the gate: spawned at its release
+            self.submit(st.pos, index, release, lambda: job)
+            return
+        job.release = release
+        try:
+            os.write(gate, b"g")
+        except OSError:
+            pass  # it died already: its exit follows its START
+        job.start = time.monotonic()
+        os.close(gate)
+        self._started(st, Spawned(st.pos, index, release, job))
+
+    def drop_ready(self, st: TaskState) -> None:
+        """Cancel ``st``'s pre-spawned job, if any (it will not be released)."""
+        job, gate, st.ready, st.gate = st.ready, st.gate, None, -1
+        if gate >= 0:
+            os.close(gate)  # end of file: its gate exits by itself
+        if job is not None and job.pid:
+            job.cancelled = True  # its exit makes no event
+            job.kill("CANCELLED")
+            job.close_output()
+            self._dropped.append(job)
+
+    def _take(self, st: TaskState, result: Spawned, stopping: bool) -> None:
+        """Take in a pre-spawn's result: the job waits for its release, or goes if it is due."""
+        if result.job is None:  # it is spawned at its release instead (reported then)
+            log.info(
+                "pre-spawning job %s of task #%s failed: %s", result.index, st.pos, result.error
+            )
+        else:
+            st.ready, st.gate = result.job, result.gate
+            if st.done or stopping or result.index != st.next:
+                self.drop_ready(st)  # stale: its release went by as NOT_SCHEDULED
+        if st.pending is not None:
+            self._try_go(st)
+        elif st.ready is None and not (st.done or stopping) and result.index != st.next:
+            self.prepare(st, st.next)
