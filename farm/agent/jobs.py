@@ -42,7 +42,6 @@ reports to the runner.
 
 from __future__ import annotations
 
-import _thread
 import json
 import os
 import resource
@@ -54,7 +53,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from farm.agent import childsetup, guard, logs, pspawn, sched, workloads
+from farm.agent import childsetup, guard, logs, pspawn, sched, workers, workloads
 
 log = logs.get_logger(__name__)
 
@@ -219,16 +218,12 @@ class Job:
         self._watch(out_r)
 
     def _watch(self, out_r: int) -> None:
-        """Read the output pipe from now on and start the waiter thread.
-
-        A low-level thread: ``threading.Thread.start`` would wait until it runs,
-        and a new thread of a raised launcher starts SCHED_OTHER (reset-on-fork),
-        so that wait would last as long as the real-time job just spawned.
-        """
+        """Read the output pipe from now on and start the waiter (a pool thread, never waited
+        for: :mod:`farm.agent.workers`; raised above all jobs when ``rt_waiter``)."""
         os.set_blocking(out_r, False)
         self.out_fd = out_r
         self._waiting = True
-        _thread.start_new_thread(self._wait, ())
+        workers.run(self._wait, self.rt_waiter)
 
     # -- reaping ------------------------------------------------------------
 
@@ -239,8 +234,6 @@ class Job:
             self._waited.set()
 
     def _wait_and_report(self) -> None:
-        if self.rt_waiter:  # see the exit at once, whatever real-time job runs
-            sched.raise_thread()
         pid = self.pid
         try:
             os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)

@@ -6,7 +6,7 @@ a last job's window), a job's output pipe is readable, or the wake pipe is
 written (a waiter thread saw a job exit, or a stop was requested). No
 polling.
 
-Rules (times from the task, in ms; ``t0`` is the set's start):
+Rules (times from the task, in ms; ``t0`` is the set's start, :func:`spawner.start_lead` ahead):
 
 * job k of a task is released at ``t0 + offset + k * period`` (absolute, no
   drift); ``numberofjobs`` jobs, 0 = until stopped. With period 0 the jobs
@@ -55,7 +55,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from farm.agent import jobs, logs, sched
+from farm.agent import jobs, logs, sched, spawner
 from farm.agent.jobs import Job, Launch, classify
 from farm.agent.spawner import Spawned, Spawners, TaskState, raise_scheduler
 from farm.agent.taskspec import TaskSpec
@@ -82,7 +82,7 @@ class Runner:
         t0: float | None = None,
     ) -> None:
         jobs.preload()  # ctypes and libc before t0, not at the first release
-        self.t0 = time.monotonic() if t0 is None else t0
+        self.t0 = time.monotonic() + spawner.start_lead() if t0 is None else t0
         self._states = [
             TaskState(t, sched.plan(t.priority, t.executiontime, t.critical_ms, t.period), pos)
             for pos, t in enumerate(tasks)

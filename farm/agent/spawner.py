@@ -30,7 +30,7 @@ from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from farm.agent import logs, sched
+from farm.agent import logs, sched, workers
 from farm.agent.jobs import Job
 from farm.agent.taskspec import TaskSpec
 
@@ -76,6 +76,26 @@ class Spawned:
 
 
 MakeJob = Callable[[], Job]
+#: cap of :func:`start_lead` (s)
+MAX_LEAD = 0.1
+_lead = 0.0  # smoothed time from a set's creation until its first jobs were pre-spawned (s)
+
+
+def start_lead() -> float:
+    """How far ahead of now a new set should start (its ``t0``), in s.
+
+    Its first jobs are pre-spawned then, released on time like the later ones
+    (otherwise each job 0 pays its spawn after ``t0``). Learnt from the sets
+    before (rises at once, decays slowly; nothing known: 0).
+    """
+    return min(_lead, MAX_LEAD)
+
+
+def _learn_lead(elapsed: float) -> None:
+    global _lead
+    _lead = elapsed if elapsed > _lead else 0.75 * _lead + 0.25 * elapsed
+
+
 DROP_TIMEOUT = 10.0  # s to reap the dropped pre-spawned jobs of a set at its end
 
 
@@ -100,19 +120,20 @@ def real_time(plans: list[sched.SchedPlan]) -> bool:
 
 
 class TaskLauncher:
-    """A thread spawning one task's jobs in order, reporting each through ``done``."""
+    """A (pool) thread spawning one task's jobs in order, reporting each through ``done``."""
 
     def __init__(self, name: str, rt: bool, done: Callable[[Spawned], None]) -> None:
-        self._rt = rt
+        self.name = name
+        self._rt = bool(rt)
         self._done = done
         self._requests: queue.SimpleQueue[tuple[int, int, float, MakeJob, bool] | None] = (
             queue.SimpleQueue()
         )
-        self._thread = threading.Thread(target=self._run, name=f"spawn-{name}", daemon=True)
+        self._ended = threading.Event()
 
     def start(self) -> None:
-        """Start the thread (raised above all jobs first when ``rt``)."""
-        self._thread.start()
+        """Run in a pool thread (:mod:`farm.agent.workers`; raised above all jobs when ``rt``)."""
+        workers.run(self._run, self._rt)
 
     def submit(
         self, pos: int, index: int, release: float, make: MakeJob, gated: bool = False
@@ -123,11 +144,15 @@ class TaskLauncher:
     def close(self, timeout: float = 5.0) -> None:
         """Let the thread end after the requests already submitted."""
         self._requests.put(None)
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+        self._ended.wait(timeout)
 
     def _run(self) -> None:
-        raised = self._rt and sched.raise_thread() is None
+        try:
+            self._serve()
+        finally:
+            self._ended.set()
+
+    def _serve(self) -> None:
         while True:
             request = self._requests.get()
             if request is None:
@@ -135,7 +160,7 @@ class TaskLauncher:
             pos, index, release, make, gated = request
             try:
                 job = make()
-                job.rt_waiter = raised
+                job.rt_waiter = self._rt
                 gate = -1
                 if not gated:
                     job.spawn()
@@ -182,6 +207,8 @@ class Spawners:
         self._maker = maker
         self._started = started
         self._dropped: list[Job] = []  # pre-spawned jobs cancelled unreleased
+        self._born = time.monotonic()
+        self._firsts = set(range(len(plans)))  # tasks whose job 0 is not pre-spawned yet
         self._results: deque[Spawned] = deque()
         rt = real_time([plan for _, plan in plans])
         self._threads = [TaskLauncher(name, rt, self._done) for name, _ in plans]
@@ -303,6 +330,10 @@ class Spawners:
 
     def _take(self, st: TaskState, result: Spawned, stopping: bool) -> None:
         """Take in a pre-spawn's result: the job waits for its release, or goes if it is due."""
+        if result.index == 0 and self._firsts:
+            self._firsts.discard(result.pos)
+            if not self._firsts:
+                _learn_lead(time.monotonic() - self._born)
         if result.job is None:  # it is spawned at its release instead (reported then)
             log.info(
                 "pre-spawning job %s of task #%s failed: %s", result.index, st.pos, result.error
