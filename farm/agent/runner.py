@@ -6,7 +6,7 @@ a last job's window), a job's output pipe is readable, or the wake pipe is
 written (a waiter thread saw a job exit, or a stop was requested). No
 polling.
 
-Rules (times from the task, in ms; ``t0`` is the set's start, :func:`spawner.start_lead` ahead):
+Rules (times in ms; ``t0``: the set's start, with 2+ tasks :func:`spawner.start_lead` ahead):
 
 * job k of a task is released at ``t0 + offset + k * period`` (absolute, no
   drift); ``numberofjobs`` jobs, 0 = until stopped. With period 0 the jobs
@@ -82,7 +82,8 @@ class Runner:
         t0: float | None = None,
     ) -> None:
         jobs.preload()  # ctypes and libc before t0, not at the first release
-        self.t0 = time.monotonic() + spawner.start_lead() if t0 is None else t0
+        lead = spawner.start_lead() if len(tasks) > 1 else 0.0  # (else: only a later t0)
+        self.t0 = time.monotonic() + lead if t0 is None else t0
         self._states = [
             TaskState(t, sched.plan(t.priority, t.executiontime, t.critical_ms, t.period), pos)
             for pos, t in enumerate(tasks)

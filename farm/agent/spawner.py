@@ -85,8 +85,10 @@ def start_lead() -> float:
     """How far ahead of now a new set should start (its ``t0``), in s.
 
     Its first jobs are pre-spawned then, released on time like the later ones
-    (otherwise each job 0 pays its spawn after ``t0``). Learnt from the sets
-    before (rises at once, decays slowly; nothing known: 0).
+    (otherwise each job 0 pays its spawn after ``t0``, one after the other on one
+    CPU). Learnt from the sets before (rises at once, decays slowly; nothing
+    known: 0). The runner uses it for sets of several tasks only: one task's
+    job 0 is as late either way, the lead would only delay the whole set.
     """
     return min(_lead, MAX_LEAD)
 
