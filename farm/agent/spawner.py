@@ -5,18 +5,32 @@ launcher thread of the job's task builds its Launch, spawns the process and
 hands the result back (:class:`Spawned`). So a slow spawn (a big environment,
 an exec that pages in a large binary, a fork under TCG) of one task never holds
 back another task's release: each task has its own thread, and a task never
-has two spawns in flight (its next release is scheduled once the previous job
-has started).
+has two spawns in flight.
+
+Pre-spawned jobs: once job k of a task has started, its launcher already
+spawns job k+1 (:meth:`Spawners.prepare`) when it is a native built-in
+(``Launch.gate``): the process exists with its policy, process group and
+descriptors, blocked reading its stdin, a pipe (FARM_GATE=1,
+farm/agent/native/workloads.c). The release only writes one byte to that pipe
+(:meth:`Spawners.release`; START from then). A pre-spawn not done yet at the
+release is released as soon as it is; a job without a gate is spawned at its
+release as before (a failed exec stays a NOT_SCHEDULED of that release). A
+pre-spawned job whose release is missed (NOT_SCHEDULED) or whose set stops is
+dropped: killed, reaped, no event. A set of several tasks starts a little
+ahead (:func:`start_lead`) so that its jobs 0 are pre-spawned too.
 
 In a set with real-time tasks the scheduler thread, the launcher threads and
 the jobs' waiter threads run SCHED_FIFO at the kernel's top priority with
 reset-on-fork (:func:`farm.agent.sched.raise_thread`): no running job delays a
 release, a spawn or the notice of an exit, and nothing they start inherits that
-policy. Each job gets its own policy in the child before its exec (glibc's
+policy. Launchers and waiters are pool threads (:mod:`farm.agent.workers`),
+raised once. Each job gets its own policy in the child before its exec (glibc's
 posix_spawn, :mod:`farm.agent.pspawn`, or a ``preexec_fn``). Python threads share
 one lock, the GIL: an agent thread of lower priority holding it while preempted
-by a real-time job could still delay them; spawns keep the GIL across
-posix_spawn so that the new job cannot preempt such a holder right then.
+by a real-time job could still delay them; spawns at a release keep the GIL
+across posix_spawn so that the new job cannot preempt such a holder right then
+(a pre-spawn lets it go: its child blocks on the gate once exec'd, but may wait
+for the CPU until then).
 """
 
 from __future__ import annotations
@@ -307,10 +321,10 @@ class Spawners:
             return  # else its spawn is in flight
         gate, st.gate = st.gate, -1
         st.ready = st.pending = None
+        job.release = release
         if gate < 0:  # a program without the gate: spawned at its release
             self.submit(st.pos, index, release, lambda: job)
             return
-        job.release = release
         try:
             os.write(gate, b"g")
         except OSError:

@@ -122,3 +122,25 @@ def test_a_stop_drops_the_pre_spawned_job_without_an_event(tmp_path: Path) -> No
         os.kill(pid, 0)
     assert [e for e in events if e["job"] == 1] == []
     assert [e["type"] for e in events if e["job"] == 0] == ["START", "EXIT"]
+
+
+def test_a_job_without_a_gate_is_spawned_at_its_release_with_that_release(
+    tmp_path: Path,
+) -> None:
+    """A shell job cannot wait on a gate: built ahead, spawned at its release, and judged
+    against that release (EXIT, not EXIT_CRITICAL against a placeholder)."""
+    events: Events = []
+    started = threading.Event()
+    task = TaskSpec(0, "shell", {"command": "true"}, period=300, criticaltime=10000, numberofjobs=2)
+    runner = _runner(tmp_path, task, events, started)
+    runner.start()
+    try:
+        assert started.wait(30)
+        assert _gated_child(1) is None
+        assert runner.wait(60)
+    finally:
+        runner.stop()
+    kinds = [(e["job"], e["type"]) for e in events if e["job"] is not None]
+    assert kinds == [(0, "START"), (0, "EXIT"), (1, "START"), (1, "EXIT")]
+    starts = [e for e in events if e["type"] == "START"]
+    assert [e["release"] for e in starts] == pytest.approx([runner.t0, runner.t0 + 0.3])
