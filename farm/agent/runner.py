@@ -82,8 +82,7 @@ class Runner:
         t0: float | None = None,
     ) -> None:
         jobs.preload()  # ctypes and libc before t0, not at the first release
-        lead = spawner.start_lead() if len(tasks) > 1 else 0.0  # (else: only a later t0)
-        self.t0 = time.monotonic() + lead if t0 is None else t0
+        self.t0 = time.monotonic() + spawner.start_lead(len(tasks)) if t0 is None else t0
         self._states = [
             TaskState(t, sched.plan(t.priority, t.executiontime, t.critical_ms, t.period), pos)
             for pos, t in enumerate(tasks)

@@ -95,16 +95,16 @@ MAX_LEAD = 0.1
 _lead = 0.0  # smoothed time from a set's creation until its first jobs were pre-spawned (s)
 
 
-def start_lead() -> float:
-    """How far ahead of now a new set should start (its ``t0``), in s.
+def start_lead(tasks: int) -> float:
+    """How far ahead of now a new set of ``tasks`` tasks should start (its ``t0``), in s.
 
     Its first jobs are pre-spawned then, released on time like the later ones
     (otherwise each job 0 pays its spawn after ``t0``, one after the other on one
     CPU). Learnt from the sets before (rises at once, decays slowly; nothing
-    known: 0). The runner uses it for sets of several tasks only: one task's
-    job 0 is as late either way, the lead would only delay the whole set.
+    known: 0). Only for sets of several tasks: one task's job 0 is as late
+    either way, the lead would only delay the whole set.
     """
-    return min(_lead, MAX_LEAD)
+    return min(_lead, MAX_LEAD) if tasks > 1 else 0.0
 
 
 def _learn_lead(elapsed: float) -> None:
