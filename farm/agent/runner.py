@@ -55,9 +55,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from farm.agent import jobs, logs, sched, spawner
+from farm.agent import jobs, logs, sched, spawner, workers
 from farm.agent.jobs import Job, Launch, classify
-from farm.agent.spawner import Spawned, Spawners, TaskState, raise_scheduler
+from farm.agent.spawner import Spawned, Spawners, TaskState, raise_scheduler, real_time
 from farm.agent.taskspec import TaskSpec
 
 log = logs.get_logger(__name__)
@@ -104,14 +104,13 @@ class Runner:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
-        self._thread = threading.Thread(target=self._run, name="runner", daemon=True)
 
     # -- public, any thread -------------------------------------------------
 
     def start(self) -> None:
-        """Start the launcher threads and the scheduler thread."""
+        """Start the launcher threads and the scheduler thread (pool threads, never waited for)."""
         self._spawners.start()
-        self._thread.start()
+        workers.run(self._run, real_time([st.plan for st in self._states]))
 
     @property
     def finished(self) -> bool:

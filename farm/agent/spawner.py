@@ -236,11 +236,19 @@ class Spawners:
             launcher.start()
 
     def close(self, states: Sequence[TaskState] = ()) -> None:
-        """Drop the pre-spawned jobs of ``states``, end the launcher threads, reap the dropped."""
+        """Drop the pre-spawned jobs of ``states``, end the launcher threads, reap the dropped.
+
+        Only a launcher with a spawn in flight is waited for (an idle one ends by
+        itself: no thread switch on the way to the next set); pre-spawns it hands
+        back now are dropped too.
+        """
         for st in states:
             self.drop_ready(st)
-        for launcher in self._threads:
-            launcher.close()
+        for pos, launcher in enumerate(self._threads):
+            launcher.close(5.0 if self._busy[pos] else 0.0)
+        while self._results:
+            late = self._results.popleft()
+            self._drop(late.job if late.gated else None, late.gate)
         deadline = time.monotonic() + DROP_TIMEOUT
         for job in self._dropped:
             if not job.join(max(0.0, deadline - time.monotonic())):
@@ -336,6 +344,9 @@ class Spawners:
     def drop_ready(self, st: TaskState) -> None:
         """Cancel ``st``'s pre-spawned job, if any (it will not be released)."""
         job, gate, st.ready, st.gate = st.ready, st.gate, None, -1
+        self._drop(job, gate)
+
+    def _drop(self, job: Job | None, gate: int) -> None:
         if gate >= 0:
             os.close(gate)  # end of file: its gate exits by itself
         if job is not None and job.pid:

@@ -5,15 +5,15 @@ thread. Creating a thread costs time on the dispatch path, and a new thread
 starts SCHED_OTHER (the raised threads are reset-on-fork): before it can raise
 itself it needs the GIL, and a real-time job preempting it right then would
 hold up every other agent thread (the scheduler's releases included) for as
-long as that job runs. Pool threads are created once, idle in a queue, and
-once raised (:func:`farm.agent.sched.raise_thread`, for work of a real-time
-set) stay raised: they only block (in a queue, ``waitid``) or do the agent's
-short work, so SCHED_FIFO costs nothing while no real-time set runs.
+long as that job runs. Pool threads are created once and idle in a queue; one
+raised (:func:`farm.agent.sched.raise_thread`) for work of a real-time set
+stays raised while it idles, and goes back to SCHED_OTHER for best-effort work.
 """
 
 from __future__ import annotations
 
 import _thread
+import os
 import queue
 import threading
 from collections.abc import Callable
@@ -52,6 +52,15 @@ def counts() -> tuple[int, int]:
         return _threads, _idle
 
 
+def _lower() -> bool:
+    """Back to SCHED_OTHER; True if done."""
+    try:
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+    except OSError:
+        return False
+    return True
+
+
 def _loop() -> None:
     global _idle
     raised = False
@@ -59,6 +68,8 @@ def _loop() -> None:
         fn, rt = _work.get()
         if rt and not raised:
             raised = sched.raise_thread() is None
+        elif raised and not rt:  # best-effort work runs best effort
+            raised = not _lower()
         try:
             fn()
         except BaseException:  # a worker never dies of its work

@@ -4,6 +4,7 @@ reused, so a set creates no thread once the pool has grown to the agent's concur
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -33,16 +34,25 @@ def _run_set(tmp_path: Path) -> list[str]:
     return events
 
 
+def _all_idle(timeout: float = 30.0) -> int:
+    """Wait until every pool thread idles (a set's threads finish just after it); their count."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        threads, idle = workers.counts()
+        if threads == idle:
+            return threads
+        time.sleep(0.01)
+    raise AssertionError(f"pool threads still busy: {workers.counts()}")
+
+
 def test_sets_reuse_the_pool_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Threads are only created while none idles: five sets of two tasks (a scheduler, two
+    launchers, at most two waiters per task at once) leave at most seven pool threads."""
     monkeypatch.setattr(spawner, "_lead", 0.0)
-    for _ in range(2):  # grow the pool to this set's needs
+    start = _all_idle()
+    for _ in range(5):
         assert _run_set(tmp_path).count("EXIT") == 4
-    before = threading.active_count()
-    threads, _ = workers.counts()
-    for _ in range(3):
-        assert _run_set(tmp_path).count("EXIT") == 4
-    assert workers.counts()[0] == threads
-    assert threading.active_count() == before
+        assert _all_idle() <= max(start, 7)
 
 
 def test_a_failing_work_item_leaves_its_thread_in_the_pool() -> None:
