@@ -129,23 +129,19 @@ def parse_importtime(lines: Iterable[str], top: int = 25) -> dict[str, Any]:
 TRIVIAL_TASK = {"id": 1, "pkg": "hey", "numberofjobs": 1}
 
 
-def first_sets(sock: Any, sets: int, timeout: float = 60.0) -> dict[str, Any]:
-    """Run ``sets`` trivial sets on an authenticated agent socket; their start latencies."""
+def first_sets(channel: Any, sets: int, timeout: float = 60.0) -> dict[str, Any]:
+    """Run ``sets`` trivial sets on an authenticated agent channel; their start latencies."""
     import statistics
     import time
 
-    from farm.agent.protocol import read_frame, write_frame
-
-    sock.settimeout(timeout)
+    channel.sock.settimeout(timeout)
     host_s, agent_s = [], []
     for k in range(sets):
         sent = time.monotonic()
-        write_frame(
-            sock, {"type": "request", "id": k, "op": "start", "args": {"tasks": [TRIVIAL_TASK]}}
-        )
+        channel.send({"type": "request", "id": k, "op": "start", "args": {"tasks": [TRIVIAL_TASK]}})
         t0 = None
         while True:
-            msg = read_frame(sock)
+            msg = channel.recv()
             if msg.get("type") == "reply" and msg.get("id") == k:
                 if not msg.get("ok"):
                     raise RuntimeError(f"start refused: {msg}")
@@ -242,12 +238,10 @@ def _boot_and_run_sets(
     proc, pump, t0, marks = start_qemu(argv, console, qmp)
     guest = Guest("sets0", proc, port, console, qmp, t0, argv)
     try:
-        sock, _hello = guest.wait_for_agent(TOKEN, 120)
+        channel = guest.wait_for_agent(TOKEN, 120)
         latency = time.monotonic() - t0
-        try:
-            doc = first_sets(sock, sets)
-        finally:
-            sock.close()
+        with channel.sock:
+            doc = first_sets(channel, sets)
     finally:
         guest.stop()
         pump.join(5)

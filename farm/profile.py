@@ -29,6 +29,8 @@ the original Genode ``image.elf`` of taskgen on an emulated ARM board::
 
 from __future__ import annotations
 
+import functools
+import platform
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
@@ -73,6 +75,47 @@ FAST_KERNEL_ARGS = (
     "random.trust_cpu=on tsc=reliable no_timer_check rodata=off noreplace-smp "
     f"lapic_timer_frequency={QEMU_APIC_BUS_HZ}"
 )
+#: The guest's TSC rate under TCG is the host's (QEMU reads the host's TSC), but
+#: the guest kernel has no ACPI PM timer or HPET to calibrate it against: its fast
+#: PIT calibration often fails under TCG and it falls back to the ``refined-jiffies``
+#: clocksource (1 ms resolution, no high-resolution timers). Given the rate with
+#: ``tsc_early_khz=`` it skips the calibration and runs on ``tsc``. (Under KVM the
+#: guest's TSC also runs at the host's rate, and kvm-clock is preferred anyway.)
+TSC_KNOWN_FLAGS = ("tsc_known_freq", "hypervisor")
+
+
+@functools.cache
+def host_tsc_khz(cpuinfo: str = "/proc/cpuinfo") -> int | None:
+    """The host's TSC rate in kHz when it can be read, else None.
+
+    /proc/cpuinfo's ``cpu MHz`` is the kernel's ``cpu_khz``, which is the TSC rate
+    where the kernel knows the TSC frequency (``tsc_known_freq``) or runs in a
+    virtual machine without frequency scaling (``hypervisor``); on a bare-metal
+    host it may be the current clock instead, so then None (the guest calibrates).
+    """
+    if platform.machine() not in ("x86_64", "AMD64", "i686", "i386"):
+        return None
+    try:
+        text = Path(cpuinfo).read_text(errors="replace")
+    except OSError:
+        return None
+    flags: set[str] = set()
+    mhz = 0.0
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        key = key.strip()
+        if key == "flags" and not flags:
+            flags = set(value.split())
+        elif key == "cpu MHz" and not mhz:
+            try:
+                mhz = float(value)
+            except ValueError:
+                return None
+    if "constant_tsc" not in flags or not any(f in flags for f in TSC_KNOWN_FLAGS):
+        return None
+    return round(mhz * 1000) or None
+
+
 #: what QEMU's user-mode network (slirp, default ``net=10.0.2.0/24``) hands out by
 #: DHCP to the first guest: given statically it saves the guest's udhcpc (~0.15 s)
 USER_NET_STATIC_IP = "10.0.2.15/24,10.0.2.2"
@@ -254,6 +297,9 @@ class MachineProfile:
             return QBOOT
         return ""
 
+    def _x86_guest(self) -> bool:
+        return Path(self.qemu).name.removeprefix("qemu-system-") in ("x86_64", "i386")
+
     def kernel_cmdline(
         self, token: str | None, port: int | None = None, *, user_net: bool = False
     ) -> str:
@@ -265,6 +311,8 @@ class MachineProfile:
         """
         args = self.kernel_args
         if self.farm_cmdline:
+            if "tsc_early_khz=" not in args and self._x86_guest() and (khz := host_tsc_khz()):
+                args += f" tsc_early_khz={khz}"
             if user_net and self.nic and not self.user_net_dhcp and "farm.ip=" not in args:
                 args += f" farm.ip={USER_NET_STATIC_IP}"
             if token is not None:

@@ -101,6 +101,31 @@ def native_workload() -> tuple[str | None, str]:
     return path, where
 
 
+#: what a native program that can wait for its release contains (farm/agent/native/workloads.c)
+GATE_MARKER = b"FARM_GATE"
+
+
+def native_gate() -> bool:
+    """True if the native workloads program can hold a pre-spawned job until its release.
+
+    It waits for its release byte when it knows FARM_GATE (an older build would
+    run the job at once): see :mod:`farm.agent.spawner`. Other programs (shell,
+    uploads, cyclictest) are spawned at their release: a failed exec of theirs
+    stays a NOT_SCHEDULED of that release.
+    """
+    path, _ = native_workload()
+    try:
+        return path is not None and _knows_gate(path, os.stat(path).st_mtime_ns)
+    except OSError:
+        return False
+
+
+@functools.lru_cache(maxsize=4)
+def _knows_gate(path: str, mtime_ns: int) -> bool:
+    with open(path, "rb") as fh:
+        return GATE_MARKER in fh.read()
+
+
 def fallback_notice(pkgs_used: Iterable[str]) -> str | None:
     """NOTICE text when built-ins among ``pkgs_used`` run as Python, else None."""
     builtins = sorted(set(pkgs_used) & pkgs.BUILTIN_PKGS)
@@ -146,7 +171,7 @@ def build_launch(
 ) -> jobs.Launch:
     """The Launch for job ``index`` of ``task``."""
     tail = jobs.OUTPUT_TAIL
-    builtin = traffic = False
+    builtin = traffic = gate = False
     summary = ""
     if task.pkg in binaries:
         argv = [str(binaries[task.pkg]), *binary_args(task.config)]
@@ -160,6 +185,7 @@ def build_launch(
         native, _ = native_workload()
         if native is not None:
             argv = [native, task.pkg, config]
+            gate = native_gate()
         else:
             python = sys.executable or "python3"
             # -S -s: no site (fast start-up); -P: not the script's directory on sys.path
@@ -194,4 +220,5 @@ def build_launch(
         stats=traffic,
         term_grace=TRAFFIC_TERM_GRACE if traffic else 0.0,
         summary=summary,
+        gate=gate,
     )

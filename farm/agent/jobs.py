@@ -42,7 +42,6 @@ reports to the runner.
 
 from __future__ import annotations
 
-import _thread
 import json
 import os
 import resource
@@ -54,7 +53,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from farm.agent import childsetup, guard, logs, pspawn, sched, workloads
+from farm.agent import childsetup, guard, logs, pspawn, sched, workers, workloads
 
 log = logs.get_logger(__name__)
 
@@ -78,6 +77,7 @@ class Launch:
     stats: bool = False  # parse JSON stats lines of the output (traffic workloads)
     term_grace: float = 0.0  # s between SIGTERM and SIGKILL on a stop, 0 = SIGKILL at once
     summary: str = ""  # "cyclictest": its summary lines become the exit's ``latency_us``
+    gate: bool = False  # a native built-in: can be pre-spawned, held until its release
 
 
 @dataclass(slots=True)
@@ -136,26 +136,28 @@ class Job:
         self._popen: subprocess.Popen[bytes] | None = None
         self._waiting = False  # a waiter thread was started
         self._waited = threading.Event()  # ... and has reported the exit
+        self.cancelled = False  # pre-spawned, dropped unreleased: no event (spawner.Spawners)
 
     # -- spawning -----------------------------------------------------------
 
-    def spawn(self) -> None:
+    def spawn(self, gate_fd: int = -1) -> None:
         """Start the process (raises OSError/SubprocessError if it cannot be started).
 
         With the guard running, no limits and SCHED_OTHER or SCHED_FIFO (the common
         case) glibc's posix_spawn starts it (:mod:`farm.agent.pspawn`); otherwise
         subprocess, with a ``preexec_fn`` only when the child needs set-up.
+        ``gate_fd``: pre-spawn it with that stdin and FARM_GATE=1 (:mod:`farm.agent.spawner`).
         """
         launch = self.launch
         guard_entry = guard.entry()
-        env = launch.env
+        env = launch.env if gate_fd < 0 else {**launch.env, "FARM_GATE": "1"}
         if guard_entry is not None:
             env = {**env, guard_entry[0]: guard_entry[1]}
         self.parent_maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
         plain = not (launch.budget_s > 0 or (launch.quota > 0 and not launch.builtin))
         posix = plain and guard_entry is not None and launch.sched.policy in ("other", "fifo")
         if posix and pspawn.available():
-            self._posix_spawn(env)
+            self._posix_spawn(env, gate_fd)
             return
         setup = childsetup.factory(launch, pdeathsig=guard_entry is None)
         out_r, out_w = os.pipe()
@@ -166,7 +168,7 @@ class Job:
             # in the child (~10 ms of guest CPU per job under TCG)
             popen = subprocess.Popen(
                 launch.argv,
-                stdin=subprocess.DEVNULL,
+                stdin=gate_fd if gate_fd >= 0 else subprocess.DEVNULL,
                 stdout=out_w,
                 stderr=subprocess.STDOUT,
                 cwd=launch.cwd,
@@ -200,12 +202,12 @@ class Job:
         self.sched_error = problem.decode(errors="replace") or None
         self._watch(out_r)
 
-    def _posix_spawn(self, env: dict[str, str]) -> None:
+    def _posix_spawn(self, env: dict[str, str], gate_fd: int) -> None:
         launch = self.launch
         out_r, out_w = os.pipe()
         try:
             self.pid, self.sched_error = pspawn.spawn(
-                launch.argv, env, launch.cwd, out_w, launch.sched
+                launch.argv, env, launch.cwd, out_w, launch.sched, gate_fd
             )
         except BaseException:
             os.close(out_r)
@@ -216,16 +218,12 @@ class Job:
         self._watch(out_r)
 
     def _watch(self, out_r: int) -> None:
-        """Read the output pipe from now on and start the waiter thread.
-
-        A low-level thread: ``threading.Thread.start`` would wait until it runs,
-        and a new thread of a raised launcher starts SCHED_OTHER (reset-on-fork),
-        so that wait would last as long as the real-time job just spawned.
-        """
+        """Read the output pipe from now on and start the waiter (a pool thread, never waited
+        for: :mod:`farm.agent.workers`; raised above all jobs when ``rt_waiter``)."""
         os.set_blocking(out_r, False)
         self.out_fd = out_r
         self._waiting = True
-        _thread.start_new_thread(self._wait, ())
+        workers.run(self._wait, self.rt_waiter)
 
     # -- reaping ------------------------------------------------------------
 
@@ -236,8 +234,6 @@ class Job:
             self._waited.set()
 
     def _wait_and_report(self) -> None:
-        if self.rt_waiter:  # see the exit at once, whatever real-time job runs
-            sched.raise_thread()
         pid = self.pid
         try:
             os.waitid(os.P_PID, pid, os.WEXITED | os.WNOWAIT)

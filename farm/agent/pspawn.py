@@ -13,6 +13,10 @@ the job's parent thread in any way that matters).
 
 The call keeps the GIL (``ctypes.PyDLL``): no other agent thread can take it in
 the meantime and then be preempted by the new real-time job while holding it.
+A pre-spawned job (``in_fd``, its gate) blocks on its gate right after its exec,
+so its spawn lets the GIL go (``ctypes.CDLL``): until the exec the child runs
+under the job's policy and may wait behind a running job of higher or equal
+priority, and the agent's other threads must not wait with it.
 When the kernel refuses the policy the job is spawned again without it and the
 refusal is returned for the NOTICE. :func:`available` is False without ctypes or
 these glibc functions; the caller then uses subprocess.
@@ -50,12 +54,13 @@ _NEEDED = (
 )
 
 _lib: Any = None
+_nogil: Any = None  # posix_spawn through ctypes.CDLL: the GIL is released during the call
 _tried = False
 
 
 def _load() -> Any:
     """glibc through ctypes.PyDLL (calls keep the GIL), or None if something is missing."""
-    global _lib, _tried
+    global _lib, _nogil, _tried
     if not _tried:
         _tried = True
         try:
@@ -63,6 +68,7 @@ def _load() -> Any:
 
             lib = ctypes.PyDLL(None, use_errno=True)
             if all(hasattr(lib, name) for name in _NEEDED):
+                _nogil = ctypes.CDLL(None, use_errno=True).posix_spawn
                 _lib = lib
         except (ImportError, OSError):
             _lib = None
@@ -93,11 +99,17 @@ def _sigset(signals: tuple[int, ...]) -> bytes:
 
 
 def spawn(
-    argv: list[str], env: dict[str, str], cwd: str, out_fd: int, plan: sched.SchedPlan
+    argv: list[str],
+    env: dict[str, str],
+    cwd: str,
+    out_fd: int,
+    plan: sched.SchedPlan,
+    in_fd: int = -1,
 ) -> tuple[int, str | None]:
     """Start ``argv``; (pid, NOTICE text if the policy was refused). Raises OSError.
 
     ``plan`` must be SCHED_OTHER or SCHED_FIFO (SCHED_DEADLINE is no posix_spawn policy).
+    stdin is ``in_fd`` (a pre-spawned job's gate), else /dev/null.
     """
     import ctypes
 
@@ -113,15 +125,19 @@ def spawn(
     actions = ctypes.create_string_buffer(_ACTIONS_SIZE)
     lib.posix_spawn_file_actions_init(actions)
     try:
-        lib.posix_spawn_file_actions_addopen(actions, 0, b"/dev/null", os.O_RDONLY, 0)
+        if in_fd >= 0:
+            lib.posix_spawn_file_actions_adddup2(actions, in_fd, 0)
+        else:
+            lib.posix_spawn_file_actions_addopen(actions, 0, b"/dev/null", os.O_RDONLY, 0)
         lib.posix_spawn_file_actions_adddup2(actions, out_fd, 1)
         lib.posix_spawn_file_actions_adddup2(actions, out_fd, 2)
         lib.posix_spawn_file_actions_addchdir_np(actions, os.fsencode(cwd))
         lib.posix_spawn_file_actions_addclosefrom_np(actions, 3)
-        first = _attempt(lib, path, actions, c_argv, c_env, plan)
+        call = _nogil if in_fd >= 0 else lib.posix_spawn
+        first = _attempt(lib, call, path, actions, c_argv, c_env, plan)
         if first[0] > 0 or plan.policy == "other":
             return _checked(first, argv[0]), None
-        pid, err = _attempt(lib, path, actions, c_argv, c_env, sched.SchedPlan())
+        pid, err = _attempt(lib, call, path, actions, c_argv, c_env, sched.SchedPlan())
         problem = sched._explain(first[1], f"SCHED_FIFO {plan.priority}")
         return _checked((pid, err), argv[0]), problem
     finally:
@@ -136,7 +152,13 @@ def _checked(result: tuple[int, int], program: str) -> int:
 
 
 def _attempt(
-    lib: Any, path: bytes, actions: Any, c_argv: Any, c_env: Any, plan: sched.SchedPlan
+    lib: Any,
+    call: Any,
+    path: bytes,
+    actions: Any,
+    c_argv: Any,
+    c_env: Any,
+    plan: sched.SchedPlan,
 ) -> tuple[int, int]:
     """One posix_spawn: (pid, 0) or (0, errno)."""
     import ctypes
@@ -155,7 +177,7 @@ def _attempt(
             lib.posix_spawnattr_setschedparam(attr, ctypes.byref(ctypes.c_int(plan.priority)))
         lib.posix_spawnattr_setflags(attr, ctypes.c_short(flags))
         pid = ctypes.c_int(0)
-        err = lib.posix_spawn(ctypes.byref(pid), path, actions, attr, c_argv, c_env)
+        err = call(ctypes.byref(pid), path, actions, attr, c_argv, c_env)
         return (pid.value, 0) if err == 0 else (0, err)
     finally:
         lib.posix_spawnattr_destroy(attr)

@@ -6,14 +6,16 @@ a last job's window), a job's output pipe is readable, or the wake pipe is
 written (a waiter thread saw a job exit, or a stop was requested). No
 polling.
 
-Rules (times from the task, in ms; ``t0`` is the set's start):
+Rules (times in ms; ``t0``: the set's start, with 2+ tasks :func:`spawner.start_lead` ahead):
 
 * job k of a task is released at ``t0 + offset + k * period`` (absolute, no
   drift); ``numberofjobs`` jobs, 0 = until stopped. With period 0 the jobs
   run back to back (job k+1 is released when job k ends).
-* START when the process is spawned (extras: ``release``, ``pid``, ``sched``).
+* START when the job is released (extras: ``release``, ``pid``, ``sched``).
   Spawning happens in the task's own launcher thread (:mod:`farm.agent.spawner`),
-  so one task's slow spawn never delays another task's release.
+  so one task's slow spawn never delays another task's release. There a native
+  built-in job is pre-spawned (policy and all) once the previous one started;
+  its release only writes a byte to its gate. Other jobs spawn at their release.
 * a job that ends on its own gets one of EXIT, EXIT_CRITICAL (ended later
   than release + criticaltime, else deadline; 0 = no check), EXIT_ERROR
   (non-zero status, signal, or ``budget exceeded``) or OUT_OF_QUOTA; extras:
@@ -53,9 +55,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from farm.agent import jobs, logs, sched
+from farm.agent import jobs, logs, sched, spawner, workers
 from farm.agent.jobs import Job, Launch, classify
-from farm.agent.spawner import Spawned, Spawners, TaskState, raise_scheduler
+from farm.agent.spawner import Spawned, Spawners, TaskState, raise_scheduler, real_time
 from farm.agent.taskspec import TaskSpec
 
 log = logs.get_logger(__name__)
@@ -80,7 +82,7 @@ class Runner:
         t0: float | None = None,
     ) -> None:
         jobs.preload()  # ctypes and libc before t0, not at the first release
-        self.t0 = time.monotonic() if t0 is None else t0
+        self.t0 = time.monotonic() + spawner.start_lead(len(tasks)) if t0 is None else t0
         self._states = [
             TaskState(t, sched.plan(t.priority, t.executiontime, t.critical_ms, t.period), pos)
             for pos, t in enumerate(tasks)
@@ -92,8 +94,9 @@ class Runner:
         self._heap: list[tuple[float, int, int, int, int]] = []
         self._seq = itertools.count()
         self._exits: deque[Job] = deque()
-        self._spawners = Spawners([(str(st.spec.id), st.plan) for st in self._states], self._wake)
         self._live: set[Job] = set()
+        plans = [(str(st.spec.id), st.plan) for st in self._states]
+        self._spawners = Spawners(plans, self._wake, self._maker, self._started)
         self._stop = threading.Event()
         self._finished = threading.Event()
         self._sel = selectors.DefaultSelector()
@@ -101,14 +104,13 @@ class Runner:
         os.set_blocking(self._wake_r, False)
         os.set_blocking(self._wake_w, False)
         self._sel.register(self._wake_r, selectors.EVENT_READ, None)
-        self._thread = threading.Thread(target=self._run, name="runner", daemon=True)
 
     # -- public, any thread -------------------------------------------------
 
     def start(self) -> None:
-        """Start the launcher threads and the scheduler thread."""
+        """Start the launcher threads and the scheduler thread (pool threads, never waited for)."""
         self._spawners.start()
-        self._thread.start()
+        workers.run(self._run, real_time([st.plan for st in self._states]))
 
     @property
     def finished(self) -> bool:
@@ -168,14 +170,8 @@ class Runner:
     def _emit(
         self, task_id: int, job: int | None, kind: str, detail: str | None = None, **extra: Any
     ) -> None:
-        event = {
-            "task_id": task_id,
-            "job": job,
-            "type": kind,
-            "ts": time.monotonic(),
-            "detail": detail,
-            **extra,
-        }
+        event = {"task_id": task_id, "job": job, "type": kind, "ts": time.monotonic()}
+        event.update(detail=detail, **extra)
         try:
             self._emit_cb(event)
         except Exception:
@@ -196,6 +192,7 @@ class Runner:
                 for note in st.plan.notes:
                     self._notice(st, "plan", note)
                 self._push(st.release_time(self.t0, 0), _RELEASE, i, 0)
+                self._spawners.prepare(st, 0)
             while True:
                 self._handle_spawned()
                 self._handle_exits()
@@ -217,7 +214,7 @@ class Runner:
             log.exception("runner failed; killing its jobs")
             self._kill_all()
         finally:
-            self._spawners.close()
+            self._spawners.close(self._states)
             self._reap_all()
             self._finished.set()
             if self._on_finish is not None:
@@ -336,15 +333,16 @@ class Runner:
             return
         if not periodic and index > 0:
             release = time.monotonic()  # back to back: released when the previous one ended
+        self._spawners.release(st, index, release)
 
-        def make() -> Job:  # runs in the task's launcher thread
-            launch = self._launcher(spec, index, st.plan)
-            return Job(spec.id, index, release, launch, self._job_exited)
-
-        self._spawners.submit(i, index, release, make)
+    def _maker(self, st: TaskState, index: int, release: float) -> Callable[[], Job]:
+        """What builds job ``index`` of ``st`` (called in the task's launcher thread)."""
+        return lambda: Job(
+            st.spec.id, index, release, self._launcher(st.spec, index, st.plan), self._job_exited
+        )
 
     def _handle_spawned(self) -> None:  # the launchers' results: START or NOT_SCHEDULED
-        for result in self._spawners.results():
+        for result in self._spawners.results(self._states, self._stop.is_set()):
             self._started(self._states[result.pos], result)
 
     def _await_spawns(self) -> None:
@@ -387,13 +385,17 @@ class Runner:
                 self._push(release + spec.period / 1000.0, _WINDOW_END, i, index)
             else:
                 self._push(st.release_time(self.t0, index + 1), _RELEASE, i, index + 1)
+        if not st.is_last(index):
+            self._spawners.prepare(st, index + 1)
 
     def _next_periodic(self, st: TaskState, i: int, index: int) -> None:
+        self._spawners.drop_ready(st)  # (job ``index``'s, if its release was missed)
         if st.is_last(index):
             st.done = True
             self._emit(st.spec.id, None, "JOBS_DONE")
         else:
             self._push(st.release_time(self.t0, index + 1), _RELEASE, i, index + 1)
+            self._spawners.prepare(st, index + 1)
 
     def _kill_all(self) -> None:
         self._await_spawns()

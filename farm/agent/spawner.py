@@ -5,30 +5,46 @@ launcher thread of the job's task builds its Launch, spawns the process and
 hands the result back (:class:`Spawned`). So a slow spawn (a big environment,
 an exec that pages in a large binary, a fork under TCG) of one task never holds
 back another task's release: each task has its own thread, and a task never
-has two spawns in flight (its next release is scheduled once the previous job
-has started).
+has two spawns in flight.
+
+Pre-spawned jobs: once job k of a task has started, its launcher already
+spawns job k+1 (:meth:`Spawners.prepare`) when it is a native built-in
+(``Launch.gate``): the process exists with its policy, process group and
+descriptors, blocked reading its stdin, a pipe (FARM_GATE=1,
+farm/agent/native/workloads.c). The release only writes one byte to that pipe
+(:meth:`Spawners.release`; START from then). A pre-spawn not done yet at the
+release is released as soon as it is; a job without a gate is spawned at its
+release as before (a failed exec stays a NOT_SCHEDULED of that release). A
+pre-spawned job whose release is missed (NOT_SCHEDULED) or whose set stops is
+dropped: killed, reaped, no event. A set of several tasks starts a little
+ahead (:func:`start_lead`) so that its jobs 0 are pre-spawned too.
 
 In a set with real-time tasks the scheduler thread, the launcher threads and
 the jobs' waiter threads run SCHED_FIFO at the kernel's top priority with
 reset-on-fork (:func:`farm.agent.sched.raise_thread`): no running job delays a
 release, a spawn or the notice of an exit, and nothing they start inherits that
-policy. Each job gets its own policy in the child before its exec (glibc's
+policy. Launchers and waiters are pool threads (:mod:`farm.agent.workers`),
+raised once. Each job gets its own policy in the child before its exec (glibc's
 posix_spawn, :mod:`farm.agent.pspawn`, or a ``preexec_fn``). Python threads share
 one lock, the GIL: an agent thread of lower priority holding it while preempted
-by a real-time job could still delay them; spawns keep the GIL across
-posix_spawn so that the new job cannot preempt such a holder right then.
+by a real-time job could still delay them; spawns at a release keep the GIL
+across posix_spawn so that the new job cannot preempt such a holder right then
+(a pre-spawn lets it go: its child blocks on the gate once exec'd, but may wait
+for the CPU until then).
 """
 
 from __future__ import annotations
 
+import os
 import queue
 import subprocess
 import threading
+import time
 from collections import deque
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
-from farm.agent import logs, sched
+from farm.agent import logs, sched, workers
 from farm.agent.jobs import Job
 from farm.agent.taskspec import TaskSpec
 
@@ -43,6 +59,10 @@ class TaskState:
     plan: sched.SchedPlan
     pos: int  # index in the runner's task list (heap entries refer to it)
     running: Job | None = None
+    ready: Job | None = None  # pre-spawned job ``next``, held until its release
+    gate: int = -1  # the pipe whose byte releases ``ready``
+    pending: tuple[int, float] | None = None  # (index, release) reached before its job was ready
+    next: int = 0  # the job being pre-spawned
     done: bool = False
     failures: int = 0
     noticed: set[str] = field(default_factory=set)
@@ -65,9 +85,34 @@ class Spawned:
     release: float
     job: Job | None
     error: BaseException | None = None
+    gated: bool = False  # a pre-spawn (its job unspawned when its Launch has no gate)
+    gate: int = -1  # a pre-spawned job's gate: one byte releases it, end of file cancels it
 
 
 MakeJob = Callable[[], Job]
+#: cap of :func:`start_lead` (s)
+MAX_LEAD = 0.1
+_lead = 0.0  # smoothed time from a set's creation until its first jobs were pre-spawned (s)
+
+
+def start_lead(tasks: int) -> float:
+    """How far ahead of now a new set of ``tasks`` tasks should start (its ``t0``), in s.
+
+    Its first jobs are pre-spawned then, released on time like the later ones
+    (otherwise each job 0 pays its spawn after ``t0``, one after the other on one
+    CPU). Learnt from the sets before (rises at once, decays slowly; nothing
+    known: 0). Only for sets of several tasks: one task's job 0 is as late
+    either way, the lead would only delay the whole set.
+    """
+    return min(_lead, MAX_LEAD) if tasks > 1 else 0.0
+
+
+def _learn_lead(elapsed: float) -> None:
+    global _lead
+    _lead = elapsed if elapsed > _lead else 0.75 * _lead + 0.25 * elapsed
+
+
+DROP_TIMEOUT = 10.0  # s to reap the dropped pre-spawned jobs of a set at its end
 
 
 def raise_scheduler(plans: list[sched.SchedPlan]) -> str | None:
@@ -91,48 +136,72 @@ def real_time(plans: list[sched.SchedPlan]) -> bool:
 
 
 class TaskLauncher:
-    """A thread spawning one task's jobs in order, reporting each through ``done``."""
+    """A (pool) thread spawning one task's jobs in order, reporting each through ``done``."""
 
     def __init__(self, name: str, rt: bool, done: Callable[[Spawned], None]) -> None:
-        self._rt = rt
+        self.name = name
+        self._rt = bool(rt)
         self._done = done
-        self._requests: queue.SimpleQueue[tuple[int, int, float, MakeJob] | None] = (
+        self._requests: queue.SimpleQueue[tuple[int, int, float, MakeJob, bool] | None] = (
             queue.SimpleQueue()
         )
-        self._thread = threading.Thread(target=self._run, name=f"spawn-{name}", daemon=True)
+        self._ended = threading.Event()
 
     def start(self) -> None:
-        """Start the thread (raised above all jobs first when ``rt``)."""
-        self._thread.start()
+        """Run in a pool thread (:mod:`farm.agent.workers`; raised above all jobs when ``rt``)."""
+        workers.run(self._run, self._rt)
 
-    def submit(self, pos: int, index: int, release: float, make: MakeJob) -> None:
-        """Spawn the job ``make`` builds, from the launcher thread."""
-        self._requests.put((pos, index, release, make))
+    def submit(
+        self, pos: int, index: int, release: float, make: MakeJob, gated: bool = False
+    ) -> None:
+        """Spawn the job ``make`` builds (``gated``: pre-spawn it), from the launcher thread."""
+        self._requests.put((pos, index, release, make, gated))
 
     def close(self, timeout: float = 5.0) -> None:
         """Let the thread end after the requests already submitted."""
         self._requests.put(None)
-        if self._thread.is_alive() and self._thread is not threading.current_thread():
-            self._thread.join(timeout)
+        self._ended.wait(timeout)
 
     def _run(self) -> None:
-        raised = self._rt and sched.raise_thread() is None
+        try:
+            self._serve()
+        finally:
+            self._ended.set()
+
+    def _serve(self) -> None:
         while True:
             request = self._requests.get()
             if request is None:
                 return
-            pos, index, release, make = request
+            pos, index, release, make, gated = request
             try:
                 job = make()
-                job.rt_waiter = raised
-                job.spawn()
-                result = Spawned(pos, index, release, job)
+                job.rt_waiter = self._rt
+                gate = -1
+                if not gated:
+                    job.spawn()
+                elif job.launch.gate:  # (else it is spawned at its release)
+                    gate = _prespawn(job)
+                result = Spawned(pos, index, release, job, None, gated, gate)
             except (OSError, subprocess.SubprocessError, ValueError) as exc:
-                result = Spawned(pos, index, release, None, exc)
+                result = Spawned(pos, index, release, None, exc, gated)
             except Exception as exc:  # never lose a release: report it as not scheduled
                 log.exception("spawning job %s of task #%s failed", index, pos)
-                result = Spawned(pos, index, release, None, exc)
+                result = Spawned(pos, index, release, None, exc, gated)
             self._done(result)
+
+
+def _prespawn(job: Job) -> int:
+    """Spawn ``job`` held by its gate: the write end of the pipe on its stdin."""
+    gate_r, gate_w = os.pipe()  # close-on-exec: no other job inherits it
+    try:
+        job.spawn(gate_r)
+    except BaseException:
+        os.close(gate_w)
+        raise
+    finally:
+        os.close(gate_r)
+    return gate_w
 
 
 class Spawners:
@@ -143,8 +212,19 @@ class Spawners:
     before the scheduler thread announced the job wait in :meth:`park` until then.
     """
 
-    def __init__(self, plans: list[tuple[str, sched.SchedPlan]], wake: Callable[[], None]) -> None:
+    def __init__(
+        self,
+        plans: list[tuple[str, sched.SchedPlan]],
+        wake: Callable[[], None],
+        maker: Callable[[TaskState, int, float], MakeJob] | None = None,
+        started: Callable[[TaskState, Spawned], None] | None = None,
+    ) -> None:
         self._wake = wake
+        self._maker = maker
+        self._started = started
+        self._dropped: list[Job] = []  # pre-spawned jobs cancelled unreleased
+        self._born = time.monotonic()
+        self._firsts = set(range(len(plans)))  # tasks whose job 0 is not pre-spawned yet
         self._results: deque[Spawned] = deque()
         rt = real_time([plan for _, plan in plans])
         self._threads = [TaskLauncher(name, rt, self._done) for name, _ in plans]
@@ -155,34 +235,64 @@ class Spawners:
         for launcher in self._threads:
             launcher.start()
 
-    def close(self) -> None:
-        for launcher in self._threads:
-            launcher.close()
+    def close(self, states: Sequence[TaskState] = ()) -> None:
+        """Drop the pre-spawned jobs of ``states``, end the launcher threads, reap the dropped.
+
+        Only a launcher with a spawn in flight is waited for (an idle one ends by
+        itself: no thread switch on the way to the next set); pre-spawns it hands
+        back now are dropped too.
+        """
+        for st in states:
+            self.drop_ready(st)
+        for pos, launcher in enumerate(self._threads):
+            launcher.close(5.0 if self._busy[pos] else 0.0)
+        while self._results:
+            late = self._results.popleft()
+            self._drop(late.job if late.gated else None, late.gate)
+        deadline = time.monotonic() + DROP_TIMEOUT
+        for job in self._dropped:
+            if not job.join(max(0.0, deadline - time.monotonic())):
+                log.error("dropped job %s.%s (pid %d) not reaped", job.task_id, job.index, job.pid)
 
     def _done(self, result: Spawned) -> None:  # launcher threads
         self._results.append(result)
         self._wake()
 
-    def submit(self, pos: int, index: int, release: float, make: MakeJob) -> None:
+    def submit(
+        self, pos: int, index: int, release: float, make: MakeJob, gated: bool = False
+    ) -> None:
         """Have task ``pos``'s launcher spawn the job ``make`` builds (scheduler thread)."""
         self._busy[pos] = True
-        self._threads[pos].submit(pos, index, release, make)
+        self._threads[pos].submit(pos, index, release, make, gated)
+
+    def busy(self, pos: int) -> bool:
+        """True while task ``pos`` has a spawn in flight (at most one per task)."""
+        return self._busy[pos]
 
     @property
     def in_flight(self) -> bool:
         """True while some spawn has not been collected by :meth:`results`."""
         return any(self._busy)
 
-    def results(self) -> Iterator[Spawned]:
-        """The results handed back so far, oldest first (scheduler thread)."""
+    def results(
+        self, states: Sequence[TaskState] = (), stopping: bool = False
+    ) -> Iterator[Spawned]:
+        """The spawns at a release handed back so far, oldest first (scheduler thread).
+
+        Pre-spawns are taken in on the way (:meth:`_take`; ``states`` by position).
+        """
         while self._results:
             result = self._results.popleft()
             self._busy[result.pos] = False
-            yield result
+            if result.gated:
+                self._take(states[result.pos], result, stopping)
+            else:
+                yield result
 
     def park(self, job: Job) -> None:
-        """Keep the exit of a job whose START has not gone out yet."""
-        self._early.append(job)
+        """Keep the exit of a job whose START has not gone out yet (a dropped one's: never)."""
+        if not job.cancelled:
+            self._early.append(job)
 
     def unpark(self, job: Job) -> bool:
         """True (and forget it) if ``job`` had exited before its START."""
@@ -190,3 +300,76 @@ class Spawners:
             self._early.remove(job)
             return True
         return False
+
+    # -- pre-spawned jobs (scheduler thread) ---------------------------------
+
+    def prepare(self, st: TaskState, index: int) -> None:
+        """Pre-spawn job ``index`` of ``st`` (unless a spawn is in flight: :meth:`_take`).
+
+        Its release time is set when it goes (:meth:`release`).
+        """
+        st.next = index
+        if not self._busy[st.pos] and self._maker is not None:
+            self.submit(st.pos, index, 0.0, self._maker(st, index, 0.0), True)
+
+    def release(self, st: TaskState, index: int, release: float) -> None:
+        """Job ``index`` is due: its pre-spawned process goes, else it is spawned now."""
+        st.pending = (index, release)
+        self._try_go(st)
+
+    def _try_go(self, st: TaskState) -> None:
+        if st.pending is None or self._maker is None or self._started is None:
+            return
+        index, release = st.pending
+        job = st.ready
+        if job is None:
+            if not self._busy[st.pos]:  # not pre-spawned: spawn it now
+                st.pending = None
+                self.submit(st.pos, index, release, self._maker(st, index, release))
+            return  # else its spawn is in flight
+        gate, st.gate = st.gate, -1
+        st.ready = st.pending = None
+        job.release = release
+        if gate < 0:  # a program without the gate: spawned at its release
+            self.submit(st.pos, index, release, lambda: job)
+            return
+        try:
+            os.write(gate, b"g")
+        except OSError:
+            pass  # it died already: its exit follows its START
+        job.start = time.monotonic()
+        os.close(gate)
+        self._started(st, Spawned(st.pos, index, release, job))
+
+    def drop_ready(self, st: TaskState) -> None:
+        """Cancel ``st``'s pre-spawned job, if any (it will not be released)."""
+        job, gate, st.ready, st.gate = st.ready, st.gate, None, -1
+        self._drop(job, gate)
+
+    def _drop(self, job: Job | None, gate: int) -> None:
+        if gate >= 0:
+            os.close(gate)  # end of file: its gate exits by itself
+        if job is not None and job.pid:
+            job.cancelled = True  # its exit makes no event
+            job.kill("CANCELLED")
+            job.close_output()
+            self._dropped.append(job)
+
+    def _take(self, st: TaskState, result: Spawned, stopping: bool) -> None:
+        """Take in a pre-spawn's result: the job waits for its release, or goes if it is due."""
+        if result.index == 0 and self._firsts:
+            self._firsts.discard(result.pos)
+            if not self._firsts:
+                _learn_lead(time.monotonic() - self._born)
+        if result.job is None:  # it is spawned at its release instead (reported then)
+            log.info(
+                "pre-spawning job %s of task #%s failed: %s", result.index, st.pos, result.error
+            )
+        else:
+            st.ready, st.gate = result.job, result.gate
+            if st.done or stopping or result.index != st.next:
+                self.drop_ready(st)  # stale: its release went by as NOT_SCHEDULED
+        if st.pending is not None:
+            self._try_go(st)
+        elif st.ready is None and not (st.done or stopping) and result.index != st.next:
+            self.prepare(st, st.next)

@@ -22,6 +22,12 @@ pytestmark = pytest.mark.unit
 Events = list[dict[str, Any]]
 
 
+@pytest.fixture(autouse=True)
+def _no_start_lead(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Sets start at once (no lead learnt from the sets of earlier tests)."""
+    monkeypatch.setattr(spawner, "_lead", 0.0)
+
+
 def _runner(
     tmp_path: Path, tasks: list[TaskSpec], launcher: Any, events: Events, lock: threading.Lock
 ) -> Runner:

@@ -105,10 +105,19 @@ def test_first_sets_compares_the_first_start_with_the_later_ones() -> None:
             for kind in ("START", "JOBS_DONE"):
                 write_frame(agent, {"type": "event", "event": {"type": kind, "ts": start}})
 
+    class Plain:  # the Channel interface first_sets uses, without the MAC
+        sock = host
+
+        def send(self, message: dict[str, object]) -> None:
+            write_frame(host, message)
+
+        def recv(self) -> dict[str, object]:
+            return read_frame(host)
+
     thread = threading.Thread(target=fake_agent, daemon=True)
     thread.start()
     try:
-        doc = _module().first_sets(host, 3, timeout=30)
+        doc = _module().first_sets(Plain(), 3, timeout=30)
     finally:
         thread.join(30)
         host.close()

@@ -197,3 +197,28 @@ def test_user_mode_network_gets_qemus_fixed_address_without_dhcp() -> None:
     assert MachineProfile.from_dict(replace(p, user_net_dhcp=True).to_dict()).user_net_dhcp
     with pytest.raises(ConfigError, match="user_net_dhcp"):
         MachineProfile.from_dict({"user_net_dhcp": "no"})
+
+
+def test_the_guest_kernel_gets_the_hosts_tsc_rate(tmp_path: Path) -> None:
+    """Under TCG the guest's TSC runs at the host's rate and the guest has no HPET or PM
+    timer to calibrate it: a host that knows its TSC rate passes it as tsc_early_khz
+    (else the guest may end on the refined-jiffies clocksource); other hosts pass nothing."""
+    from farm import profile as profile_mod
+
+    known = tmp_path / "known"
+    known.write_text("flags\t\t: fpu tsc constant_tsc tsc_known_freq\ncpu MHz\t\t: 2596.144\n")
+    scaling = tmp_path / "scaling"
+    scaling.write_text("flags\t\t: fpu tsc constant_tsc\ncpu MHz\t\t: 1800.000\n")
+    machine = profile_mod.platform.machine()
+    if machine not in ("x86_64", "AMD64", "i686", "i386"):
+        assert profile_mod.host_tsc_khz(str(known)) is None
+        return
+    assert profile_mod.host_tsc_khz(str(known)) == 2596144
+    assert profile_mod.host_tsc_khz(str(scaling)) is None
+    assert profile_mod.host_tsc_khz(str(tmp_path / "missing")) is None
+    khz = profile_mod.host_tsc_khz()
+    args = default_profile().kernel_cmdline("t").split()
+    assert (f"tsc_early_khz={khz}" in args) == (khz is not None)
+    assert "tsc_early_khz" not in " ".join(
+        MachineProfile.from_dict(GENODE).qemu_argv("g", hostfwd_port=None, token=None)
+    )

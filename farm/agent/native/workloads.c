@@ -3,6 +3,12 @@
  *
  *     farm-workload PKG CONFIG [QUOTA_BYTES]
  *
+ * Pre-spawned jobs (FARM_GATE=1 in the environment) wait for their release:
+ * the agent starts them ahead of time, policy and all, with stdin a pipe, and
+ * at the release writes one byte to it (await_release). Only then does the
+ * workload run (stdin is /dev/null again). End of file instead of the byte
+ * means the job was cancelled: exit EXIT_CANCELLED.
+ *
  * The same pkgs, configs, output lines and exit statuses as
  * farm/agent/workloads.py (the fallback, and the reference: keep them in
  * step), without an interpreter to start per job: under TCG a Python job
@@ -17,6 +23,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -401,8 +408,26 @@ static void limit_memory(long long quota)
     setrlimit(RLIMIT_AS, &rl);
 }
 
+/* a pre-spawned job: block until the agent releases it (one byte on stdin) */
+static void await_release(void)
+{
+    char go;
+    ssize_t n;
+    do
+        n = read(0, &go, 1);
+    while (n < 0 && errno == EINTR);
+    if (n != 1)
+        _exit(EXIT_CANCELLED);
+    int fd = open("/dev/null", O_RDONLY);
+    if (fd > 0) {
+        dup2(fd, 0);
+        close(fd);
+    }
+}
+
 int main(int argc, char **argv)
 {
+    const char *gate = getenv("FARM_GATE");
     if (argc != 3 && argc != 4) {
         fputs("usage: farm-workload PKG CONFIG [QUOTA_BYTES]\n", stderr);
         return EXIT_USAGE;
@@ -422,6 +447,8 @@ int main(int argc, char **argv)
             die_usage("invalid quota '%s'", argv[3]);
         quota = q > 9e18 ? (long long)9e18 : (long long)q;
     }
+    if (gate && strcmp(gate, "1") == 0)
+        await_release();
     if (quota > 0)
         limit_memory(quota);
     int status = w->run(values);

@@ -9,6 +9,7 @@
 
 #define EXIT_QUOTA 86
 #define EXIT_USAGE 2
+#define EXIT_CANCELLED 75 /* pre-spawned, never released */
 #define MAX_KEYS 4
 
 /* one config key: SCHEMAS of workloads.py */

@@ -1,0 +1,146 @@
+"""Pre-spawned jobs (farm/agent/spawner.py): a native built-in job exists, policy and all,
+before its release and waits on its gate; the release only lets it go. A stop drops it."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from farm.agent import commands, sched
+from farm.agent.jobs import Launch
+from farm.agent.runner import Runner
+from farm.agent.taskspec import TaskSpec
+
+pytestmark = pytest.mark.process
+
+Events = list[dict[str, Any]]
+
+
+def _gated_child(job: int) -> int | None:
+    """pid of this process's child that waits as job ``job`` on its gate, or None."""
+    me = str(os.getpid())
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_text()
+            environ = (entry / "environ").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if stat.rsplit(")", 1)[1].split()[1] != me:
+            continue
+        if b"FARM_GATE=1" in environ and f"FARM_JOB={job}".encode() in environ:
+            return int(entry.name)
+    return None
+
+
+def _wait_for_gated_child(job: int, timeout: float = 30.0) -> int:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        pid = _gated_child(job)
+        if pid is not None:
+            return pid
+        time.sleep(0.02)
+    raise AssertionError(f"no pre-spawned process for job {job}")
+
+
+def _policy(pid: int) -> tuple[int, int]:
+    """(rt_priority, policy) of ``pid`` from /proc/PID/stat."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return int(fields[37]), int(fields[38])
+
+
+def _host_allows_fifo() -> bool:
+    return subprocess.run(["chrt", "-f", "7", "true"], capture_output=True).returncode == 0
+
+
+def _runner(tmp_path: Path, task: TaskSpec, events: Events, started: threading.Event) -> Runner:
+    lock = threading.Lock()
+
+    def launcher(spec: TaskSpec, index: int, plan: sched.SchedPlan) -> Launch:
+        return commands.build_launch(spec, index, plan, {}, tmp_path)
+
+    def emit(event: dict[str, Any]) -> None:
+        with lock:
+            events.append(event)
+        if event["type"] == "START" and event["job"] == 0:
+            started.set()
+
+    return Runner([task], launcher, emit)
+
+
+def test_the_next_job_waits_pre_spawned_under_its_policy_until_its_release(
+    tmp_path: Path,
+) -> None:
+    """After job 0's START, job 1's process already exists (a child waiting on its gate,
+    with the task's policy when the host allows SCHED_FIFO) and has no START yet; at its
+    release that same process runs and reports as job 1."""
+    assert commands.native_gate(), "the process tier's native farm-workload knows the gate"
+    fifo = _host_allows_fifo()
+    task = TaskSpec(0, "hey", priority=7 if fifo else 0, period=3000, numberofjobs=2)
+    events: Events = []
+    started = threading.Event()
+    runner = _runner(tmp_path, task, events, started)
+    runner.start()
+    try:
+        assert started.wait(30)
+        pid = _wait_for_gated_child(1)
+        assert not [e for e in events if e["job"] == 1], "job 1 went before its release"
+        assert Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "S"
+        if fifo:
+            assert _policy(pid) == (7, os.SCHED_FIFO)
+        assert runner.wait(60)
+    finally:
+        runner.stop()
+    (start,) = [e for e in events if e["type"] == "START" and e["job"] == 1]
+    (end,) = [e for e in events if e["type"] == "EXIT" and e["job"] == 1]
+    assert start["pid"] == pid
+    assert start["ts"] >= start["release"] == pytest.approx(runner.t0 + 3.0)
+    assert end["output"] == "Hey! I am task 0 job 1.\n"
+
+
+def test_a_stop_drops_the_pre_spawned_job_without_an_event(tmp_path: Path) -> None:
+    """Stopped while job 1 waits on its gate: that process is killed and reaped, and no
+    event mentions job 1 (it was never released)."""
+    events: Events = []
+    started = threading.Event()
+    runner = _runner(tmp_path, TaskSpec(0, "hey", period=60000, numberofjobs=0), events, started)
+    runner.start()
+    try:
+        assert started.wait(30)
+        pid = _wait_for_gated_child(1)
+    finally:
+        assert runner.stop()
+    assert _gated_child(1) is None
+    with pytest.raises(ProcessLookupError):
+        os.kill(pid, 0)
+    assert [e for e in events if e["job"] == 1] == []
+    assert [e["type"] for e in events if e["job"] == 0] == ["START", "EXIT"]
+
+
+def test_a_job_without_a_gate_is_spawned_at_its_release_with_that_release(
+    tmp_path: Path,
+) -> None:
+    """A shell job cannot wait on a gate: built ahead, spawned at its release, and judged
+    against that release (EXIT, not EXIT_CRITICAL against a placeholder)."""
+    events: Events = []
+    started = threading.Event()
+    task = TaskSpec(0, "shell", {"command": "true"}, period=300, criticaltime=10000, numberofjobs=2)
+    runner = _runner(tmp_path, task, events, started)
+    runner.start()
+    try:
+        assert started.wait(30)
+        assert _gated_child(1) is None
+        assert runner.wait(60)
+    finally:
+        runner.stop()
+    kinds = [(e["job"], e["type"]) for e in events if e["job"] is not None]
+    assert kinds == [(0, "START"), (0, "EXIT"), (1, "START"), (1, "EXIT")]
+    starts = [e for e in events if e["type"] == "START"]
+    assert [e["release"] for e in starts] == pytest.approx([runner.t0, runner.t0 + 0.3])

@@ -1,0 +1,70 @@
+"""The agent's pool of helper threads (farm/agent/workers.py): launchers and waiters are
+reused, so a set creates no thread once the pool has grown to the agent's concurrency."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from farm.agent import sched, spawner, workers
+from farm.agent.jobs import Launch
+from farm.agent.runner import Runner
+from farm.agent.taskspec import TaskSpec
+
+pytestmark = pytest.mark.unit
+
+
+def _run_set(tmp_path: Path) -> list[str]:
+    events: list[str] = []
+
+    def launcher(task: TaskSpec, index: int, plan: sched.SchedPlan) -> Launch:
+        return Launch(["/bin/true"], {"PATH": "/usr/bin:/bin"}, str(tmp_path), False, sched=plan)
+
+    tasks = [TaskSpec(0, "shell", numberofjobs=2), TaskSpec(1, "shell", numberofjobs=2)]
+    runner = Runner(tasks, launcher, lambda e: events.append(e["type"]))
+    runner.start()
+    try:
+        assert runner.wait(30)
+    finally:
+        runner.stop()
+    return events
+
+
+def _all_idle(timeout: float = 30.0) -> int:
+    """Wait until every pool thread idles (a set's threads finish just after it); their count."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        threads, idle = workers.counts()
+        if threads == idle:
+            return threads
+        time.sleep(0.01)
+    raise AssertionError(f"pool threads still busy: {workers.counts()}")
+
+
+def test_sets_reuse_the_pool_threads(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Threads are only created while none idles: five sets of two tasks (a scheduler, two
+    launchers, at most two waiters per task at once) leave at most seven pool threads."""
+    monkeypatch.setattr(spawner, "_lead", 0.0)
+    start = _all_idle()
+    for _ in range(5):
+        assert _run_set(tmp_path).count("EXIT") == 4
+        assert _all_idle() <= max(start, 7)
+
+
+def test_a_failing_work_item_leaves_its_thread_in_the_pool() -> None:
+    done = threading.Event()
+
+    def boom() -> None:
+        raise RuntimeError("work that fails")
+
+    workers.run(boom)
+    workers.run(done.set)
+    assert done.wait(10)
+    results: list[Any] = []
+    again = threading.Event()
+    workers.run(lambda: (results.append(threading.get_ident()), again.set()))
+    assert again.wait(10) and results
