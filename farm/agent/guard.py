@@ -18,15 +18,17 @@ agent by one sweep.
 
 A task set and an exec run are a :class:`Group`: their processes carry a
 second marker, ``SET_ENV=<random>``, and, where the agent can write a cgroup v2
-hierarchy (root in the guest; root on a host whose cgroup2 is mounted), each
-job leader is moved into the group's own cgroup under ``farm-<agent pid>``
-right after its spawn. :meth:`Group.close` at the set's stop or end kills the
-lot with ``cgroup.kill`` (a setsid'ed, double-forked grandchild included), or,
-without a writable cgroup, by a sweep of ``/proc/*/environ`` for the group's
-marker. The guard kills the agent's whole cgroup subtree too when the agent
-goes. A leader that forks before it is moved (its spawn and the move are a few
-microseconds apart) leaves that child outside the cgroup: the agent-wide
-marker still catches it when the agent goes.
+hierarchy (root in the guest, whose /init mounts cgroup2; root on a host with
+a cgroup2 mount), the group has its own cgroup under ``farm-<agent pid>``. A
+task set moves the agent itself into it for the set's life, so every job is
+born inside (nothing per job, and no window in which a leader could fork
+before being moved); an exec run's shell moves itself in before it runs the
+command. :meth:`Group.close` at the set's stop or end (the run's end) kills
+the lot with ``cgroup.kill``, a setsid'ed or double-forked grandchild
+included, or, without a usable cgroup (``FARM_JOB_CGROUP=0`` forces this), by
+a sweep of ``/proc/*/environ`` for the group's marker. When the agent goes,
+the guard also writes ``cgroup.kill`` of the agent's whole ``farm-<pid>``
+subtree and removes it.
 """
 
 from __future__ import annotations
@@ -130,11 +132,16 @@ def stop() -> None:
     Jobs started afterwards get a new guard. (The agent's exit closes the pipe
     just the same.)
     """
-    global _write_fd, _entry
+    global _write_fd, _entry, _entered, _cgroup_probed, _cgroup_root
+    with _move_lock:  # the guard kills the agent's cgroups: the agent leaves them first
+        if _entered is not None and _home is not None:
+            _move(os.getpid(), _home)
+        _entered = None
     with _lock:
         if _write_fd >= 0:
             os.close(_write_fd)
         _write_fd, _entry = -1, None
+        _cgroup_probed, _cgroup_root = False, None  # the guard removes them: made anew
 
 
 def cgroup_root() -> str | None:
