@@ -48,9 +48,9 @@ GUARD_ENV = "FARM_JOB_GUARD"
 SET_ENV = "FARM_JOB_SET"
 CGROUP_ENV = "FARM_JOB_CGROUP"
 SWEEP_PASSES = 3
-#: an exec run's shell: ``$0`` = its group's cgroup.procs, ``$1`` = the command; it moves
+#: an exec run's shell: ``$1`` = its group's cgroup.procs, ``$2`` = the command; it moves
 #: itself in before anything else (``set --``: the command sees no positional parameter)
-ENTER = 'echo $$ >"$0" || exit 126; eval "set --; $1"'
+ENTER = 'echo $$ >"$1" || exit 126; shift; eval "set --; $1"'
 EMPTY_WAIT = 1.0  # s a closed cgroup may take to empty (SIGKILLed tasks exiting)
 SHELL = "/bin/sh"
 LAUNCH_TIMEOUT = 10.0

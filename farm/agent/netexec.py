@@ -129,7 +129,7 @@ class _Run:
                 procs = self.group.procs  # the shell joins the run's cgroup before all else
                 argv = ["/bin/sh", "-c", self.command]
                 if procs is not None:
-                    argv = ["/bin/sh", "-c", guard.ENTER, procs, self.command]
+                    argv = ["/bin/sh", "-c", guard.ENTER, "sh", procs, self.command]
                 self.proc = subprocess.Popen(
                     argv,
                     stdin=subprocess.DEVNULL,
