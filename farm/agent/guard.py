@@ -20,13 +20,15 @@ A task set and an exec run are a :class:`Group`: their processes carry a
 second marker, ``SET_ENV=<random>``, and, where the agent can write a cgroup v2
 hierarchy (root in the guest, whose /init mounts cgroup2; root on a host with
 a cgroup2 mount), the group has its own cgroup under ``farm-<agent pid>``. A
-task set moves the agent itself into it for the set's life, so every job is
-born inside (nothing per job, and no window in which a leader could fork
-before being moved); an exec run's shell moves itself in before it runs the
-command. :meth:`Group.close` at the set's stop or end (the run's end) kills
-the lot with ``cgroup.kill``, a setsid'ed or double-forked grandchild
-included, or, without a usable cgroup (``FARM_JOB_CGROUP=0`` forces this), by
-a sweep of ``/proc/*/environ`` for the group's marker. When the agent goes,
+task set has the agent itself in it for the set's life, so every job is born
+inside (nothing per job, and no window in which a leader could fork before
+being moved); at the set's end the agent moves on into a fresh cgroup, which
+the next set takes as it is (no cgroup work on the path of a start). An exec
+run's shell moves itself in before it runs the command. :meth:`Group.close`
+at the set's stop or end (the run's end) kills the lot with ``cgroup.kill``,
+a setsid'ed or double-forked grandchild included, or, without a usable cgroup
+(``FARM_JOB_CGROUP=0`` forces this), by a sweep of ``/proc/*/environ`` for
+the group's marker. When the agent goes,
 the guard also writes ``cgroup.kill`` of the agent's whole ``farm-<pid>``
 subtree and removes it.
 """
@@ -86,6 +88,7 @@ _cgroup_probed = False
 _home: str | None = None  # the agent's own cgroup
 _move_lock = threading.Lock()
 _entered: Group | None = None  # the set whose cgroup the agent is in
+_parked: str | None = None  # a fresh cgroup the agent waits in for the next set
 
 
 def entry() -> tuple[str, str] | None:
@@ -132,11 +135,11 @@ def stop() -> None:
     Jobs started afterwards get a new guard. (The agent's exit closes the pipe
     just the same.)
     """
-    global _write_fd, _entry, _entered, _cgroup_probed, _cgroup_root
+    global _write_fd, _entry, _entered, _parked, _cgroup_probed, _cgroup_root
     with _move_lock:  # the guard kills the agent's cgroups: the agent leaves them first
-        if _entered is not None and _home is not None:
+        if (_entered is not None or _parked is not None) and _home is not None:
             _move(os.getpid(), _home)
-        _entered = None
+        _entered = _parked = None
     with _lock:
         if _write_fd >= 0:
             os.close(_write_fd)
@@ -230,6 +233,13 @@ class Group:
         root = cgroup_root()
         if root is None:
             return
+        global _entered, _parked
+        if enter:
+            with _move_lock:  # the last set's end parked the agent in a fresh cgroup: take it
+                parked, _parked = _parked, None
+                if parked is not None:
+                    self.cgroup, self._home, _entered = parked, _home, self
+                    return
         path = os.path.join(root, f"{name}-{os.urandom(4).hex()}")
         try:
             os.mkdir(path)
@@ -238,9 +248,8 @@ class Group:
             return
         self.cgroup = path
         if enter:
-            global _entered
             with _move_lock:
-                if _move(os.getpid(), path):
+                if _write(os.path.join(path, "cgroup.procs"), os.getpid()):
                     self._home, _entered = _home, self
                 else:
                     self.cgroup = None
@@ -268,21 +277,32 @@ class Group:
                 log.info("%s: killed %d leftover process(es)", self.name, killed)
 
     def _leave(self, home: str) -> bool:
-        """Move the agent home unless the next set already took it into its own cgroup."""
-        global _entered
+        """Move the agent out unless the next set already took it into its own cgroup.
+
+        Into a fresh cgroup that the next set then takes as it is (its start does
+        no cgroup work at all); home if that cannot be made.
+        """
+        global _entered, _parked
         with _move_lock:
             if _entered is not self:
                 return True
             _entered = None
-            return _move(os.getpid(), home)
+            assert self.cgroup is not None
+            fresh = os.path.join(os.path.dirname(self.cgroup), f"set-{os.urandom(4).hex()}")
+            try:
+                os.mkdir(fresh)
+            except OSError:
+                return _write(os.path.join(home, "cgroup.procs"), os.getpid())
+            if _write(os.path.join(fresh, "cgroup.procs"), os.getpid()):
+                _parked = fresh
+                return True
+            _remove(fresh)
+            return _write(os.path.join(home, "cgroup.procs"), os.getpid())
 
     def _kill_cgroup(self, cgroup: str) -> bool:
         """cgroup.kill, then remove the cgroup once empty; False if it cannot be used."""
-        try:
-            with open(os.path.join(cgroup, "cgroup.kill"), "w", encoding="ascii") as fh:
-                fh.write("1")
-        except OSError as exc:
-            log.warning("%s: cgroup.kill failed (%s): sweeping by marker", self.name, exc)
+        if not _write(os.path.join(cgroup, "cgroup.kill"), 1):
+            log.warning("%s: cgroup.kill failed: sweeping by marker", self.name)
             return False
         deadline = time.monotonic() + EMPTY_WAIT
         while not _remove(cgroup):
@@ -294,11 +314,19 @@ class Group:
 
 
 def _move(pid: int, cgroup: str) -> bool:
+    return _write(os.path.join(cgroup, "cgroup.procs"), pid)
+
+
+def _write(path: str, value: int) -> bool:
+    """Write a number to a cgroup file (plain syscalls: this is on every set's path)."""
     try:
-        with open(os.path.join(cgroup, "cgroup.procs"), "w", encoding="ascii") as fh:
-            fh.write(str(pid))
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, str(value).encode())
+        finally:
+            os.close(fd)
     except OSError as exc:
-        log.debug("cannot move %d into %s: %s", pid, cgroup, exc)
+        log.debug("cannot write %s to %s: %s", value, path, exc)
         return False
     return True
 
