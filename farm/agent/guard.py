@@ -35,6 +35,7 @@ subtree and removes it.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import os
 import signal
@@ -72,7 +73,13 @@ while [ $n -lt 3 ]; do
     [ -n "$found" ] || break
     n=$((n + 1))
 done
-[ -z "$2" ] || { sleep 1; rmdir "$2"/* "$2"; } 2>/dev/null
+# the cgroups go once empty: the killed (the agent too) may wait a while for their reaping
+n=0
+while [ -n "$2" ] && [ -d "$2" ] && [ $n -lt 10 ]; do
+    sleep 1
+    rmdir "$2"/* "$2" 2>/dev/null
+    n=$((n + 1))
+done
 """
 
 #: starts the guard in the background and exits: the guard is no child of the agent (an
@@ -105,7 +112,7 @@ def entry() -> tuple[str, str] | None:
         read_fd, write_fd = os.pipe()  # both close-on-exec: no job inherits the write end
         try:
             launcher = subprocess.Popen(
-                [SHELL, "-c", LAUNCH, SHELL, SCRIPT, marker, cgroup_root() or ""],
+                [SHELL, "-c", LAUNCH, SHELL, SCRIPT, marker, _root_path()[1]],
                 stdin=read_fd,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -158,17 +165,10 @@ def cgroup_root() -> str | None:
     if _cgroup_probed:
         return _cgroup_root
     _cgroup_probed = True
-    if os.environ.get(CGROUP_ENV) == "0":
+    home, root = _root_path()
+    if not root:
         return None
     try:
-        with open("/proc/self/mounts", encoding="utf-8") as mounts:
-            mount = next((f[1] for f in map(str.split, mounts) if f[2:3] == ["cgroup2"]), None)
-        with open("/proc/self/cgroup", encoding="utf-8") as own:
-            path = next((line[3:].strip() for line in own if line.startswith("0::")), None)
-        if mount is None or path is None:
-            return None
-        home = os.path.join(mount, path.lstrip("/"))
-        root = os.path.join(home, f"farm-{os.getpid()}")
         os.makedirs(root, exist_ok=True)
         # a set moves the agent in and out: try that once (it needs write access to home)
         usable = os.access(os.path.join(root, "cgroup.kill"), os.W_OK) and _move(os.getpid(), root)
@@ -180,7 +180,45 @@ def cgroup_root() -> str | None:
         log.debug("no cgroup for job groups (%s): sweeps by marker instead", exc)
         return None
     _cgroup_root, _home = root, home
+    atexit.register(_remove_root, root, home)
     return root
+
+
+def _root_path() -> tuple[str, str]:
+    """(the agent's own cgroup, its ``farm-<pid>`` below) as paths; ("", "") if none.
+
+    Nothing is made: the guard is told this path at its start, and the directory
+    exists only once a group needed it.
+    """
+    if os.environ.get(CGROUP_ENV) == "0":
+        return "", ""
+    try:
+        with open("/proc/self/mounts", encoding="utf-8") as mounts:
+            mount = next((f[1] for f in map(str.split, mounts) if f[2:3] == ["cgroup2"]), None)
+        with open("/proc/self/cgroup", encoding="utf-8") as own:
+            path = next((line[3:].strip() for line in own if line.startswith("0::")), None)
+    except OSError:
+        return "", ""
+    if mount is None or path is None:
+        return "", ""
+    home = os.path.join(mount, path.lstrip("/"))
+    return home, os.path.join(home, f"farm-{os.getpid()}")
+
+
+def _remove_root(root: str, home: str) -> None:
+    """At an orderly exit: kill what is left in the agent's cgroups and remove them.
+
+    (The guard does the same after any exit; this is at once, and the guard may
+    be killed with the agent's process tree by whoever stops it.)
+    """
+    with _move_lock:
+        _move(os.getpid(), home)
+        _write(os.path.join(root, "cgroup.kill"), 1)
+        with contextlib.suppress(OSError):
+            for child in os.scandir(root):
+                if child.is_dir():
+                    _remove(child.path)
+        _remove(root)
 
 
 def sweep(name: str, value: str) -> int:
