@@ -12,6 +12,7 @@ import json
 import logging
 import os
 import signal
+import time
 from pathlib import Path
 
 import psutil
@@ -49,14 +50,38 @@ def terminate(pid: int, timeout: float = 5.0, *, group: bool = False) -> None:
                 p.terminate()
         except (psutil.NoSuchProcess, ProcessLookupError, PermissionError):
             pass
-    _, alive = psutil.wait_procs(procs, timeout=timeout)
+    alive = wait_exited(procs, timeout)
     for p in alive:
         log.warning("pid %d ignored SIGTERM for %.1fs; killing", p.pid, timeout)
         try:
             p.kill()
         except psutil.NoSuchProcess:
             pass
-    psutil.wait_procs(alive, timeout=timeout)
+    wait_exited(alive, timeout)
+
+
+def wait_exited(procs: list[psutil.Process], timeout: float) -> list[psutil.Process]:
+    """Wait until each of ``procs`` exited; those still running after ``timeout``.
+
+    A zombie counts as exited: it holds no port, file or memory any more, and
+    reaping it is its parent's business (an init that reaps late, as some
+    containers' do, would otherwise add seconds to every guest's teardown).
+    """
+    deadline = time.monotonic() + timeout
+    pause = 0.001
+    while True:
+        alive = [p for p in procs if _running(p)]
+        if not alive or time.monotonic() >= deadline:
+            return alive
+        time.sleep(min(pause, max(0.0, deadline - time.monotonic())))
+        pause = min(pause * 2, 0.04)
+
+
+def _running(proc: psutil.Process) -> bool:
+    try:
+        return proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
 
 
 class ProcessRegistry:

@@ -15,19 +15,46 @@ pdeathsig too. The guard runs in its own process group, so signals sent to the
 agent's group do not end it first, and it is no child of the agent (a
 launcher shell starts it in the background and exits), so it outlives the
 agent by one sweep.
+
+A task set and an exec run are a :class:`Group`: their processes carry a
+second marker, ``SET_ENV=<random>``, and, where the agent can write a cgroup v2
+hierarchy (root in the guest, whose /init mounts cgroup2; root on a host with
+a cgroup2 mount), the group has its own cgroup under ``farm-<agent pid>``. A
+task set has the agent itself in it for the set's life, so every job is born
+inside (nothing per job, and no window in which a leader could fork before
+being moved); at the set's end the agent moves on into a fresh cgroup, which
+the next set takes as it is (no cgroup work on the path of a start). An exec
+run's shell moves itself in before it runs the command. :meth:`Group.close`
+at the set's stop or end (the run's end) kills the lot with ``cgroup.kill``,
+a setsid'ed or double-forked grandchild included, or, without a usable cgroup
+(``FARM_JOB_CGROUP=0`` forces this), by a sweep of ``/proc/*/environ`` for
+the group's marker. When the agent goes,
+the guard also writes ``cgroup.kill`` of the agent's whole ``farm-<pid>``
+subtree and removes it.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import os
+import signal
 import subprocess
 import threading
+import time
 
 from farm.agent import logs
 
 log = logs.get_logger(__name__)
 
 GUARD_ENV = "FARM_JOB_GUARD"
+SET_ENV = "FARM_JOB_SET"
+CGROUP_ENV = "FARM_JOB_CGROUP"
+SWEEP_PASSES = 3
+#: an exec run's shell: ``$1`` = its group's cgroup.procs, ``$2`` = the command; it moves
+#: itself in before anything else (``set --``: the command sees no positional parameter)
+ENTER = 'echo $$ >"$1" || exit 126; shift; eval "set --; $1"'
+EMPTY_WAIT = 1.0  # s a closed cgroup may take to empty (SIGKILLed tasks exiting)
 SHELL = "/bin/sh"
 LAUNCH_TIMEOUT = 10.0
 
@@ -35,6 +62,7 @@ LAUNCH_TIMEOUT = 10.0
 #: what carries the marker, again while a pass found something (a job forking meanwhile).
 #: grep -z reads /proc/PID/environ as NUL-separated entries (GNU grep and busybox alike).
 SCRIPT = """while read -r _; do :; done
+[ -z "$2" ] || echo 1 > "$2/cgroup.kill" 2>/dev/null
 n=0
 while [ $n -lt 3 ]; do
     found=
@@ -45,16 +73,29 @@ while [ $n -lt 3 ]; do
     [ -n "$found" ] || break
     n=$((n + 1))
 done
+# the cgroups go once empty: the killed (the agent too) may wait a while for their reaping
+n=0
+while [ -n "$2" ] && [ -d "$2" ] && [ $n -lt 10 ]; do
+    sleep 1
+    rmdir "$2"/* "$2" 2>/dev/null
+    n=$((n + 1))
+done
 """
 
 #: starts the guard in the background and exits: the guard is no child of the agent (an
 #: agent's children are its jobs), and its stdin stays the pipe (via fd 3: an
 #: asynchronous list of a non-interactive shell gets /dev/null as stdin first)
-LAUNCH = 'exec 3<&0; "$0" -c "$1" farm-job-guard "$2" <&3 3<&- >/dev/null 2>&1 &'
+LAUNCH = 'exec 3<&0; "$0" -c "$1" farm-job-guard "$2" "$3" <&3 3<&- >/dev/null 2>&1 &'
 
 _lock = threading.Lock()
 _write_fd = -1
 _entry: tuple[str, str] | None = None
+_cgroup_root: str | None = None
+_cgroup_probed = False
+_home: str | None = None  # the agent's own cgroup
+_move_lock = threading.Lock()
+_entered: Group | None = None  # the set whose cgroup the agent is in
+_parked: str | None = None  # a fresh cgroup the agent waits in for the next set
 
 
 def entry() -> tuple[str, str] | None:
@@ -71,7 +112,7 @@ def entry() -> tuple[str, str] | None:
         read_fd, write_fd = os.pipe()  # both close-on-exec: no job inherits the write end
         try:
             launcher = subprocess.Popen(
-                [SHELL, "-c", LAUNCH, SHELL, SCRIPT, marker],
+                [SHELL, "-c", LAUNCH, SHELL, SCRIPT, marker, _root_path()[1]],
                 stdin=read_fd,
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
@@ -101,8 +142,236 @@ def stop() -> None:
     Jobs started afterwards get a new guard. (The agent's exit closes the pipe
     just the same.)
     """
-    global _write_fd, _entry
+    global _write_fd, _entry, _entered, _parked, _cgroup_probed, _cgroup_root
+    with _move_lock:  # the guard kills the agent's cgroups: the agent leaves them first
+        if (_entered is not None or _parked is not None) and _home is not None:
+            _move(os.getpid(), _home)
+        _entered = _parked = None
     with _lock:
         if _write_fd >= 0:
             os.close(_write_fd)
         _write_fd, _entry = -1, None
+        _cgroup_probed, _cgroup_root = False, None  # the guard removes them: made anew
+
+
+def cgroup_root() -> str | None:
+    """This agent's cgroup v2 directory ``farm-<pid>`` (made on first use), None if unusable.
+
+    Under the agent's own cgroup, on the first cgroup2 mount; None when there is
+    none, the kernel lacks ``cgroup.kill`` (5.14+), the agent may not write it, or
+    the environment says ``FARM_JOB_CGROUP=0`` (sweeps only).
+    """
+    global _cgroup_root, _cgroup_probed, _home
+    if _cgroup_probed:
+        return _cgroup_root
+    _cgroup_probed = True
+    home, root = _root_path()
+    if not root:
+        return None
+    try:
+        os.makedirs(root, exist_ok=True)
+        # a set moves the agent in and out: try that once (it needs write access to home)
+        usable = os.access(os.path.join(root, "cgroup.kill"), os.W_OK) and _move(os.getpid(), root)
+        if not (usable and _move(os.getpid(), home)):
+            _move(os.getpid(), home)
+            os.rmdir(root)
+            return None
+    except (OSError, ValueError) as exc:
+        log.debug("no cgroup for job groups (%s): sweeps by marker instead", exc)
+        return None
+    _cgroup_root, _home = root, home
+    atexit.register(_remove_root, root, home)
+    return root
+
+
+def _root_path() -> tuple[str, str]:
+    """(the agent's own cgroup, its ``farm-<pid>`` below) as paths; ("", "") if none.
+
+    Nothing is made: the guard is told this path at its start, and the directory
+    exists only once a group needed it.
+    """
+    if os.environ.get(CGROUP_ENV) == "0":
+        return "", ""
+    try:
+        with open("/proc/self/mounts", encoding="utf-8") as mounts:
+            mount = next((f[1] for f in map(str.split, mounts) if f[2:3] == ["cgroup2"]), None)
+        with open("/proc/self/cgroup", encoding="utf-8") as own:
+            path = next((line[3:].strip() for line in own if line.startswith("0::")), None)
+    except OSError:
+        return "", ""
+    if mount is None or path is None:
+        return "", ""
+    home = os.path.join(mount, path.lstrip("/"))
+    return home, os.path.join(home, f"farm-{os.getpid()}")
+
+
+def _remove_root(root: str, home: str) -> None:
+    """At an orderly exit: kill what is left in the agent's cgroups and remove them.
+
+    (The guard does the same after any exit; this is at once, and the guard may
+    be killed with the agent's process tree by whoever stops it.)
+    """
+    with _move_lock:
+        _move(os.getpid(), home)
+        _write(os.path.join(root, "cgroup.kill"), 1)
+        with contextlib.suppress(OSError):
+            for child in os.scandir(root):
+                if child.is_dir():
+                    _remove(child.path)
+        _remove(root)
+
+
+def sweep(name: str, value: str) -> int:
+    """SIGKILL every process whose environment holds ``name=value`` (a few passes: forks)."""
+    wanted = f"{name}={value}".encode()
+    own = os.getpid()
+    killed = 0
+    for _ in range(SWEEP_PASSES):
+        found = 0
+        for entry_name in os.listdir("/proc"):
+            if not entry_name.isdigit() or int(entry_name) == own:
+                continue
+            try:
+                with open(f"/proc/{entry_name}/environ", "rb") as fh:
+                    environ = fh.read()
+            except OSError:
+                continue  # gone, or not ours to read
+            if wanted in environ.split(b"\0"):
+                with contextlib.suppress(OSError):
+                    os.kill(int(entry_name), signal.SIGKILL)
+                    found += 1
+        killed += found
+        if not found:
+            break
+    return killed
+
+
+class Group:
+    """The processes of one task set or exec run: marked, in their own cgroup if possible.
+
+    ``env`` goes into each process's environment. ``enter=True`` (a task set)
+    moves the agent itself into the cgroup until :meth:`close`, so every job is
+    born there (no window in which a job could fork outside it); the agent's
+    other children (the guard, exec runs) start before or move out at once.
+    Otherwise (an exec run) the process moves itself in first: see :data:`ENTER`
+    and :attr:`procs`. :meth:`close` (idempotent) kills whatever is left.
+    """
+
+    def __init__(self, name: str, enter: bool = False) -> None:
+        self.name = name
+        self.marker = f"{os.getpid()}.{name}.{os.urandom(6).hex()}"
+        self.env = {SET_ENV: self.marker}
+        self.cgroup: str | None = None
+        self._home: str | None = None  # where the agent returns to (enter=True)
+        self._lock = threading.Lock()
+        self._closed = False
+        # the guard first: it removes the agent's cgroups at its exit, and must not be born
+        # in (and killed with) a set's cgroup
+        entry()
+        root = cgroup_root()
+        if root is None:
+            return
+        global _entered, _parked
+        if enter:
+            with _move_lock:  # the last set's end parked the agent in a fresh cgroup: take it
+                parked, _parked = _parked, None
+                if parked is not None:
+                    self.cgroup, self._home, _entered = parked, _home, self
+                    return
+        path = os.path.join(root, f"{name}-{os.urandom(4).hex()}")
+        try:
+            os.mkdir(path)
+        except OSError as exc:
+            log.debug("no cgroup for %s (%s): a sweep by marker ends it", name, exc)
+            return
+        self.cgroup = path
+        if enter:
+            with _move_lock:
+                if _write(os.path.join(path, "cgroup.procs"), os.getpid()):
+                    self._home, _entered = _home, self
+                else:
+                    self.cgroup = None
+                    _remove(path)
+
+    @property
+    def procs(self) -> str | None:
+        """The cgroup's ``cgroup.procs`` (for :data:`ENTER`), None without a cgroup."""
+        return None if self.cgroup is None else os.path.join(self.cgroup, "cgroup.procs")
+
+    def close(self) -> None:
+        """Kill every process of the group, however it detached (setsid, double fork)."""
+        with self._lock:  # held throughout: a second caller returns once all is gone
+            if self._closed:
+                return
+            self._closed = True
+            cgroup = self.cgroup
+            if self._home is not None and not self._leave(self._home):
+                log.error("%s: the agent cannot leave its cgroup: sweeping instead", self.name)
+                cgroup = None
+            if cgroup is not None and self._kill_cgroup(cgroup):
+                return
+            killed = sweep(SET_ENV, self.marker)
+            if killed:
+                log.info("%s: killed %d leftover process(es)", self.name, killed)
+
+    def _leave(self, home: str) -> bool:
+        """Move the agent out unless the next set already took it into its own cgroup.
+
+        Into a fresh cgroup that the next set then takes as it is (its start does
+        no cgroup work at all); home if that cannot be made.
+        """
+        global _entered, _parked
+        with _move_lock:
+            if _entered is not self:
+                return True
+            _entered = None
+            assert self.cgroup is not None
+            fresh = os.path.join(os.path.dirname(self.cgroup), f"set-{os.urandom(4).hex()}")
+            try:
+                os.mkdir(fresh)
+            except OSError:
+                return _write(os.path.join(home, "cgroup.procs"), os.getpid())
+            if _write(os.path.join(fresh, "cgroup.procs"), os.getpid()):
+                _parked = fresh
+                return True
+            _remove(fresh)
+            return _write(os.path.join(home, "cgroup.procs"), os.getpid())
+
+    def _kill_cgroup(self, cgroup: str) -> bool:
+        """cgroup.kill, then remove the cgroup once empty; False if it cannot be used."""
+        if not _write(os.path.join(cgroup, "cgroup.kill"), 1):
+            log.warning("%s: cgroup.kill failed: sweeping by marker", self.name)
+            return False
+        deadline = time.monotonic() + EMPTY_WAIT
+        while not _remove(cgroup):
+            if time.monotonic() > deadline:
+                log.warning("%s: cgroup %s not empty after its kill", self.name, cgroup)
+                break
+            time.sleep(0.005)
+        return True
+
+
+def _move(pid: int, cgroup: str) -> bool:
+    return _write(os.path.join(cgroup, "cgroup.procs"), pid)
+
+
+def _write(path: str, value: int) -> bool:
+    """Write a number to a cgroup file (plain syscalls: this is on every set's path)."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        try:
+            os.write(fd, str(value).encode())
+        finally:
+            os.close(fd)
+    except OSError as exc:
+        log.debug("cannot write %s to %s: %s", value, path, exc)
+        return False
+    return True
+
+
+def _remove(cgroup: str) -> bool:
+    try:
+        os.rmdir(cgroup)
+    except OSError:
+        return False
+    return True

@@ -16,6 +16,9 @@ Ops (registered by :mod:`farm.agent.service`):
 ``exec_kill`` ``{"id"}`` -> ``{"killed": bool, "state"}``: kill the command's
     group (or cancel it before its start).
 
+Each run is a :class:`farm.agent.guard.Group`: what its shell starts, even
+detached with setsid, is killed when the run ends (exit, timeout or kill).
+
 Runs belong to the client that started them: when it leaves, they are killed
 and forgotten. Errors: ``bad_request``, ``not_found``.
 """
@@ -28,7 +31,7 @@ import os
 import threading
 import time
 
-from farm.agent import logs
+from farm.agent import guard, logs
 
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: typing is slow to import in a TCG guest
 if TYPE_CHECKING:
@@ -96,6 +99,7 @@ class _Run:
         self.detail: str | None = None
         self.proc: subprocess.Popen[bytes] | None = None
         self.kill_requested = False
+        self.group = guard.Group(f"exec-{rid}")
         self.cancel = threading.Event()
         self.thread = threading.Thread(target=self._main, name=f"netexec-{rid}", daemon=True)
 
@@ -113,12 +117,21 @@ class _Run:
             if self.kill_requested:
                 self.state, self.detail = "killed", "killed before its start"
                 self.cond.notify_all()
+                self.group.close()
                 return
             env = {k: v for k, v in os.environ.items() if k != "FARM_TOKEN"}
+            env.update(self.group.env)
+            marker = guard.entry()  # the agent-wide marker: the guard kills it with the agent
+            if marker is not None:
+                env[marker[0]] = marker[1]
             self.started, self.started_wall = time.monotonic(), time.time()
             try:
+                procs = self.group.procs  # the shell joins the run's cgroup before all else
+                argv = ["/bin/sh", "-c", self.command]
+                if procs is not None:
+                    argv = ["/bin/sh", "-c", guard.ENTER, "sh", procs, self.command]
                 self.proc = subprocess.Popen(
-                    ["/bin/sh", "-c", self.command],
+                    argv,
                     stdin=subprocess.DEVNULL,
                     stdout=self.spool,
                     stderr=subprocess.STDOUT,
@@ -129,6 +142,7 @@ class _Run:
                 self.state, self.detail = "failed", f"cannot run /bin/sh: {exc}"
                 self.ended = time.monotonic()
                 self.cond.notify_all()
+                self.group.close()
                 return
             self.state = "running"
             self.cond.notify_all()
@@ -141,6 +155,7 @@ class _Run:
             self._kill_group()
             code = proc.wait()
         ended = time.monotonic()
+        self.group.close()  # what it started in the background ends with it (setsid too)
         with self.cond:
             if timed_out:
                 self.state, self.detail = "timeout", f"timed out after {self.timeout} s"
@@ -207,6 +222,7 @@ class _Run:
     def close(self) -> None:
         self.kill()
         self.thread.join(10.0)
+        self.group.close()
         self.spool.close()
 
 

@@ -56,6 +56,7 @@ if TYPE_CHECKING:
 
     from farm.agent import jobs, sched
     from farm.agent.binaries import BinaryStore
+    from farm.agent.guard import Group
     from farm.agent.netexec import NetExec
     from farm.agent.runner import Runner
     from farm.agent.taskspec import TaskSpec
@@ -162,6 +163,7 @@ class AgentService:
         self._params: list[Any] = []
         self._clients: set[Client] = set()
         self._netexec: NetExec | None = None
+        self._group: Group | None = None  # the processes of self._runner's set
         self._ops: dict[str, Callable[[Client, dict[str, Any]], Outcome]] = {
             "ping": self._ping,
             "time": self._time,
@@ -275,7 +277,7 @@ class AgentService:
         return Outcome(result)
 
     def _start(self, client: Client, args: dict[str, Any]) -> Outcome:
-        from farm.agent import commands
+        from farm.agent import commands, guard
         from farm.agent.binaries import BadBinary
         from farm.agent.runner import Runner
         from farm.agent.taskspec import InvalidTaskSet, parse_taskset
@@ -318,16 +320,24 @@ class AgentService:
                 store.put(name, data)
             paths = {name: store.path(name) for name in store.names()}
 
+            group = guard.Group("set", enter=True)  # ends with the set: setsid'ed children too
+
             def launcher(task: TaskSpec, index: int, plan: sched.SchedPlan) -> jobs.Launch:
-                return commands.build_launch(task, index, plan, paths, jobdir)
+                launch = commands.build_launch(task, index, plan, paths, jobdir)
+                launch.env.update(group.env)  # a fresh dict per job
+                return launch
+
+            def finished(done: Runner) -> None:
+                group.close()
+                self._finished(done)
 
             def emit(event: dict[str, Any]) -> None:
                 client.send({"type": "event", "event": event})
 
             fallback = commands.fallback_notice(t.pkg for t in tasks if t.pkg not in paths)
 
-            runner = Runner(tasks, launcher, emit, self._finished, t0=at)
-            self._runner, self._owner = runner, client
+            runner = Runner(tasks, launcher, emit, finished, t0=at)
+            self._runner, self._owner, self._group = runner, client, group
             self._tasks, self._params = tasks, params
         result = {
             "t0": runner.t0,
@@ -393,13 +403,15 @@ class AgentService:
 
     def _stop(self, client: Client, args: dict[str, Any]) -> Outcome:
         with self._lock:
-            runner = self._runner
+            runner, group = self._runner, self._group
         if runner is None or not runner.active:
             if runner is not None:
                 runner.wait(STOP_TIMEOUT)  # finishing on its own: let it reap its jobs
             raise RequestError("not_running", "no task set is running")
         if not runner.stop(STOP_TIMEOUT):
             raise RequestError("internal", "some job processes could not be reaped in time")
+        if group is not None:  # its on_finish may not have run yet: nothing survives a stop
+            group.close()
         return Outcome({"stopped": True, "tasks": runner.snapshot()["tasks"]})
 
     def _clear(self, client: Client, args: dict[str, Any]) -> Outcome:

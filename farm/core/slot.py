@@ -6,7 +6,9 @@ What a failure means is decided by :func:`farm.core.policy.classify`:
 a bad set fails at once and the guest serves the next set; a lost guest
 (crash, hang, lost connection) is destroyed, its set re-queued and a new guest
 booted; boot failures of every kind (an unexpected exception included) back
-off exponentially (capped) up to ``boot_retries``; a bad configuration gives
+off exponentially (capped) up to ``boot_retries`` (a boot whose guest process
+died or was stopped, a kill from outside, waits the current step without
+doubling it: it says nothing about the setup); a bad configuration gives
 up at once. A :class:`~farm.core.bootwatch.BootWatch` ends a boot whose guest
 is stopped or makes no progress in seconds, not at ``boot_timeout``.
 """
@@ -64,6 +66,8 @@ class Slot(threading.Thread):
         self.error: BaseException | None = None
         self._hung: str | None = None  # why the BootWatch ended the current boot
         self._watch: BootWatch | None = None  # watches the current guest from spawn to teardown
+        self._lost_outside = False  # the last guest destroyed had died or was stopped
+        self._backoff_steps = 0  # doublings of the boot back-off so far
         self._stop_set = threading.Event()
         self._lock = threading.Lock()
 
@@ -141,7 +145,7 @@ class Slot(threading.Thread):
                     return False
                 self.state = "booting"
                 t0 = time.monotonic()
-                self._hung = None
+                self._hung, self._lost_outside = None, False
                 try:
                     self._spawn_and_attach(t0)
                 except Exception as exc:  # every kind counts: a TypeError must not loop unbounded
@@ -168,10 +172,12 @@ class Slot(threading.Thread):
                             self.log.error("giving up after %d failed boots", self.boot_failures)
                         self.port.gave_up(self, exc)
                         return False
-                    delay = min(_BACKOFF_CAP, _BACKOFF_FIRST * 2 ** (self.boot_failures - 1))
+                    delay = min(_BACKOFF_CAP, _BACKOFF_FIRST * 2**self._backoff_steps)
+                    if not self._lost_outside:  # a guest killed or stopped from outside
+                        self._backoff_steps += 1  # says nothing about the setup: no doubling
                 else:
                     self.env.boot_clock.record(time.monotonic() - t0)
-                    self.boot_failures = 0
+                    self.boot_failures = self._backoff_steps = 0
                     self.ready_at = time.time()
                     self.state = "ready"
                     self.log.info(
@@ -273,6 +279,7 @@ class Slot(threading.Thread):
         if not guest.alive():  # it died or was stopped while idle: do not wait for a reply
             raise BackendError(f"guest process {guest.describe()} died or is stopped")
         session.start(run.variant, *work.params)
+        next_check = time.monotonic() + _ALIVE_CHECK
         while not session.finished():
             if self.killed.is_set():
                 raise BackendError("machine killed")
@@ -298,8 +305,13 @@ class Slot(threading.Thread):
                 if record is not None:
                     record(event)
                 monitor.event(run, event)
-            if not guest.alive():
-                raise BackendError(f"guest process {guest.describe()} died or is stopped")
+            # at most every _ALIVE_CHECK, not after every batch of events: alive() costs
+            # psutil calls (or a hypervisor's answer), and the BootWatch interrupts the
+            # session the moment the guest process exits anyway
+            if time.monotonic() >= next_check:
+                next_check = time.monotonic() + _ALIVE_CHECK
+                if not guest.alive():
+                    raise BackendError(f"guest process {guest.describe()} died or is stopped")
             if limit is not None and time.monotonic() > limit:
                 self.log.info("set %s #%s reached its time limit; stopping it", run.key, run.index)
                 session.stop()
@@ -324,6 +336,7 @@ class Slot(threading.Thread):
         if watch is not None:
             watch.stop()
         if guest is not None:
+            self._lost_outside = not guest.alive()
             self.log.info("destroying guest")
             try:
                 guest.destroy()

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import math
 import os
 import re
 import signal
@@ -31,7 +32,7 @@ from typing import IO
 import psutil
 
 from farm.errors import BackendError, LaunchError
-from farm.procs import ProcessRegistry, terminate
+from farm.procs import ProcessRegistry, terminate, wait_exited
 from farm.qemu.qmp import QmpClient, QmpError
 
 log = logging.getLogger(__name__)
@@ -149,12 +150,12 @@ class QemuProcess:
             return self._popen.wait(timeout)
         if self._pid is None:
             return None
-        try:
-            psutil.Process(self._pid).wait(timeout)
+        try:  # exited = a zombie too: screen's parent may reap it seconds later
+            proc = psutil.Process(self._pid)
         except psutil.NoSuchProcess:
-            pass
-        except psutil.TimeoutExpired as exc:
-            raise subprocess.TimeoutExpired(self.argv, timeout or 0.0) from exc
+            return None
+        if wait_exited([proc], math.inf if timeout is None else timeout):
+            raise subprocess.TimeoutExpired(self.argv, timeout or 0.0)
         return None
 
     def output(self, limit: int = 2000) -> str:
