@@ -112,7 +112,11 @@ def processes_of(name: str) -> list[psutil.Process]:
             continue
         argv = proc.info["cmdline"] or []
         qemu = any(re.match(rf"guest=(farm-[0-9a-f]{{8}}-)?{name},", a) for a in argv)
-        screen = bool(argv) and "screen" in argv[0].lower() and name in argv
+        # libvirt's console screen runs the domain's pty (a qemu-backend screen of another
+        # run on this machine, also named qemuN, runs qemu-system: not ours)
+        screen = (
+            bool(argv) and "screen" in argv[0].lower() and name in argv and "/dev/pts/" in argv[-1]
+        )
         if qemu or screen:
             found.append(proc)
     return found
