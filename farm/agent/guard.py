@@ -111,16 +111,11 @@ def entry() -> tuple[str, str] | None:
         marker = f"{GUARD_ENV}={os.getpid()}.{os.urandom(8).hex()}"
         read_fd, write_fd = os.pipe()  # both close-on-exec: no job inherits the write end
         try:
-            launcher = subprocess.Popen(
+            code = _launch(
                 [SHELL, "-c", LAUNCH, SHELL, SCRIPT, marker, _root_path()[1]],
-                stdin=read_fd,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                env={"PATH": os.environ.get("PATH") or "/usr/bin:/bin:/usr/sbin:/sbin"},
-                close_fds=True,
-                process_group=0,
+                {"PATH": os.environ.get("PATH") or "/usr/bin:/bin:/usr/sbin:/sbin"},
+                read_fd,
             )
-            code = launcher.wait(LAUNCH_TIMEOUT)
         except (OSError, subprocess.SubprocessError) as exc:
             os.close(write_fd)
             log.warning("cannot start the job guard (%s); jobs get pdeathsig instead", exc)
@@ -134,6 +129,42 @@ def entry() -> tuple[str, str] | None:
         _write_fd = write_fd
         _entry = tuple(marker.split("=", 1))  # type: ignore[assignment]
         return _entry
+
+
+def _launch(argv: list[str], env: dict[str, str], stdin: int) -> int:
+    """Run the guard's launcher in its own process group; its exit code.
+
+    glibc's posix_spawn (vfork semantics) where it is available: subprocess
+    forks the whole agent, ~0.13 s of a fresh TCG guest's first set.
+    """
+    from farm.agent import pspawn, sched
+
+    if not pspawn.available():
+        launcher = subprocess.Popen(
+            argv,
+            stdin=stdin,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            env=env,
+            close_fds=True,
+            process_group=0,
+        )
+        return launcher.wait(LAUNCH_TIMEOUT)
+    null = os.open(os.devnull, os.O_WRONLY | os.O_CLOEXEC)
+    try:
+        pid, _ = pspawn.spawn(argv, env, "/", null, sched.SchedPlan(), in_fd=stdin)
+    finally:
+        os.close(null)
+    deadline = time.monotonic() + LAUNCH_TIMEOUT
+    while True:
+        done, status = os.waitpid(pid, os.WNOHANG)
+        if done:
+            return os.waitstatus_to_exitcode(status)
+        if time.monotonic() > deadline:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            raise subprocess.TimeoutExpired(argv, LAUNCH_TIMEOUT)
+        time.sleep(0.001)
 
 
 def stop() -> None:

@@ -1,0 +1,105 @@
+"""The first set on a fresh guest vs later ones: how much farm's own start-up costs it.
+
+    .venv/bin/python bench/first_set.py [--guests 5] [--sets 4] [--backend qemu] [--cold]
+
+For each of ``--guests`` fresh guests (restored from the warm-start template
+unless ``--cold``): connect a FarmSession, then run ``--sets`` trivial sets
+(one ``hey`` job) one after the other, each timed on the host from
+``session.start`` to its JOBS_DONE. Prints one JSON document: the first
+set's and the later sets' medians over the guests, and their difference
+(issue 18's target: the first within 50 ms of a later one).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "bench"))
+
+from common import farm_config, percentile  # noqa: E402
+
+TRIVIAL = {"id": 1, "pkg": "hey", "numberofjobs": 1, "period": 0, "priority": 10}
+
+
+def one_set(session: Any, timeout: float = 60.0) -> float:
+    """Seconds from start to JOBS_DONE of one trivial set."""
+    from farm.taskset import Task, TaskSet
+
+    t0 = time.perf_counter()
+    session.start(TaskSet([Task(dict(TRIVIAL))]))
+    deadline = time.monotonic() + timeout
+    while not session.finished():
+        if time.monotonic() > deadline:
+            raise RuntimeError("trivial set did not finish")
+        session.run(1.0)
+    return time.perf_counter() - t0
+
+
+def measure(backend_name: str, guests: int, sets: int, warm: bool) -> dict[str, Any]:
+    from farm.backend import create
+    from farm.session.agent import FarmSession
+    from farm.session.token import resolve_token
+
+    firsts: list[float] = []
+    laters: list[float] = []
+    with tempfile.TemporaryDirectory(prefix="farm-bench-first-") as tmp:
+        cfg = farm_config(tmp, backend_name, 1).replace(image_dir=ROOT / "images", warm_start=warm)
+        backend = create(cfg)
+        try:
+            backend.check()
+            token = resolve_token(cfg.token, cfg.state_dir)
+            for _ in range(guests):
+                guest = backend.spawn("qemu1", token)
+                try:
+                    host, port = guest.address(180.0)
+                    session = FarmSession(host, port, token=token, connect_attempts=100_000)
+                    session.connect(timeout=180.0, alive=guest.alive)
+                    try:
+                        times = [one_set(session) for _ in range(sets)]
+                    finally:
+                        session.close()
+                finally:
+                    guest.destroy()
+                firsts.append(times[0])
+                laters.extend(times[1:])
+        finally:
+            backend.close()
+    first, later = statistics.median(firsts), statistics.median(laters)
+    return {
+        "bench": "first_set",
+        "backend": backend_name,
+        "warm_start": warm,
+        "guests": guests,
+        "sets_per_guest": sets,
+        "first_set_ms": {"median": round(first * 1e3, 1), "max": round(max(firsts) * 1e3, 1)},
+        "later_set_ms": {
+            "median": round(later * 1e3, 1),
+            "p90": round(percentile(laters, 90) * 1e3, 1),
+        },
+        "first_minus_later_ms": round((first - later) * 1e3, 1),
+    }
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--guests", type=int, default=5)
+    ap.add_argument("--sets", type=int, default=4, help="sets per guest (>= 2)")
+    ap.add_argument("--backend", default="qemu")
+    ap.add_argument("--cold", action="store_true", help="cold boots instead of warm starts")
+    args = ap.parse_args()
+    if args.sets < 2 or args.guests < 1:
+        ap.error("--sets must be >= 2 and --guests >= 1")
+    print(json.dumps(measure(args.backend, args.guests, args.sets, not args.cold), indent=1))
+
+
+if __name__ == "__main__":
+    main()
