@@ -1,6 +1,6 @@
 """The first set on a fresh guest vs later ones: how much farm's own start-up costs it.
 
-    .venv/bin/python bench/first_set.py [--guests 5] [--sets 4] [--backend qemu] [--cold]
+    PYTHONPATH=. .venv/bin/python bench/first_set.py [--guests 5] [--sets 4] [--cold]
 
 For each of ``--guests`` fresh guests (restored from the warm-start template
 unless ``--cold``): connect a FarmSession, then run ``--sets`` trivial sets
@@ -21,11 +21,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "bench"))
+import farm  # the checkout on PYTHONPATH, before common puts this script's own first
 
-from common import farm_config, percentile  # noqa: E402
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/ (stats, common)
+
+from common import farm_config, percentile
+
+IMAGES = Path(farm.__file__).resolve().parents[1] / "images"
 
 TRIVIAL = {"id": 1, "pkg": "hey", "numberofjobs": 1, "period": 0, "priority": 10}
 
@@ -52,7 +54,7 @@ def measure(backend_name: str, guests: int, sets: int, warm: bool) -> dict[str, 
     firsts: list[float] = []
     laters: list[float] = []
     with tempfile.TemporaryDirectory(prefix="farm-bench-first-") as tmp:
-        cfg = farm_config(tmp, backend_name, 1).replace(image_dir=ROOT / "images", warm_start=warm)
+        cfg = farm_config(tmp, backend_name, 1).replace(image_dir=IMAGES, warm_start=warm)
         backend = create(cfg)
         try:
             backend.check()
