@@ -77,6 +77,7 @@ def test_preload_makes_the_workdir_and_releases_logs_even_if_the_machinery_fails
     def broken() -> None:
         raise ImportError("no machinery here")
 
+    _join_leftover_preloads()
     monkeypatch.setattr(service_mod, "load_machinery", broken)
     monkeypatch.setattr(service_mod, "_machinery_loaded", False)  # an earlier test loaded it
     released: list[bool] = []
@@ -94,7 +95,16 @@ def test_preload_makes_the_workdir_and_releases_logs_even_if_the_machinery_fails
     service.shutdown()
 
 
+def _join_leftover_preloads() -> None:
+    """Let preload threads of earlier tests end: one setting ``_machinery_loaded`` late
+    would make this test's service skip its own preload."""
+    for thread in threading.enumerate():
+        if thread.name == "preload" and thread is not threading.current_thread():
+            thread.join(30)
+
+
 def test_first_start_waits_for_the_preload(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _join_leftover_preloads()
     gate = threading.Event()
     monkeypatch.setattr(service_mod, "load_machinery", gate.wait)
     monkeypatch.setattr(service_mod, "_machinery_loaded", False)
