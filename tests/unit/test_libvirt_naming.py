@@ -63,10 +63,25 @@ class RecordingConnection:
         return ET.fromstring(xml).findtext("name") or ""
 
 
+class FakeBridgeNet:
+    """Fake of the backend's bridge: a unit test must not start br0 and dhcpd on the host."""
+
+    class _Network:
+        class plan:  # mirrors BridgeNetwork.plan
+            bridge = "fakebr0"
+
+    def network(self) -> Any:
+        return self._Network()
+
+    def close(self) -> None:
+        pass
+
+
 @pytest.mark.parametrize("bridged", [False, True])
 def test_autodestroy_for_every_guest_on_a_daemon(tmp_path: Path, bridged: bool) -> None:
     config = FarmConfig(state_dir=tmp_path, libvirt_uri="qemu:///system")
     backend = lv.LibvirtBackend(config, MachineProfile(accel="tcg"))
+    backend._net = FakeBridgeNet()  # type: ignore[assignment]  # no real br0 + dhcpd here
     conn: Any = RecordingConnection()
     console = tmp_path / "qemu1.console.log"
     if bridged:
