@@ -23,6 +23,9 @@ from farm.image.native import BINARY_NAME
 from farm.procs import ProcessRegistry, die_with_parent, terminate
 
 log = logging.getLogger(__name__)
+#: s an agent gets to end after SIGTERM: it gives a traffic job 3 s to report its final
+#: statistics (farm.agent.commands.TRAFFIC_TERM_GRACE), then reaps and says goodbye
+STOP_GRACE = 5.0
 
 
 class LocalGuest(Guest):
@@ -77,7 +80,7 @@ class LocalGuest(Guest):
         if not self._first_destroy():
             return
         try:
-            terminate(self._proc.pid, timeout=3.0)
+            terminate(self._proc.pid, timeout=STOP_GRACE)
         finally:
             self._proc.wait()
             self._port_file.unlink(missing_ok=True)
