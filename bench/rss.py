@@ -2,14 +2,18 @@
 
 For each mode the qemu backend (user-mode network, TCG unless ``--accel``)
 spawns one guest, waits for its agent's handshake and lets it idle for
-``--settle`` seconds, then measures its QEMU process; then it spawns the
-other N-1 guests, lets them idle, and measures the sum over all N QEMUs.
+``--settle`` seconds, then measures its processes; then it spawns the
+other N-1 guests, lets them idle, and measures the sum over all N guests.
 ``rss``/``pss``/``uss`` come from psutil's ``memory_full_info`` (PSS splits a
 page shared by k processes into k parts, so it is the honest total; USS is
-what each QEMU alone holds); ``last_guest_ram_file``: how much of the template's
-RAM file the last guest has resident and how much it copied on write. ``--tb-size``
-caps TCG's translation buffer (profile ``tb_size``), most of an idle QEMU's own
-memory. Modes:
+what each process alone holds), summed over every process farm runs per guest:
+QEMU and the screen session it runs in (``N_qemu_only``: the QEMUs alone, the
+figure before screens were counted). ``last_guest_ram_file``: how much of the
+template's RAM file the last guest has resident and how much it copied on write;
+``last_guest_private``: what its QEMU alone holds, by kind (TCG translation
+buffer, RAM copied on write, heap, other anonymous, relocated library data).
+``--tb-size`` caps TCG's translation buffer (profile ``tb_size``), most of an
+idle QEMU's own memory. Modes:
 
 - ``cold``: every guest boots (``warm_start = false``);
 - ``warm``: guests restored from the template, RAM shared copy-on-write
@@ -81,6 +85,15 @@ def wait_session(guest: Guest, timeout: float) -> None:
             time.sleep(0.05)
 
 
+def helpers(pid: int) -> list[int]:
+    """The processes farm started for the guest whose QEMU is ``pid``: its screen session."""
+    try:
+        parent = psutil.Process(pid).parent()
+    except psutil.Error:
+        return []
+    return [parent.pid] if parent is not None and "screen" in parent.name().lower() else []
+
+
 def memory(pids: list[int]) -> dict[str, float]:
     """Summed RSS, PSS and USS of ``pids`` in MiB."""
     total = {"rss": 0.0, "pss": 0.0, "uss": 0.0}
@@ -97,9 +110,37 @@ def ram_file(pid: int) -> dict[str, float]:
         if m.path.endswith(".ram"):
             return {
                 "rss": round(m.rss / (1 << 20), 1),
-                "cow": round(m.private_dirty / (1 << 20), 1),
+                "cow": round(m.anonymous / (1 << 20), 1),  # copied pages are anonymous
             }
     return {}
+
+
+def private_breakdown(pid: int) -> dict[str, float]:
+    """MiB that ``pid`` alone holds (private dirty), by kind of mapping.
+
+    ``tcg_tb``: the TCG translation buffer (the anonymous rwx mapping);
+    ``ram_cow``: template RAM pages the guest copied on write (its anonymous
+    pages: the file's own count as private dirty while one guest alone maps them
+    before they are written back); ``heap``: malloc's main heap; ``anon``: other
+    anonymous memory (thread arenas, large allocations, ROM blocks, stacks);
+    ``files``: relocated data of QEMU and its libraries.
+    """
+    out = dict.fromkeys(("tcg_tb", "ram_cow", "heap", "anon", "files"), 0.0)
+    for m in psutil.Process(pid).memory_maps(grouped=False):
+        path, perms = m.path, m.perms
+        kind = (
+            "tcg_tb"
+            if path in ("", "[anon]") and "x" in perms
+            else "ram_cow"
+            if path.endswith(".ram")
+            else "heap"
+            if path == "[heap]"
+            else "anon"
+            if not path or path.startswith("[")
+            else "files"
+        )
+        out[kind] += (m.anonymous if kind == "ram_cow" else m.private_dirty) / (1 << 20)
+    return {k: round(v, 1) for k, v in out.items()}
 
 
 def run_mode(mode: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
@@ -133,11 +174,16 @@ def run_mode(mode: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
                 wait_session(guests[-1], args.timeout)
                 seconds.append(time.monotonic() - started)
             time.sleep(args.settle)
-            out[str(count)] = memory([g.pid for g in guests if g.pid is not None])
+            qemus = [g.pid for g in guests if g.pid is not None]
+            out[str(count)] = memory([*qemus, *(h for pid in qemus for h in helpers(pid))])
+            out[f"{count}_qemu_only"] = memory(qemus)
         if guests[-1].pid is not None:
             out["last_guest_ram_file"] = ram_file(guests[-1].pid)
+            out["last_guest_private"] = private_breakdown(guests[-1].pid)
         one, all_ = out["1"], out[str(args.guests)]
         out["ratio"] = {k: round(all_[k] / one[k], 2) for k in one if one[k]}
+        one, all_ = out["1_qemu_only"], out[f"{args.guests}_qemu_only"]
+        out["ratio_qemu_only"] = {k: round(all_[k] / one[k], 2) for k in one if one[k]}
         out["spawn_session_s"] = {
             "median": round(statistics.median(seconds), 3),
             "max": round(max(seconds), 3),
@@ -199,7 +245,7 @@ def main(argv: list[str] | None = None) -> int:
             "accel": args.accel,
             "tb_size": args.tb_size,
             "network": args.network,
-            "unit": "MiB, summed over the guests' QEMU processes",
+            "unit": "MiB, summed over the guests' QEMU and screen processes",
         }
         for mode in modes:
             doc[mode] = run_mode(mode, args, root)

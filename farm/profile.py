@@ -122,6 +122,10 @@ USER_NET_STATIC_IP = "10.0.2.15/24,10.0.2.2"
 #: firmware for booting a kernel directly (-kernel) on x86 PC boards: qboot
 #: (shipped with QEMU) starts the kernel ~0.4 s sooner under TCG than SeaBIOS
 QBOOT = "qboot.rom"
+#: board devices farm's image never uses on x86 PC boards (no disk, no SMBus, no
+#: VMware backdoor): each one is device state, buffers (AHCI: 6 ports x 128 KiB
+#: IDE buffers) and migration state in every QEMU (``lean_board``)
+LEAN_MACHINE_OPTS = "sata=off,smbus=off,vmport=off"
 
 SESSIONS = ("farm", "genode")
 
@@ -150,6 +154,7 @@ class MachineProfile:
     bios: str = "auto"  # -bios: "auto" = qboot for farm's image on x86 PC boards, "" = board's
     user_net_dhcp: bool = False  # user-mode net: DHCP in the guest instead of the fixed address
     tb_size: int = 0  # TCG translation buffer, MiB (-accel tcg,tb-size=); 0 = QEMU's default
+    lean_board: bool = True  # farm's image on x86 PC boards: no SATA/SMBus/vmport, no NIC ROM
 
     def __post_init__(self) -> None:
         _check(
@@ -207,6 +212,7 @@ class MachineProfile:
             self.user_net_dhcp,
         )
         _check(_int(self.tb_size) and 0 <= self.tb_size <= 1 << 16, "tb_size", "MiB", self.tb_size)
+        _check(isinstance(self.lean_board, bool), "lean_board", "true or false", self.lean_board)
         _check(
             isinstance(self.bios, str) and not any(c.isspace() for c in self.bios),
             "bios",
@@ -290,12 +296,22 @@ class MachineProfile:
         """
         if self.bios != "auto":
             return self.bios
-        arch = Path(self.qemu).name.removeprefix("qemu-system-")
+        return QBOOT if self._farm_image_on_pc() else ""
+
+    def _farm_image_on_pc(self) -> bool:
+        """True for farm's own image (a kernel booted with -kernel) on an x86 PC board."""
         board = self.machine.split(",", 1)[0]
         pc_board = board == "q35" or board.startswith("pc")  # pc, pc-i440fx-*, pc-q35-*
-        if arch in ("x86_64", "i386") and pc_board and self.farm_cmdline:
-            return QBOOT
-        return ""
+        return self._x86_guest() and pc_board and self.farm_cmdline
+
+    def lean(self) -> bool:
+        """True if the board's unused devices are left out (``lean_board``).
+
+        Only for farm's own image on x86 PC boards: it needs no disk controller,
+        SMBus, VMware port or NIC option ROM (the kernel comes with -kernel), and
+        every QEMU would keep their state in memory.
+        """
+        return self.lean_board and self._farm_image_on_pc()
 
     def _x86_guest(self) -> bool:
         return Path(self.qemu).name.removeprefix("qemu-system-") in ("x86_64", "i386")
@@ -356,6 +372,8 @@ class MachineProfile:
             "-m", str(self.memory), "-smp", str(self.smp),
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         ]  # fmt: skip
+        if self.lean():
+            argv += ["-machine", LEAN_MACHINE_OPTS]
         if self.cpu:
             argv += ["-cpu", self.cpu]
         if bios := self.resolved_bios():
@@ -381,7 +399,8 @@ class MachineProfile:
             if self.nic_onboard:
                 argv += ["-nic", f"{netdev},model={self.nic}"]
             else:
-                argv += ["-netdev", netdev, "-device", f"{self.nic},netdev=net0"]
+                rom = ",romfile=" if self.lean() else ""  # an unused PXE ROM: 256 KiB per QEMU
+                argv += ["-netdev", netdev, "-device", f"{self.nic},netdev=net0{rom}"]
         if qmp_socket is not None:
             argv += ["-qmp", f"unix:{_opt(qmp_socket)},server=on,wait=off"]
         argv += [*self.extra_args, *extra]

@@ -17,6 +17,7 @@ bridged network each takes its own reserved MAC and IP
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import shutil
@@ -276,7 +277,8 @@ class QemuBackend(Backend):
             registry=self.registry,
         )
         try:
-            process.launch()
+            with snapshot_mem.no_thp() if warm is not None else contextlib.nullcontext():
+                process.launch()
         except LaunchError:
             if on_destroy is not None:
                 on_destroy()

@@ -10,6 +10,11 @@ every page it only reads is the page cache's one copy, shared by all restored
 guests; a page it writes becomes its own copy and never reaches the file. N
 idle guests thus cost one template's RAM plus what each of them wrote since.
 
+Restored guests' QEMUs start with transparent huge pages off (:func:`no_thp`):
+their RAM is this file mapping, which gets none anyway, and THP would only back
+QEMU's small ROM blocks (the ACPI tables' 2 MiB block, ~100 KiB used) and the
+TCG translation buffer with whole 2 MiB pages.
+
 The file must never change while guests map it (a private mapping still sees
 file changes in pages it has not written): a new template writes a new file
 and renames it over the old one, whose inode lives on as long as guests map it.
@@ -18,15 +23,25 @@ and renames it over the old one, whose inode lives on as long as guests map it.
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import hashlib
+import logging
+import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
+
+log = logging.getLogger(__name__)
 
 #: id of the template's RAM object (``-machine memory-backend=`` names it)
 RAM_ID = "farmram"
 _EVENTS = {"capability": "events", "state": True}
 _IGNORE_SHARED = {"capability": "x-ignore-shared", "state": True}
 _intact: set[tuple[str, int, int, str]] = set()  # RAM files whose SHA256 matched
+_PR_SET_THP_DISABLE, _PR_GET_THP_DISABLE = 41, 42  # linux/prctl.h
+_thp_lock = threading.Lock()
+_thp_users = 0  # no_thp() blocks open; the flag is set while > 0
+_thp_was_off = False  # the process had THP off before the first block
 
 
 def ram_path(snapshot_path: Path) -> Path:
@@ -93,3 +108,36 @@ def discard(ram: Path | None) -> None:
     if ram is not None:
         with contextlib.suppress(OSError):
             ram.unlink()
+
+
+def _prctl(option: int, value: int = 0) -> int:
+    libc = ctypes.CDLL(None, use_errno=True)
+    return int(libc.prctl(option, value, 0, 0, 0))
+
+
+@contextlib.contextmanager
+def no_thp() -> Iterator[None]:
+    """Processes forked inside this block start with transparent huge pages off.
+
+    ``prctl(PR_SET_THP_DISABLE)`` is inherited by fork and kept across exec, so
+    QEMU (started through screen) gets it; farm's own flag is restored when the
+    last open block ends. Where prctl fails (not Linux), a no-op.
+    """
+    global _thp_users, _thp_was_off
+    with _thp_lock:
+        if _thp_users == 0:
+            try:
+                _thp_was_off = _prctl(_PR_GET_THP_DISABLE) == 1
+                if not _thp_was_off and _prctl(_PR_SET_THP_DISABLE, 1) != 0:
+                    log.debug("PR_SET_THP_DISABLE failed: errno %d", ctypes.get_errno())
+            except (OSError, AttributeError) as exc:  # no libc prctl
+                log.debug("no prctl: %s", exc)
+                _thp_was_off = True  # nothing to undo
+        _thp_users += 1
+    try:
+        yield
+    finally:
+        with _thp_lock:
+            _thp_users -= 1
+            if _thp_users == 0 and not _thp_was_off:
+                _prctl(_PR_SET_THP_DISABLE, 0)

@@ -278,7 +278,7 @@ def test_domain_boots_like_plain_qemu(tmp_path: Path) -> None:
     assert "farm.port=3005" in spec.cmdline
     assert spec.kernel == Path(opt["-kernel"]).resolve()
     assert spec.initrd == Path(opt["-initrd"]).resolve()
-    assert (spec.memory_mib, spec.smp, spec.machine) == (300, 2, opt["-machine"])
+    assert (spec.memory_mib, spec.smp, spec.machine) == (300, 2, argv[argv.index("-machine") + 1])
     assert spec.domain_type == "qemu" and opt["-accel"] == "tcg"
     root = ET.fromstring(lx.domain_xml(spec))
     args = [a.get("value", "") for a in root.iter(f"{{{lx.QEMU_NS}}}arg")]

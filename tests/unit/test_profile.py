@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import replace
 from pathlib import Path
 
@@ -94,7 +95,7 @@ def test_argv_for_user_networking_with_hostfwd(tmp_path: Path) -> None:
     for part in ("-nodefaults", "-no-user-config", "-no-reboot", "-display none", "-accel tcg"):
         assert part in joined
     assert argv[argv.index("-netdev") + 1] == "user,id=net0,hostfwd=tcp:127.0.0.1:40001-:3001"
-    assert argv[argv.index("-device") + 1] == "virtio-net-pci,netdev=net0"
+    assert argv[argv.index("-device") + 1] == "virtio-net-pci,netdev=net0,romfile="
     assert argv[argv.index("-chardev") + 1] == f"file,id=console,path={tmp_path / 'c.log'}"
     assert argv[argv.index("-serial") + 1] == "chardev:console"
     assert argv[argv.index("-qmp") + 1] == f"unix:{tmp_path / 'q.sock'},server=on,wait=off"
@@ -152,6 +153,32 @@ def test_farm_image_on_a_pc_board_boots_through_qboot() -> None:
     assert argv[argv.index("-bios") + 1] == "qboot.rom"
     for machine in ("pc", "pc-i440fx-7.2", "q35,smm=off"):
         assert replace(p, machine=machine).resolved_bios() == "qboot.rom"
+
+
+def test_farm_image_on_a_pc_board_leaves_out_the_unused_devices() -> None:
+    """No SATA, SMBus or vmport on the board and no NIC ROM: state every QEMU would keep."""
+    p = default_profile(Path("/img"))
+    assert p.lean_board and p.lean()
+    argv = p.qemu_argv("q", hostfwd_port=1, token="t", accel="tcg")
+    machines = [b for a, b in itertools.pairwise(argv) if a == "-machine"]
+    assert machines == ["q35", "sata=off,smbus=off,vmport=off"]
+    assert argv[argv.index("-device") + 1].endswith(",romfile=")
+    for machine in ("pc", "pc-i440fx-7.2"):
+        assert replace(p, machine=machine).lean()
+    full = replace(p, lean_board=False)
+    argv = full.qemu_argv("q", hostfwd_port=1, token="t", accel="tcg")
+    assert argv.count("-machine") == 1 and "romfile=" not in " ".join(argv)
+    assert MachineProfile.from_dict(full.to_dict()) == full
+    with pytest.raises(ConfigError, match="lean_board"):
+        MachineProfile.from_dict({"lean_board": "yes"})
+
+
+def test_other_boards_and_images_keep_all_their_devices() -> None:
+    genode = MachineProfile.from_dict(GENODE)
+    assert not genode.lean() and not MachineProfile(farm_cmdline=False).lean()
+    argv = genode.qemu_argv("g", hostfwd_port=1, token=None, accel=None)
+    assert argv.count("-machine") == 1 and "romfile=" not in " ".join(argv)
+    assert not MachineProfile(machine="microvm").lean()
 
 
 def test_other_boards_and_images_keep_their_firmware() -> None:

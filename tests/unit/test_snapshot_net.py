@@ -5,16 +5,20 @@ from __future__ import annotations
 import ipaddress
 import json
 import socket
+import subprocess
 from pathlib import Path
 
 import pytest
 
 from farm.backend import snapshot, snapshot_mem
+from farm.backend.qemu import QemuBackend
 from farm.backend.snapshot_net import TEMPLATE_MAC, WarmNet
 from farm.bridge.bridge import TapNic
 from farm.bridge.dhcp import DhcpPlan, mac_for
-from farm.errors import ConfigError
+from farm.config import FarmConfig
+from farm.errors import ConfigError, LaunchError
 from farm.profile import MachineProfile
+from farm.qemu import QemuProcess
 
 
 def _net() -> WarmNet:
@@ -106,6 +110,40 @@ def test_ram_file_checked_by_size_and_sha256(tmp_path: Path) -> None:
     snapshot_mem.discard(ram)
     assert not ram.exists() and not snapshot_mem.intact(ram, meta)
     snapshot_mem.discard(None)
+
+
+def test_no_thp_turns_transparent_huge_pages_off_for_children_only() -> None:
+    """Restored guests' QEMUs start with THP off; farm's own flag comes back afterwards."""
+
+    def child_thp() -> str:
+        out = subprocess.run(["cat", "/proc/self/status"], capture_output=True, text=True).stdout
+        return next(line.split()[1] for line in out.splitlines() if line.startswith("THP_enabled"))
+
+    before = child_thp()
+    with snapshot_mem.no_thp(), snapshot_mem.no_thp():  # nested: the outer block keeps it off
+        assert child_thp() == "0"
+    assert child_thp() == before
+
+
+def test_restored_guests_launch_with_thp_off(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """QemuBackend starts a restored guest's QEMU inside no_thp(), a cold one outside."""
+    seen: list[str] = []
+
+    def launch(self: QemuProcess) -> QemuProcess:
+        status = Path("/proc/self/status").read_text()
+        seen.append(next(ln.split()[1] for ln in status.splitlines() if "THP_enabled" in ln))
+        raise LaunchError("not started")
+
+    monkeypatch.setattr(QemuProcess, "launch", launch)
+    config = FarmConfig(backend="qemu", state_dir=tmp_path, log_dir=tmp_path, warm_start=False)
+    backend = QemuBackend(config, MachineProfile(accel="tcg"))
+    snap = snapshot.Snapshot(tmp_path / "k.bin", "k", 0, "", ram=tmp_path / "k.ram")
+    for warm in (snap, None):
+        with pytest.raises(LaunchError):
+            backend._spawn("qemu1", "tok", warm=warm)
+    assert seen[0] == "0" and seen[1] != "0"
 
 
 def test_tb_size_goes_on_the_tcg_accelerator_only() -> None:

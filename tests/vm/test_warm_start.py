@@ -186,7 +186,10 @@ def test_two_guests_restored_concurrently_each_with_its_own_token(farm: WarmFarm
 
 
 def test_restored_guests_map_the_template_ram_copy_on_write(farm: WarmFarm) -> None:
-    """The snapshot holds no RAM; each restored QEMU maps the template's RAM file privately."""
+    """The snapshot holds no RAM; each restored QEMU maps the template's RAM file privately.
+
+    Its QEMU runs with transparent huge pages off (snapshot_mem.no_thp).
+    """
     backend = QemuBackend(farm.config(), warm_start=True)
     guests: list[Guest] = []
     try:
@@ -200,6 +203,8 @@ def test_restored_guests_map_the_template_ram_copy_on_write(farm: WarmFarm) -> N
             maps = Path(f"/proc/{guest.pid}/maps").read_text().splitlines()
             mapped = [line.split()[1] for line in maps if line.endswith(str(snap.ram))]
             assert mapped == ["rw-p"], maps  # private: the guest's writes stay its own
+            status = Path(f"/proc/{guest.pid}/status").read_text()
+            assert "THP_enabled:\t0" in status  # no 2 MiB pages behind QEMU's small blocks
     finally:
         for guest in guests:
             guest.destroy()
