@@ -262,6 +262,8 @@ def scenario_spare(root: Path, images: Path) -> None:
             handshake(guests[-1], "tok-one")
         assert restored(root, "lv2"), console(root, "lv2", "")
         assert not (root / "log" / f"{spare_name}.console.log").exists()
+        if shutil.which("screen"):  # `screen -xr lv2` attaches to its console
+            assert guests[-1]._screen is not None and "lv2.screen" in registry.entries()
         title = guests[-1]._dom.metadata(libvirt.VIR_DOMAIN_METADATA_TITLE, None)
         assert "farm lv2 of" in title, title
         entries = registry.entries()
