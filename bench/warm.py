@@ -9,7 +9,12 @@ one embedded root per process): a first spawn (which for warm variants
 builds the template snapshot; reported apart as ``first_s``), then
 ``--boots`` sequential spawns, each timed like ``bench/ready.py`` does (spawn,
 address, FarmSession connect + authentication) and destroyed before the
-next. Prints one JSON document: per variant median/p90/min/max (p90 by
+next. Before each timed spawn the backend is let settle, untimed (the
+libvirt backend makes its next spare domain in the background after a warm
+spawn, see ``farm.backend.libvirt_spare``): a farm respawns a guest when one
+dies, long after the previous spawn; ``--back-to-back`` spawns right after
+the previous destroy instead (the spare may still be in the making, the spawn
+waits for it). Prints one JSON document: per variant median/p90/min/max (p90 by
 ``common.percentile``), and ``libvirt_vs_qemu_warm``: the ratio of the two
 warm medians (target: <= 1.10, both medians <= 0.25 s).
 """
@@ -35,7 +40,15 @@ from ready import boot_once  # noqa: E402
 VARIANTS = ("qemu-warm", "libvirt-warm", "qemu-cold", "libvirt-cold")
 
 
-def one(variant: str, boots: int) -> dict[str, Any]:
+def settle(backend: Any, back_to_back: bool) -> bool | None:
+    """Wait (untimed) for the backend's spare domain; None: it has none."""
+    spares = getattr(getattr(backend, "warm", None), "spares", None)
+    if spares is None or back_to_back:
+        return None
+    return bool(spares.wait_ready(60.0))
+
+
+def one(variant: str, boots: int, back_to_back: bool = False) -> dict[str, Any]:
     """``boots`` timed spawns of one variant (after one untimed first spawn)."""
     from farm.backend import create
     from farm.session.token import resolve_token
@@ -50,10 +63,15 @@ def one(variant: str, boots: int) -> dict[str, Any]:
             backend.check()
             token = resolve_token(cfg.token, cfg.state_dir)
             first = boot_once(backend, token)
-            lat = [boot_once(backend, token)["ready_s"] for _ in range(boots)]
+            lat = []
+            for _ in range(boots):
+                settle(backend, back_to_back)
+                lat.append(boot_once(backend, token)["ready_s"])
+            spares = getattr(getattr(backend, "warm", None), "spares", None)
         finally:
             backend.close()
     return {
+        **({"from_spare": spares.used} if spares is not None else {}),
         "first_s": round(first["ready_s"], 3),
         "median": round(statistics.median(lat), 3),
         "p90": round(percentile(lat, 90), 3),
@@ -67,15 +85,23 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--boots", type=int, default=10)
     parser.add_argument("--variants", default=",".join(VARIANTS))
+    parser.add_argument(
+        "--back-to-back",
+        action="store_true",
+        help="spawn right after the previous destroy (do not let the backend settle)",
+    )
     parser.add_argument("--one", help=argparse.SUPPRESS)  # child: run this variant only
     args = parser.parse_args()
     if args.one:
-        print(json.dumps(one(args.one, args.boots)))
+        print(json.dumps(one(args.one, args.boots, args.back_to_back)))
         return
     doc: dict[str, Any] = {"bench": "warm", "boots": args.boots, "spawn_to_session_s": {}}
+    if args.back_to_back:
+        doc["back_to_back"] = True
     for variant in args.variants.split(","):
+        extra = ["--back-to-back"] if args.back_to_back else []
         proc = subprocess.run(
-            [sys.executable, __file__, "--one", variant, "--boots", str(args.boots)],
+            [sys.executable, __file__, "--one", variant, "--boots", str(args.boots), *extra],
             capture_output=True,
             text=True,
             check=False,

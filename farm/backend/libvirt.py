@@ -279,9 +279,12 @@ class LibvirtBackend(Backend):
             return guest
         return identity.deliver(guest, self.profile, self.config, token, self.local)
 
-    def _start(self, name: str, token: str, mode: str = "cold") -> LibvirtGuest:
+    def _start(
+        self, name: str, token: str, mode: str = "cold", attach: bool = True
+    ) -> LibvirtGuest:
         """Create guest ``name``'s domain: booting (``cold``), the warm ``template``, or
-        paused for a saved state (``warm``); its key is delivered by the caller."""
+        paused for a saved state (``warm``; ``attach``: with its screen session); its key
+        is delivered by the caller."""
         glog = log.getChild(name)
         conn = self.connection()
         self._clear_name(conn, name, glog)
@@ -303,7 +306,7 @@ class LibvirtBackend(Backend):
                     self.registry.record(name, qemu.pid, "libvirt-qemu", uuid=dom.UUIDString())
             if self.console_stream:
                 stream = ConsoleStream(conn, dom, console)
-            elif self.local and mode != "template":
+            elif self.local and mode != "template" and attach:
                 screen = libvirt_host.start_screen(dom, name, self.registry, glog)
         except BaseException:
             if stream is not None:
@@ -418,7 +421,9 @@ class LibvirtBackend(Backend):
         return reaped
 
     def close(self) -> None:
-        """Close the connection; take the bridged network down if this backend brought it up."""
+        """Destroy the warm spare, close the connection, take down the bridge if ours."""
+        if self.warm is not None:
+            self.warm.close()
         with self._lock:
             conn, self._conn = self._conn, None
             watching, self._watching = self._watching, False

@@ -32,7 +32,10 @@ remote URI boots cold (logged once).
 Cost: a restore is the qemu backend's plus libvirt's domain start. On libvirt
 9.0 with QEMU 7.2 most of that is libvirt verifying an x86 guest CPU at every
 start (``qom-list`` + ~400 ``qom-get`` round trips on the monitor, 0.25-1 s on
-a busy 2-core host), which no qemu.conf setting skips.
+a busy 2-core host), which no qemu.conf setting skips. So after each warm
+spawn the next guest's domain is made ahead, loaded and paused: a spare
+(:mod:`farm.backend.libvirt_spare`); a spawn that takes it only resumes it
+and hands it its identity.
 """
 
 from __future__ import annotations
@@ -43,6 +46,7 @@ import hashlib
 import json
 import logging
 import os
+import socket
 import threading
 import time
 from dataclasses import replace
@@ -54,7 +58,8 @@ import libvirt_qemu
 
 from farm.agent.protocol import guest_key
 from farm.backend import identity, snapshot, snapshot_mem
-from farm.backend.libvirt_identity import open_port
+from farm.backend.libvirt_identity import StreamChannel, open_port
+from farm.backend.libvirt_spare import Spares
 from farm.backend.libvirt_xml import domain_xml, embed_root
 from farm.backend.snapshot import (
     FORMAT,
@@ -74,6 +79,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("farm.backend.libvirt")
 _POLL = 0.003  # s between migration status queries
 TEMPLATE = "farm-template"
+Port = socket.socket | StreamChannel  # a guest's open identity port
 
 
 def why_cold(backend: LibvirtBackend) -> str:
@@ -95,6 +101,8 @@ class LibvirtWarm:
         self.off = ""  # why warm start was given up ("" = not)
         self._lock = threading.Lock()
         self._key: str | None = None
+        #: one domain made ahead, loaded and paused, for the next spawn
+        self.spares = Spares(self)
 
     def spawn(self, name: str, token: str) -> LibvirtGuest | None:
         """A guest restored from the snapshot; None when it must boot cold (logged)."""
@@ -104,12 +112,14 @@ class LibvirtWarm:
         if snap is None:
             return None
         try:
-            return self.restore(snap, name, token)
+            guest = self.spares.take(snap, name, token) or self.restore(snap, name, token)
         except SnapshotError as exc:
             log.warning("%s: warm start failed, booting cold: %s", name, exc)
             if isinstance(exc, SnapshotLoadFailed):  # the next spawn rebuilds it
                 snapshot.discard(snap.path)
             return None
+        self.spares.refill(snap)
+        return guest
 
     def key(self) -> str:
         """Digest of everything the template's saved state depends on (module docstring)."""
@@ -212,22 +222,53 @@ class LibvirtWarm:
 
     def restore(self, snap: Snapshot, name: str, token: str) -> LibvirtGuest:
         """Create a paused domain waiting for its state, load ``snap``, resume, hand over."""
-        b, started = self.backend, time.monotonic()
+        started = time.monotonic()
         key = guest_key(token, name)  # the guest's own key: it opens this guest only
         if not key or any(c.isspace() for c in key):
             raise ConfigError("token must be non-empty and contain no whitespace")
-        guest = b._start(name, token, mode="warm")
+        guest, port = self.loaded(snap, name)
+        self.finish(guest, port, name, key)
+        guest.log.info("restored from %s in %.2fs", snap.path.name, time.monotonic() - started)
+        return guest
+
+    def loaded(self, snap: Snapshot, name: str, attach: bool = True) -> tuple[LibvirtGuest, Port]:
+        """Domain ``name`` created paused with ``snap`` loaded, and its open identity port.
+
+        ``attach``: start its screen session (a spare gets one when handed over).
+        """
+        b = self.backend
+        guest = b._start(name, "-", mode="warm", attach=attach)
+        port: Port | None = None
         try:
             # open the port first: it is then "host connected" when the saved state loads
-            with open_port(b.connection(), guest._dom, self.port(name), guest.alive) as port:
+            port = open_port(b.connection(), guest._dom, self.port(name), guest.alive)
+            try:
+                with snap.path.open("rb") as data:
+                    _monitor_fd(guest._dom, data.fileno())
+                    _monitor(guest._dom, "migrate-incoming", uri="fd:snapshot")
+                    _wait_migration(guest._dom, snapshot.RESTORE_TIMEOUT)
+            except (libvirt.libvirtError, SnapshotError) as exc:
+                raise SnapshotLoadFailed(f"QEMU could not load {snap.path}: {exc}") from exc
+            return guest, port
+        except BaseException as exc:
+            if port is not None:
+                port.close()
+            guest.destroy()
+            if isinstance(exc, OSError):  # the port broke (QEMU died): boot cold
+                raise SnapshotError(f"identity port of the restored guest: {exc}") from exc
+            raise
+
+    def finish(self, guest: LibvirtGuest, port: Port, name: str, key: str) -> None:
+        """Resume a :meth:`loaded` guest and hand it its identity over ``port`` (then closed).
+
+        The guest is destroyed if that fails (SnapshotError).
+        """
+        try:
+            with port:
                 try:
-                    with snap.path.open("rb") as data:
-                        _monitor_fd(guest._dom, data.fileno())
-                        _monitor(guest._dom, "migrate-incoming", uri="fd:snapshot")
-                        _wait_migration(guest._dom, snapshot.RESTORE_TIMEOUT)
                     guest._dom.resume()
-                except (libvirt.libvirtError, SnapshotError) as exc:
-                    raise SnapshotLoadFailed(f"QEMU could not load {snap.path}: {exc}") from exc
+                except libvirt.libvirtError as exc:
+                    raise SnapshotLoadFailed(f"QEMU could not resume {name}: {exc}") from exc
                 timeout = snapshot.RESTORE_TIMEOUT
                 _send_identity(port, name, key, guest.alive, timeout)  # type: ignore[arg-type]
         except OSError as exc:  # the port broke (QEMU or the guest died): boot cold
@@ -236,8 +277,10 @@ class LibvirtWarm:
         except BaseException:
             guest.destroy()
             raise
-        guest.log.info("restored from %s in %.2fs", snap.path.name, time.monotonic() - started)
-        return guest
+
+    def close(self) -> None:
+        """Destroy the spare domain (and wait for one being made)."""
+        self.spares.close()
 
     def port(self, name: str) -> Path | None:
         """Guest ``name``'s local identity socket; None: it is reached as a channel stream."""

@@ -104,8 +104,9 @@ class FarmDir:
                 pid = int(data["pid"])
             except (OSError, ValueError, KeyError, TypeError):
                 continue  # forgotten meanwhile
-            with self._lock:
-                self.seen.setdefault(pid, record)
+            with self._lock:  # a libvirt spare's QEMU is recorded again as its machine
+                if pid not in self.seen or self.seen[pid][1].startswith("farm-spare-"):
+                    self.seen[pid] = record
 
     def recorded(self, kind: str = "qemu", name: str | None = None) -> dict[int, str]:
         """pid -> registry name of every recorded process of ``kind`` (QEMU by default)."""
@@ -325,12 +326,13 @@ def test_seed004_shell_flow(farm_dir: FarmDir, backend: str) -> None:
     report = json.loads(result.stdout.strip().splitlines()[-1])
 
     assert report["machines_after_limit"] == ["qemu1", "qemu2", "qemu3"]
-    # a QEMU process per machine (3 unless one had to be replaced), each booted to the agent
+    # a QEMU process per machine (3 unless one had to be replaced), each booted to the agent;
+    # libvirt names a QEMU by its domain: a warm spare's (farm-spare-N) became one machine
     guests = {"qemu1", "qemu2", "qemu3"}
     guest = re.compile(r"qemu\d+$")  # not a warm start's template guest
     qemus = [n for n in report["qemus"].values() if guest.match(n)]
-    assert set(qemus) == guests, (report["qemus"], farm_dir.problems())
-    assert len(qemus) >= 3
+    spares = [n for n in report["qemus"].values() if n.startswith("farm-spare-")]
+    assert set(qemus) <= guests and len(qemus + spares) >= 3, (report, farm_dir.problems())
     kind = "qemu" if backend == "qemu" else "libvirt-qemu"
     assert {n for n in farm_dir.recorded(kind).values() if guest.match(n)} == guests
     dist_log = (farm_dir.log / "distributor.log").read_text()

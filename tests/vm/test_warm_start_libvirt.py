@@ -5,7 +5,9 @@ its own name, UUID, hostfwd port and key (another guest's key opens none of
 them); a Distributor on the default config (libvirt, warm start on) finishes
 every set exactly once; a damaged snapshot or one QEMU refuses means a cold
 boot, a rebuilt template and no set lost; the key also reaches the guest over
-a libvirt channel stream (``virDomainOpenChannel``, what remote URIs use).
+a libvirt channel stream (``virDomainOpenChannel``, what remote URIs use); a
+spawn after the first takes the spare domain made ahead (``libvirt_spare``),
+and neither ``close()`` nor a SIGKILLed farm (reaped by the next) leaves one.
 
 libvirt allows one embedded root per process, so each scenario runs in a
 child process (``child()`` below) with its own state dir; all of them share
@@ -19,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
+import signal
 import socket
 import sqlite3
 import subprocess
@@ -232,6 +235,82 @@ def scenario_stream(root: Path, images: Path) -> None:
         backend.close()
 
 
+def scenario_spare(root: Path, images: Path) -> None:
+    import libvirt
+
+    from farm.backend.libvirt import LibvirtBackend
+    from farm.procs import ProcessRegistry
+
+    backend = LibvirtBackend(config(root, images))
+    assert backend.warm is not None
+    spares = backend.warm.spares
+    guests: list[Any] = []
+    spare_pid = None
+    try:
+        guests.append(backend.spawn("lv1", "tok-one"))  # restored; a spare is made after it
+        assert spares.wait_ready(WAIT) and spares.used == 0
+        names = {d.name() for d in backend.connection().listAllDomains(0)}
+        spare_name = (names - {"lv1"}).pop()
+        assert spare_name.startswith("farm-spare-"), names
+        registry = ProcessRegistry(backend.config.state_dir)
+        spare_pid = registry.entries()[spare_name]["pid"]
+        guests.append(backend.spawn("lv2", "tok-two"))  # takes the spare
+        assert spares.used == 1
+        assert guests[-1].pid == spare_pid and guests[-1]._dom.name() == spare_name
+        assert handshake(guests[-1], "tok-two")["type"] == "hello"
+        with pytest.raises(PermissionError):
+            handshake(guests[-1], "tok-one")
+        assert restored(root, "lv2"), console(root, "lv2", "")
+        assert not (root / "log" / f"{spare_name}.console.log").exists()
+        if shutil.which("screen"):  # `screen -xr lv2` attaches to its console
+            assert guests[-1]._screen is not None and "lv2.screen" in registry.entries()
+        title = guests[-1]._dom.metadata(libvirt.VIR_DOMAIN_METADATA_TITLE, None)
+        assert "farm lv2 of" in title, title
+        entries = registry.entries()
+        assert entries["lv2"]["pid"] == spare_pid and spare_name not in entries
+        assert spares.wait_ready(WAIT)  # the next spare; close() must destroy it
+        (spare2,) = {d.name() for d in backend.connection().listAllDomains(0)} - names
+        spare_pid = registry.entries()[spare2]["pid"]
+    finally:
+        for guest in guests:
+            guest.destroy()
+        backend.close()
+    assert spare_pid is not None and not psutil.pid_exists(spare_pid)  # the last spare's QEMU
+    assert sorted(p.name for p in (root / "log").glob("*.console.log")) == [
+        "lv1.console.log",
+        "lv2.console.log",
+    ]
+
+
+def scenario_killed(root: Path, images: Path) -> None:
+    """Make a spare, write its QEMU pid to ``root/spare.pid``, die by SIGKILL."""
+    from farm.backend.libvirt import LibvirtBackend
+
+    backend = LibvirtBackend(config(root, images))
+    assert backend.warm is not None
+    guest = backend.spawn("lv1", "tok-one")
+    assert backend.warm.spares.wait_ready(WAIT)
+    assert guest.alive()
+    spare = next(n for n in backend.registry.entries() if n.startswith("farm-spare-"))
+    (root / "spare.pid").write_text(f"{spare} {backend.registry.entries()[spare]['pid']}")
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def scenario_reap(root: Path, images: Path) -> None:
+    """The next farm on the killed farm's state dir reaps its guest and its spare."""
+    from farm.backend.libvirt import LibvirtBackend
+
+    spare, pid = (root / "spare.pid").read_text().split()
+    assert psutil.pid_exists(int(pid))  # the embedded driver's QEMU outlived farm
+    backend = LibvirtBackend(config(root, images), warm_start=False)
+    try:
+        reaped = backend.reap_stale()
+    finally:
+        backend.close()
+    assert spare in reaped and "lv1" in reaped, reaped
+    assert not psutil.pid_exists(int(pid))
+
+
 def child(scenario: str, root: str, images: str) -> None:
     """Entry point of the child process (``python -c``)."""
     import logging
@@ -272,8 +351,8 @@ def warm_root(image: ImageInfo) -> Iterator[Path]:
 def run(warm_root: Path, image: ImageInfo, request: pytest.FixtureRequest) -> Iterator[Any]:
     """Run a scenario in a child process; nothing it started may outlive it."""
 
-    def go(scenario: str) -> None:
-        root = warm_root / scenario
+    def go(scenario: str, returncode: int = 0, where: str = "") -> None:
+        root = warm_root / (where or scenario)
         code = (
             "import sys; from tests.vm.test_warm_start_libvirt import child; child(*sys.argv[1:])"
         )
@@ -285,7 +364,8 @@ def run(warm_root: Path, image: ImageInfo, request: pytest.FixtureRequest) -> It
             timeout=3 * WAIT,
         )
         out = (proc.stdout + proc.stderr)[-6000:]
-        assert proc.returncode == 0 and "SCENARIO OK" in proc.stdout, out
+        assert proc.returncode == returncode, out
+        assert returncode != 0 or "SCENARIO OK" in proc.stdout, out
 
     yield go
     deadline = time.monotonic() + 10.0
@@ -311,3 +391,12 @@ def test_corrupt_snapshot_boots_cold_rebuilds_and_loses_no_set(run: Any) -> None
 
 def test_key_over_a_libvirt_channel_stream_cold_and_warm(run: Any) -> None:
     run("stream")
+
+
+def test_second_spawn_takes_the_spare_and_close_destroys_the_next(run: Any) -> None:
+    run("spare")
+
+
+def test_spare_of_a_sigkilled_farm_is_reaped_by_the_next(run: Any) -> None:
+    run("killed", -signal.SIGKILL)  # its guest and spare still running
+    run("reap", where="killed")

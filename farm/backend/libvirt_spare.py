@@ -1,0 +1,215 @@
+"""A spare for libvirt warm starts: one domain made ahead, handed to the next spawn.
+
+Why: on libvirt 9.0 a restore costs the domain's creation (``createXML``:
+libvirt probes the x86 guest CPU with ~400 ``qom-get`` monitor round trips,
+which no setting skips) plus the snapshot's load, 0.5-0.9 s of a ~0.65 s warm
+spawn. So :class:`Spares` keeps ONE domain per backend (one template) created
+paused with the snapshot already loaded and its identity port open; a spawn
+takes it, resumes it and writes the guest's identity (name, own key), and a
+daemon thread makes the next spare. A spawn that finds a spare being made
+waits for it (it would cost as much to make another); a spawn that finds none
+(several at once) restores as before.
+
+Naming: a running domain cannot be renamed and the machine a spare will
+become is not known (the pool respawns ``qemuN`` right after destroying the
+dead ``qemuN``, so a spare named after it could not exist yet). So a spare's
+domain is ``farm-spare-<n>`` (prefixed with the farm id on a shared daemon,
+like every farm domain) and at hand-over farm gives it the machine's domain
+title (``virsh list --title``), renames its console log to
+``log/<machine>.console.log`` (QEMU keeps writing the same file), starts the
+``screen -xr <machine>`` session and records its QEMU under the machine's
+name. Only ``virsh console`` on a shared daemon needs the domain name (the
+title says which machine it is); farm itself always goes by the guest object.
+
+Cleanup: a spare's QEMU is in the process registry under its own name from
+its creation (the watchdog reaps it when farm dies), a daemon URI destroys it
+with farm's connection (AUTODESTROY, as every guest), and
+:meth:`Spares.close` (the backend's ``close()``) destroys it.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import shutil
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import libvirt
+
+from farm.agent.protocol import guest_key
+from farm.backend import libvirt_host, naming
+from farm.backend.libvirt_guest import LibvirtGuest
+from farm.backend.snapshot import Snapshot, SnapshotError
+from farm.errors import BackendError
+
+if TYPE_CHECKING:
+    from farm.backend.libvirt_snapshot import LibvirtWarm, Port
+
+log = logging.getLogger("farm.backend.libvirt")
+SPARE = "farm-spare"
+WAIT = 60.0  # s a spawn waits for the spare being made, close() for its maker
+MAX_FAILURES = 3  # consecutive failed spares before farm stops making them
+
+
+@dataclass
+class Spare:
+    """A paused domain with the snapshot ``source`` loaded, and its open identity port."""
+
+    guest: LibvirtGuest
+    port: Port
+    source: Path
+
+    def discard(self) -> None:
+        """Destroy the domain, close the port, remove its console log."""
+        with contextlib.suppress(OSError):
+            self.port.close()
+        try:
+            self.guest.destroy()
+        except BackendError as exc:
+            log.warning("spare %s: %s", self.guest.name, exc)
+        if self.guest.console_log is not None:
+            self.guest.console_log.unlink(missing_ok=True)
+
+
+class Spares:
+    """The spare domain of one :class:`LibvirtWarm` (at most one, made in a thread)."""
+
+    def __init__(self, warm: LibvirtWarm) -> None:
+        self.warm = warm
+        self.used = 0  # spawns served by a spare
+        self.off = ""  # why spares were given up ("" = not)
+        self._cond = threading.Condition()
+        self._ready: Spare | None = None
+        self._maker: threading.Thread | None = None
+        self._waiter = False  # a spawn waits for the spare being made
+        self._closed = False
+        self._failures = 0
+        self._numbers = itertools.count(1)
+
+    def take(self, snap: Snapshot, name: str, token: str) -> LibvirtGuest | None:
+        """Guest ``name`` made of the spare (waited for if being made); None: no spare."""
+        with self._cond:
+            if self._ready is None and self._maker is not None and not self._waiter:
+                self._waiter = True  # only one spawn waits: there is one spare
+                try:
+                    self._cond.wait_for(self._settled, WAIT)
+                finally:
+                    self._waiter = False
+            spare, self._ready = self._ready, None
+        if spare is None:
+            return None
+        if spare.source != snap.path or not spare.guest.alive():
+            log.info("spare %s is stale or dead: discarded", spare.guest.name)
+            spare.discard()
+            return None
+        try:
+            guest = self._hand_over(spare, name, token)
+        except SnapshotError as exc:  # the spare only: the snapshot may be fine
+            log.warning("%s: spare domain failed, restoring: %s", name, exc)
+            return None
+        self.used += 1
+        return guest
+
+    def _settled(self) -> bool:
+        return self._ready is not None or self._maker is None
+
+    def refill(self, snap: Snapshot) -> None:
+        """Start making a spare from ``snap`` unless one is ready or being made."""
+        with self._cond:
+            if self._closed or self.off or self._ready is not None or self._maker is not None:
+                return
+            self._maker = threading.Thread(
+                target=self._make, args=(snap,), name="libvirt-spare", daemon=True
+            )
+            self._maker.start()
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until no spare is being made; True if one is ready (benchmarks, tests)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._maker is None, timeout)
+            return self._ready is not None
+
+    def close(self) -> None:
+        """No more spares: wait for the one being made, destroy the ready one."""
+        with self._cond:
+            self._closed = True
+            maker, spare, self._ready = self._maker, self._ready, None
+        if maker is not None and maker is not threading.current_thread():
+            maker.join(WAIT)
+        if spare is not None:
+            spare.discard()
+
+    def _make(self, snap: Snapshot) -> None:
+        """The maker thread: one spare, kept unless the backend closed meanwhile."""
+        name = f"{SPARE}-{next(self._numbers)}"
+        spare = None
+        try:
+            guest, port = self.warm.loaded(snap, name, attach=False)
+            spare = Spare(guest, port, snap.path)
+            self._forget_port_dir(name)
+        except (SnapshotError, BackendError, OSError, libvirt.libvirtError) as exc:
+            with self._cond:
+                self._failures += 1
+                if self._failures >= MAX_FAILURES:
+                    self.off = str(exc)
+            log.warning("no spare domain%s: %s", " (no more tried)" if self.off else "", exc)
+        except BaseException:
+            log.exception("no spare domain")
+        finally:
+            with self._cond:
+                self._maker = None
+                if spare is not None and not self._closed:
+                    self._ready, spare = spare, None
+                    self._failures = 0
+                self._cond.notify_all()
+            if spare is not None:  # closed meanwhile
+                spare.discard()
+
+    def _forget_port_dir(self, name: str) -> None:
+        """Remove the spare's identity socket dir (connected: the path is no longer used)."""
+        sock = self.warm.port(name)
+        if sock is not None:
+            shutil.rmtree(sock.parent, ignore_errors=True)
+
+    def _hand_over(self, spare: Spare, name: str, token: str) -> LibvirtGuest:
+        """Make ``spare`` machine ``name`` (title, console log, screen, registry), resume it."""
+        b, old = self.warm.backend, spare.guest
+        glog = log.getChild(name)
+        key = guest_key(token, name)
+        try:
+            console = old.console_log
+            if console is not None:
+                target = (b.config.log_dir / f"{name}.console.log").resolve()
+                os.replace(console, target)  # QEMU keeps writing to the same file
+                console = target
+            title = naming.domain_title(b.config.state_dir, name, os.getpid())
+            with contextlib.suppress(libvirt.libvirtError):
+                flags = libvirt.VIR_DOMAIN_AFFECT_LIVE
+                old._dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_TITLE, title, None, None, flags)
+            if old.pid is not None:
+                b.registry.record(name, old.pid, "libvirt-qemu", uuid=old.uuid)
+            b.registry.forget(old.name)
+            screen = None
+            if b.local and not b.console_stream:
+                screen = libvirt_host.start_screen(old._dom, name, b.registry, glog)
+        except BaseException:
+            spare.discard()
+            b.registry.forget(name)
+            raise
+        guest = LibvirtGuest(
+            name,
+            old._dom,
+            old.address(0.0),
+            b.registry,
+            qemu=old._qemu,
+            screen=screen,
+            console=console,
+        )
+        self.warm.finish(guest, spare.port, name, key)
+        glog.info("warm start from spare domain %s", old._dom.name())
+        return guest

@@ -1,0 +1,191 @@
+"""The libvirt warm spare's bookkeeping with a fake warm start: no libvirt, no QEMU.
+
+One spare at a time, made in a thread after a spawn; a spawn waits for the one
+being made (only one spawn waits), hands it over under the machine's name
+(console log, registry, title) or falls back to a restore; close() destroys the
+ready spare and the one being made; repeated failures stop the making.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import psutil
+import pytest
+
+from farm.backend import libvirt_spare
+from farm.backend.libvirt_spare import Spares
+from farm.backend.snapshot import Snapshot, SnapshotError
+from farm.procs import ProcessRegistry
+
+WAIT = 30.0
+
+
+class FakeDom:
+    """A domain whose "QEMU" is a ``sleep`` child, ended by destroy()."""
+
+    def __init__(self, name: str) -> None:
+        self._name = name
+        self.title = ""
+        self.active = True
+        self.qemu = subprocess.Popen(["sleep", "120"])
+
+    def name(self) -> str:
+        return self._name
+
+    def setMetadata(self, kind: int, text: str, *_rest: Any) -> None:
+        self.title = text
+
+    def isActive(self) -> bool:
+        return self.active
+
+    def UUIDString(self) -> str:
+        return "0000"
+
+    def destroy(self) -> None:
+        self.active = False
+        self.qemu.kill()
+        self.qemu.wait()
+
+
+class FakePort:
+    def __init__(self) -> None:
+        self.closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+
+class FakeWarm:
+    """``loaded``/``finish``/``port`` of LibvirtWarm; ``gate`` holds ``loaded`` back."""
+
+    def __init__(self, root: Path) -> None:
+        (root / "log").mkdir()
+        config = SimpleNamespace(log_dir=root / "log", state_dir=root / "state")
+        self.backend = SimpleNamespace(
+            config=config, registry=ProcessRegistry(root / "state"), local=False
+        )
+        self.gate = threading.Event()
+        self.gate.set()
+        self.fail: Exception | None = None
+        self.made: list[Any] = []
+        self.finished: list[tuple[str, str]] = []
+
+    def loaded(self, snap: Snapshot, name: str, attach: bool = True) -> tuple[Any, FakePort]:
+        assert not attach
+        assert self.gate.wait(WAIT)
+        if self.fail is not None:
+            raise self.fail
+        console = self.backend.config.log_dir / f"{name}.console.log"
+        console.write_text("spare console\n")
+        registry, dom = self.backend.registry, FakeDom(name)
+        registry.record(name, dom.qemu.pid, "libvirt-qemu")
+        qemu = psutil.Process(dom.qemu.pid)
+        guest = libvirt_spare.LibvirtGuest(
+            name, dom, ("127.0.0.1", 1), registry, qemu=qemu, console=console, hostfwd=False
+        )
+        self.made.append(guest)
+        return guest, FakePort()
+
+    def finish(self, guest: Any, port: FakePort, name: str, key: str) -> None:
+        port.close()
+        self.finished.append((name, guest._dom.name()))
+
+    def port(self, name: str) -> None:
+        return None
+
+
+@pytest.fixture(autouse=True)
+def no_sleepers() -> Iterator[None]:
+    """Every fake QEMU ends with its test."""
+    before = set(psutil.Process().children())
+    yield
+    for proc in set(psutil.Process().children()) - before:
+        proc.kill()
+        proc.wait()
+
+
+def snap(root: Path) -> Snapshot:
+    return Snapshot(root / "lv-x.bin", "x", 1, "0")
+
+
+def test_spawn_takes_the_spare_under_the_machine_name(tmp_path: Path, monkeypatch: Any) -> None:
+    monkeypatch.setattr(libvirt_spare.libvirt_host, "start_screen", None)  # never: not local
+    warm = FakeWarm(tmp_path)
+    spares = Spares(warm)  # type: ignore[arg-type]
+    assert spares.take(snap(tmp_path), "qemu1", "tok") is None  # none yet: restore
+    spares.refill(snap(tmp_path))
+    assert spares.wait_ready(WAIT)
+    guest = spares.take(snap(tmp_path), "qemu2", "tok")
+    assert guest is not None and guest.name == "qemu2" and spares.used == 1
+    assert warm.finished == [("qemu2", "farm-spare-1")]
+    assert guest._dom.title.startswith("farm qemu2 of ")
+    log = tmp_path / "log"
+    assert (log / "qemu2.console.log").read_text() == "spare console\n"
+    assert not (log / "farm-spare-1.console.log").exists()
+    assert set(warm.backend.registry.entries()) == {"qemu2"}
+
+
+def test_a_spawn_waits_for_the_spare_being_made(tmp_path: Path) -> None:
+    warm = FakeWarm(tmp_path)
+    warm.gate.clear()
+    spares = Spares(warm)  # type: ignore[arg-type]
+    spares.refill(snap(tmp_path))
+    got: list[Any] = []
+    taker = threading.Thread(target=lambda: got.append(spares.take(snap(tmp_path), "q", "t")))
+    taker.start()
+    deadline = time.monotonic() + WAIT
+    while not spares._waiter and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert spares._waiter
+    # a second spawn meanwhile does not wait: there is one spare
+    assert spares.take(snap(tmp_path), "other", "t") is None
+    warm.gate.set()
+    taker.join(WAIT)
+    assert got and got[0] is not None and got[0].name == "q"
+
+
+def test_close_destroys_the_ready_spare_and_the_one_being_made(tmp_path: Path) -> None:
+    warm = FakeWarm(tmp_path)
+    spares = Spares(warm)  # type: ignore[arg-type]
+    spares.refill(snap(tmp_path))
+    assert spares.wait_ready(WAIT)
+    spares.close()
+    assert not warm.made[0]._dom.active
+    assert not list((tmp_path / "log").iterdir()) and warm.backend.registry.entries() == {}
+
+    (tmp_path / "b").mkdir()
+    warm2 = FakeWarm(tmp_path / "b")
+    warm2.gate.clear()
+    spares = Spares(warm2)  # type: ignore[arg-type]
+    spares.refill(snap(tmp_path))
+    closer = threading.Thread(target=spares.close)
+    closer.start()
+    warm2.gate.set()  # made while closing: destroyed, not kept
+    closer.join(WAIT)
+    assert not closer.is_alive() and not warm2.made[0]._dom.active
+    spares.refill(snap(tmp_path))  # closed: no more
+    assert not spares.wait_ready(WAIT) and len(warm2.made) == 1
+
+
+def test_dead_spare_is_discarded_and_failures_stop_the_making(tmp_path: Path) -> None:
+    warm = FakeWarm(tmp_path)
+    spares = Spares(warm)  # type: ignore[arg-type]
+    spares.refill(snap(tmp_path))
+    assert spares.wait_ready(WAIT)
+    warm.made[0]._dom.active = False  # its QEMU died while it waited
+    assert spares.take(snap(tmp_path), "qemu1", "tok") is None
+    warm.fail = SnapshotError("boom")
+    for _ in range(libvirt_spare.MAX_FAILURES):
+        spares.refill(snap(tmp_path))
+        assert not spares.wait_ready(WAIT)
+    assert spares.off == "boom"
+    warm.fail = None
+    spares.refill(snap(tmp_path))
+    assert not spares.wait_ready(WAIT) and len(warm.made) == 1
