@@ -21,6 +21,12 @@ title (``virsh list --title``), renames its console log to
 name. Only ``virsh console`` on a shared daemon needs the domain name (the
 title says which machine it is); farm itself always goes by the guest object.
 
+Priority: a spare is made from idle CPU only, so that it never competes with the
+guests' task sets (farm measures the task set, not itself): its maker thread runs
+SCHED_IDLE, and the QEMU libvirt forks from that thread (the embedded driver)
+inherits it. A spawn that has to wait for the spare lifts the maker and the
+spare's QEMU to SCHED_OTHER, and so does the hand-over, before the guest resumes.
+
 Cleanup: a spare's QEMU is in the process registry under its own name from
 its creation (the watchdog reaps it when farm dies), a daemon URI destroys it
 with farm's connection (AUTODESTROY, as every guest), and
@@ -40,6 +46,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 import libvirt
+import psutil
 
 from farm.agent.protocol import guest_key
 from farm.backend import libvirt_host, naming
@@ -90,12 +97,15 @@ class Spares:
         self._closed = False
         self._failures = 0
         self._numbers = itertools.count(1)
+        self._maker_tid = 0  # the maker thread's native id while it runs
+        self._making = ""  # the domain name being made
 
     def take(self, snap: Snapshot, name: str, token: str) -> LibvirtGuest | None:
         """Guest ``name`` made of the spare (waited for if being made); None: no spare."""
         with self._cond:
             if self._ready is None and self._maker is not None and not self._waiter:
                 self._waiter = True  # only one spawn waits: there is one spare
+                _lift(self._maker_tid, self._making)  # made from idle CPU: now it is wanted
                 try:
                     self._cond.wait_for(self._settled, WAIT)
                 finally:
@@ -148,6 +158,10 @@ class Spares:
         """The maker thread: one spare, kept unless the backend closed meanwhile."""
         name = f"{SPARE}-{next(self._numbers)}"
         spare = None
+        with self._cond:
+            self._maker_tid, self._making = threading.get_native_id(), name
+            if not self._waiter:
+                _set_policy(0, os.SCHED_IDLE)  # this thread, and the QEMU forked from it
         try:
             guest, port = self.warm.loaded(snap, name, attach=False)
             spare = Spare(guest, port, snap.path)
@@ -162,7 +176,7 @@ class Spares:
             log.exception("no spare domain")
         finally:
             with self._cond:
-                self._maker = None
+                self._maker, self._maker_tid, self._making = None, 0, ""
                 if spare is not None and not self._closed:
                     self._ready, spare = spare, None
                     self._failures = 0
@@ -201,6 +215,8 @@ class Spares:
             spare.discard()
             b.registry.forget(name)
             raise
+        if old.pid is not None:
+            _set_policy(old.pid, os.SCHED_OTHER, threads=True)  # a guest like any other
         guest = LibvirtGuest(
             name,
             old._dom,
@@ -213,3 +229,29 @@ class Spares:
         self.warm.finish(guest, spare.port, name, key)
         glog.info("warm start from spare domain %s", old._dom.name())
         return guest
+
+
+def _lift(tid: int, domain: str) -> None:
+    """SCHED_OTHER for the maker thread ``tid`` and the QEMU of ``domain`` (if it runs yet)."""
+    if tid:
+        _set_policy(tid, os.SCHED_OTHER)
+    if not domain:
+        return
+    wanted = f"guest={domain},"
+    for proc in psutil.process_iter(["name", "cmdline"]):
+        args = proc.info["cmdline"] or []
+        if (proc.info["name"] or "").startswith("qemu") and any(a.startswith(wanted) for a in args):
+            _set_policy(proc.pid, os.SCHED_OTHER, threads=True)
+
+
+def _set_policy(pid: int, policy: int, threads: bool = False) -> None:
+    """Set ``policy`` on ``pid`` (0: this thread), on each of its threads with ``threads``."""
+    tids = [pid]
+    if threads:
+        with contextlib.suppress(OSError):
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    for tid in tids:
+        try:
+            os.sched_setscheduler(tid, policy, os.sched_param(0))
+        except OSError as exc:  # gone, or not ours: the spare only runs slower or sooner
+            log.debug("cannot set scheduling policy %d of %d: %s", policy, tid, exc)

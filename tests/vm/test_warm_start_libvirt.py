@@ -235,6 +235,11 @@ def scenario_stream(root: Path, images: Path) -> None:
         backend.close()
 
 
+def policies(pid: int) -> set[int]:
+    """The scheduling policies of the threads of ``pid``."""
+    return {os.sched_getscheduler(int(t)) for t in os.listdir(f"/proc/{pid}/task")}
+
+
 def scenario_spare(root: Path, images: Path) -> None:
     import libvirt
 
@@ -254,8 +259,12 @@ def scenario_spare(root: Path, images: Path) -> None:
         assert spare_name.startswith("farm-spare-"), names
         registry = ProcessRegistry(backend.config.state_dir)
         spare_pid = registry.entries()[spare_name]["pid"]
+        # made from idle CPU only (never competing with the guests' sets), a guest like
+        # any other once handed over
+        assert policies(spare_pid) == {os.SCHED_IDLE}, policies(spare_pid)
         guests.append(backend.spawn("lv2", "tok-two"))  # takes the spare
         assert spares.used == 1
+        assert policies(spare_pid) == {os.SCHED_OTHER}, policies(spare_pid)
         assert guests[-1].pid == spare_pid and guests[-1]._dom.name() == spare_name
         assert handshake(guests[-1], "tok-two")["type"] == "hello"
         with pytest.raises(PermissionError):
