@@ -20,8 +20,23 @@ if TYPE_CHECKING:
 
 log = logs.get_logger(__name__)
 
-#: the template's warm-up: one job of a built-in that prints a line, real-time like most sets
-TASKS = [{"id": 0, "pkg": "hey", "numberofjobs": 1, "period": 0, "priority": 10}]
+#: the template's warm-up: one job of a built-in that prints a line, real-time like most
+#: sets, every field given as the host's sessions send them (farm.session.base)
+TASKS = [
+    {
+        "id": 0,
+        "pkg": "hey",
+        "config": {},
+        "priority": 10,
+        "period": 0,
+        "executiontime": 0,
+        "criticaltime": 0,
+        "deadline": 0,
+        "offset": 0,
+        "numberofjobs": 1,
+        "quota": 0,
+    }
+]
 TIMEOUT = 30.0
 
 #: event types of each warm-up set run in this process, in order (for status and tests)
@@ -50,7 +65,7 @@ def run(tasks: list[dict[str, Any]] | None = None, timeout: float = TIMEOUT) -> 
     client = _Client()
     try:
         raw = [dict(t) for t in (TASKS if tasks is None else tasks)]
-        outcome = agent.handle(client, "start", {"tasks": raw})
+        outcome = agent.handle(client, "start", {"tasks": raw, "binaries": {}, "params": []})
         if outcome.then is not None:
             outcome.then()
         runner = agent._runner

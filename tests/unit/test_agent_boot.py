@@ -163,3 +163,13 @@ def test_the_warm_start_template_runs_a_warm_up_set_before_it_is_saved() -> None
     start = text.index('if mode == "wait":')
     waiting = text.index('b"farm-identity: waiting')
     assert start < text.index("warmup.run()", start) < waiting
+
+
+def test_the_warm_up_task_has_every_field_the_host_sends() -> None:
+    """So the template's warm-up goes through the same validation as a real first set."""
+    from farm.agent import warmup
+    from farm.session.base import task_descriptions
+    from farm.taskset import Task, TaskSet
+
+    sent = task_descriptions(TaskSet([Task({"pkg": "hey", "numberofjobs": 1})]))[0]
+    assert set(warmup.TASKS[0]) == set(sent)
