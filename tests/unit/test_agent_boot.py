@@ -158,11 +158,34 @@ def test_status_lists_the_warm_up_sets_of_this_process(
     service.shutdown()
 
 
-def test_the_warm_start_template_runs_a_warm_up_set_before_it_is_saved() -> None:
-    text = INIT.read_text()
-    start = text.index('if mode == "wait":')
-    waiting = text.index('b"farm-identity: waiting')
-    assert start < text.index("warmup.run()", start) < waiting
+def _identity_program() -> str:
+    """The Python program of /init's identity modes (wait, boot)."""
+    match = re.search(r"python3 -S -c '(\nimport json.*?)' \"\$IDENTITY\"", INIT.read_text(), re.S)
+    assert match, "the identity program of init.sh.in changed shape"
+    return match.group(1)
+
+
+def test_the_identity_program_of_init_is_valid_python() -> None:
+    """It sits in single quotes in a shell script: one apostrophe in it ends it."""
+    program = _identity_program()
+    assert "'" not in program
+    compile(program, "init.sh.in", "exec")
+
+
+def test_the_warm_start_template_warms_up_and_makes_the_workdir_before_it_is_saved() -> None:
+    program = _identity_program()
+    start = program.index('if mode == "wait":')
+    waiting = program.index('b"farm-identity: waiting')
+    assert start < program.index("warmup.run()", start) < waiting
+    assert start < program.index('sys.argv += ["--workdir", workdir]', start) < waiting
+
+
+def test_workdir_is_parsed_like_argparse_does(tmp_path: Path) -> None:
+    argv = ["--token", "t", "--workdir", str(tmp_path)]
+    fast = _parse_fast(argv)
+    assert fast is not None and fast.workdir == tmp_path
+    assert vars(fast) == vars(_parser().parse_args(argv))
+    assert parse_args(["--token", "t"]).workdir is None
 
 
 def test_the_warm_up_task_has_every_field_the_host_sends() -> None:
