@@ -59,21 +59,28 @@ class _Client:
 
 
 def run(tasks: list[dict[str, Any]] | None = None, timeout: float = TIMEOUT) -> list[str]:
-    """Run one private set (``TASKS`` by default) through a private service; its event types."""
-    service.load_machinery()
-    agent = service.AgentService()
+    """Run one private set (``TASKS`` by default) through a private service; its event types.
+
+    Never raises: a warm-up that fails is logged (the template is saved all the same,
+    its guests' first sets then do that work).
+    """
     client = _Client()
     try:
-        raw = [dict(t) for t in (TASKS if tasks is None else tasks)]
-        outcome = agent.handle(client, "start", {"tasks": raw, "binaries": {}, "params": []})
-        if outcome.then is not None:
-            outcome.then()
-        runner = agent._runner
-        if runner is not None and not runner.wait(timeout):
-            log.warning("the warm-up set did not finish within %g s", timeout)
-    finally:
-        agent.shutdown()
-    _prime_logging()
+        service.load_machinery()
+        agent = service.AgentService()
+        try:
+            raw = [dict(t) for t in (TASKS if tasks is None else tasks)]
+            outcome = agent.handle(client, "start", {"tasks": raw, "binaries": {}, "params": []})
+            if outcome.then is not None:
+                outcome.then()
+            runner = agent._runner
+            if runner is not None and not runner.wait(timeout):
+                log.warning("the warm-up set did not finish within %g s", timeout)
+        finally:
+            agent.shutdown()
+        _prime_logging()
+    except Exception:
+        log.exception("the warm-up set failed")
     history.append(client.events)
     return client.events
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import pytest
+
 from farm.agent import commands, warmup, workers
-from farm.agent.service import AgentService
+from farm.agent.service import AgentService, RequestError
 
 #: best effort: the test process's pool threads are not raised to SCHED_FIFO
 TASKS = [{"id": 0, "pkg": "hey", "numberofjobs": 1, "period": 0, "priority": 0}]
@@ -29,3 +31,16 @@ def test_warm_up_runs_a_private_set_and_keeps_what_a_first_set_makes() -> None:
         assert service.handle(_Client(), "status", {}).result["warm_up"][-1] == events
     finally:
         service.shutdown()
+
+
+def test_a_failing_warm_up_is_logged_not_raised(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The template is saved all the same (its guests' first sets do the work then)."""
+
+    def refuse(self: AgentService, client: object, op: str, args: object) -> None:
+        raise RequestError("invalid_taskset", "no such workload")
+
+    monkeypatch.setattr(AgentService, "handle", refuse)
+    assert warmup.run(TASKS) == []
+    assert "the warm-up set failed" in caplog.text
