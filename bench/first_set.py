@@ -8,6 +8,14 @@ unless ``--cold``): connect a FarmSession, then run ``--sets`` trivial sets
 ``session.start`` to its JOBS_DONE. Prints one JSON document: the first
 set's and the later sets' medians over the guests, and their difference
 (issue 18's target: the first within 50 ms of a later one).
+
+``first_phases_ms`` / ``later_phases_ms`` split those sets (medians) with the
+agent's own event times, put on the host's clock by the ``time`` op (asked
+after the sets, so it warms nothing up; the sample of least round trip):
+``to_start`` (start sent -> the job's START: request, validation, spawn),
+``job`` (START -> the job's end: exec and run of the job itself) and
+``to_done`` (the job's end -> JOBS_DONE received: reaping, events, their
+write and transport).
 """
 
 from __future__ import annotations
@@ -34,16 +42,61 @@ TRIVIAL = {"id": 1, "pkg": "hey", "numberofjobs": 1, "period": 0, "priority": 10
 
 def one_set(session: Any, timeout: float = 60.0) -> float:
     """Seconds from start to JOBS_DONE of one trivial set."""
+    return timed_set(session, timeout)["total"]
+
+
+def timed_set(session: Any, timeout: float = 60.0) -> dict[str, float]:
+    """One trivial set: ``total`` s, and the host/agent times its phases are made of."""
     from farm.taskset import Task, TaskSet
 
-    t0 = time.perf_counter()
+    times: dict[str, float] = {}
+    t0 = time.monotonic()
     session.start(TaskSet([Task(dict(TRIVIAL))]))
-    deadline = time.monotonic() + timeout
+    deadline = t0 + timeout
     while not session.finished():
         if time.monotonic() > deadline:
             raise RuntimeError("trivial set did not finish")
-        session.run(1.0)
-    return time.perf_counter() - t0
+        for event in session.run(1.0):
+            if event.type.name == "START":
+                times["start"] = event.timestamp
+            elif event.is_exit and "end" in event.extra:
+                times["end"] = float(event.extra["end"])
+    times["total"] = time.monotonic() - t0
+    times["sent"], times["done"] = t0, t0 + times["total"]
+    return times
+
+
+def clock_offset(session: Any, samples: int = 5, clock: Any = time.monotonic) -> float:
+    """Agent monotonic clock minus the host's, from the ``time`` op of least round trip."""
+    best: tuple[float, float] | None = None
+    for _ in range(samples):
+        before = clock()
+        agent = float(session.call("time", {})["monotonic"])
+        after = clock()
+        if best is None or after - before < best[0]:
+            best = (after - before, agent - (before + after) / 2)
+    assert best is not None
+    return best[1]
+
+
+def phases(times: dict[str, float], offset: float) -> dict[str, float] | None:
+    """``to_start``, ``job`` and ``to_done`` of one set in s (None without START or end)."""
+    if "start" not in times or "end" not in times:
+        return None
+    return {
+        "to_start": times["start"] - offset - times["sent"],
+        "job": times["end"] - times["start"],
+        "to_done": times["done"] + offset - times["end"],
+    }
+
+
+def _medians(split: list[dict[str, float]]) -> dict[str, float]:
+    if not split:
+        return {}
+    return {
+        k: round(statistics.median(p[k] for p in split) * 1e3, 1)
+        for k in ("to_start", "job", "to_done")
+    }
 
 
 def measure(backend_name: str, guests: int, sets: int, warm: bool) -> dict[str, Any]:
@@ -53,6 +106,8 @@ def measure(backend_name: str, guests: int, sets: int, warm: bool) -> dict[str, 
 
     firsts: list[float] = []
     laters: list[float] = []
+    first_split: list[dict[str, float]] = []
+    later_split: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="farm-bench-first-") as tmp:
         cfg = farm_config(tmp, backend_name, 1).replace(image_dir=IMAGES, warm_start=warm)
         backend = create(cfg)
@@ -66,13 +121,18 @@ def measure(backend_name: str, guests: int, sets: int, warm: bool) -> dict[str, 
                     session = FarmSession(host, port, token=token, connect_attempts=100_000)
                     session.connect(timeout=180.0, alive=guest.alive)
                     try:
-                        times = [one_set(session) for _ in range(sets)]
+                        runs = [timed_set(session) for _ in range(sets)]
+                        offset = clock_offset(session)
                     finally:
                         session.close()
                 finally:
                     guest.destroy()
+                times = [run["total"] for run in runs]
                 firsts.append(times[0])
                 laters.extend(times[1:])
+                split = [phases(run, offset) for run in runs]
+                first_split += [p for p in split[:1] if p is not None]
+                later_split += [p for p in split[1:] if p is not None]
         finally:
             backend.close()
     first, later = statistics.median(firsts), statistics.median(laters)
@@ -88,6 +148,8 @@ def measure(backend_name: str, guests: int, sets: int, warm: bool) -> dict[str, 
             "p90": round(percentile(laters, 90) * 1e3, 1),
         },
         "first_minus_later_ms": round((first - later) * 1e3, 1),
+        "first_phases_ms": _medians(first_split),
+        "later_phases_ms": _medians(later_split),
     }
 
 

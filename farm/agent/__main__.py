@@ -13,6 +13,10 @@ prints exactly one line to stdout::
 
     farm-agent listening on HOST:PORT version V
 
+``--workdir DIR``: run jobs in DIR/jobs and keep binaries in DIR/bin (the
+warm-start template makes them before it is saved: a restored guest's first
+set then finds them), kept at exit.
+
 ``--listen-fd N``: serve the listening socket N, bound and listening
 already (the guest's /init binds it first thing, so the host's first
 connection waits in the backlog while the agent imports its modules, instead
@@ -71,6 +75,12 @@ _OPTIONS: dict[str, tuple[object, Callable[[str], object] | None, str | None]] =
     "--max-connections": (MAX_CONNECTIONS, int, None),
     "--auth-timeout": (AUTH_TIMEOUT, float, None),
     "--listen-fd": (None, int, "serve this listening socket (inherited) instead of binding"),
+    "--workdir": (
+        None,
+        _path,
+        "where jobs run and binaries are kept, made already (default: "
+        "a private temporary directory, removed at exit)",
+    ),
 }
 
 
@@ -178,8 +188,9 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _serve(args: SimpleNamespace, token: str, stop_r: int) -> int:
-    # the private work directory is made by the first start and removed by shutdown()
-    service = AgentService()
+    # without --workdir a private work directory is made by the first start and
+    # removed by shutdown(); a warm-start template makes it before it is saved
+    service = AgentService(args.workdir)
     try:
         server = AgentServer(
             service,

@@ -6,7 +6,8 @@ Ops, their ``args`` and results (errors are ``RequestError(code, message)``):
 ``time`` {} -> ``{"monotonic": s, "monotonic_ns": ns, "wall": s}`` (for clock offsets)
 ``status`` {} -> ``{"running": bool, "tasks": [ids], "running_jobs": {id: job},
     "done": [ids], "t0": s|None, "params": [...], "binaries": [names],
-    "agent_version": V, "uptime": s, "clients": n, "pid": n}``
+    "agent_version": V, "uptime": s, "clients": n, "pid": n, "warm_up": [[event types]
+    of each set :mod:`farm.agent.warmup` ran in this process, e.g. in the template]}``
 ``start`` ``{"tasks": [task dicts], "binaries": {name: base64}, "params": [...],
     "at": monotonic s (optional: start time of the set, for synchronised starts)}``
     -> ``{"t0": s, "tasks": [ids], "params": [...], "sched": {id: policy}}``.
@@ -42,6 +43,7 @@ from __future__ import annotations
 
 import math
 import os
+import sys
 import threading
 import time
 
@@ -100,16 +102,11 @@ class Outcome:
         return f"Outcome(result={self.result!r}, then={self.then!r})"
 
 
-_machinery_loaded = False
-
-
 def load_machinery() -> None:
     """Import what running a task set needs, and load ctypes/libc (see the module docstring)."""
-    global _machinery_loaded
     from farm.agent import binaries, commands, jobs, runner, taskspec  # noqa: F401
 
     jobs.preload()
-    _machinery_loaded = True
 
 
 #: how long the first ``start`` waits for the start-up work of :func:`_after_first_handshake`
@@ -181,10 +178,10 @@ class AgentService:
         return frozenset(self._ops)
 
     def attach(self, client: Client) -> None:
-        """A client authenticated (the first one starts loading the task-set machinery)."""
+        """A client authenticated (the first one starts the start-up work)."""
         with self._lock:
             self._clients.add(client)
-            preload = not (self._preloading or _machinery_loaded)
+            preload = not self._preloading
             self._preloading = True
         if preload:
             threading.Thread(
@@ -257,6 +254,7 @@ class AgentService:
         return Outcome({"monotonic": ns / 1e9, "monotonic_ns": ns, "wall": time.time()})
 
     def _status(self, client: Client, args: dict[str, Any]) -> Outcome:
+        warmup = sys.modules.get("farm.agent.warmup")  # (only a warm-start template's agent)
         with self._lock:
             runner = self._runner
             running = runner is not None and runner.active
@@ -273,6 +271,7 @@ class AgentService:
                 "uptime": time.monotonic() - self._started,
                 "clients": len(self._clients),
                 "pid": os.getpid(),
+                "warm_up": [] if warmup is None else [list(e) for e in warmup.history],
             }
         return Outcome(result)
 

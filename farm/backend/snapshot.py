@@ -1,8 +1,10 @@
 """Warm start: save a booted guest once, restore copies of it, each with its own identity.
 
 A *template* guest boots with ``farm.identity=wait`` on its kernel command
-line: its /init (images/init.sh.in) brings the network up, imports the agent
-and then says ``farm-identity: waiting`` on the virtio-serial port
+line: its /init (images/init.sh.in) brings the network up, imports the agent,
+runs one private task set (:mod:`farm.agent.warmup`: what only a process's first
+set does is then part of the snapshot) and then says ``farm-identity: waiting``
+on the virtio-serial port
 ``farm.identity`` and blocks reading one JSON line. At that point farm stops
 the template and migrates its state into a file (QMP ``getfd`` hands QEMU
 the open file, ``migrate`` to ``fd:``): the snapshot. A restored guest is a

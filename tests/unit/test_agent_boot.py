@@ -79,7 +79,6 @@ def test_preload_makes_the_workdir_and_releases_logs_even_if_the_machinery_fails
 
     _join_leftover_preloads()
     monkeypatch.setattr(service_mod, "load_machinery", broken)
-    monkeypatch.setattr(service_mod, "_machinery_loaded", False)  # an earlier test loaded it
     released: list[bool] = []
     me = threading.get_ident()  # a preload thread left by an earlier test may release too
     monkeypatch.setattr(logs, "release", lambda: released.append(threading.get_ident() == me))
@@ -96,8 +95,7 @@ def test_preload_makes_the_workdir_and_releases_logs_even_if_the_machinery_fails
 
 
 def _join_leftover_preloads() -> None:
-    """Let preload threads of earlier tests end: one setting ``_machinery_loaded`` late
-    would make this test's service skip its own preload."""
+    """Let preload threads of earlier tests end (one may release the logs meanwhile)."""
     for thread in threading.enumerate():
         if thread.name == "preload" and thread is not threading.current_thread():
             thread.join(30)
@@ -107,7 +105,6 @@ def test_first_start_waits_for_the_preload(tmp_path: Path, monkeypatch: pytest.M
     _join_leftover_preloads()
     gate = threading.Event()
     monkeypatch.setattr(service_mod, "load_machinery", gate.wait)
-    monkeypatch.setattr(service_mod, "_machinery_loaded", False)
     service = AgentService(tmp_path)
     client = _Client()
     service.attach(client)  # starts the preload thread, blocked on the gate
@@ -127,3 +124,75 @@ def test_first_start_waits_for_the_preload(tmp_path: Path, monkeypatch: pytest.M
     start.join(10)
     assert not start.is_alive() and outcome == ["invalid_taskset"]  # then it went on
     service.shutdown()
+
+
+def test_first_client_starts_the_start_up_work_with_the_machinery_loaded_already(
+    tmp_path: Path,
+) -> None:
+    """A restored guest's agent loaded it in its template (farm.agent.warmup): its first
+    client still gets the work directory and the held logs, and ``start`` never waits
+    for a start-up thread that was not started."""
+    _join_leftover_preloads()
+    service_mod.load_machinery()
+    service = AgentService(tmp_path / "work")
+    try:
+        service.attach(_Client())
+        assert service._preloaded.wait(10), "no start-up work for the first client"
+        assert (tmp_path / "work" / "jobs").is_dir()
+    finally:
+        service.shutdown()
+
+
+def test_status_lists_the_warm_up_sets_of_this_process(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from farm.agent import warmup
+
+    service = AgentService(tmp_path)
+    monkeypatch.setattr(warmup, "history", [])
+    assert service.handle(_Client(), "status", {}).result["warm_up"] == []
+    monkeypatch.setattr(warmup, "history", [["START", "EXIT", "JOBS_DONE"]])
+    assert service.handle(_Client(), "status", {}).result["warm_up"] == [
+        ["START", "EXIT", "JOBS_DONE"]
+    ]
+    service.shutdown()
+
+
+def _identity_program() -> str:
+    """The Python program of /init's identity modes (wait, boot)."""
+    match = re.search(r"python3 -S -c '(\nimport json.*?)' \"\$IDENTITY\"", INIT.read_text(), re.S)
+    assert match, "the identity program of init.sh.in changed shape"
+    return match.group(1)
+
+
+def test_the_identity_program_of_init_is_valid_python() -> None:
+    """It sits in single quotes in a shell script: one apostrophe in it ends it."""
+    program = _identity_program()
+    assert "'" not in program
+    compile(program, "init.sh.in", "exec")
+
+
+def test_the_warm_start_template_warms_up_and_makes_the_workdir_before_it_is_saved() -> None:
+    program = _identity_program()
+    start = program.index('if mode == "wait":')
+    waiting = program.index('b"farm-identity: waiting')
+    assert start < program.index("warmup.run()", start) < waiting
+    assert start < program.index('sys.argv += ["--workdir", workdir]', start) < waiting
+
+
+def test_workdir_is_parsed_like_argparse_does(tmp_path: Path) -> None:
+    argv = ["--token", "t", "--workdir", str(tmp_path)]
+    fast = _parse_fast(argv)
+    assert fast is not None and fast.workdir == tmp_path
+    assert vars(fast) == vars(_parser().parse_args(argv))
+    assert parse_args(["--token", "t"]).workdir is None
+
+
+def test_the_warm_up_task_has_every_field_the_host_sends() -> None:
+    """So the template's warm-up goes through the same validation as a real first set."""
+    from farm.agent import warmup
+    from farm.session.base import task_descriptions
+    from farm.taskset import Task, TaskSet
+
+    sent = task_descriptions(TaskSet([Task({"pkg": "hey", "numberofjobs": 1})]))[0]
+    assert set(warmup.TASKS[0]) == set(sent)

@@ -39,6 +39,7 @@ from farm.backend.qemu import QemuBackend
 from farm.config import FarmConfig
 from farm.image import ImageInfo
 from farm.monitors import FINISHED_NOT_ONCE, SqliteMonitor
+from farm.session.agent import FarmSession
 from farm.taskset import Task, TaskSet
 
 log = logging.getLogger(__name__)
@@ -182,6 +183,38 @@ def test_two_guests_restored_concurrently_each_with_its_own_token(farm: WarmFarm
     finally:
         for guest in guests.values():
             guest.destroy()
+        backend.close()
+
+
+def test_restored_guest_was_warmed_up_in_its_template_and_runs_its_first_set(
+    farm: WarmFarm,
+) -> None:
+    """The template ran a private set before it was saved (farm/agent/warmup.py); the restored
+    agent reports it, and its first set (whose start-up work found the machinery loaded)
+    runs at once."""
+    backend = QemuBackend(farm.config(), warm_start=True)
+    guest = backend.spawn("qemu1", "tok-warm")
+    try:
+        host, port = guest.address(WAIT)
+        session = FarmSession(host, port, token="tok-warm", connect_attempts=1000)
+        session.connect(timeout=WAIT, alive=guest.alive)
+        try:
+            assert session.status()["warm_up"] == [["START", "EXIT", "JOBS_DONE"]]
+            session.start(TaskSet([Task({"id": 1, "pkg": "hey", "numberofjobs": 1})]))
+            events = []
+            deadline = time.monotonic() + 20.0  # (a start waiting for nothing took 60 s)
+            while not session.finished() and time.monotonic() < deadline:
+                events += session.run(1.0)
+            assert [e.type.name for e in events if e.task_id == 1] == [
+                "START",
+                "EXIT",
+                "JOBS_DONE",
+            ], events
+        finally:
+            session.close()
+        assert restored(farm, "qemu1"), farm.console("qemu1")
+    finally:
+        guest.destroy()
         backend.close()
 
 
