@@ -238,11 +238,14 @@ def test_resume_runs_only_unfinished_variants(tmp_path: Path) -> None:
 
 def test_kill_all_machines_requeues_and_pauses(tmp_path: Path) -> None:
     backend = FakeBackend()
-    dist, _ = make(tmp_path, backend, slow(backend, 5.0))  # each set lasts ~50 ms
+    # each set lasts ~1 s: the kill finds both running even when this thread waits long
+    # for the CPU (with ~50 ms sets, a loaded CI machine saw all four end before it)
+    dist, _ = make(tmp_path, backend, slow(backend, 1.0))
+    long_sets = TaskSet([Task({"pkg": "hey", "period": 500, "numberofjobs": 2, "x-run": range(4)})])
     mon = RecordingMonitor()
     try:
         dist.set_max_machine_value(2)
-        dist.add_job(many(4), mon)
+        dist.add_job(long_sets, mon)
         deadline = time.monotonic() + 10
         while len(mon.started) < 2 and time.monotonic() < deadline:
             time.sleep(0.005)
