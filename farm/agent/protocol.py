@@ -37,7 +37,6 @@ import hashlib
 import hmac
 import json
 import os
-import socket
 import struct
 import time
 
@@ -45,6 +44,7 @@ import time
 # and typing would bring a dozen more modules, each costing milliseconds under TCG.
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: that would import typing
 if TYPE_CHECKING:
+    import socket  # annotations only: socket.py's enum set-up costs ~3 M instructions
     from typing import Any
 
 PROTOCOL_VERSION = 2
