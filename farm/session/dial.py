@@ -10,8 +10,9 @@ A bridged guest's address behaves alike before it answers ARP.
 
 :func:`connect_greeted` therefore keeps a few connections open at once: while
 no peer has answered it opens another every ``stagger`` seconds; beyond
-``max_open`` each new one replaces the oldest, and the stagger grows (a
-connection that waits in a slow agent's backlog is not dropped too soon).
+``max_open`` each new one replaces the oldest. (A growing stagger would
+bring back the wait it is there to avoid: a boot slowed by a busy host
+would again find the agent ready up to a whole stagger late.)
 A connection that is closed or refused shows the guest's network is up
 (its kernel answered: the port is not bound yet); from then on one
 connection at a time is enough, re-opened ``pause`` seconds after each
@@ -32,10 +33,9 @@ log = logging.getLogger(__name__)
 
 #: seconds between new connections while none was answered (not even refused)
 STAGGER = 0.1
-#: connections open at once while waiting (the agent caps handshakes per source at 8);
-#: beyond it the oldest is closed for a new one, and the stagger grows to MAX_STAGGER
+#: connections open at once while none was answered (the agent caps handshakes per
+#: source at 8); beyond it the oldest is closed for a new one
 MAX_OPEN = 5
-MAX_STAGGER = 0.5
 #: seconds before re-dialling after a refusal (the guest's port is not bound yet)
 PAUSE = 0.02
 
@@ -75,7 +75,6 @@ def connect_greeted(
                     sel.unregister(oldest)
                     del pending[oldest]
                     oldest.close()
-                    stagger = min(MAX_STAGGER, stagger * 1.5)
                 try:
                     sock = _open(host, port)
                 except OSError as exc:  # refused at once (loopback), no route, ...
