@@ -35,10 +35,11 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import os
 import struct
 import time
+
+from farm.agent import wirejson as json  # json.dumps/loads without importing json (and re)
 
 # Lean imports: the guest agent must reach its handshake fast, and pathlib, secrets
 # and typing would bring a dozen more modules, each costing milliseconds under TCG.
