@@ -110,3 +110,31 @@ def test_the_agent_imports_nothing_heavy_before_it_serves(tmp_path: Path) -> Non
     loaded = set(out.stdout.split())
     assert "farm.agent.server" in loaded
     assert not loaded & HEAVY, sorted(loaded & HEAVY)
+
+
+def identity_program() -> str:
+    """The python program init.sh.in runs for farm.identity=boot/wait."""
+    match = re.search(r"python3 -S -c '\n(.*?)' \"\$IDENTITY\"", INIT.read_text(), re.S)
+    assert match, "the identity start in init.sh.in changed shape"
+    return match.group(1)
+
+
+def test_the_identity_boot_imports_no_json_package_or_socket_module(tmp_path: Path) -> None:
+    # the guest's tree; on this host there is no virtio port, so the program stops there
+    (tmp_path / "farm").mkdir()
+    (tmp_path / "farm" / "__init__.py").write_text("")
+    (tmp_path / "farm" / "agent").symlink_to(REPO / "farm" / "agent")
+    env = {**_env(), "PYTHONPATH": str(tmp_path), "PYTHONDONTWRITEBYTECODE": "1"}
+    out = subprocess.run(
+        [sys.executable, "-S", "-X", "importtime", "-c", identity_program(), "boot"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "no virtio port farm.identity" in out.stderr, out.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[1].strip() for line in out.stderr.splitlines() if "|" in line}
+    assert "farm.agent.__main__" in imported
+    heavy = {"json", "socket", "re", "enum"}
+    assert not imported & heavy, sorted(imported & heavy)
