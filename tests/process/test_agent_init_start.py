@@ -42,6 +42,7 @@ HEAVY = {
     "socket",  # its enum set-up alone costs ~3 M instructions: the agent uses _socket
     "re",  # with enum: the agent speaks JSON through _json (farm.agent.wirejson)
     "enum",
+    "selectors",  # the accept loop polls two descriptors with select.poll
 }
 
 
