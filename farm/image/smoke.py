@@ -71,21 +71,21 @@ class Guest:
             budget = min(ATTEMPT_TIMEOUT, max(0.05, deadline - time.monotonic()))
             try:
                 sock = connect_greeted(self.host, self.port, budget)
-            except OSError as exc:
-                last = exc
-                continue  # QEMU's liveness first; connect_greeted paused already
-            try:
-                sock.settimeout(HANDSHAKE_TIMEOUT)
-                channel = client_handshake(sock, token)
-            except PermissionError as exc:
-                sock.close()
-                raise AuthError(f"{self.name}: {exc}") from exc
-            except (OSError, ConnectionError, ProtocolViolation) as exc:
-                sock.close()
+            except OSError as exc:  # refused (port not bound yet), closed, or all silent
                 last = exc
             else:
-                sock.settimeout(None)
-                return channel
+                try:
+                    sock.settimeout(HANDSHAKE_TIMEOUT)
+                    channel = client_handshake(sock, token)
+                except PermissionError as exc:
+                    sock.close()
+                    raise AuthError(f"{self.name}: {exc}") from exc
+                except (OSError, ConnectionError, ProtocolViolation) as exc:
+                    sock.close()
+                    last = exc
+                else:
+                    sock.settimeout(None)
+                    return channel
             with contextlib.suppress(subprocess.TimeoutExpired):
                 self.proc.wait(RETRY_PAUSE)  # wakes at once if QEMU dies
         raise BootError(

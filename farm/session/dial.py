@@ -8,17 +8,14 @@ out (measured: every attempt made before the guest's network was up waited
 its whole budget, so the handshake came 0.1-0.5 s after the agent was ready).
 A bridged guest's address behaves alike before it answers ARP.
 
-:func:`connect_greeted` therefore keeps a few connections open at once: while
-no peer has answered it opens another every ``stagger`` seconds; beyond
-``max_open`` each new one replaces the oldest. (A growing stagger would
-bring back the wait it is there to avoid: a boot slowed by a busy host
-would again find the agent ready up to a whole stagger late.)
-A connection that is closed or refused shows the guest's network is up
-(its kernel answered: the port is not bound yet); from then on one
-connection at a time is enough, re-opened ``pause`` seconds after each
-refusal, and it waits in the agent's listen backlog once the port is bound.
-The first connection on which the agent's greeting arrives is returned (its
-bytes still unread); the others are closed.
+:func:`connect_greeted` therefore keeps a few connections open at once:
+while none has answered it opens another every ``stagger`` seconds; beyond
+``max_open`` each new one replaces the oldest. The first connection on which
+the agent's greeting arrives is returned (its bytes still unread), the
+others are closed. A refusal (the guest's network is up, its port not bound
+yet) or a connection closed before a byte ends the call at once, as a
+single attempt would: the caller pauses, checks its guest and dials again;
+once the port is bound a new connection waits in the agent's listen backlog.
 """
 
 from __future__ import annotations
@@ -31,13 +28,11 @@ import time
 
 log = logging.getLogger(__name__)
 
-#: seconds between new connections while none was answered (not even refused)
+#: seconds between new connections while none has answered
 STAGGER = 0.1
-#: connections open at once while none was answered (the agent caps handshakes per
-#: source at 8); beyond it the oldest is closed for a new one
+#: connections open at once (the agent caps handshakes per source at 8); beyond it
+#: the oldest is closed for a new one
 MAX_OPEN = 5
-#: seconds before re-dialling after a refusal (the guest's port is not bound yet)
-PAUSE = 0.02
 
 
 def connect_greeted(
@@ -47,73 +42,50 @@ def connect_greeted(
     *,
     stagger: float = STAGGER,
     max_open: int = MAX_OPEN,
-    pause: float = PAUSE,
 ) -> socket.socket:
     """A blocking socket to ``host:port`` whose peer has sent its first bytes (unread).
 
-    Raises TimeoutError when no connection is greeted within ``timeout``
-    seconds, or the last connection error (OSError) if every attempt failed.
+    Raises the first failure of a connection at once (refused, reset, closed
+    before a byte, unreachable: the caller decides when to retry and whether
+    its guest still lives), or TimeoutError when every connection stayed
+    silent for ``timeout`` seconds.
     """
     deadline = time.monotonic() + timeout
     sel = selectors.DefaultSelector()
-    pending: dict[socket.socket, bool] = {}  # socket -> opened after the network was up
-    answered = False  # some connection was refused or closed: the guest's network is up
+    pending: list[socket.socket] = []
     next_open = time.monotonic()
-    last: OSError | None = None
     try:
         while True:
             now = time.monotonic()
             if now >= deadline:
-                if last is not None and not pending:
-                    raise last
                 raise TimeoutError(f"{host}:{port}: no greeting within {timeout:g} s")
-            fresh = sum(1 for late in pending.values() if late)
-            wanted = fresh == 0 if answered else True
-            if wanted and now >= next_open:
-                if not answered and len(pending) >= max(1, max_open):
-                    oldest = next(iter(pending))  # silent longest: likely lost in the void
+            if now >= next_open:
+                if len(pending) >= max(1, max_open):
+                    oldest = pending.pop(0)  # silent longest: likely lost in the void
                     sel.unregister(oldest)
-                    del pending[oldest]
                     oldest.close()
-                try:
-                    sock = _open(host, port)
-                except OSError as exc:  # refused at once (loopback), no route, ...
-                    last = exc
-                    answered = answered or exc.errno in _ANSWERED
-                    next_open = now + (pause if answered else stagger)
-                    continue
-                pending[sock] = answered
+                sock = _open(host, port)
+                pending.append(sock)
                 sel.register(sock, selectors.EVENT_READ | selectors.EVENT_WRITE)
-                next_open = now + (pause if answered else stagger)
-                continue
-            wake = deadline if not wanted else min(deadline, next_open)
-            for key, _ in sel.select(max(0.0, wake - now)):
+                next_open = now + stagger
+            for key, _ in sel.select(max(0.0, min(deadline, next_open) - time.monotonic())):
                 sock = key.fileobj  # type: ignore[assignment]
                 assert isinstance(sock, socket.socket)
                 outcome = _probe(sock)
                 if outcome is False:  # connected, nothing to read yet
                     sel.modify(sock, selectors.EVENT_READ)
                     continue
+                sel.unregister(sock)
+                pending.remove(sock)
                 if outcome is True:
-                    sel.unregister(sock)
-                    del pending[sock]
                     sock.setblocking(True)
                     return sock
-                last = outcome
-                if outcome.errno in _ANSWERED and not answered:
-                    answered = True
-                    next_open = time.monotonic() + pause
-                sel.unregister(sock)
-                del pending[sock]
                 sock.close()
+                raise outcome
     finally:
         for sock in pending:
             sock.close()
         sel.close()
-
-
-#: errors that show something answered for the guest's address (its network is up)
-_ANSWERED: tuple[int, ...] = (errno.ECONNREFUSED, errno.ECONNRESET, errno.EPIPE)
 
 
 def _open(host: str, port: int) -> socket.socket:
