@@ -1,6 +1,6 @@
 """Boot-to-ready through farm's own backends: spawn -> address -> authenticated session.
 
-    .venv/bin/python bench/ready.py [--backend qemu|libvirt|local] [--boots 10]
+    .venv/bin/python bench/ready.py [--backend qemu|libvirt|local] [--boots 10] [--cold]
 
 Each boot does what a Machine does (``Machine._spawn_and_attach``): the
 backend spawns a guest, its address is awaited and a FarmSession with the
@@ -14,7 +14,8 @@ Each run starts on a fresh state dir, and its first boot is reported apart
 (``first_boot_s``), not in the median/p90 of the ``--boots`` that follow:
 on the libvirt backend it includes libvirt's one-time probe of the QEMU
 binary's capabilities (~4 s here), which libvirt caches in the state dir for
-every later farm run.
+every later farm run. ``--cold``: ``warm_start = false`` (every guest boots
+its kernel; the default restores warm-start snapshots where the backend can).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import statistics
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -71,10 +73,12 @@ def boot_once(backend: Any, token: str, timeout: float = 180.0) -> dict[str, Any
     return {"ready_s": ready, "rss_mib": rss}
 
 
-def run(backend_name: str, boots: int) -> dict[str, Any]:
-    """``boots`` sequential boots on a fresh farm state dir."""
+def run(backend_name: str, boots: int, cold: bool = False) -> dict[str, Any]:
+    """``boots`` sequential boots on a fresh farm state dir (``cold``: no warm start)."""
     with tempfile.TemporaryDirectory(prefix="farm-bench-ready-") as tmp:
         cfg = farm_config(tmp, backend_name, 1)
+        if cold:
+            cfg = replace(cfg, warm_start=False)
         backend = create(cfg)
         try:
             backend.check()
@@ -88,6 +92,7 @@ def run(backend_name: str, boots: int) -> dict[str, Any]:
     doc: dict[str, Any] = {
         "backend": backend_name,
         "boots": boots,
+        "warm_start": cfg.warm_start,
         "first_boot_s": round(first["ready_s"], 3),
         "ready_s": {
             "median": round(statistics.median(lat), 3),
@@ -108,8 +113,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--backend", default="qemu")
     parser.add_argument("--boots", type=int, default=10)
+    parser.add_argument("--cold", action="store_true", help="warm_start = false")
     args = parser.parse_args()
-    print(json.dumps({"bench": "ready", **run(args.backend, args.boots)}, indent=2))
+    print(json.dumps({"bench": "ready", **run(args.backend, args.boots, args.cold)}, indent=2))
 
 
 if __name__ == "__main__":

@@ -24,8 +24,8 @@ most this connection.
 
 from __future__ import annotations
 
+import _socket  # not socket: see farm.agent.server
 import queue
-import socket
 import threading
 import time
 
@@ -73,7 +73,7 @@ class Connection:
 
     def __init__(
         self,
-        sock: socket.socket,
+        sock: _socket.socket,
         peer: str,
         service: AgentService,
         token: str,
@@ -130,7 +130,7 @@ class Connection:
         """Break the connection from any thread (the reader then cleans up)."""
         self._closed.set()
         try:
-            self._sock.shutdown(socket.SHUT_RDWR)
+            self._sock.shutdown(_socket.SHUT_RDWR)
         except OSError:
             pass
 

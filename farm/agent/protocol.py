@@ -35,16 +35,17 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import os
-import socket
 import struct
 import time
+
+from farm.agent import wirejson as json  # json.dumps/loads without importing json (and re)
 
 # Lean imports: the guest agent must reach its handshake fast, and pathlib, secrets
 # and typing would bring a dozen more modules, each costing milliseconds under TCG.
 TYPE_CHECKING = False  # not typing.TYPE_CHECKING: that would import typing
 if TYPE_CHECKING:
+    import socket  # annotations only: socket.py's enum set-up costs ~3 M instructions
     from typing import Any
 
 PROTOCOL_VERSION = 2

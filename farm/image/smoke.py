@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import socket
 import subprocess
 import time
 from collections.abc import Iterator, Sequence
@@ -20,12 +19,15 @@ from farm.agent.protocol import Channel, ProtocolViolation, client_handshake
 from farm.errors import AuthError, BootError, LaunchError
 from farm.profile import MachineProfile
 from farm.qemu import QemuProcess, free_port
+from farm.session.dial import connect_greeted
 
 log = logging.getLogger(__name__)
 
-#: Per-attempt budget for one connect + greeting (slirp accepts at once, even
-#: before the guest listens, so a short attempt and a fresh connection win).
-ATTEMPT_TIMEOUT = 0.5
+#: Per-attempt budget for dialling (staggered connections, see
+#: farm.session.dial) and for the handshake once the agent greeted us; QEMU's
+#: liveness is checked between attempts.
+ATTEMPT_TIMEOUT = 1.0
+HANDSHAKE_TIMEOUT = 5.0
 RETRY_PAUSE = 0.05
 
 
@@ -66,13 +68,14 @@ class Guest:
                     f"{self.name}: QEMU exited with {self.proc.returncode} before the agent "
                     f"answered; console:\n{self.console_text()[-2000:]}"
                 )
+            budget = min(ATTEMPT_TIMEOUT, max(0.05, deadline - time.monotonic()))
             try:
-                sock = socket.create_connection((self.host, self.port), timeout=ATTEMPT_TIMEOUT)
-            except OSError as exc:
+                sock = connect_greeted(self.host, self.port, budget)
+            except OSError as exc:  # refused (port not bound yet), closed, or all silent
                 last = exc
             else:
                 try:
-                    sock.settimeout(ATTEMPT_TIMEOUT)
+                    sock.settimeout(HANDSHAKE_TIMEOUT)
                     channel = client_handshake(sock, token)
                 except PermissionError as exc:
                     sock.close()

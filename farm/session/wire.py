@@ -29,6 +29,7 @@ from farm.agent.protocol import (
 )
 from farm.errors import AuthError, ProtocolError, SessionError
 from farm.session.base import Unreachable
+from farm.session.dial import connect_greeted
 
 
 class AgentVersionMismatch(SessionError):
@@ -65,8 +66,9 @@ def handshake(
     ProtocolError (not a farm agent of our protocol version).
     """
     deadline = time.monotonic() + timeout
-    try:
-        sock = socket.create_connection((host, port), timeout=timeout)
+    try:  # staggered connections: a booting guest's first ones may hang (farm.session.dial)
+        sock = connect_greeted(host, port, timeout)
+        sock.settimeout(max(0.01, deadline - time.monotonic()))
     except OSError as exc:
         raise Unreachable(exc) from exc
     try:

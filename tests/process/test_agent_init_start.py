@@ -6,7 +6,6 @@ tested (only the interpreter differs: this host's python instead of the guest's)
 
 from __future__ import annotations
 
-import json
 import os
 import re
 import secrets
@@ -40,6 +39,10 @@ HEAVY = {
     "ipaddress",
     "urllib",
     "traceback",
+    "socket",  # its enum set-up alone costs ~3 M instructions: the agent uses _socket
+    "re",  # with enum: the agent speaks JSON through _json (farm.agent.wirejson)
+    "enum",
+    "selectors",  # the accept loop polls two descriptors with select.poll
 }
 
 
@@ -84,17 +87,55 @@ def test_a_bind_failure_ends_the_init_program_with_an_error() -> None:
     assert proc.returncode != 0 and "Address already in use" in proc.stderr
 
 
-def test_the_agent_imports_nothing_heavy_before_it_serves() -> None:
+def test_the_agent_imports_nothing_heavy_before_it_serves(tmp_path: Path) -> None:
+    # the guest's tree: an empty farm/__init__.py (the host's imports re, enum, ...)
+    (tmp_path / "farm").mkdir()
+    (tmp_path / "farm" / "__init__.py").write_text("")
+    (tmp_path / "farm" / "agent").symlink_to(REPO / "farm" / "agent")
     probe = (
-        "import sys, json; sys.modules['_hashlib'] = None; import farm\n"
-        "before = set(sys.modules)\n"  # the host's farm/__init__ is not the guest's (empty)
+        "import sys; sys.modules['_hashlib'] = None\n"
+        "before = set(sys.modules)\n"
         "import farm.agent.__main__\n"
-        "print(json.dumps(sorted(set(sys.modules) - before)))"
+        "print(' '.join(sorted(set(sys.modules) - before)))"
     )
+    env = {**_env(), "PYTHONPATH": str(tmp_path), "PYTHONDONTWRITEBYTECODE": "1"}
     out = subprocess.run(
-        [sys.executable, "-S", "-c", probe], env=_env(), capture_output=True, text=True, timeout=60
+        [sys.executable, "-S", "-c", probe],
+        env=env,
+        cwd=tmp_path,  # "" on sys.path: not the checkout's farm
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert out.returncode == 0, out.stderr
-    loaded = set(json.loads(out.stdout))
+    loaded = set(out.stdout.split())
     assert "farm.agent.server" in loaded
     assert not loaded & HEAVY, sorted(loaded & HEAVY)
+
+
+def identity_program() -> str:
+    """The python program init.sh.in runs for farm.identity=boot/wait."""
+    match = re.search(r"python3 -S -c '\n(.*?)' \"\$IDENTITY\"", INIT.read_text(), re.S)
+    assert match, "the identity start in init.sh.in changed shape"
+    return match.group(1)
+
+
+def test_the_identity_boot_imports_no_json_package_or_socket_module(tmp_path: Path) -> None:
+    # the guest's tree; on this host there is no virtio port, so the program stops there
+    (tmp_path / "farm").mkdir()
+    (tmp_path / "farm" / "__init__.py").write_text("")
+    (tmp_path / "farm" / "agent").symlink_to(REPO / "farm" / "agent")
+    env = {**_env(), "PYTHONPATH": str(tmp_path), "PYTHONDONTWRITEBYTECODE": "1"}
+    out = subprocess.run(
+        [sys.executable, "-S", "-X", "importtime", "-c", identity_program(), "boot"],
+        env=env,
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "no virtio port farm.identity" in out.stderr, out.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[1].strip() for line in out.stderr.splitlines() if "|" in line}
+    assert "farm.agent.__main__" in imported
+    heavy = {"json", "socket", "re", "enum"}
+    assert not imported & heavy, sorted(imported & heavy)

@@ -200,7 +200,8 @@ def test_other_boards_and_images_keep_their_firmware() -> None:
 def test_default_kernel_args_skip_the_measured_slow_boot_steps() -> None:
     args = default_profile().kernel_args.split()
     blacklist = next(a for a in args if a.startswith("initcall_blacklist=")).split("=", 1)[1]
-    assert {"crypto_kdf108_init", "init_kprobe_trace", "i8042_init"} <= set(blacklist.split(","))
+    skipped = {"crypto_kdf108_init", "init_kprobe_trace", "i8042_init", "param_sysfs_builtin_init"}
+    assert skipped <= set(blacklist.split(","))
     for arg in ("quiet", "cryptomgr.notests", "random.trust_cpu=on", "rodata=off", "noreplace-smp"):
         assert arg in args
 
