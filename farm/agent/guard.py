@@ -48,17 +48,16 @@ import threading
 import time
 
 from farm.agent import logs
+from farm.agent.sweep import EMPTY_WAIT, sweep
 
 log = logs.get_logger(__name__)
 
 GUARD_ENV = "FARM_JOB_GUARD"
 SET_ENV = "FARM_JOB_SET"
 CGROUP_ENV = "FARM_JOB_CGROUP"
-SWEEP_PASSES = 3
 #: an exec run's shell: ``$1`` = its group's cgroup.procs, ``$2`` = the command; it moves
 #: itself in before anything else (``set --``: the command sees no positional parameter)
 ENTER = 'echo $$ >"$1" || exit 126; shift; eval "set --; $1"'
-EMPTY_WAIT = 1.0  # s a closed cgroup may take to empty (SIGKILLed tasks exiting)
 SHELL = "/bin/sh"
 LAUNCH_TIMEOUT = 10.0
 
@@ -254,31 +253,6 @@ def _remove_root(root: str, home: str) -> None:
                 if child.is_dir():
                     _remove(child.path)
         _remove(root)
-
-
-def sweep(name: str, value: str) -> int:
-    """SIGKILL every process whose environment holds ``name=value`` (a few passes: forks)."""
-    wanted = f"{name}={value}".encode()
-    own = os.getpid()
-    killed = 0
-    for _ in range(SWEEP_PASSES):
-        found = 0
-        for entry_name in os.listdir("/proc"):
-            if not entry_name.isdigit() or int(entry_name) == own:
-                continue
-            try:
-                with open(f"/proc/{entry_name}/environ", "rb") as fh:
-                    environ = fh.read()
-            except OSError:
-                continue  # gone, or not ours to read
-            if wanted in environ.split(b"\0"):
-                with contextlib.suppress(OSError):
-                    os.kill(int(entry_name), signal.SIGKILL)
-                    found += 1
-        killed += found
-        if not found:
-            break
-    return killed
 
 
 class Group:

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import psutil
 import pytest
@@ -115,7 +116,7 @@ def _job_cgroups(client: object, sets: int, first_id: int = 0) -> list[str]:
 
 
 def test_a_set_left_empty_hands_its_cgroup_to_the_next(
-    agent_factory: Callable[..., AgentProcess],
+    agent_factory: Callable[..., AgentProcess], tmp_path: Path
 ) -> None:
     """No cgroup is made, entered or killed between sets when a set leaves nothing behind.
 
@@ -132,7 +133,11 @@ def test_a_set_left_empty_hands_its_cgroup_to_the_next(
     assert first == second == third
     leftover = _tag()
     try:
-        command = f"setsid sleep {leftover} & cat /proc/self/cgroup"
+        started = tmp_path / "leftover.pid"  # written once it has left the job's group
+        command = (
+            f"setsid sh -c 'echo $$ > {started}; exec sleep {leftover}' & "
+            f"until [ -s {started} ]; do sleep 0.01; done; cat /proc/self/cgroup"
+        )
         events = client.run_taskset([{"id": 9, "pkg": "shell", "config": {"command": command}}])
         (end,) = [e for e in events if e["type"].startswith("EXIT") and e["task_id"] == 9]
         assert end["output"].strip() == first
