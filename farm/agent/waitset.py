@@ -1,0 +1,77 @@
+"""What a runner's scheduler thread sleeps on: its wake pipe and its jobs' pipes and pidfds.
+
+One selector holds the wake pipe (written from any thread: a launcher has a
+result, a stop was requested), each running job's output pipe and its pidfd,
+readable once the process has exited (:meth:`farm.agent.jobs.Job.reap`). So
+the scheduler thread alone notices every exit: no waiter thread per job, no
+thread switch between a job's end and its event.
+"""
+
+from __future__ import annotations
+
+import os
+import selectors
+
+from farm.agent.jobs import Job
+
+OUTPUT, EXITED = 0, 1
+
+
+class WaitSet:
+    """The scheduler thread's selector (the wake pipe too); :meth:`wake` from any thread."""
+
+    def __init__(self) -> None:
+        self._sel = selectors.DefaultSelector()
+        self._wake_r, self._wake_w = os.pipe()
+        os.set_blocking(self._wake_r, False)
+        os.set_blocking(self._wake_w, False)
+        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+
+    def wake(self) -> None:
+        """Make the next (or current) :meth:`wait` return (any thread)."""
+        try:
+            os.write(self._wake_w, b"x")
+        except (BlockingIOError, OSError):
+            pass  # already pending (or shutting down)
+
+    def watch(self, job: Job) -> None:
+        """Watch ``job``'s output and, where it has one, its pidfd."""
+        self._sel.register(job.out_fd, selectors.EVENT_READ, (OUTPUT, job))
+        if job.pidfd >= 0:
+            self._sel.register(job.pidfd, selectors.EVENT_READ, (EXITED, job))
+
+    def unwatch_exit(self, job: Job) -> None:
+        """Before ``job`` is reaped (its pidfd is closed then)."""
+        self._forget(job.pidfd)
+
+    def unwatch_output(self, job: Job) -> None:
+        self._forget(job.out_fd)
+
+    def _forget(self, fd: int) -> None:
+        if fd >= 0:
+            try:
+                self._sel.unregister(fd)
+            except (KeyError, ValueError):
+                pass
+
+    def wait(self, timeout: float | None) -> list[tuple[int, Job]]:
+        """What became ready within ``timeout`` s: (OUTPUT or EXITED, job); wakes drained."""
+        ready = []
+        for key, _ in self._sel.select(timeout):
+            if key.data is None:
+                self._drain()
+            else:
+                ready.append(key.data)
+        return ready
+
+    def _drain(self) -> None:
+        try:
+            while os.read(self._wake_r, 4096):
+                pass
+        except BlockingIOError:
+            pass
+
+    def close(self) -> None:
+        self._sel.close()
+        os.close(self._wake_r)
+        os.close(self._wake_w)
