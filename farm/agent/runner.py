@@ -6,7 +6,8 @@ a last job's window), a job's output pipe or pidfd (it exited) is readable,
 or the wake pipe is written (a launcher has a result, a stop was requested).
 No polling, and no thread per job.
 
-Rules (times in ms; ``t0``: the set's start, with 2+ tasks :func:`spawner.start_lead` ahead):
+Rules (times in ms; ``t0``: the set's start, after its jobs 0 were pre-spawned when
+:func:`spawner.timed`):
 
 * job k of a task is released at ``t0 + offset + k * period`` (absolute, no
   drift); ``numberofjobs`` jobs, 0 = until stopped. With period 0 the jobs
@@ -53,9 +54,9 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from farm.agent import jobs, logs, sched, spawner, workers
+from farm.agent import jobs, logs, sched, workers
 from farm.agent.jobs import Job, Launch, classify
-from farm.agent.spawner import Spawned, Spawners, TaskState, raise_scheduler, real_time
+from farm.agent.spawner import Spawned, Spawners, TaskState, raise_scheduler, real_time, timed
 from farm.agent.taskspec import TaskSpec
 from farm.agent.waitset import EXITED, WaitSet
 
@@ -81,7 +82,7 @@ class Runner:
         t0: float | None = None,
     ) -> None:
         jobs.preload()  # ctypes and libc before t0, not at the first release
-        self.t0 = time.monotonic() + spawner.start_lead(len(tasks)) if t0 is None else t0
+        self.t0 = time.monotonic() if t0 is None else t0
         self._states = [
             TaskState(t, sched.plan(t.priority, t.executiontime, t.critical_ms, t.period), pos)
             for pos, t in enumerate(tasks)
@@ -100,12 +101,18 @@ class Runner:
         self._tid = 0  # the scheduler thread's
         self._finished = threading.Event()
         self._waits = WaitSet()
+        self._early = t0 is None and timed(tasks)
+        if self._early:  # its jobs 0 wait at their gates before t0: released on time
+            self._spawners.prespawn_firsts(self._states)
+            self.t0 = time.monotonic()
 
     # -- public, any thread -------------------------------------------------
 
     def start(self) -> None:
-        """Start the launcher threads and the scheduler thread (pool threads, never waited for)."""
-        self._spawners.start()
+        """Start the scheduler thread (a pool thread, never waited for); jobs 0 not
+        pre-spawned before ``t0`` are now, in the calling thread (no launcher needed)."""
+        if not self._early:
+            self._spawners.prespawn_firsts(self._states)
         workers.run(self._run, real_time([st.plan for st in self._states]))
 
     @property
@@ -187,7 +194,8 @@ class Runner:
                 for note in st.plan.notes:
                     self._notice(st, "plan", note)
                 self._push(st.release_time(self.t0, 0), _RELEASE, i, 0)
-                self._spawners.prepare(st, 0)
+                if st.ready is None:
+                    self._spawners.prepare(st, 0)
             while True:
                 self._handle_spawned()
                 self._handle_exits()
