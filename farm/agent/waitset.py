@@ -9,8 +9,10 @@ thread switch between a job's end and its event.
 
 from __future__ import annotations
 
+import math
 import os
 import selectors
+import time
 
 from farm.agent.jobs import Job
 
@@ -55,9 +57,28 @@ class WaitSet:
                 pass
 
     def wait(self, timeout: float | None) -> list[tuple[int, Job]]:
-        """What became ready within ``timeout`` s: (OUTPUT or EXITED, job); wakes drained."""
+        """What became ready within ``timeout`` s: (OUTPUT or EXITED, job); wakes drained.
+
+        epoll counts whole milliseconds and Python rounds a timeout up to the next
+        one: a release would be up to 1 ms late (0.5 ms on average). So the selector
+        waits the whole milliseconds, a nanosleep the rest (< 1 ms, fds unwatched).
+        """
+        if timeout is None or timeout <= 0:
+            return self._select(timeout)
+        deadline = time.monotonic() + timeout
+        keys = self._sel.select(math.floor(timeout * 1000.0) / 1000.0)
+        if not keys:  # timed out: the rest of the timeout
+            rest = deadline - time.monotonic()
+            if rest > 0:
+                time.sleep(rest)
+        return self._ready(keys)
+
+    def _select(self, timeout: float | None) -> list[tuple[int, Job]]:
+        return self._ready(self._sel.select(timeout))
+
+    def _ready(self, keys: list[tuple[selectors.SelectorKey, int]]) -> list[tuple[int, Job]]:
         ready = []
-        for key, _ in self._sel.select(timeout):
+        for key, _ in keys:
             if key.data is None:
                 self._drain()
             else:
