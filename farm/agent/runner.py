@@ -54,7 +54,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from farm.agent import jobs, logs, sched, workers
+from farm.agent import jobs, logs, sched, spawner, workers
 from farm.agent.jobs import Job, Launch, classify
 from farm.agent.spawner import Spawned, Spawners, TaskState, raise_scheduler, real_time, timed
 from farm.agent.taskspec import TaskSpec
@@ -104,7 +104,8 @@ class Runner:
         self._early = t0 is None and timed(tasks)
         if self._early:  # its jobs 0 wait at their gates before t0: released on time
             self._spawners.prespawn_firsts(self._states)
-            self.t0 = time.monotonic()
+            self._ready_at = time.monotonic()
+            self.t0 = self._ready_at + spawner.start_lead()
 
     # -- public, any thread -------------------------------------------------
 
@@ -188,6 +189,8 @@ class Runner:
 
     def _run(self) -> None:
         self._tid = threading.get_ident()
+        if self._early:
+            spawner.learn_lead(time.monotonic() - self._ready_at)
         raise_scheduler([st.plan for st in self._states])
         try:
             for i, st in enumerate(self._states):

@@ -105,6 +105,26 @@ def timed(tasks: Sequence[TaskSpec]) -> bool:
     return len(tasks) > 1 or any(t.period > 0 or t.critical_ms > 0 for t in tasks)
 
 
+#: cap of :func:`start_lead` (s)
+MAX_LEAD = 0.05
+_lead = 0.0  # smoothed time from a timed set's pre-spawns until its scheduler ran (s)
+
+
+def start_lead() -> float:
+    """How far after its jobs 0 are pre-spawned a timed set's ``t0`` should be (s).
+
+    Covers the start of its scheduler thread (the reply, a pool thread's wake-up),
+    so that it waits for ``t0`` rather than find it past. Learnt from the sets
+    before (rises at once, decays slowly; nothing known: 0).
+    """
+    return min(_lead, MAX_LEAD)
+
+
+def learn_lead(elapsed: float) -> None:
+    global _lead
+    _lead = elapsed if elapsed > _lead else 0.75 * _lead + 0.25 * elapsed
+
+
 DROP_TIMEOUT = 10.0  # s to reap the dropped pre-spawned jobs of a set at its end
 
 
