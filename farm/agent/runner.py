@@ -54,11 +54,11 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from farm.agent import jobs, logs, sched, spawner, workers
+from farm.agent import jobs, logs, sched, spawner, waitset, workers
 from farm.agent.jobs import Job, Launch, classify
 from farm.agent.spawner import Spawned, Spawners, TaskState, raise_scheduler, real_time, timed
 from farm.agent.taskspec import TaskSpec
-from farm.agent.waitset import EXITED, WaitSet
+from farm.agent.waitset import EXITED
 
 log = logs.get_logger(__name__)
 
@@ -100,7 +100,7 @@ class Runner:
         self._stop = threading.Event()
         self._tid = 0  # the scheduler thread's
         self._finished = threading.Event()
-        self._waits = WaitSet()
+        self._waits = waitset.take()
         self._early = t0 is None and timed(tasks)
         if self._early:  # its jobs 0 wait at their gates before t0: released on time
             self._spawners.prespawn_firsts(self._states)

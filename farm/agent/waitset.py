@@ -4,7 +4,10 @@ One selector holds the wake pipe (written from any thread: a launcher has a
 result, a stop was requested), each running job's output pipe and its pidfd,
 readable once the process has exited (:meth:`farm.agent.jobs.Job.reap`). So
 the scheduler thread alone notices every exit: no waiter thread per job, no
-thread switch between a job's end and its event.
+thread switch between a job's end and its event. A runner's wait set, left
+with nothing but its wake pipe, serves the next runner (:func:`take`): no
+epoll instance and pipe made and closed per set. A late wake-up from the last
+set's launchers only makes the next one look around once more.
 """
 
 from __future__ import annotations
@@ -17,6 +20,15 @@ import time
 from farm.agent.jobs import Job
 
 OUTPUT, EXITED = 0, 1
+_spare: list[WaitSet] = []  # at most one, closed by its last runner (list ops: atomic)
+
+
+def take() -> WaitSet:
+    """A wait set for a new runner: the last runner's, else a new one."""
+    try:
+        return _spare.pop()
+    except IndexError:
+        return WaitSet()
 
 
 class WaitSet:
@@ -93,6 +105,11 @@ class WaitSet:
             pass
 
     def close(self) -> None:
+        """Keep it for the next runner if nothing but the wake pipe is watched, else close."""
+        if len(self._sel.get_map()) == 1 and not _spare:
+            self._drain()
+            _spare.append(self)
+            return
         self._sel.close()
         os.close(self._wake_r)
         os.close(self._wake_w)

@@ -6,6 +6,7 @@ and a nanosleep the rest; a wake-up before the timeout returns at once."""
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import pytest
@@ -68,3 +69,23 @@ def test_a_wake_up_returns_without_the_rest(monkeypatch: pytest.MonkeyPatch) -> 
         assert asked == [5.0] and clock.slept == []
     finally:
         waits.close()
+
+
+def test_a_wait_set_left_empty_serves_the_next_runner(monkeypatch: pytest.MonkeyPatch) -> None:
+    """No epoll instance and wake pipe are made and closed per set; a pending wake-up
+    of the last set is drained first."""
+    monkeypatch.setattr(waitset, "_spare", [])
+    first = waitset.take()
+    first.wake()
+    first.close()
+    second = waitset.take()
+    assert second is first
+    assert second._sel.select(0) == []  # (the old wake-up is gone)
+    second.close()
+    assert waitset.take() is second
+    watched = waitset.take()  # a new one (no spare left): closed for real when not empty
+    monkeypatch.setattr(watched._sel, "get_map", lambda: {1: None, 2: None})
+    watched.close()
+    assert waitset.take() is not watched
+    for fd in (second._wake_r, second._wake_w):
+        os.close(fd)
