@@ -46,6 +46,7 @@ pool thread blocks in ``waitid`` instead and does the same.
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
 import select
@@ -245,7 +246,9 @@ class Job:
         fd = self.pidfd
         if fd < 0:
             return False
-        if not select.select([fd], [], [], max(0.0, timeout))[0]:
+        poller = select.poll()  # (select.select fails on descriptors above 1023)
+        poller.register(fd, select.POLLIN)
+        if not poller.poll(max(0, math.ceil(timeout * 1000.0))):
             return False
         self.pidfd = -1
         try:
