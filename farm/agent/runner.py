@@ -39,8 +39,7 @@ Rules (times in ms; ``t0``: the set's start, after its jobs 0 were pre-spawned w
   final statistics). On a stop such a job gets SIGTERM and up to
   ``Launch.term_grace`` s to print them before it is killed.
 
-Event ``ts`` is ``time.monotonic()`` when the event is emitted (the single
-scheduler thread emits them in order, so they never decrease).
+Event ``ts``: ``time.monotonic()`` at emission (one emitting thread: never decreasing).
 """
 
 from __future__ import annotations
@@ -98,8 +97,7 @@ class Runner:
         plans = [(str(st.spec.id), st.plan) for st in self._states]
         self._spawners = Spawners(plans, self._wake, self._maker, self._started)
         self._stop = threading.Event()
-        self._tid = 0  # the scheduler thread's
-        self._finished = threading.Event()
+        self._tid, self._finished = 0, threading.Event()  # (the scheduler thread's id)
         self._waits = waitset.take()
         self._early = t0 is None and timed(tasks)
         if self._early:  # its jobs 0 wait at their gates before t0: released on time
@@ -110,9 +108,11 @@ class Runner:
     # -- public, any thread -------------------------------------------------
 
     def start(self) -> None:
-        """Start the scheduler thread (a pool thread, never waited for); jobs 0 not
-        pre-spawned before ``t0`` are now, in the calling thread (no launcher needed)."""
-        if not self._early:
+        """Start the scheduler thread (a pool thread); a timed set's launchers too (for its
+        jobs 0 without a gate), else its jobs 0 are pre-spawned now, in this thread."""
+        if self._early:
+            self._spawners.start()
+        else:
             self._spawners.prespawn_firsts(self._states)
         workers.run(self._run, real_time([st.plan for st in self._states]))
 

@@ -246,6 +246,12 @@ class Spawners:
         self._busy = [False] * len(plans)
         self._early: list[Job] = []
 
+    def start(self) -> None:
+        """Start the launcher threads now (else each at its task's first later spawn)."""
+        for launcher in self._threads:
+            if not launcher.started:
+                launcher.start()
+
     def prespawn_firsts(self, states: Sequence[TaskState]) -> None:
         """Pre-spawn each task's gated job 0 in the calling thread (before the scheduler's).
 
