@@ -12,6 +12,7 @@ set first, not measured) and a monitor keeps every event. Figures, per case:
 - ``release_to_start_ms``: START's ``ts`` minus its ``release``, both on the
   agent's monotonic clock: how late the job's process started after its
   planned release (scheduler wake-up + spawn). median, p99, max, n.
+  ``first_jobs_ms`` / ``later_jobs_ms``: the same for the sets' jobs 0 / the others.
 - ``jobs``: counts of the job events (START, EXIT, EXIT_CRITICAL, EXIT_PERIOD,
   NOT_SCHEDULED, ...) and ``share`` = count / planned jobs (``planned`` = the
   sets' jobs: every job ends as NOT_SCHEDULED or after a START).
@@ -116,14 +117,16 @@ def ms(values: list[float]) -> dict[str, float]:
 
 def figures(events: list[Any], planned: int) -> dict[str, Any]:
     """The case's figures from its events (see the module docstring)."""
-    lat = [
-        ev.timestamp - float(ev.extra["release"])
-        for ev in events
-        if str(ev.type) == "START" and "release" in ev.extra
-    ]
+    starts = [ev for ev in events if str(ev.type) == "START" and "release" in ev.extra]
+    lat = [ev.timestamp - float(ev.extra["release"]) for ev in starts]
+    first = [ev.timestamp - float(ev.extra["release"]) for ev in starts if ev.job == 0]
+    later = [ev.timestamp - float(ev.extra["release"]) for ev in starts if ev.job != 0]
     counts = {t: sum(1 for ev in events if str(ev.type) == t) for t in JOB_TYPES}
     out: dict[str, Any] = {
         "release_to_start_ms": ms(lat),
+        # a set's first jobs (job 0 of each task) apart from the later ones: their tail differs
+        "first_jobs_ms": ms(first),
+        "later_jobs_ms": ms(later),
         "planned_jobs": planned,
         "jobs": counts,
         "share": {t: round(counts[t] / planned, 4) if planned else None for t in JOB_TYPES},

@@ -22,8 +22,12 @@ hierarchy (root in the guest, whose /init mounts cgroup2; root on a host with
 a cgroup2 mount), the group has its own cgroup under ``farm-<agent pid>``. A
 task set has the agent itself in it for the set's life, so every job is born
 inside (nothing per job, and no window in which a leader could fork before
-being moved); at the set's end the agent moves on into a fresh cgroup, which
-the next set takes as it is (no cgroup work on the path of a start). An exec
+being moved). At the set's end, when nothing but the agent is left in the
+cgroup (``cgroup.procs``: every job reaped), the next set takes it as it is;
+otherwise the agent moves on into a fresh cgroup, which the next set takes,
+and the old one is killed. Either way no cgroup work is on the path of a
+start, and the common case does none at all (a cgroup move of the agent, a
+many-threaded process, is among the costliest syscalls of a set). An exec
 run's shell moves itself in before it runs the command. :meth:`Group.close`
 at the set's stop or end (the run's end) kills the lot with ``cgroup.kill``,
 a setsid'ed or double-forked grandchild included, or, without a usable cgroup
@@ -44,17 +48,16 @@ import threading
 import time
 
 from farm.agent import logs
+from farm.agent.sweep import EMPTY_WAIT, sweep
 
 log = logs.get_logger(__name__)
 
 GUARD_ENV = "FARM_JOB_GUARD"
 SET_ENV = "FARM_JOB_SET"
 CGROUP_ENV = "FARM_JOB_CGROUP"
-SWEEP_PASSES = 3
 #: an exec run's shell: ``$1`` = its group's cgroup.procs, ``$2`` = the command; it moves
 #: itself in before anything else (``set --``: the command sees no positional parameter)
 ENTER = 'echo $$ >"$1" || exit 126; shift; eval "set --; $1"'
-EMPTY_WAIT = 1.0  # s a closed cgroup may take to empty (SIGKILLed tasks exiting)
 SHELL = "/bin/sh"
 LAUNCH_TIMEOUT = 10.0
 
@@ -252,31 +255,6 @@ def _remove_root(root: str, home: str) -> None:
         _remove(root)
 
 
-def sweep(name: str, value: str) -> int:
-    """SIGKILL every process whose environment holds ``name=value`` (a few passes: forks)."""
-    wanted = f"{name}={value}".encode()
-    own = os.getpid()
-    killed = 0
-    for _ in range(SWEEP_PASSES):
-        found = 0
-        for entry_name in os.listdir("/proc"):
-            if not entry_name.isdigit() or int(entry_name) == own:
-                continue
-            try:
-                with open(f"/proc/{entry_name}/environ", "rb") as fh:
-                    environ = fh.read()
-            except OSError:
-                continue  # gone, or not ours to read
-            if wanted in environ.split(b"\0"):
-                with contextlib.suppress(OSError):
-                    os.kill(int(entry_name), signal.SIGKILL)
-                    found += 1
-        killed += found
-        if not found:
-            break
-    return killed
-
-
 class Group:
     """The processes of one task set or exec run: marked, in their own cgroup if possible.
 
@@ -296,6 +274,7 @@ class Group:
         self._home: str | None = None  # where the agent returns to (enter=True)
         self._lock = threading.Lock()
         self._closed = False
+        self._handed = False  # its cgroup, emptied, went on to the next set as it is
         # the guard first: it removes the agent's cgroups at its exit, and must not be born
         # in (and killed with) a set's cgroup
         entry()
@@ -304,8 +283,10 @@ class Group:
             return
         global _entered, _parked
         if enter:
-            with _move_lock:  # the last set's end parked the agent in a fresh cgroup: take it
+            with _move_lock:  # the last set's end parked the agent in a cgroup: take it
                 parked, _parked = _parked, None
+                if parked is None and _entered is not None and _entered._hand_over():
+                    parked = _entered.cgroup  # the last set is over (its close still to come)
                 if parked is not None:
                     self.cgroup, self._home, _entered = parked, _home, self
                     return
@@ -336,14 +317,44 @@ class Group:
                 return
             self._closed = True
             cgroup = self.cgroup
-            if self._home is not None and not self._leave(self._home):
-                log.error("%s: the agent cannot leave its cgroup: sweeping instead", self.name)
-                cgroup = None
+            if self._home is not None:
+                left = self._leave(self._home)
+                if self._handed:
+                    return  # nothing but the agent was left in it: the next set has it
+                if not left:
+                    log.error("%s: the agent cannot leave its cgroup: sweeping instead", self.name)
+                    cgroup = None
             if cgroup is not None and self._kill_cgroup(cgroup):
                 return
             killed = sweep(SET_ENV, self.marker)
             if killed:
                 log.info("%s: killed %d leftover process(es)", self.name, killed)
+
+    def _hand_over(self) -> bool:
+        """True (and it is no longer this group's) if only the agent is left in the cgroup.
+
+        Under ``_move_lock``, by the agent's start of the next set (this set's
+        runner has finished: every job reaped) or this group's close. A process
+        still in it (a setsid'ed grandchild, a job not reaped) keeps it: the
+        close then kills the cgroup as before. The agent stays where it is: no
+        cgroup is made, moved into, killed or removed on the way to the next set.
+        """
+        if self._handed:
+            return True
+        if self.cgroup is None:
+            return False
+        try:
+            fd = os.open(os.path.join(self.cgroup, "cgroup.procs"), os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                procs = os.read(fd, 4096)
+            finally:
+                os.close(fd)
+        except OSError:
+            return False
+        if procs.split() != [str(os.getpid()).encode()]:
+            return False
+        self._handed = True
+        return True
 
     def _leave(self, home: str) -> bool:
         """Move the agent out unless the next set already took it into its own cgroup.
@@ -353,9 +364,12 @@ class Group:
         """
         global _entered, _parked
         with _move_lock:
-            if _entered is not self:
+            if self._handed or _entered is not self:
                 return True
             _entered = None
+            if self._hand_over():
+                _parked = self.cgroup
+                return True
             assert self.cgroup is not None
             fresh = os.path.join(os.path.dirname(self.cgroup), f"set-{os.urandom(4).hex()}")
             try:

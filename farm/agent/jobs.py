@@ -34,17 +34,22 @@ the last ``OUTPUT_TAIL`` bytes are kept. With ``Launch.stats`` (traffic
 workloads) every complete output line that starts with ``{"traffic":`` and
 parses as a JSON object is also queued in ``Job.stats`` for the runner to
 turn into events. ``Launch.term_grace`` > 0: :meth:`Job.terminate` sends
-SIGTERM first so the job can report before it is killed. A waiter thread per job blocks in
-``waitid`` (no polling), kills what is left of the job's process group once
-the leader has exited, reaps it with ``wait4`` (exit status + rusage) and
-reports to the runner.
+SIGTERM first so the job can report before it is killed. The runner's
+scheduler thread watches each job's pidfd (``os.pidfd_open``) in its selector
+beside the output pipe: no thread per job and no thread switch between the
+job's exit and its event. Once it is readable :meth:`Job.reap` kills what is
+left of the job's process group, reaps the leader with ``wait4`` (exit status
++ rusage) and reports to the runner. Without pidfds (Linux < 5.3) a waiter
+pool thread blocks in ``waitid`` instead and does the same.
 """
 
 from __future__ import annotations
 
 import json
+import math
 import os
 import resource
+import select
 import signal
 import subprocess
 import threading
@@ -137,6 +142,7 @@ class Job:
         self._waiting = False  # a waiter thread was started
         self._waited = threading.Event()  # ... and has reported the exit
         self.cancelled = False  # pre-spawned, dropped unreleased: no event (spawner.Spawners)
+        self.pidfd = -1  # readable once the process has exited (None: a waiter thread)
 
     # -- spawning -----------------------------------------------------------
 
@@ -218,12 +224,39 @@ class Job:
         self._watch(out_r)
 
     def _watch(self, out_r: int) -> None:
-        """Read the output pipe from now on and start the waiter (a pool thread, never waited
+        """Read the output pipe from now on; the exit is watched through a pidfd (the
+        runner's selector, :meth:`reap`), else by a waiter (a pool thread, never waited
         for: :mod:`farm.agent.workers`; raised above all jobs when ``rt_waiter``)."""
         os.set_blocking(out_r, False)
         self.out_fd = out_r
         self._waiting = True
-        workers.run(self._wait, self.rt_waiter)
+        try:
+            self.pidfd = os.pidfd_open(self.pid)
+        except (AttributeError, OSError):  # no pidfds here (Linux < 5.3)
+            workers.run(self._wait, self.rt_waiter)
+
+    def reap(self, timeout: float = 0.0) -> bool:
+        """Reap and report the job once its pidfd says it exited (up to ``timeout`` s).
+
+        True once reaped (then or before). One thread only (the runner's
+        scheduler): it also unregistered the pidfd from its selector first.
+        """
+        if self._waited.is_set():
+            return True
+        fd = self.pidfd
+        if fd < 0:
+            return False
+        poller = select.poll()  # (select.select fails on descriptors above 1023)
+        poller.register(fd, select.POLLIN)
+        if not poller.poll(max(0, math.ceil(timeout * 1000.0))):
+            return False
+        self.pidfd = -1
+        try:
+            self._wait_and_report()
+        finally:
+            os.close(fd)
+            self._waited.set()
+        return True
 
     # -- reaping ------------------------------------------------------------
 
@@ -284,6 +317,8 @@ class Job:
         """Wait for the waiter thread (the job reaped, reported); True if it finished."""
         if not self._waiting:
             return True
+        if self.pidfd >= 0:
+            return self.reap(timeout)
         return self._waited.wait(timeout)
 
     # -- output -------------------------------------------------------------

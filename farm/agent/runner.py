@@ -2,11 +2,12 @@
 
 One scheduler thread per task set owns all job state. It sleeps in a
 selector until the earliest pending timer in a heap (release times, ends of
-a last job's window), a job's output pipe is readable, or the wake pipe is
-written (a waiter thread saw a job exit, or a stop was requested). No
-polling.
+a last job's window), a job's output pipe or pidfd (it exited) is readable,
+or the wake pipe is written (a launcher has a result, a stop was requested).
+No polling, and no thread per job.
 
-Rules (times in ms; ``t0``: the set's start, with 2+ tasks :func:`spawner.start_lead` ahead):
+Rules (times in ms; ``t0``: the set's start, after its jobs 0 were pre-spawned when
+:func:`spawner.timed`):
 
 * job k of a task is released at ``t0 + offset + k * period`` (absolute, no
   drift); ``numberofjobs`` jobs, 0 = until stopped. With period 0 the jobs
@@ -38,8 +39,7 @@ Rules (times in ms; ``t0``: the set's start, with 2+ tasks :func:`spawner.start_
   final statistics). On a stop such a job gets SIGTERM and up to
   ``Launch.term_grace`` s to print them before it is killed.
 
-Event ``ts`` is ``time.monotonic()`` when the event is emitted (the single
-scheduler thread emits them in order, so they never decrease).
+Event ``ts``: ``time.monotonic()`` at emission (one emitting thread: never decreasing).
 """
 
 from __future__ import annotations
@@ -47,18 +47,17 @@ from __future__ import annotations
 import heapq
 import itertools
 import json
-import os
-import selectors
 import threading
 import time
 from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from farm.agent import jobs, logs, sched, spawner, workers
+from farm.agent import jobs, logs, sched, spawner, waitset, workers
 from farm.agent.jobs import Job, Launch, classify
-from farm.agent.spawner import Spawned, Spawners, TaskState, raise_scheduler, real_time
+from farm.agent.spawner import Spawned, Spawners, TaskState, raise_scheduler, real_time, timed
 from farm.agent.taskspec import TaskSpec
+from farm.agent.waitset import EXITED
 
 log = logs.get_logger(__name__)
 
@@ -82,7 +81,7 @@ class Runner:
         t0: float | None = None,
     ) -> None:
         jobs.preload()  # ctypes and libc before t0, not at the first release
-        self.t0 = time.monotonic() + spawner.start_lead(len(tasks)) if t0 is None else t0
+        self.t0 = time.monotonic() if t0 is None else t0
         self._states = [
             TaskState(t, sched.plan(t.priority, t.executiontime, t.critical_ms, t.period), pos)
             for pos, t in enumerate(tasks)
@@ -98,18 +97,23 @@ class Runner:
         plans = [(str(st.spec.id), st.plan) for st in self._states]
         self._spawners = Spawners(plans, self._wake, self._maker, self._started)
         self._stop = threading.Event()
-        self._finished = threading.Event()
-        self._sel = selectors.DefaultSelector()
-        self._wake_r, self._wake_w = os.pipe()
-        os.set_blocking(self._wake_r, False)
-        os.set_blocking(self._wake_w, False)
-        self._sel.register(self._wake_r, selectors.EVENT_READ, None)
+        self._tid, self._finished = 0, threading.Event()  # (the scheduler thread's id)
+        self._waits = waitset.take()
+        self._early = t0 is None and timed(tasks)
+        if self._early:  # its jobs 0 wait at their gates before t0: released on time
+            self._spawners.prespawn_firsts(self._states)
+            self._ready_at = time.monotonic()
+            self.t0 = self._ready_at + spawner.start_lead()
 
     # -- public, any thread -------------------------------------------------
 
     def start(self) -> None:
-        """Start the launcher threads and the scheduler thread (pool threads, never waited for)."""
-        self._spawners.start()
+        """Start the scheduler thread (a pool thread); a timed set's launchers too (for its
+        jobs 0 without a gate), else its jobs 0 are pre-spawned now, in this thread."""
+        if self._early:
+            self._spawners.start()
+        else:
+            self._spawners.prespawn_firsts(self._states)
         workers.run(self._run, real_time([st.plan for st in self._states]))
 
     @property
@@ -158,14 +162,12 @@ class Runner:
     # -- scheduler thread ---------------------------------------------------
 
     def _wake(self) -> None:
-        try:
-            os.write(self._wake_w, b"x")
-        except (BlockingIOError, OSError):
-            pass  # already pending (or shutting down)
+        self._waits.wake()
 
-    def _job_exited(self, job: Job) -> None:  # called by waiter threads
+    def _job_exited(self, job: Job) -> None:  # the scheduler thread (pidfd) or a waiter thread
         self._exits.append(job)
-        self._wake()
+        if threading.get_ident() != self._tid:
+            self._wake()
 
     def _emit(
         self, task_id: int, job: int | None, kind: str, detail: str | None = None, **extra: Any
@@ -186,13 +188,17 @@ class Runner:
         heapq.heappush(self._heap, (when, next(self._seq), kind, task, index))
 
     def _run(self) -> None:
+        self._tid = threading.get_ident()
+        if self._early:
+            spawner.learn_lead(time.monotonic() - self._ready_at)
         raise_scheduler([st.plan for st in self._states])
         try:
             for i, st in enumerate(self._states):
                 for note in st.plan.notes:
                     self._notice(st, "plan", note)
                 self._push(st.release_time(self.t0, 0), _RELEASE, i, 0)
-                self._spawners.prepare(st, 0)
+                if st.ready is None:
+                    self._spawners.prepare(st, 0)
             while True:
                 self._handle_spawned()
                 self._handle_exits()
@@ -203,13 +209,7 @@ class Runner:
                 if self.all_done:
                     break
                 timeout = max(0.0, self._heap[0][0] - time.monotonic()) if self._heap else None
-                for key, _ in self._sel.select(timeout):
-                    if key.data is None:
-                        self._drain_wake()
-                    else:
-                        if key.data.read_output():
-                            self._sel.unregister(key.fd)
-                        self._emit_stats(key.data)
+                self._handle_ready(timeout)
         except Exception:
             log.exception("runner failed; killing its jobs")
             self._kill_all()
@@ -223,19 +223,23 @@ class Runner:
                 except Exception:
                     log.exception("on_finish callback failed")
 
-    def _drain_wake(self) -> None:
-        try:
-            while os.read(self._wake_r, 4096):
-                pass
-        except BlockingIOError:
-            pass
+    def _handle_ready(self, timeout: float | None) -> None:
+        """Sleep until something is due or ready; reap exited jobs, read their output."""
+        for kind, job in self._waits.wait(timeout):
+            if kind == EXITED:
+                self._reap(job)
+            else:
+                if job.read_output():
+                    self._waits.unwatch_output(job)
+                self._emit_stats(job)
+
+    def _reap(self, job: Job, timeout: float = 0.0) -> bool:
+        """Reap ``job`` (its exit queued in ``_exits``); its pidfd leaves the selector first."""
+        self._waits.unwatch_exit(job)
+        return job.join(timeout)
 
     def _forget(self, job: Job) -> None:
-        if job.out_fd >= 0:
-            try:
-                self._sel.unregister(job.out_fd)
-            except (KeyError, ValueError):
-                pass
+        self._waits.unwatch_output(job)
         job.close_output()
         self._live.discard(job)
 
@@ -320,7 +324,7 @@ class Runner:
 
     def _report_ended(self, st: TaskState, job: Job) -> None:
         """``job`` ended by itself while the agent was about to kill it: report that end now."""
-        job.join(REAP_TIMEOUT)  # its waiter is about to queue the exit
+        self._reap(job, REAP_TIMEOUT)  # its exit is about to be queued
         st.running = job
         self._handle_exits()
 
@@ -349,8 +353,7 @@ class Runner:
         """Wait until no spawn is in flight (a stop kills what they started)."""
         deadline = time.monotonic() + REAP_TIMEOUT
         while self._spawners.in_flight and time.monotonic() < deadline:
-            self._sel.select(0.05)
-            self._drain_wake()
+            self._handle_ready(0.05)
             self._handle_spawned()
 
     def _started(self, st: TaskState, result: Spawned) -> None:
@@ -372,7 +375,7 @@ class Runner:
         st.failures = 0
         job.announced = True
         self._live.add(job)
-        self._sel.register(job.out_fd, selectors.EVENT_READ, job)
+        self._waits.watch(job)
         if job.sched_error:
             self._notice(st, "sched", job.sched_error)
         applied = "other" if job.sched_error else st.plan.describe()
@@ -420,7 +423,7 @@ class Runner:
         """Give SIGTERM'ed jobs their grace, SIGKILL the rest, report with their last stats."""
         deadline = time.monotonic() + max(job.launch.term_grace for _, job in graceful)
         for st, job in graceful:
-            job.join(max(0.0, deadline - time.monotonic()))
+            self._reap(job, max(0.0, deadline - time.monotonic()))
             job.kill("EXIT_EXTERNAL")  # no-op once reaped
             st.running = None
             job.read_output(max_reads=1024)  # the final stats line, if it came
@@ -436,7 +439,7 @@ class Runner:
     def _reap_all(self) -> None:
         deadline = time.monotonic() + REAP_TIMEOUT
         for job in list(self._live):
-            if not job.join(max(0.0, deadline - time.monotonic())):
+            if not self._reap(job, max(0.0, deadline - time.monotonic())):
                 log.error("job %s.%s (pid %d) not reaped in time", job.task_id, job.index, job.pid)
         try:
             self._handle_exits()  # jobs that ended on their own just before a stop
@@ -444,6 +447,4 @@ class Runner:
             log.exception("could not report the last job exits")
         if self._live:
             return  # a waiter may still write to the wake pipe: keep it open
-        self._sel.close()
-        os.close(self._wake_r)
-        os.close(self._wake_w)
+        self._waits.close()

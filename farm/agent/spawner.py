@@ -16,8 +16,10 @@ farm/agent/native/workloads.c). The release only writes one byte to that pipe
 release is released as soon as it is; a job without a gate is spawned at its
 release as before (a failed exec stays a NOT_SCHEDULED of that release). A
 pre-spawned job whose release is missed (NOT_SCHEDULED) or whose set stops is
-dropped: killed, reaped, no event. A set of several tasks starts a little
-ahead (:func:`start_lead`) so that its jobs 0 are pre-spawned too.
+dropped: killed, reaped, no event. Jobs 0 are pre-spawned by the start
+request's thread (:meth:`Spawners.prespawn_firsts`), before the set's ``t0``
+when its timing is watched (:func:`timed`), so they too wait at their gates
+when released; a launcher thread starts with its task's first later spawn.
 
 In a set with real-time tasks the scheduler thread, the launcher threads and
 the jobs' waiter threads run SCHED_FIFO at the kernel's top priority with
@@ -90,24 +92,35 @@ class Spawned:
 
 
 MakeJob = Callable[[], Job]
-#: cap of :func:`start_lead` (s)
-MAX_LEAD = 0.1
-_lead = 0.0  # smoothed time from a set's creation until its first jobs were pre-spawned (s)
 
 
-def start_lead(tasks: int) -> float:
-    """How far ahead of now a new set of ``tasks`` tasks should start (its ``t0``), in s.
+def timed(tasks: Sequence[TaskSpec]) -> bool:
+    """True if a set's first jobs should wait pre-spawned before its ``t0``.
 
-    Its first jobs are pre-spawned then, released on time like the later ones
-    (otherwise each job 0 pays its spawn after ``t0``, one after the other on one
-    CPU). Learnt from the sets before (rises at once, decays slowly; nothing
-    known: 0). Only for sets of several tasks: one task's job 0 is as late
-    either way, the lead would only delay the whole set.
+    So when its timing is watched: several tasks (each job 0 would otherwise pay
+    its spawn after ``t0``, one after the other on one CPU), a periodic task or
+    a critical time. A lone one-shot job is released at once and spawned after,
+    as quick a start as a set can get (dispatch latency counts to its release).
     """
-    return min(_lead, MAX_LEAD) if tasks > 1 else 0.0
+    return len(tasks) > 1 or any(t.period > 0 or t.critical_ms > 0 for t in tasks)
 
 
-def _learn_lead(elapsed: float) -> None:
+#: cap of :func:`start_lead` (s)
+MAX_LEAD = 0.05
+_lead = 0.0  # smoothed time from a timed set's pre-spawns until its scheduler ran (s)
+
+
+def start_lead() -> float:
+    """How far after its jobs 0 are pre-spawned a timed set's ``t0`` should be (s).
+
+    Covers the start of its scheduler thread (the reply, a pool thread's wake-up),
+    so that it waits for ``t0`` rather than find it past. Learnt from the sets
+    before (rises at once, decays slowly; nothing known: 0).
+    """
+    return min(_lead, MAX_LEAD)
+
+
+def learn_lead(elapsed: float) -> None:
     global _lead
     _lead = elapsed if elapsed > _lead else 0.75 * _lead + 0.25 * elapsed
 
@@ -140,15 +153,17 @@ class TaskLauncher:
 
     def __init__(self, name: str, rt: bool, done: Callable[[Spawned], None]) -> None:
         self.name = name
-        self._rt = bool(rt)
+        self.rt = self._rt = bool(rt)
         self._done = done
         self._requests: queue.SimpleQueue[tuple[int, int, float, MakeJob, bool] | None] = (
             queue.SimpleQueue()
         )
         self._ended = threading.Event()
+        self.started = False
 
     def start(self) -> None:
         """Run in a pool thread (:mod:`farm.agent.workers`; raised above all jobs when ``rt``)."""
+        self.started = True
         workers.run(self._run, self._rt)
 
     def submit(
@@ -159,6 +174,8 @@ class TaskLauncher:
 
     def close(self, timeout: float = 5.0) -> None:
         """Let the thread end after the requests already submitted."""
+        if not self.started:
+            return
         self._requests.put(None)
         self._ended.wait(timeout)
 
@@ -223,8 +240,6 @@ class Spawners:
         self._maker = maker
         self._started = started
         self._dropped: list[Job] = []  # pre-spawned jobs cancelled unreleased
-        self._born = time.monotonic()
-        self._firsts = set(range(len(plans)))  # tasks whose job 0 is not pre-spawned yet
         self._results: deque[Spawned] = deque()
         rt = real_time([plan for _, plan in plans])
         self._threads = [TaskLauncher(name, rt, self._done) for name, _ in plans]
@@ -232,8 +247,29 @@ class Spawners:
         self._early: list[Job] = []
 
     def start(self) -> None:
+        """Start the launcher threads now (else each at its task's first later spawn)."""
         for launcher in self._threads:
-            launcher.start()
+            if not launcher.started:
+                launcher.start()
+
+    def prespawn_firsts(self, states: Sequence[TaskState]) -> None:
+        """Pre-spawn each task's gated job 0 in the calling thread (before the scheduler's).
+
+        A job without a gate, or a failure, is left to its release (its launcher spawns it).
+        """
+        if self._maker is None:
+            return
+        for st in states:
+            try:
+                job = self._maker(st, 0, 0.0)()
+                if not job.launch.gate:
+                    continue  # spawned at its release, by its launcher
+                job.rt_waiter = self._threads[st.pos].rt
+                gate = _prespawn(job)
+            except Exception as exc:  # (as a launcher's pre-spawn)
+                log.info("pre-spawning job 0 of task #%s failed: %s", st.pos, exc)
+                continue
+            st.ready, st.gate, st.next = job, gate, 0
 
     def close(self, states: Sequence[TaskState] = ()) -> None:
         """Drop the pre-spawned jobs of ``states``, end the launcher threads, reap the dropped.
@@ -263,7 +299,10 @@ class Spawners:
     ) -> None:
         """Have task ``pos``'s launcher spawn the job ``make`` builds (scheduler thread)."""
         self._busy[pos] = True
-        self._threads[pos].submit(pos, index, release, make, gated)
+        launcher = self._threads[pos]
+        if not launcher.started:  # at its task's first spawn after the set's start
+            launcher.start()
+        launcher.submit(pos, index, release, make, gated)
 
     def busy(self, pos: int) -> bool:
         """True while task ``pos`` has a spawn in flight (at most one per task)."""
@@ -357,10 +396,6 @@ class Spawners:
 
     def _take(self, st: TaskState, result: Spawned, stopping: bool) -> None:
         """Take in a pre-spawn's result: the job waits for its release, or goes if it is due."""
-        if result.index == 0 and self._firsts:
-            self._firsts.discard(result.pos)
-            if not self._firsts:
-                _learn_lead(time.monotonic() - self._born)
         if result.job is None:  # it is spawned at its release instead (reported then)
             log.info(
                 "pre-spawning job %s of task #%s failed: %s", result.index, st.pos, result.error

@@ -144,3 +144,31 @@ def test_a_job_without_a_gate_is_spawned_at_its_release_with_that_release(
     assert kinds == [(0, "START"), (0, "EXIT"), (1, "START"), (1, "EXIT")]
     starts = [e for e in events if e["type"] == "START"]
     assert [e["release"] for e in starts] == pytest.approx([runner.t0, runner.t0 + 0.3])
+
+
+def test_a_timed_sets_first_job_waits_pre_spawned_before_t0(tmp_path: Path) -> None:
+    """A periodic task's job 0 exists, waiting on its gate, once the runner is made (by the
+    start request, before t0 and the scheduler): at t0 that process only gets its byte.
+    A lone one-shot job is released at t0 and spawned then (no wait before it)."""
+    events: Events = []
+    started = threading.Event()
+    runner = _runner(tmp_path, TaskSpec(0, "hey", period=500, numberofjobs=1), events, started)
+    try:
+        pid = _gated_child(0)
+        assert pid is not None, "job 0 was not pre-spawned before t0"
+        runner.start()
+        assert runner.wait(60)
+    finally:
+        runner.stop()
+    (start,) = [e for e in events if e["type"] == "START"]
+    assert start["pid"] == pid and start["release"] == runner.t0
+
+    events, started = [], threading.Event()
+    runner = _runner(tmp_path, TaskSpec(0, "hey", numberofjobs=1), events, started)
+    try:
+        assert _gated_child(0) is None, "a lone one-shot job waited for its spawn before t0"
+        runner.start()
+        assert runner.wait(60)
+    finally:
+        runner.stop()
+    assert [e["type"] for e in events] == ["START", "EXIT", "JOBS_DONE"]

@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import psutil
 import pytest
@@ -100,6 +101,51 @@ def test_a_jobs_setsid_child_ends_with_the_stop_and_with_the_set(
     finally:
         _cleanup(stopped)
         _cleanup(finished)
+
+
+def _job_cgroups(client: object, sets: int, first_id: int = 0) -> list[str]:
+    """The cgroup of each set's one job (it prints its own), sets run one after another."""
+    found = []
+    for n in range(first_id, first_id + sets):
+        task = {"id": n, "pkg": "shell", "config": {"command": "cat /proc/self/cgroup"}}
+        events = client.run_taskset([task])  # type: ignore[attr-defined]
+        (end,) = [e for e in events if e["type"].startswith("EXIT") and e["task_id"] == n]
+        assert end["type"] == "EXIT", end
+        found.append(end["output"].strip())
+    return found
+
+
+def test_a_set_left_empty_hands_its_cgroup_to_the_next(
+    agent_factory: Callable[..., AgentProcess], tmp_path: Path
+) -> None:
+    """No cgroup is made, entered or killed between sets when a set leaves nothing behind.
+
+    (Moving the agent, a process of many threads, between cgroups is one of the
+    costliest steps of a trivial set.) A set that does leave a process gets a
+    fresh cgroup after it, and that process is killed (the test above).
+    """
+    if not _cgroup_usable():
+        pytest.skip("no writable cgroup v2 with cgroup.kill here: no cgroup to hand over")
+    agent = agent_factory()
+    client = agent.connect()
+    first, second, third = _job_cgroups(client, 3)
+    assert f"/farm-{agent.proc.pid}/" in first
+    assert first == second == third
+    leftover = _tag()
+    try:
+        started = tmp_path / "leftover.pid"  # written once it has left the job's group
+        command = (
+            f"setsid sh -c 'echo $$ > {started}; exec sleep {leftover}' & "
+            f"until [ -s {started} ]; do sleep 0.01; done; cat /proc/self/cgroup"
+        )
+        events = client.run_taskset([{"id": 9, "pkg": "shell", "config": {"command": command}}])
+        (end,) = [e for e in events if e["type"].startswith("EXIT") and e["task_id"] == 9]
+        assert end["output"].strip() == first
+        assert _wait(lambda: not _running(leftover)), "the leftover outlived its set"
+        (after,) = _job_cgroups(client, 1, first_id=10)
+        assert after != first and f"/farm-{agent.proc.pid}/" in after
+    finally:
+        _cleanup(leftover)
 
 
 def _poll_end(client: object, rid: str) -> dict[str, object]:

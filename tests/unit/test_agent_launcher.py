@@ -22,12 +22,6 @@ pytestmark = pytest.mark.unit
 Events = list[dict[str, Any]]
 
 
-@pytest.fixture(autouse=True)
-def _no_start_lead(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Sets start at once (no lead learnt from the sets of earlier tests)."""
-    monkeypatch.setattr(spawner, "_lead", 0.0)
-
-
 def _runner(
     tmp_path: Path, tasks: list[TaskSpec], launcher: Any, events: Events, lock: threading.Lock
 ) -> Runner:
@@ -47,8 +41,11 @@ def test_a_slow_spawn_does_not_hold_back_another_tasks_release(tmp_path: Path) -
     a_blocked_until_b = threading.Event()
 
     def launcher(task: TaskSpec, index: int, plan: sched.SchedPlan) -> Launch:
-        # a deliberately slow spawn of task 0: it ends only after task 1 started
-        if task.id == 0 and b_started.wait(20):
+        # a deliberately slow spawn of task 0 in its launcher: it ends only after task 1
+        # started (not in the start request's thread: that one only pre-spawns gated jobs 0,
+        # before t0)
+        in_launcher = threading.current_thread() is not threading.main_thread()
+        if task.id == 0 and in_launcher and b_started.wait(20):
             a_blocked_until_b.set()
         return Launch(["/bin/true"], {"PATH": "/usr/bin:/bin"}, str(tmp_path), False, sched=plan)
 
@@ -83,8 +80,9 @@ def test_a_stop_while_a_spawn_is_in_flight_kills_the_job_it_started(tmp_path: Pa
     in_spawn, release_spawn = threading.Event(), threading.Event()
 
     def launcher(task: TaskSpec, index: int, plan: sched.SchedPlan) -> Launch:
-        in_spawn.set()
-        release_spawn.wait(20)
+        if threading.current_thread() is not threading.main_thread():  # (see above)
+            in_spawn.set()
+            release_spawn.wait(20)
         return Launch(["/bin/sleep", "30"], {"PATH": "/usr/bin:/bin"}, str(tmp_path), False)
 
     runner = _runner(tmp_path, [TaskSpec(0, "shell", numberofjobs=1)], launcher, events, lock)
