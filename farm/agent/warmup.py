@@ -20,14 +20,30 @@ if TYPE_CHECKING:
 
 log = logs.get_logger(__name__)
 
-#: the template's warm-up: one job of a built-in that prints a line, real-time like most
-#: sets, every field given as the host's sessions send them (farm.session.base)
+#: the template's warm-up: built-ins that print a line, real-time like most sets, every
+#: field given as the host's sessions send them (farm.session.base); two tasks, one of
+#: them periodic, so the set is a timed one (:func:`farm.agent.spawner.timed`) like the
+#: experiments: its jobs 0 wait pre-spawned before t0, a launcher thread spawns the
+#: periodic task's next job ahead of its release
 TASKS = [
     {
         "id": 0,
         "pkg": "hey",
         "config": {},
         "priority": 10,
+        "period": 100,
+        "executiontime": 0,
+        "criticaltime": 0,
+        "deadline": 0,
+        "offset": 0,
+        "numberofjobs": 2,
+        "quota": 0,
+    },
+    {
+        "id": 1,
+        "pkg": "hey",
+        "config": {},
+        "priority": 9,
         "period": 0,
         "executiontime": 0,
         "criticaltime": 0,
@@ -35,7 +51,7 @@ TASKS = [
         "offset": 0,
         "numberofjobs": 1,
         "quota": 0,
-    }
+    },
 ]
 TIMEOUT = 30.0
 
