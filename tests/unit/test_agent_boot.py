@@ -196,3 +196,13 @@ def test_the_warm_up_task_has_every_field_the_host_sends() -> None:
 
     sent = task_descriptions(TaskSet([Task({"pkg": "hey", "numberofjobs": 1})]))[0]
     assert set(warmup.TASKS[0]) == set(sent)
+
+
+def test_the_warm_start_template_preloads_what_the_lean_identity_start_left_out() -> None:
+    """Cold boots import _socket and wirejson only; a template has the full modules in its
+    snapshot, so no restored guest imports them after its restore (~50 ms of TCG each spawn)."""
+    program = _identity_program()
+    start = program.index('if mode == "wait":')
+    preload = program[start : program.index("jobs.preload()", start)]
+    for module in ("json", "re", "selectors", "socket"):
+        assert re.search(rf"\b{module}\b", preload), module
