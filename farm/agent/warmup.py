@@ -20,39 +20,20 @@ if TYPE_CHECKING:
 
 log = logs.get_logger(__name__)
 
+
+def _task(task_id: int, priority: int, period: int, jobs: int) -> dict[str, Any]:
+    """A ``hey`` task with every field the host sends (zeros where the host sends zeros)."""
+    zeros = dict.fromkeys(("executiontime", "criticaltime", "deadline", "offset", "quota"), 0)
+    return {"id": task_id, "pkg": "hey", "config": {}, "priority": priority, "period": period,
+            "numberofjobs": jobs, **zeros}  # fmt: skip
+
+
 #: the template's warm-up: built-ins that print a line, real-time like most sets, every
 #: field given as the host's sessions send them (farm.session.base); two tasks, one of
 #: them periodic, so the set is a timed one (:func:`farm.agent.spawner.timed`) like the
 #: experiments: its jobs 0 wait pre-spawned before t0, a launcher thread spawns the
 #: periodic task's next job ahead of its release
-TASKS = [
-    {
-        "id": 0,
-        "pkg": "hey",
-        "config": {},
-        "priority": 10,
-        "period": 100,
-        "executiontime": 0,
-        "criticaltime": 0,
-        "deadline": 0,
-        "offset": 0,
-        "numberofjobs": 2,
-        "quota": 0,
-    },
-    {
-        "id": 1,
-        "pkg": "hey",
-        "config": {},
-        "priority": 9,
-        "period": 0,
-        "executiontime": 0,
-        "criticaltime": 0,
-        "deadline": 0,
-        "offset": 0,
-        "numberofjobs": 1,
-        "quota": 0,
-    },
-]
+TASKS = [_task(0, priority=10, period=100, jobs=2), _task(1, priority=9, period=0, jobs=1)]
 TIMEOUT = 30.0
 
 #: event types of each warm-up set run in this process, in order (for status and tests)
