@@ -103,11 +103,14 @@ def run(
     interrupted = {"n": 0}
 
     def on_sigint(signum: int, frame: Any) -> None:
+        # The handler only raises: the work (closing, killing) runs in the except
+        # clauses below, outside the handler, where no lock of farm's can be held.
         interrupted["n"] += 1
         if interrupted["n"] == 1:  # said once the live view is down (a raw write tears it)
             raise KeyboardInterrupt
-        dist.kill_all_machines()
-        raise SystemExit(EXIT_INTERRUPTED)
+        if interrupted["n"] == 2:
+            raise _KillRequested
+        # later ones: the kill is under way
 
     signal.signal(signal.SIGINT, on_sigint)
     signal.signal(signal.SIGTERM, on_sigint)
@@ -129,7 +132,17 @@ def run(
             "machines": dist.get_max_machine_value(),
         }
     except KeyboardInterrupt:
-        click.echo("farm: stopping (Ctrl-C again to kill)", err=True)
+        try:
+            click.echo("farm: stopping (Ctrl-C again to kill)", err=True)
+            dist.close()
+        except _KillRequested:
+            dist.kill_all_machines()
+            dist.close()
+        finally:
+            interrupted["n"] = 3  # later ones are ignored: farm is ending
+        raise SystemExit(EXIT_INTERRUPTED) from None
+    except _KillRequested:  # the second came before the first was handled
+        dist.kill_all_machines()
         dist.close()
         raise SystemExit(EXIT_INTERRUPTED) from None
     except FarmError as exc:
@@ -154,6 +167,10 @@ def run(
         raise SystemExit(EXIT_FAILED)
     if summary["job"]["bad"] or summary["job"]["error"]:
         raise SystemExit(EXIT_FAILED)
+
+
+class _KillRequested(BaseException):
+    """A second Ctrl-C (or SIGTERM) while farm run stops: kill the guests now."""
 
 
 def session_params(text: str | None) -> list[Any]:

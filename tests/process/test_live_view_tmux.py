@@ -31,7 +31,11 @@ class Pane:
     def __init__(self, cwd: Path, command: str) -> None:
         self.socket = f"farm-test-{uuid.uuid4().hex[:8]}"
         env = f"PYTHONPATH={shlex.quote(str(REPO))}"
-        script = f"cd {shlex.quote(str(cwd))} && {env} {command}; echo EXIT=$?; sleep 600"
+        # the shell outlives any Ctrl-C sent to farm, so the pane stays for capture
+        script = (
+            f"trap : INT; cd {shlex.quote(str(cwd))} && {env} {command}; "
+            "echo EXIT=$?; trap '' INT; sleep 600"
+        )
         self.tmux("new-session", "-d", "-x", "120", "-y", "50", "-s", "t", script)
 
     def tmux(self, *args: str) -> str:
@@ -94,3 +98,19 @@ def test_ctrl_c_reports_stops_without_warnings(
     assert "WARNING" not in screen and "guest lost" not in screen, screen
     log = (tmp_path / "log" / "distributor.log").read_text()
     assert "guest lost" not in log and "machine stopped" in log, log
+
+
+def test_second_ctrl_c_kills_and_exits_without_traceback(
+    tmp_path: Path, farm_cmd: str, pane_factory: list[Pane]
+) -> None:
+    pane = Pane(tmp_path, f"{farm_cmd} run traffic.TrafficTaskSet --backend local -m 2")
+    pane_factory.append(pane)
+    wait_for("a set to run", lambda: "running" in pane.screen(), timeout=240)
+    pane.tmux("send-keys", "-t", "t", "C-c")
+    wait_for("farm to say it stops", lambda: "farm: stopping" in pane.screen(), timeout=60)
+    pane.tmux("send-keys", "-t", "t", "C-c")
+    pane.tmux("send-keys", "-t", "t", "C-c")  # a third one is ignored: the kill is under way
+    wait_for("farm run to end", lambda: "EXIT=" in pane.screen(), timeout=120)
+    screen = pane.screen()
+    assert "EXIT=130" in screen, screen
+    assert "Traceback" not in screen and "_KillRequested" not in screen, screen
