@@ -11,7 +11,8 @@ QEMU and the screen session it runs in (``N_qemu_only``: the QEMUs alone, the
 figure before screens were counted). ``last_guest_ram_file``: how much of the
 template's RAM file the last guest has resident and how much it copied on write;
 ``last_guest_private``: what its QEMU alone holds, by kind (TCG translation
-buffer, RAM copied on write, heap, other anonymous, relocated library data).
+buffer, RAM copied on write, heap, other anonymous, relocated library data);
+``last_guest_tcg``: how many blocks TCG translated for it (``info jit``).
 ``--tb-size`` caps TCG's translation buffer (profile ``tb_size``), most of an
 idle QEMU's own memory. Modes:
 
@@ -42,6 +43,7 @@ import argparse
 import contextlib
 import json
 import os
+import re
 import shutil
 import socket
 import statistics
@@ -59,6 +61,7 @@ from farm.agent.protocol import ProtocolViolation, client_handshake
 from farm.backend.base import Guest
 from farm.backend.qemu import QemuBackend
 from farm.config import FarmConfig
+from farm.qemu.qmp import QmpError
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
@@ -68,6 +71,7 @@ from common import netns_inode, netns_processes  # noqa: E402
 TOKEN = "bench-rss-token"
 NETNS_ENV = "FARM_BENCH_RSS_NETNS"
 MODES = ("cold", "warm", "warm-private")
+JIT_FIGURES = {"TB count": "blocks", "TB flush count": "flushes"}  # of HMP "info jit"
 
 
 def wait_session(guest: Guest, timeout: float) -> None:
@@ -143,6 +147,23 @@ def private_breakdown(pid: int) -> dict[str, float]:
     return {k: round(v, 1) for k, v in out.items()}
 
 
+def translations(guest: Guest) -> dict[str, int]:
+    """TCG's translated blocks and flushes of ``guest``'s QEMU (HMP ``info jit``; {} if none).
+
+    What the guest ran since its QEMU started (after a restore: since the restore)
+    is what fills the translation buffer, the largest part of an idle QEMU's own memory.
+    """
+    qmp = getattr(getattr(guest, "process", None), "qmp", None)
+    if qmp is None:
+        return {}
+    try:
+        text = str(qmp.execute("human-monitor-command", **{"command-line": "info jit"}))
+    except QmpError:  # KVM: no TCG
+        return {}
+    counts = dict(re.findall(r"^(TB count|TB flush count)\s+(\d+)", text, re.M))
+    return {key: int(counts[label]) for label, key in JIT_FIGURES.items() if label in counts}
+
+
 def run_mode(mode: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
     """Spawn 1 then N guests in ``mode``; their memory and spawn -> session times."""
     config = FarmConfig(
@@ -180,6 +201,7 @@ def run_mode(mode: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
         if guests[-1].pid is not None:
             out["last_guest_ram_file"] = ram_file(guests[-1].pid)
             out["last_guest_private"] = private_breakdown(guests[-1].pid)
+            out["last_guest_tcg"] = translations(guests[-1])
         one, all_ = out["1"], out[str(args.guests)]
         out["ratio"] = {k: round(all_[k] / one[k], 2) for k in one if one[k]}
         one, all_ = out["1_qemu_only"], out[f"{args.guests}_qemu_only"]

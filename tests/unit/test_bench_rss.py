@@ -53,3 +53,31 @@ def test_private_breakdown_names_every_kind(rss: ModuleType) -> None:
     kinds = rss.private_breakdown(os.getpid())
     assert set(kinds) == {"tcg_tb", "ram_cow", "heap", "anon", "files"}
     assert all(isinstance(v, float) and v >= 0 for v in kinds.values())
+
+
+def test_translations_reads_info_jit(rss: ModuleType) -> None:
+    """The last guest's TCG block and flush counts come from HMP ``info jit``; {} without TCG."""
+    from farm.qemu.qmp import QmpError
+
+    text = "Translation buffer state:\nTB count            31922\nTB avg target size  18\n"
+    text += "TB flush count      1\nTB invalidate count 0\n"
+
+    class Qmp:
+        def __init__(self, reply: str | None) -> None:
+            self.reply, self.asked = reply, ""
+
+        def execute(self, cmd: str, **args: str) -> str:
+            self.asked = f"{cmd} {args['command-line']}"
+            if self.reply is None:
+                raise QmpError("no TCG")
+            return self.reply
+
+    class Guest:
+        def __init__(self, qmp: Qmp | None) -> None:
+            self.process = type("P", (), {"qmp": qmp})()
+
+    qmp = Qmp(text)
+    assert rss.translations(Guest(qmp)) == {"blocks": 31922, "flushes": 1}
+    assert qmp.asked == "human-monitor-command info jit"
+    assert rss.translations(Guest(Qmp(None))) == {}
+    assert rss.translations(Guest(None)) == {}

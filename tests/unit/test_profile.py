@@ -94,8 +94,11 @@ def test_argv_for_user_networking_with_hostfwd(tmp_path: Path) -> None:
     joined = " ".join(argv)
     for part in ("-nodefaults", "-no-user-config", "-no-reboot", "-display none", "-accel tcg"):
         assert part in joined
-    assert argv[argv.index("-netdev") + 1] == "user,id=net0,hostfwd=tcp:127.0.0.1:40001-:3001"
-    assert argv[argv.index("-device") + 1] == "virtio-net-pci,netdev=net0,romfile="
+    netdev = "user,id=net0,ipv6=off,hostfwd=tcp:127.0.0.1:40001-:3001"
+    assert argv[argv.index("-netdev") + 1] == netdev
+    assert (
+        argv[argv.index("-device") + 1] == "virtio-net-pci,netdev=net0,romfile=,guest_announce=off"
+    )
     assert argv[argv.index("-chardev") + 1] == f"file,id=console,path={tmp_path / 'c.log'}"
     assert argv[argv.index("-serial") + 1] == "chardev:console"
     assert argv[argv.index("-qmp") + 1] == f"unix:{tmp_path / 'q.sock'},server=on,wait=off"
@@ -162,15 +165,28 @@ def test_farm_image_on_a_pc_board_leaves_out_the_unused_devices() -> None:
     argv = p.qemu_argv("q", hostfwd_port=1, token="t", accel="tcg")
     machines = [b for a, b in itertools.pairwise(argv) if a == "-machine"]
     assert machines == ["q35", "sata=off,smbus=off,vmport=off"]
-    assert argv[argv.index("-device") + 1].endswith(",romfile=")
+    assert argv[argv.index("-device") + 1].endswith(",romfile=,guest_announce=off")
     for machine in ("pc", "pc-i440fx-7.2"):
         assert replace(p, machine=machine).lean()
     full = replace(p, lean_board=False)
     argv = full.qemu_argv("q", hostfwd_port=1, token="t", accel="tcg")
     assert argv.count("-machine") == 1 and "romfile=" not in " ".join(argv)
+    assert "ipv6=off" not in " ".join(argv) and "guest_announce" not in " ".join(argv)
     assert MachineProfile.from_dict(full.to_dict()) == full
     with pytest.raises(ConfigError, match="lean_board"):
         MachineProfile.from_dict({"lean_board": "yes"})
+
+
+def test_farm_image_on_the_user_network_has_no_ipv6_and_no_guest_announce() -> None:
+    """Kernel work a restored guest would do (and QEMU translate) for nothing (issue 18)."""
+    p = default_profile(Path("/img"))
+    argv = p.qemu_argv("q", hostfwd_port=1, token="t", accel="tcg")
+    assert argv[argv.index("-netdev") + 1].startswith("user,id=net0,ipv6=off,")
+    assert argv[argv.index("-device") + 1].endswith(",guest_announce=off")
+    e1000 = replace(p, nic="e1000").qemu_argv("q", hostfwd_port=1, token="t", accel="tcg")
+    assert e1000[e1000.index("-device") + 1] == "e1000,netdev=net0,romfile="  # virtio-net only
+    onboard = replace(p, nic_onboard=True).qemu_argv("q", hostfwd_port=1, token="t", accel="tcg")
+    assert onboard[onboard.index("-nic") + 1].startswith("user,id=net0,ipv6=off,")
 
 
 def test_other_boards_and_images_keep_all_their_devices() -> None:
@@ -178,6 +194,7 @@ def test_other_boards_and_images_keep_all_their_devices() -> None:
     assert not genode.lean() and not MachineProfile(farm_cmdline=False).lean()
     argv = genode.qemu_argv("g", hostfwd_port=1, token=None, accel=None)
     assert argv.count("-machine") == 1 and "romfile=" not in " ".join(argv)
+    assert "ipv6=off" not in " ".join(argv)
     assert not MachineProfile(machine="microvm").lean()
 
 
