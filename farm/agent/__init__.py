@@ -3,7 +3,7 @@
 Stdlib only (it ships in the guest initrd with a trimmed Python 3.11; the
 same files run as a plain process on any Linux box). Needed stdlib pieces
 beyond the core: ``resource``, ``selectors``/``select``, ``subprocess``
-(``_posixsubprocess``), ``json``, ``hmac``/``hashlib``, ``base64``; ``ctypes``
+(``_posixsubprocess``), ``json``, SHA-256 (``_sha256``, own HMAC), ``base64``; ``ctypes``
 is optional (SCHED_DEADLINE and PR_SET_PDEATHSIG need it).
 
 Modules, one concept each:
@@ -25,4 +25,5 @@ Modules, one concept each:
 * ``cyclictest`` the ``cyclictest`` pkg: flags from the config, summary parsing
 * ``logs``       loggers that hold records until ``logging`` is set up (fast start)
 * ``protocol``   wire format shared with the host; ``pkgs`` known pkg names
+* ``bootnet``    the guest's static address (farm.ip=) set by /init's python, ioctls
 """

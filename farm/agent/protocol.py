@@ -33,13 +33,24 @@ are not encrypted (see docs/security.md).
 
 from __future__ import annotations
 
-import hashlib
-import hmac
 import os
 import struct
 import time
+from _operator import _compare_digest as compare_digest  # hmac's own, constant time
 
 from farm.agent import wirejson as json  # json.dumps/loads without importing json (and re)
+
+# SHA-256 without hashlib and hmac: the guest ships no OpenSSL (its /init makes
+# _hashlib fail at once), and there hashlib's import builds every builtin hash
+# (_sha3, _blake2, ...) and hmac adds warnings: ~2 M guest instructions before the
+# handshake. The host keeps OpenSSL's SHA-256 (hashlib.sha256 is that one too).
+try:
+    from _hashlib import openssl_sha256 as sha256
+except ImportError:
+    try:
+        from _sha256 import sha256  # type: ignore[no-redef]  # Python 3.11's builtin
+    except ImportError:  # 3.12 renamed it
+        from hashlib import sha256
 
 # Lean imports: the guest agent must reach its handshake fast, and pathlib, secrets
 # and typing would bring a dozen more modules, each costing milliseconds under TCG.
@@ -77,7 +88,7 @@ def agent_version() -> str:
     Any change to the agent code changes it, so a guest image built from other
     code is detected at the handshake.
     """
-    digest = hashlib.sha256()
+    digest = sha256()
     here = os.path.dirname(os.path.realpath(__file__))
     for name in sorted(n for n in os.listdir(here) if n.endswith(".py")):
         digest.update(name.encode())
@@ -177,8 +188,28 @@ def write_frame(sock: socket.socket, message: dict[str, Any]) -> None:
     sock.sendall(encode(message))
 
 
+#: HMAC's pads (RFC 2104) as translation tables: key.translate(_IPAD) = key XOR 0x36...
+_IPAD = bytes(b ^ 0x36 for b in range(256))
+_OPAD = bytes(b ^ 0x5C for b in range(256))
+_BLOCK = 64  # SHA-256's block size
+
+
+def _pads(key: bytes) -> tuple[bytes, bytes]:
+    """HMAC-SHA256's inner and outer padded keys for ``key`` (RFC 2104)."""
+    if len(key) > _BLOCK:
+        key = sha256(key).digest()
+    key = key.ljust(_BLOCK, b"\0")
+    return key.translate(_IPAD), key.translate(_OPAD)
+
+
+def hmac_sha256(key: bytes, data: bytes) -> bytes:
+    """HMAC-SHA256(key, data): what ``hmac.new(key, data, "sha256").digest()`` returns."""
+    ipad, opad = _pads(key)
+    return sha256(opad + sha256(ipad + data).digest()).digest()
+
+
 def _h(key: bytes, data: bytes) -> bytes:
-    return hmac.new(key, data, hashlib.sha256).digest()
+    return hmac_sha256(key, data)
 
 
 def guest_key(token: str, guest: str) -> str:
@@ -187,12 +218,12 @@ def guest_key(token: str, guest: str) -> str:
     A guest holds only its own key, so it can open no other guest's agent, and
     the farm token cannot be recovered from it.
     """
-    return hmac.new(token.encode(), GUEST_KEY_LABEL + guest.encode(), hashlib.sha256).hexdigest()
+    return hmac_sha256(token.encode(), GUEST_KEY_LABEL + guest.encode()).hex()
 
 
 def session_secret(key: str, hello_body: bytes, cnonce: str) -> bytes:
     """S: binds the key, the agent's whole greeting (its nonce) and the client's nonce."""
-    transcript = hashlib.sha256(hello_body).digest()
+    transcript = sha256(hello_body).digest()
     return _h(key.encode(), b"farm-session-2|" + transcript + b"|" + cnonce.encode())
 
 
@@ -204,7 +235,7 @@ def proof(secret: bytes, role: str) -> str:
 def check_proof(secret: bytes, role: str, value: object) -> bool:
     if not isinstance(value, str) or not value.isascii():  # compare_digest: ASCII str only
         return False
-    return hmac.compare_digest(proof(secret, role), value)
+    return compare_digest(proof(secret, role), value)
 
 
 class Tagger:
@@ -216,8 +247,9 @@ class Tagger:
 
     def __init__(self, secret: bytes, direction: str) -> None:
         key = _h(secret, direction.encode())
-        self._inner = hashlib.sha256(bytes(b ^ 0x36 for b in key.ljust(64, b"\0")))
-        self._outer = hashlib.sha256(bytes(b ^ 0x5C for b in key.ljust(64, b"\0")))
+        ipad, opad = _pads(key)
+        self._inner = sha256(ipad)
+        self._outer = sha256(opad)
         self.seq = 0
 
     def tag(self, body: bytes) -> bytes:
@@ -239,7 +271,7 @@ class Tagger:
         if len(data) < TAG_LEN:
             raise BadTag("frame too short for its tag")
         body = data[TAG_LEN:]
-        if not hmac.compare_digest(self.tag(body), data[:TAG_LEN]):
+        if not compare_digest(self.tag(body), data[:TAG_LEN]):
             raise BadTag(f"frame {self.seq - 1} failed its MAC (forged, replayed or reordered)")
         return body
 

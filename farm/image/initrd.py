@@ -18,6 +18,15 @@ from farm.image.kernel import GUEST_MODULES, KernelFiles, module_load_order
 
 log = logging.getLogger(__name__)
 
+#: what /init mounts with one ``mount -a`` (each mount command is a fork under TCG);
+#: /dev/shm needs a directory in the devtmpfs first, so /init mounts it after
+FSTAB = b"""\
+proc /proc proc defaults 0 0
+sysfs /sys sysfs defaults 0 0
+devtmpfs /dev devtmpfs defaults 0 0
+cgroup2 /sys/fs/cgroup cgroup2 defaults 0 0
+"""
+
 #: native programs of the userland packages shipped with their libraries: Debian rt-tests'
 #: cyclictest, the standard latency measurement (the agent's ``cyclictest`` pkg)
 EXTRA_PROGRAMS = ("usr/bin/cyclictest",)
@@ -156,6 +165,7 @@ def build_tree(src: InitrdSources, work: Path) -> tuple[Tree, dict[str, object]]
     init = render_init(src.init_template, [n for n, _ in modules], src.kernel.release)
     tree.file("init", init, 0o755)
     tree.file("etc/udhcpc.script", src.udhcpc_script.read_bytes(), 0o755)
+    tree.file("etc/fstab", FSTAB)
     tree.file("etc/farm/agent_version", f"{src.agent_version}\n".encode())
     native_info: dict[str, object] | None = None
     if src.native is not None:

@@ -43,6 +43,9 @@ HEAVY = {
     "re",  # with enum: the agent speaks JSON through _json (farm.agent.wirejson)
     "enum",
     "selectors",  # the accept loop polls two descriptors with select.poll
+    "hashlib",  # builds every builtin hash (_sha3, _blake2, ...): protocol takes _sha256
+    "hmac",  # and warnings with it: protocol's HMAC-SHA256 is its own, over _sha256
+    "warnings",
 }
 
 

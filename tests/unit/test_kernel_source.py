@@ -29,6 +29,10 @@ def test_shipped_fragment_asks_for_what_the_guest_needs() -> None:
         "CONFIG_IPV6",
     ):
         assert options.get(key) == "y", key
+    # no virtual terminals (64 tty devices registered at boot), keyboard, mouse or PS/2
+    # port: the console is serial; together 2.2 MB of kernel and ~2 M boot instructions
+    for key in ("CONFIG_VT", "CONFIG_INPUT", "CONFIG_SERIO"):
+        assert options.get(key) == "n", key
     for key in ("CONFIG_MODULES", "CONFIG_ACPI", "CONFIG_LEGACY_PTYS"):
         assert options.get(key) == "n", key
 

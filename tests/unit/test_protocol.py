@@ -127,6 +127,67 @@ def test_tag_matches_hmac_sha256() -> None:
     assert send.tag(b"{}") == want
 
 
+@given(st.binary(max_size=200), st.binary(max_size=300))
+def test_own_hmac_matches_the_stdlib_for_any_key_and_length(key: bytes, data: bytes) -> None:
+    import hashlib
+    import hmac
+
+    # keys around the 64-byte block (padded, exact, hashed first) and empty ones included
+    assert protocol.hmac_sha256(key, data) == hmac.new(key, data, hashlib.sha256).digest()
+
+
+def test_own_hmac_matches_the_stdlib_at_the_block_boundaries() -> None:
+    import hashlib
+    import hmac
+
+    for n in (0, 1, 31, 32, 63, 64, 65, 127, 128, 129, 1000):
+        key, data = (bytes(range(256)) * 4)[:n], bytes(n)
+        assert protocol.hmac_sha256(key, data) == hmac.new(key, data, hashlib.sha256).digest()
+        assert (
+            protocol.guest_key("t" * n, "g")
+            == hmac.new(b"t" * n, protocol.GUEST_KEY_LABEL + b"g", hashlib.sha256).hexdigest()
+        )
+
+
+def test_the_guest_derives_the_same_keys_without_openssl() -> None:
+    """The guest has no _hashlib: protocol then hashes with the builtin, to the same values."""
+    import hashlib
+    import hmac
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    probe = (
+        "import sys; sys.modules['_hashlib'] = None\n"
+        "from farm.agent import protocol as p\n"
+        "assert 'hashlib' not in sys.modules and 'hmac' not in sys.modules\n"
+        "s = p.session_secret(p.guest_key('tok', 'g1'), b'hello', 'cn')\n"
+        "send, _ = p.directions(s, agent=True)\n"
+        "print(s.hex(), p.proof(s, 'agent'), send.tag(b'{}').hex(), send.tag(b'x' * 99).hex())"
+    )
+    out = subprocess.run(
+        [sys.executable, "-S", "-c", probe],
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert out.returncode == 0, out.stderr
+    key = hmac.new(b"tok", b"farm-guest-key:g1", hashlib.sha256).hexdigest()
+    transcript = hashlib.sha256(b"hello").digest()
+    secret = hmac.new(
+        key.encode(), b"farm-session-2|" + transcript + b"|cn", hashlib.sha256
+    ).digest()
+    proof = hmac.new(secret, b"agent-proof", hashlib.sha256).hexdigest()
+    direction = hmac.new(secret, b"agent->client", hashlib.sha256).digest()
+    tags = [
+        hmac.new(direction, seq.to_bytes(8, "big") + body, hashlib.sha256).hexdigest()[:32]
+        for seq, body in ((0, b"{}"), (1, b"x" * 99))
+    ]
+    assert out.stdout.split() == [secret.hex(), proof, *tags]
+
+
 def test_message_shapes() -> None:
     hello = protocol.hello("n", 1.5)
     assert (hello["type"], hello["protocol"], hello["nonce"], hello["heartbeat"]) == (
