@@ -1,0 +1,84 @@
+"""The agent's connection writes a reply or event from the sending thread when it can.
+
+No hop to the writer thread for a frame that nothing waits before (a ping's
+reply, a set's JOBS_DONE); a client that does not read makes frames queue for
+the writer instead of blocking the sender, and every frame still arrives
+sealed in sending order (the tags count frames).
+"""
+
+from __future__ import annotations
+
+import socket
+import threading
+from typing import Any
+
+import pytest
+
+from farm.agent import protocol
+from farm.agent.connection import IO_TIMEOUT, Connection
+
+pytestmark = pytest.mark.unit
+
+SECRET = b"s" * 32
+
+
+def _pair() -> tuple[Connection, socket.socket, protocol.FrameDecoder]:
+    """An authenticated connection (keys set, writable directly) and the client's end."""
+    agent_end, client_end = socket.socketpair()
+    conn = Connection(agent_end, "peer:1", None, "token", 0.0, 1.0, lambda _c: None)  # type: ignore[arg-type]
+    conn._sender, conn._receiver = protocol.directions(SECRET, agent=True)
+    agent_end.settimeout(IO_TIMEOUT)
+    conn._fd = agent_end.fileno()  # what run() sets once the writer runs
+    _, opener = protocol.directions(SECRET, agent=False)
+    return conn, client_end, protocol.FrameDecoder(opener=opener)
+
+
+def _read(client: socket.socket, decoder: protocol.FrameDecoder, n: int) -> list[dict[str, Any]]:
+    client.settimeout(10)
+    got: list[dict[str, Any]] = []
+    while len(got) < n:
+        data = client.recv(1 << 20)
+        assert data, "connection closed"
+        got += decoder.feed(data)
+    return got
+
+
+def test_a_reply_goes_out_from_the_sending_thread() -> None:
+    conn, client, decoder = _pair()
+    try:
+        assert conn._writer is None  # no writer thread at all: the frame must not wait for one
+        conn.send(protocol.reply(7, {"pong": True}))
+        conn.send({"type": "event", "event": {"type": "JOBS_DONE"}})
+        got = _read(client, decoder, 2)
+        assert got[0] == protocol.reply(7, {"pong": True})
+        assert got[1]["event"]["type"] == "JOBS_DONE"
+        assert conn._queue.empty()
+    finally:
+        client.close()
+        conn._sock.close()
+
+
+def test_a_client_not_reading_queues_frames_in_order_without_blocking_the_sender() -> None:
+    conn, client, decoder = _pair()
+    big = "x" * 60_000
+    try:
+        sent = 0
+        while conn._queue.empty():  # until the socket is full: the rest waits for the writer
+            conn.send({"type": "event", "n": sent, "pad": big})
+            sent += 1
+            assert sent < 10_000, "the socket never filled"
+        for _ in range(5):  # queued behind the backlog, not written past it
+            conn.send({"type": "event", "n": sent, "pad": big})
+            sent += 1
+        assert conn._queue.qsize() == 6
+        writer = threading.Thread(target=conn._write_loop, daemon=True)
+        writer.start()
+        got = _read(client, decoder, sent)  # BadTag here if a frame overtook another
+        assert [m["n"] for m in got] == list(range(sent))
+        conn.close_gracefully()
+        writer.join(10)
+        assert not writer.is_alive()
+        assert conn._backlog == 0
+    finally:
+        client.close()
+        conn._sock.close()
