@@ -82,3 +82,46 @@ def test_a_client_not_reading_queues_frames_in_order_without_blocking_the_sender
     finally:
         client.close()
         conn._sock.close()
+
+
+class _CountingSocket:
+    """The agent's end of a socketpair, counting recv calls."""
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self.recvs = 0
+
+    def recv(self, n: int) -> bytes:
+        self.recvs += 1
+        return self.sock.recv(n)
+
+    def settimeout(self, t: float | None) -> None:
+        self.sock.settimeout(t)
+
+
+def test_frames_that_arrived_together_cost_one_recv() -> None:
+    conn, client, _ = _pair()
+    counting = _CountingSocket(conn._sock)  # type: ignore[arg-type]
+    conn._sock = counting  # type: ignore[assignment]
+    sender, _ = protocol.directions(SECRET, agent=False)
+    requests = [{"type": "request", "id": i, "op": "ping", "args": {}} for i in range(3)]
+    try:
+        client.sendall(b"".join(sender.seal(protocol.dumps(r)) for r in requests))
+        got = [conn._read_frame(protocol.MAX_FRAME + protocol.TAG_LEN, None) for _ in requests]
+        assert got == requests
+        assert counting.recvs == 1  # header and body of all three: one read
+    finally:
+        client.close()
+        counting.sock.close()
+
+
+def test_before_auth_no_byte_beyond_the_frame_is_read() -> None:
+    conn, client, _ = _pair()
+    conn._receiver = None  # (the handshake's frames are unsealed)
+    try:
+        client.sendall(protocol.encode({"type": "auth"}) + b"\0\0\0\x05rest!")
+        assert conn._read_frame(protocol.PREAUTH_MAX_FRAME, None) == {"type": "auth"}
+        assert not conn._rbuf
+    finally:
+        client.close()
+        conn._sock.close()
