@@ -189,7 +189,6 @@ class Connection:
         try:
             authed = self._handshake()
             if authed:
-                self.authenticated = True
                 self._service.attach(self)
                 self._sock.settimeout(IO_TIMEOUT)  # (and so O_NONBLOCK: see send)
                 writer = threading.Thread(
@@ -273,6 +272,9 @@ class Connection:
             log.warning("%s: authentication failed (wrong key)", self.name)
             self._send_now(protocol.error("auth", "authentication failed"))
             return False
+        # counted as authenticated before the client can know it is (the server's cap
+        # on authenticated connections must see it when the client's next one arrives)
+        self.authenticated = True
         self._send_now(
             {
                 "type": "welcome",

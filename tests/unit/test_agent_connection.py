@@ -125,3 +125,25 @@ def test_before_auth_no_byte_beyond_the_frame_is_read() -> None:
     finally:
         client.close()
         conn._sock.close()
+
+
+class _Service:
+    version = "test"
+
+
+def test_a_client_is_counted_as_authenticated_before_it_reads_its_welcome() -> None:
+    """Else its next connection could slip past the agent's cap (max_connections)."""
+    agent_end, client_end = socket.socketpair()
+    conn = Connection(agent_end, "peer:1", _Service(), "token", 0.0, 5.0, lambda _c: None)  # type: ignore[arg-type]
+    result: list[bool] = []
+    agent = threading.Thread(target=lambda: result.append(conn._handshake()), daemon=True)
+    agent.start()
+    try:
+        client_end.settimeout(10)
+        protocol.client_handshake(client_end, "token")  # returns once the welcome is read
+        assert conn.authenticated
+        agent.join(10)
+        assert result == [True]
+    finally:
+        client_end.close()
+        agent_end.close()
