@@ -6,7 +6,10 @@ task-set cycles of a one-job ``hey`` task (start -> START/EXIT/JOBS_DONE) on
 the same connection. Prints one JSON document; the ratio of (b)'s time per set
 to (a)'s time per ping is the cost of a set beyond the protocol itself (it
 includes spawning the job process). :func:`bare_exchange` is reused by
-``bench/dispatch.py`` against the agents a Distributor booted.
+``bench/dispatch.py`` against the agents a Distributor booted. ``cpu_us``: CPU
+time (user + system) of this process and of the agent per ping and per set,
+steadier than wall-clock figures on a busy machine (10 ms clock ticks: use
+enough pings).
 
     .venv/bin/python bench/agent_rtt.py [--sets 200] [--pings 2000]
 """
@@ -56,15 +59,33 @@ def start_agent(token: str, tmp: Path) -> tuple[subprocess.Popen[bytes], int]:
     raise RuntimeError("agent did not start")
 
 
-def bare_exchange(session: FarmSession, sets: int, pings: int) -> dict[str, Any]:
-    """Ping round trips and bare start -> events -> finished cycles of the trivial set."""
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far (from /proc/PID/stat)."""
+    with open(f"/proc/{pid}/stat") as fh:
+        fields = fh.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def bare_exchange(
+    session: FarmSession, sets: int, pings: int, agent_pid: int | None = None
+) -> dict[str, Any]:
+    """Ping round trips and bare start -> events -> finished cycles of the trivial set.
+
+    ``agent_pid``: a local agent's process, whose CPU time is then reported too.
+    """
     for _ in range(min(50, pings)):
         session.ping()
+
+    def cpu() -> tuple[float, float]:
+        return time.process_time(), cpu_seconds(agent_pid) if agent_pid else 0.0
+
     rtts = []
+    c0 = cpu()
     t0 = time.perf_counter()
     for _ in range(pings):
         rtts.append(session.ping())
     ping_wall = time.perf_counter() - t0
+    c1 = cpu()
     variant = next(TaskSet([Task(dict(TRIVIAL))]).variants())
     set_times = []
     t0 = time.perf_counter()
@@ -75,6 +96,14 @@ def bare_exchange(session: FarmSession, sets: int, pings: int) -> dict[str, Any]
             session.run(timeout=5.0)
         set_times.append(time.perf_counter() - s0)
     sets_wall = time.perf_counter() - t0
+    c2 = cpu()
+    cpu_us = {
+        "host_per_ping": round((c1[0] - c0[0]) / max(1, pings) * 1e6, 1),
+        "host_per_set": round((c2[0] - c1[0]) / max(1, sets) * 1e6, 1),
+    }
+    if agent_pid:
+        cpu_us["agent_per_ping"] = round((c1[1] - c0[1]) / max(1, pings) * 1e6, 1)
+        cpu_us["agent_per_set"] = round((c2[1] - c1[1]) / max(1, sets) * 1e6, 1)
     ping_median = statistics.median(rtts)
     set_median = statistics.median(set_times)
     return {
@@ -91,6 +120,7 @@ def bare_exchange(session: FarmSession, sets: int, pings: int) -> dict[str, Any]
         },
         "sets_per_s": round(sets / sets_wall, 2),
         "set_over_ping_ratio": round(set_median / ping_median, 1),
+        "cpu_us": cpu_us,
     }
 
 
@@ -105,7 +135,7 @@ def main() -> None:
         try:
             session = FarmSession("127.0.0.1", port, token=token)
             session.connect()
-            doc = bare_exchange(session, args.sets, args.pings)
+            doc = bare_exchange(session, args.sets, args.pings, proc.pid)
             session.close()
         finally:
             proc.terminate()

@@ -75,6 +75,10 @@ def loads(s: str | bytes | bytearray, **kwargs: Any) -> Any:
         obj, end = _scan(s, start)
     except StopIteration as exc:
         _fail("Expecting value", s, exc.value)
+    except SystemError:  # _json raises its errors from json.decoder, if already imported
+        import json  # (CPython 3.11: else NULL without an exception): json's own error
+
+        return json.loads(s)
     rest = len(s) - len(s[end:].lstrip(_SPACES))
     if rest != len(s):
         _fail("Extra data", s, rest)

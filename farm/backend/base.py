@@ -11,6 +11,7 @@ process is stopped (SIGSTOP): a frozen guest is as useless as a dead one, and
 from __future__ import annotations
 
 import abc
+import os
 import threading
 from collections.abc import Callable
 from pathlib import Path
@@ -129,10 +130,36 @@ class Backend(abc.ABC):
         """Wake spawn() calls waiting inside the backend (a machine was retired or killed)."""
 
 
+#: /proc/PID/stat states of a stopped (SIGSTOP, a debugger) or zombie process
+_STOPPED_STATES = (b"T", b"t", b"Z")
+_PROCFS = os.path.exists("/proc/self/stat")
+
+
 def pid_stopped(pid: int | None) -> bool:
-    """True if process ``pid`` exists and is stopped (SIGSTOP, a debugger) or a zombie."""
+    """True if process ``pid`` exists and is stopped (SIGSTOP, a debugger) or a zombie.
+
+    Asked before every set a slot starts (Guest.alive): one read of /proc/PID/stat,
+    not a psutil object (~30 us more on the dispatch path); psutil without procfs.
+    """
     if pid is None:
         return False
+    if not _PROCFS:
+        return _psutil_stopped(pid)
+    try:
+        fd = os.open(f"/proc/{pid}/stat", os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False  # gone
+    try:
+        stat = os.read(fd, 512)  # "pid (comm) S ...": comm may hold spaces and parentheses
+    except OSError:
+        return False  # exited meanwhile
+    finally:
+        os.close(fd)
+    end = stat.rfind(b")")
+    return end >= 0 and stat[end + 2 : end + 3] in _STOPPED_STATES
+
+
+def _psutil_stopped(pid: int) -> bool:
     try:
         status = psutil.Process(pid).status()
     except psutil.Error:

@@ -86,3 +86,25 @@ def test_other_arguments_and_bytes_go_to_json() -> None:
     assert wirejson.dumps({"b": 1, "a": 2}, sort_keys=True) == '{"a": 2, "b": 1}'
     assert wirejson.loads(b'{"a": 1}') == {"a": 1}
     assert wirejson.loads("1.5", parse_float=str) == "1.5"
+
+
+def test_a_bad_frame_before_json_was_imported_is_a_json_error() -> None:
+    """A fresh agent (json not imported yet) still answers bad JSON with bad_frame."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    code = (
+        "import sys\n"
+        "from farm.agent import wirejson\n"
+        "assert 'json.decoder' not in sys.modules\n"
+        "try:\n"
+        "    wirejson.loads('{not json')\n"
+        "except ValueError as exc:\n"
+        "    print(type(exc).__name__, exc.pos)\n"
+    )
+    root = Path(__file__).resolve().parents[2]
+    out = subprocess.run(
+        [sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.split() == ["JSONDecodeError", "1"]

@@ -140,3 +140,36 @@ def test_boots_killed_from_outside_do_not_double_the_back_off(tmp_path: Path, de
     assert len(backend.slots) == 3 and steps == ({0} if dead else {2}), (
         steps
     )  # no step after the last
+
+
+def test_pid_stopped_reads_proc_stat_without_psutil(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Guest.alive() runs before every set's start: no psutil object per call."""
+    import psutil
+
+    from farm.backend import base
+
+    def no_psutil(*_a: object, **_k: object) -> None:
+        raise AssertionError("psutil.Process used on the dispatch path")
+
+    monkeypatch.setattr(psutil, "Process", no_psutil)
+    proc = subprocess.Popen(["sleep", "600"])
+    try:
+        assert not base.pid_stopped(proc.pid)
+        proc.send_signal(signal.SIGSTOP)
+        deadline = time.monotonic() + 10
+        while not base.pid_stopped(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert base.pid_stopped(proc.pid)
+        proc.send_signal(signal.SIGCONT)
+        while base.pid_stopped(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert not base.pid_stopped(proc.pid)
+        proc.kill()
+        while not base.pid_stopped(proc.pid) and time.monotonic() < deadline:
+            time.sleep(0.01)
+        assert base.pid_stopped(proc.pid)  # a zombie until reaped
+    finally:
+        proc.kill()
+        proc.wait()
+    assert not base.pid_stopped(proc.pid)  # reaped: gone
+    assert not base.pid_stopped(None)
