@@ -218,6 +218,8 @@ class Connection:
             self._writer.join(FLUSH_GRACE)  # let queued frames (a last error) go out
             self.abort()
             self._writer.join(IO_TIMEOUT + 1)
+        with self._wlock:  # no send() writes to the fd from now on: its number may be reused
+            self._fd = -1
         try:
             self._sock.close()
         except OSError:

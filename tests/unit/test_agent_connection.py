@@ -147,3 +147,23 @@ def test_a_client_is_counted_as_authenticated_before_it_reads_its_welcome() -> N
     finally:
         client_end.close()
         agent_end.close()
+
+
+def test_after_the_connection_ends_a_late_send_writes_to_no_fd() -> None:
+    """A scheduler's late send() must not write to the closed socket's fd number,
+    which the kernel may already have given to another file or client."""
+    conn, client, _decoder = _pair()
+    client.close()
+    conn._on_close = lambda _c: None
+    conn._finish()  # what run() does at its end: the socket is closed
+    assert conn._fd == -1
+    other_r, other_w = socket.socketpair()  # likely reuses the freed fd number
+    try:
+        conn._closed.clear()  # a send that passed its closed check just before the end
+        conn.send({"type": "event", "event": {"type": "EXIT"}})
+        other_r.setblocking(False)
+        with pytest.raises(BlockingIOError):
+            other_r.recv(1)  # nothing reached the new owner of the number
+    finally:
+        other_r.close()
+        other_w.close()
