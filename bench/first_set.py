@@ -9,6 +9,13 @@ unless ``--cold``): connect a FarmSession, then run ``--sets`` trivial sets
 set's and the later sets' medians over the guests, and their difference
 (issue 18's target: the first within 50 ms of a later one).
 
+Before each spawn the backend is let settle, untimed, as in bench/warm.py (the
+qemu and libvirt backends make their next spare guest in the background after
+a warm spawn: a farm respawns a guest long after the previous spawn);
+``--back-to-back`` spawns right after the previous destroy instead (the spare
+may still be in the making, or the spawn restores without one).
+``from_spare`` counts the spawns a spare served.
+
 ``first_phases_ms`` / ``later_phases_ms`` split those sets (medians) with the
 agent's own event times, put on the host's clock by the ``time`` op (asked
 after the sets, so it warms nothing up; the sample of least round trip):
@@ -99,7 +106,15 @@ def _medians(split: list[dict[str, float]]) -> dict[str, float]:
     }
 
 
-def measure(backend_name: str, guests: int, sets: int, warm: bool) -> dict[str, Any]:
+def spares_of(backend: Any) -> Any:
+    """The backend's spare maker (qemu: ``spares``, libvirt: ``warm.spares``), or None."""
+    found = getattr(backend, "spares", None)
+    return found if found is not None else getattr(getattr(backend, "warm", None), "spares", None)
+
+
+def measure(
+    backend_name: str, guests: int, sets: int, warm: bool, back_to_back: bool = False
+) -> dict[str, Any]:
     from farm.backend import create
     from farm.session.agent import FarmSession
     from farm.session.token import resolve_token
@@ -114,7 +129,10 @@ def measure(backend_name: str, guests: int, sets: int, warm: bool) -> dict[str, 
         try:
             backend.check()
             token = resolve_token(cfg.token, cfg.state_dir)
+            spares = spares_of(backend)
             for _ in range(guests):
+                if spares is not None and not back_to_back:
+                    spares.wait_ready(120.0)  # untimed: a settled farm
                 guest = backend.spawn("qemu1", token)
                 try:
                     host, port = guest.address(180.0)
@@ -140,6 +158,8 @@ def measure(backend_name: str, guests: int, sets: int, warm: bool) -> dict[str, 
         "bench": "first_set",
         "backend": backend_name,
         "warm_start": warm,
+        "back_to_back": back_to_back,
+        **({"from_spare": spares.used} if spares is not None else {}),
         "guests": guests,
         "sets_per_guest": sets,
         "first_set_ms": {"median": round(first * 1e3, 1), "max": round(max(firsts) * 1e3, 1)},
@@ -159,10 +179,16 @@ def main() -> None:
     ap.add_argument("--sets", type=int, default=4, help="sets per guest (>= 2)")
     ap.add_argument("--backend", default="qemu")
     ap.add_argument("--cold", action="store_true", help="cold boots instead of warm starts")
+    ap.add_argument(
+        "--back-to-back",
+        action="store_true",
+        help="spawn right after the previous destroy (do not let the backend settle)",
+    )
     args = ap.parse_args()
     if args.sets < 2 or args.guests < 1:
         ap.error("--sets must be >= 2 and --guests >= 1")
-    print(json.dumps(measure(args.backend, args.guests, args.sets, not args.cold), indent=1))
+    doc = measure(args.backend, args.guests, args.sets, not args.cold, args.back_to_back)
+    print(json.dumps(doc, indent=1))
 
 
 if __name__ == "__main__":
