@@ -14,7 +14,9 @@ qemu and libvirt backends make their next spare guest in the background after
 a warm spawn: a farm respawns a guest long after the previous spawn);
 ``--back-to-back`` spawns right after the previous destroy instead (the spare
 may still be in the making, or the spawn restores without one).
-``from_spare`` counts the spawns a spare served.
+``from_spare`` counts the spawns a spare served (the first spawn never: it
+builds the template and starts the first spare); ``first_set_each_ms`` lists
+each guest's first set and whether it was made of a spare.
 
 ``first_phases_ms`` / ``later_phases_ms`` split those sets (medians) with the
 agent's own event times, put on the host's clock by the ``time`` op (asked
@@ -123,6 +125,7 @@ def measure(
     laters: list[float] = []
     first_split: list[dict[str, float]] = []
     later_split: list[dict[str, float]] = []
+    via: list[bool] = []  # each guest: made of a spare
     with tempfile.TemporaryDirectory(prefix="farm-bench-first-") as tmp:
         cfg = farm_config(tmp, backend_name, 1).replace(image_dir=IMAGES, warm_start=warm)
         backend = create(cfg)
@@ -133,7 +136,9 @@ def measure(
             for _ in range(guests):
                 if spares is not None and not back_to_back:
                     spares.wait_ready(120.0)  # untimed: a settled farm
+                used = spares.used if spares is not None else 0
                 guest = backend.spawn("qemu1", token)
+                via.append(spares is not None and spares.used > used)
                 try:
                     host, port = guest.address(180.0)
                     session = FarmSession(host, port, token=token, connect_attempts=100_000)
@@ -168,6 +173,10 @@ def measure(
             "p90": round(percentile(laters, 90) * 1e3, 1),
         },
         "first_minus_later_ms": round((first - later) * 1e3, 1),
+        "first_set_each_ms": [
+            {"spare": spare, "first": round(t * 1e3, 1)}
+            for spare, t in zip(via, firsts, strict=True)
+        ],
         "first_phases_ms": _medians(first_split),
         "later_phases_ms": _medians(later_split),
     }
