@@ -225,7 +225,13 @@ class QemuBackend(Backend):
         guest.log.info("restored from %s in %.2fs", snap.path.name, time.monotonic() - started)
         return guest
 
-    def _spawn(self, name: str, token: str, warm: snapshot.Snapshot | None = None) -> Guest:
+    def _spawn(
+        self,
+        name: str,
+        token: str,
+        warm: snapshot.Snapshot | None = None,
+        prefix: tuple[str, ...] = (),
+    ) -> Guest:  # prefix: a command QEMU is run with (a spare's ``chrt --idle 0``)
         glog = log.getChild(name)
         run_dir = (self.config.state_dir / "qemu" / name).resolve()
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -270,6 +276,7 @@ class QemuBackend(Backend):
                 qmp_socket=run_dir / "qmp.sock",
                 extra=extra,
             )
+        argv = [*prefix, *argv]
         (run_dir / "cmdline").write_text(json.dumps(argv))
         glog.info("starting %s", " ".join(argv))
         wipe_dead(name)  # a dead qemuN socket would make `screen -xr qemuN` ambiguous

@@ -23,9 +23,11 @@ known). At hand-over its screen session is renamed to the machine's
 machine's name. QEMU's ``-name`` and its run directory keep the spare's name.
 
 Priority: a spare is made from idle CPU only (farm measures the task set, not
-itself): its maker thread runs SCHED_IDLE and the screen and QEMU it forks
-inherit it. A spawn that waits for the spare lifts the maker and the spare's
-QEMU to SCHED_OTHER, and so does the hand-over.
+itself): its QEMU runs SCHED_IDLE from its first instruction (``chrt --idle 0``
+in front of its command line). The maker thread does not: a thread of farm's
+process starved while holding the GIL would stall farm's other threads. A spawn
+that waits for the spare lifts the spare's QEMU (every thread) to SCHED_OTHER,
+and so does the hand-over.
 
 Cleanup: the spare's QEMU and screen are in the process registry from their
 launch (the watchdog or the next farm reaps them when farm dies) and
@@ -38,6 +40,7 @@ import contextlib
 import itertools
 import logging
 import os
+import shutil
 import socket
 import subprocess
 import threading
@@ -94,7 +97,6 @@ class QemuSpares:
         self._closed = False
         self._failures = 0
         self._numbers = itertools.count(1)
-        self._maker_tid = 0  # the maker thread's native id while it runs
         self._making: QemuGuest | None = None  # the spare's guest once launched
 
     @property
@@ -166,10 +168,6 @@ class QemuSpares:
         """The maker thread: one spare, kept unless the backend closed meanwhile."""
         name = f"{SPARE}-{next(self._numbers)}"
         spare = None
-        with self._cond:
-            self._maker_tid = threading.get_native_id()
-            if not self._waiter and not self._closed:
-                _set_policy(0, os.SCHED_IDLE)  # this thread, and the screen and QEMU it forks
         try:
             spare = self._warmed(snap, name)
         except (snapshot.SnapshotError, BackendError, OSError) as exc:
@@ -184,7 +182,7 @@ class QemuSpares:
             log.exception("no spare guest")
         finally:
             with self._cond:
-                self._maker, self._maker_tid, self._making = None, 0, None
+                self._maker, self._making = None, None
                 if spare is not None and not self._closed:
                     self._ready, spare = spare, None
                     self._failures = 0
@@ -194,7 +192,10 @@ class QemuSpares:
 
     def _warmed(self, snap: snapshot.Snapshot, name: str) -> Spare:
         """Restore guest ``name`` from ``snap``, resume it, have it run the warm-up set."""
-        guest = cast("QemuGuest", self.backend._spawn(name, "", warm=snap))
+        idle = ("chrt", "--idle", "0") if shutil.which("chrt") and not self._waiter else ()
+        guest = cast("QemuGuest", self.backend._spawn(name, "", warm=snap, prefix=idle))
+        if not idle and not self._waiter and guest.pid is not None:  # no chrt: from now on
+            _set_policy(guest.pid, os.SCHED_IDLE, threads=True)
         with self._cond:
             self._making = guest
             if self._waiter:
@@ -222,9 +223,7 @@ class QemuSpares:
         return Spare(guest, ident, snap.path)
 
     def _lift(self) -> None:
-        """SCHED_OTHER for the maker thread and the spare's QEMU (if it runs yet)."""
-        if self._maker_tid:
-            _set_policy(self._maker_tid, os.SCHED_OTHER)
+        """SCHED_OTHER for the spare's QEMU (if it runs yet)."""
         if self._making is not None and self._making.pid is not None:
             _set_policy(self._making.pid, os.SCHED_OTHER, threads=True)
 

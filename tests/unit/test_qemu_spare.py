@@ -72,14 +72,19 @@ class FakeBackend:
         self.sent: list[bytes] = []
         self.identities: list[tuple[str, str]] = []
 
-    def _spawn(self, name: str, token: str, warm: Snapshot | None = None) -> FakeGuest:
+    def _spawn(
+        self, name: str, token: str, warm: Snapshot | None = None, prefix: tuple[str, ...] = ()
+    ) -> FakeGuest:
         assert warm is not None and token == ""  # a restore: no key on any command line
         self.policies.append(os.sched_getscheduler(0))
         run_dir = self.root / "state" / "qemu" / name
         run_dir.mkdir(parents=True, exist_ok=True)
         console = self.root / "log" / f"{name}.console.log"
         console.write_text("console\n")
-        popen = subprocess.Popen(["sleep", "120"])  # inherits this thread's policy
+        popen = subprocess.Popen([*prefix, "sleep", "120"])
+        comm = Path(f"/proc/{popen.pid}/comm")
+        while comm.read_text().strip() != "sleep":  # QEMU writes its pidfile once it runs
+            threading.Event().wait(0.001)
         process = SimpleNamespace(
             pid=popen.pid, popen=popen, screen_pid=None, qmp=None, name=name,
             log_file=console, registry=self.registry,
@@ -138,8 +143,9 @@ def test_a_spawn_takes_the_warmed_spare_under_its_own_name_and_key(
     spares.refill(s)
     assert spares.wait_ready(WAIT)
     assert backend.sent == [qemu_spare.WARM_UP]  # asked to warm up after its restore
-    assert backend.policies == [os.SCHED_IDLE]  # made from idle CPU
     (spare,) = backend.spawned
+    assert os.sched_getscheduler(spare.pid) == os.SCHED_IDLE  # made from idle CPU
+    assert backend.policies == [os.SCHED_OTHER]  # not farm's own thread (it holds the GIL)
     guest = spares.take(s, "qemu2", "key-2")
     try:
         assert guest is not None and guest.name == "qemu2" and spares.used == 1
