@@ -12,9 +12,10 @@ backend restored from the snapshot AND resumed, whose /init is asked (the
 line ``{"warm_up": true}`` on the identity port) to run the warm-up set again,
 in this QEMU, and then waits for its identity. A spawn takes it and only writes
 the identity (name, own key: never on a command line); a daemon thread makes
-the next spare. A spawn that finds the spare being made waits for it; one that
-finds none (several at once) restores as before. Bridged guests (a tap and
-address per machine) are restored as before.
+the next spare. A spawn that finds none ready (several at once, or one right
+after another: the next spare is still being made) restores as before, without
+waiting: the spare's restore and warm-up would cost it more. Bridged guests (a
+tap and address per machine) are restored as before.
 
 Naming: the spare is ``farm-spare-<n>`` (the machine it will become is not
 known). At hand-over its screen session is renamed to the machine's
@@ -25,9 +26,8 @@ machine's name. QEMU's ``-name`` and its run directory keep the spare's name.
 Priority: a spare is made from idle CPU only (farm measures the task set, not
 itself): its QEMU runs SCHED_IDLE from its first instruction (``chrt --idle 0``
 in front of its command line). The maker thread does not: a thread of farm's
-process starved while holding the GIL would stall farm's other threads. A spawn
-that waits for the spare lifts the spare's QEMU (every thread) to SCHED_OTHER,
-and so does the hand-over.
+process starved while holding the GIL would stall farm's other threads. The
+hand-over lifts the spare's QEMU (every thread) to SCHED_OTHER.
 
 Cleanup: the spare's QEMU and screen are in the process registry from their
 launch (the watchdog or the next farm reaps them when farm dies) and
@@ -57,7 +57,7 @@ if TYPE_CHECKING:
 
 log = logging.getLogger("farm.backend.qemu")
 SPARE = "farm-spare"
-WAIT = 120.0  # s a spawn waits for the spare being made (it is made from idle CPU)
+WAIT = 120.0  # s the making of a spare may take (from idle CPU), close() waits for it
 MAX_FAILURES = 3  # consecutive failed spares before farm stops making them
 WARM_UP = b'{"warm_up": true}\n'
 WARM = b"farm-identity: warm"
@@ -93,7 +93,6 @@ class QemuSpares:
         self._cond = threading.Condition()
         self._ready: Spare | None = None
         self._maker: threading.Thread | None = None
-        self._waiter = False  # a spawn waits for the spare being made
         self._closed = False
         self._failures = 0
         self._numbers = itertools.count(1)
@@ -105,17 +104,14 @@ class QemuSpares:
         return self.backend.config.network != "bridge" and not self.off
 
     def take(self, snap: snapshot.Snapshot, name: str, key: str) -> QemuGuest | None:
-        """Guest ``name`` (own ``key``) made of the spare, waited for if being made; None: none."""
+        """Guest ``name`` (own ``key``) made of the ready spare; None: none is ready.
+
+        A spare still being made is not waited for: its restore and warm-up would cost more
+        than the plain restore the caller then does (it stays for the next spawn).
+        """
         if not self.usable:
             return None
         with self._cond:
-            if self._ready is None and self._maker is not None and not self._waiter:
-                self._waiter = True  # only one spawn waits: there is one spare
-                self._lift()  # made from idle CPU: now it is wanted
-                try:
-                    self._cond.wait_for(self._settled, WAIT)
-                finally:
-                    self._waiter = False
             spare, self._ready = self._ready, None
         if spare is None:
             return None
@@ -131,9 +127,6 @@ class QemuSpares:
             return None
         self.used += 1
         return guest
-
-    def _settled(self) -> bool:
-        return self._ready is not None or self._maker is None
 
     def refill(self, snap: snapshot.Snapshot) -> None:
         """Start making a spare from ``snap`` unless one is ready or being made."""
@@ -192,14 +185,12 @@ class QemuSpares:
 
     def _warmed(self, snap: snapshot.Snapshot, name: str) -> Spare:
         """Restore guest ``name`` from ``snap``, resume it, have it run the warm-up set."""
-        idle = ("chrt", "--idle", "0") if shutil.which("chrt") and not self._waiter else ()
+        idle = ("chrt", "--idle", "0") if shutil.which("chrt") else ()
         guest = cast("QemuGuest", self.backend._spawn(name, "", warm=snap, prefix=idle))
-        if not idle and not self._waiter and guest.pid is not None:  # no chrt: from now on
+        if not idle and guest.pid is not None:  # no chrt: from now on
             _set_policy(guest.pid, os.SCHED_IDLE, threads=True)
         with self._cond:
             self._making = guest
-            if self._waiter:
-                self._lift()
             closed = self._closed
         if closed:
             guest.destroy()
@@ -221,11 +212,6 @@ class QemuSpares:
             raise
         log.info("spare guest %s restored and warmed up", name)
         return Spare(guest, ident, snap.path)
-
-    def _lift(self) -> None:
-        """SCHED_OTHER for the spare's QEMU (if it runs yet)."""
-        if self._making is not None and self._making.pid is not None:
-            _set_policy(self._making.pid, os.SCHED_OTHER, threads=True)
 
     def _hand_over(self, spare: Spare, name: str, key: str) -> QemuGuest:
         """Make ``spare`` machine ``name`` (screen, console log, registry), give its identity."""
