@@ -12,8 +12,8 @@ backend restored from the snapshot AND resumed, whose /init is asked (the
 line ``{"warm_up": true}`` on the identity port) to run the warm-up set again,
 in this QEMU, and then waits for its identity. A spawn takes it and only writes
 the identity (name, own key: never on a command line); a daemon thread makes
-the next spare. A spawn that finds none ready (several at once, or one right
-after another: the next spare is still being made) restores as before, without
+the next spare once no spawn came for a second. A spawn that finds none ready
+(several at once, or one right after another) restores as before, without
 waiting: the spare's restore and warm-up would cost it more. Bridged guests (a
 tap and address per machine) are restored as before.
 
@@ -44,6 +44,7 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -59,6 +60,7 @@ log = logging.getLogger("farm.backend.qemu")
 SPARE = "farm-spare"
 WAIT = 120.0  # s the making of a spare may take (from idle CPU), close() waits for it
 MAX_FAILURES = 3  # consecutive failed spares before farm stops making them
+QUIET = 1.0  # s without a spawn before a spare is made (spawns back to back just restore)
 WARM_UP = b'{"warm_up": true}\n'
 WARM = b"farm-identity: warm"
 
@@ -95,6 +97,7 @@ class QemuSpares:
         self._maker: threading.Thread | None = None
         self._closed = False
         self._failures = 0
+        self._spawns = 0  # take() calls: a spawn postpones the making (QUIET)
         self._numbers = itertools.count(1)
         self._making: QemuGuest | None = None  # the spare's guest once launched
 
@@ -113,6 +116,8 @@ class QemuSpares:
             return None
         with self._cond:
             spare, self._ready = self._ready, None
+            self._spawns += 1
+            self._cond.notify_all()
         if spare is None:
             return None
         if spare.source != snap.path or not spare.guest.alive():
@@ -150,6 +155,7 @@ class QemuSpares:
             self._closed = True
             maker, spare, self._ready = self._maker, self._ready, None
             making = self._making
+            self._cond.notify_all()  # a maker waiting for quiet
         if making is not None:  # its maker then fails at once instead of finishing it
             making.destroy()
         if maker is not None and maker is not threading.current_thread():
@@ -162,7 +168,8 @@ class QemuSpares:
         name = f"{SPARE}-{next(self._numbers)}"
         spare = None
         try:
-            spare = self._warmed(snap, name)
+            if self._quiet():
+                spare = self._warmed(snap, name)
         except (snapshot.SnapshotError, BackendError, OSError) as exc:
             with self._cond:
                 closed = self._closed  # close() destroyed the spare being made
@@ -182,6 +189,22 @@ class QemuSpares:
                 self._cond.notify_all()
             if spare is not None:  # closed meanwhile
                 spare.discard()
+
+    def _quiet(self) -> bool:
+        """Wait until no spawn came for QUIET s (False: closed meanwhile).
+
+        Spawns back to back (a farm starting its guests, a burst of crashes) then restore
+        without a spare being made beside them; a spare is made once the farm is settled.
+        """
+        with self._cond:
+            while not self._closed:
+                seen, deadline = self._spawns, time.monotonic() + QUIET
+                while not self._closed and self._spawns == seen:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return True
+                    self._cond.wait(left)
+            return False
 
     def _warmed(self, snap: snapshot.Snapshot, name: str) -> Spare:
         """Restore guest ``name`` from ``snap``, resume it, have it run the warm-up set."""

@@ -119,6 +119,7 @@ def backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeBac
     monkeypatch.setattr(snapshot, "resume", resume)
     monkeypatch.setattr(snapshot, "_read_line", lambda sock, timeout, alive: fake.answer)
     monkeypatch.setattr(snapshot, "_send_identity", send_identity)
+    monkeypatch.setattr(qemu_spare, "QUIET", 0.05)
     yield fake
     for guest in fake.spawned:
         guest.process.popen.kill()
@@ -187,6 +188,21 @@ def test_a_spawn_does_not_wait_for_the_spare_being_made(
     assert spares.wait_ready(WAIT) and len(backend.spawned) == 1
     guest = spares.take(s, "qemu2", "k2")
     assert guest is not None and guest.name == "qemu2"
+    spares.close()
+
+
+def test_spawns_back_to_back_postpone_the_making(
+    backend: FakeBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spares = spares_of(backend)
+    s = snap(tmp_path)
+    monkeypatch.setattr(qemu_spare, "QUIET", 2.0)
+    spares.refill(s)
+    for _ in range(4):  # each one within QUIET of the previous
+        threading.Event().wait(0.05)
+        assert spares.take(s, "qemu1", "k") is None
+    assert backend.spawned == []  # not made beside them
+    assert spares.wait_ready(WAIT) and len(backend.spawned) == 1
     spares.close()
 
 
