@@ -9,6 +9,15 @@ unless ``--cold``): connect a FarmSession, then run ``--sets`` trivial sets
 set's and the later sets' medians over the guests, and their difference
 (issue 18's target: the first within 50 ms of a later one).
 
+Before each spawn the backend is let settle, untimed, as in bench/warm.py (the
+qemu and libvirt backends make their next spare guest in the background after
+a warm spawn: a farm respawns a guest long after the previous spawn);
+``--back-to-back`` spawns right after the previous destroy instead (the spare
+may still be in the making, or the spawn restores without one).
+``from_spare`` counts the spawns a spare served (the first spawn never: it
+builds the template and starts the first spare); ``first_set_each_ms`` lists
+each guest's first set and whether it was made of a spare.
+
 ``first_phases_ms`` / ``later_phases_ms`` split those sets (medians) with the
 agent's own event times, put on the host's clock by the ``time`` op (asked
 after the sets, so it warms nothing up; the sample of least round trip):
@@ -99,7 +108,15 @@ def _medians(split: list[dict[str, float]]) -> dict[str, float]:
     }
 
 
-def measure(backend_name: str, guests: int, sets: int, warm: bool) -> dict[str, Any]:
+def spares_of(backend: Any) -> Any:
+    """The backend's spare maker (qemu: ``spares``, libvirt: ``warm.spares``), or None."""
+    found = getattr(backend, "spares", None)
+    return found if found is not None else getattr(getattr(backend, "warm", None), "spares", None)
+
+
+def measure(
+    backend_name: str, guests: int, sets: int, warm: bool, back_to_back: bool = False
+) -> dict[str, Any]:
     from farm.backend import create
     from farm.session.agent import FarmSession
     from farm.session.token import resolve_token
@@ -108,14 +125,20 @@ def measure(backend_name: str, guests: int, sets: int, warm: bool) -> dict[str, 
     laters: list[float] = []
     first_split: list[dict[str, float]] = []
     later_split: list[dict[str, float]] = []
+    via: list[bool] = []  # each guest: made of a spare
     with tempfile.TemporaryDirectory(prefix="farm-bench-first-") as tmp:
         cfg = farm_config(tmp, backend_name, 1).replace(image_dir=IMAGES, warm_start=warm)
         backend = create(cfg)
         try:
             backend.check()
             token = resolve_token(cfg.token, cfg.state_dir)
+            spares = spares_of(backend)
             for _ in range(guests):
+                if spares is not None and not back_to_back:
+                    spares.wait_ready(120.0)  # untimed: a settled farm
+                used = spares.used if spares is not None else 0
                 guest = backend.spawn("qemu1", token)
+                via.append(spares is not None and spares.used > used)
                 try:
                     host, port = guest.address(180.0)
                     session = FarmSession(host, port, token=token, connect_attempts=100_000)
@@ -140,6 +163,8 @@ def measure(backend_name: str, guests: int, sets: int, warm: bool) -> dict[str, 
         "bench": "first_set",
         "backend": backend_name,
         "warm_start": warm,
+        "back_to_back": back_to_back,
+        **({"from_spare": spares.used} if spares is not None else {}),
         "guests": guests,
         "sets_per_guest": sets,
         "first_set_ms": {"median": round(first * 1e3, 1), "max": round(max(firsts) * 1e3, 1)},
@@ -148,6 +173,10 @@ def measure(backend_name: str, guests: int, sets: int, warm: bool) -> dict[str, 
             "p90": round(percentile(laters, 90) * 1e3, 1),
         },
         "first_minus_later_ms": round((first - later) * 1e3, 1),
+        "first_set_each_ms": [
+            {"spare": spare, "first": round(t * 1e3, 1)}
+            for spare, t in zip(via, firsts, strict=True)
+        ],
         "first_phases_ms": _medians(first_split),
         "later_phases_ms": _medians(later_split),
     }
@@ -159,10 +188,16 @@ def main() -> None:
     ap.add_argument("--sets", type=int, default=4, help="sets per guest (>= 2)")
     ap.add_argument("--backend", default="qemu")
     ap.add_argument("--cold", action="store_true", help="cold boots instead of warm starts")
+    ap.add_argument(
+        "--back-to-back",
+        action="store_true",
+        help="spawn right after the previous destroy (do not let the backend settle)",
+    )
     args = ap.parse_args()
     if args.sets < 2 or args.guests < 1:
         ap.error("--sets must be >= 2 and --guests >= 1")
-    print(json.dumps(measure(args.backend, args.guests, args.sets, not args.cold), indent=1))
+    doc = measure(args.backend, args.guests, args.sets, not args.cold, args.back_to_back)
+    print(json.dumps(doc, indent=1))
 
 
 if __name__ == "__main__":

@@ -10,9 +10,9 @@ builds the template snapshot; reported apart as ``first_s``), then
 ``--boots`` sequential spawns, each timed like ``bench/ready.py`` does (spawn,
 address, FarmSession connect + authentication) and destroyed before the
 next. Before each timed spawn the backend is let settle, untimed (the
-libvirt backend makes its next spare domain in the background after a warm
-spawn, see ``farm.backend.libvirt_spare``): a farm respawns a guest when one
-dies, long after the previous spawn; ``--back-to-back`` spawns right after
+qemu and libvirt backends make their next spare in the background after a
+warm spawn, see ``farm.backend.qemu_spare`` and ``libvirt_spare``): a farm
+respawns a guest when one dies, long after the previous spawn; ``--back-to-back`` spawns right after
 the previous destroy instead (the spare may still be in the making, the spawn
 waits for it). Prints one JSON document: per variant median/p90/min/max (p90 by
 ``common.percentile``), and ``libvirt_vs_qemu_warm``: the ratio of the two
@@ -40,9 +40,15 @@ from ready import boot_once  # noqa: E402
 VARIANTS = ("qemu-warm", "libvirt-warm", "qemu-cold", "libvirt-cold")
 
 
+def spares_of(backend: Any) -> Any:
+    """The backend's spare maker (qemu: ``spares``, libvirt: ``warm.spares``), or None."""
+    found = getattr(backend, "spares", None)
+    return found if found is not None else getattr(getattr(backend, "warm", None), "spares", None)
+
+
 def settle(backend: Any, back_to_back: bool) -> bool | None:
     """Wait (untimed) for the backend's spare domain; None: it has none."""
-    spares = getattr(getattr(backend, "warm", None), "spares", None)
+    spares = spares_of(backend)
     if spares is None or back_to_back:
         return None
     return bool(spares.wait_ready(60.0))
@@ -67,7 +73,7 @@ def one(variant: str, boots: int, back_to_back: bool = False) -> dict[str, Any]:
             for _ in range(boots):
                 settle(backend, back_to_back)
                 lat.append(boot_once(backend, token)["ready_s"])
-            spares = getattr(getattr(backend, "warm", None), "spares", None)
+            spares = spares_of(backend)
         finally:
             backend.close()
     return {

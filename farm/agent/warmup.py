@@ -6,8 +6,10 @@ helper threads of :mod:`farm.agent.workers`, the first spawn, the job guard's
 group, event encoding and sealing, the first log records. The warm-start
 template (``farm.identity=wait`` in the image's /init, farm/backend/snapshot.py)
 runs :func:`run` before it is saved, so every guest restored from it starts with
-that done. (Under TCG the restored guest still translates that code again the
-first time it runs: the translation cache is QEMU's, not the guest's.)
+that done. Under TCG a restored guest still translates that code again the
+first time it runs (the translation cache is QEMU's, not the guest's): the qemu
+backend's spare guest (farm/backend/qemu_spare.py) runs :func:`run` once more
+after its restore, before it is handed its identity.
 """
 
 from __future__ import annotations
@@ -40,46 +42,65 @@ TIMEOUT = 30.0
 history: list[list[str]] = []
 
 
-class _Client:
-    """The warm-up set's client: seals each message as a connection would, keeps event types."""
-
-    name = "warm-up"
-
-    def __init__(self) -> None:
-        self.events: list[str] = []
-        self._sender = protocol.directions(b"warm-up", agent=True)[0]
-
-    def send(self, message: dict[str, Any]) -> None:
-        self._sender.seal(protocol.dumps(message))
-        if message.get("type") == "event":
-            self.events.append(str(message["event"]["type"]))
-
-
 def run(tasks: list[dict[str, Any]] | None = None, timeout: float = TIMEOUT) -> list[str]:
     """Run one private set (``TASKS`` by default) through a private service; its event types.
 
-    Never raises: a warm-up that fails is logged (the template is saved all the same,
-    its guests' first sets then do that work).
+    The set goes over the wire as a host's would (:func:`_over_the_wire`). Never raises:
+    a warm-up that fails is logged (the template is saved all the same, its guests' first
+    sets then do that work).
     """
-    client = _Client()
+    events: list[str] = []
     try:
         service.load_machinery()
         agent = service.AgentService()
         try:
-            raw = [dict(t) for t in (TASKS if tasks is None else tasks)]
-            outcome = agent.handle(client, "start", {"tasks": raw, "binaries": {}, "params": []})
-            if outcome.then is not None:
-                outcome.then()
-            runner = agent._runner
-            if runner is not None and not runner.wait(timeout):
-                log.warning("the warm-up set did not finish within %g s", timeout)
+            _over_the_wire(agent, TASKS if tasks is None else tasks, timeout, events)
         finally:
             agent.shutdown()
         _prime_logging()
     except Exception:
         log.exception("the warm-up set failed")
-    history.append(client.events)
-    return client.events
+    history.append(events)
+    return events
+
+
+def _over_the_wire(
+    agent: service.AgentService, tasks: list[dict[str, Any]], timeout: float, events: list[str]
+) -> None:
+    """Serve a connection on a socket pair, handshake, ``start`` the set, read to its end.
+
+    The agent's own request path (handshake, MAC, decoding, dispatch, reply, the writer
+    thread, events on a socket) is code a first set runs too: done here, in the template
+    (its lazy imports then in the snapshot) and in a spare (translated in its QEMU).
+    """
+    import socket
+    import threading
+    import time
+
+    from farm.agent.connection import Connection
+
+    deadline = time.monotonic() + timeout
+    mine, theirs = socket.socketpair()
+    conn = Connection(theirs, "warm-up", agent, "warm-up", 1.0, timeout, lambda c: None)
+    reader = threading.Thread(target=conn.run, name="warm-up", daemon=True)
+    reader.start()
+    try:
+        channel = protocol.client_handshake(mine, "warm-up", deadline)
+        args = {"tasks": [dict(t) for t in tasks], "binaries": {}, "params": []}
+        channel.send({"type": "request", "id": 1, "op": "start", "args": args})
+        ends: set[object] = set()
+        while len(ends) < len(tasks):
+            message = channel.recv(deadline)
+            if message.get("type") == "error":
+                raise RuntimeError(f"the agent refused the warm-up set: {message}")
+            if message.get("type") == "event":
+                event = message["event"]
+                events.append(str(event["type"]))
+                if event["type"] == "JOBS_DONE":
+                    ends.add(event.get("task_id"))
+    finally:
+        mine.close()
+        reader.join(timeout)
 
 
 def _prime_logging() -> None:

@@ -32,6 +32,7 @@ import psutil
 from farm.agent.protocol import guest_key
 from farm.backend import identity, snapshot, snapshot_mem
 from farm.backend.base import Backend, Guest, pid_stopped
+from farm.backend.qemu_spare import QemuSpares
 from farm.backend.screen import wipe_dead
 from farm.backend.snapshot_net import WarmNet
 from farm.bridge.bridge import BackendBridge, TapNic, plan_for
@@ -148,6 +149,7 @@ class QemuBackend(Backend):
         self._warm_lock = threading.Lock()
         self.registry = ProcessRegistry(config.state_dir)
         self._net = BackendBridge(config, self.registry)  # network == "bridge": br0 + dhcpd
+        self.spares = QemuSpares(self)  # user network: one guest restored and warmed up ahead
 
     def check(self) -> None:
         if shutil.which(self.profile.qemu) is None:
@@ -168,11 +170,14 @@ class QemuBackend(Backend):
             snap = self._snapshot()
             if snap is not None:
                 try:
-                    return self._restore(name, token, snap)
+                    guest = self.spares.take(snap, name, token) or self._restore(name, token, snap)
                 except snapshot.SnapshotError as exc:
                     log.warning("%s: warm start failed, booting cold: %s", name, exc)
                     if isinstance(exc, snapshot.SnapshotLoadFailed):  # the next spawn rebuilds it
                         snapshot.discard(snap.path)
+                else:
+                    self.spares.refill(snap)  # the next spawn's guest, made from idle CPU
+                    return guest
         return self._spawn(name, token)
 
     def _snapshot(self) -> snapshot.Snapshot | None:
@@ -220,7 +225,13 @@ class QemuBackend(Backend):
         guest.log.info("restored from %s in %.2fs", snap.path.name, time.monotonic() - started)
         return guest
 
-    def _spawn(self, name: str, token: str, warm: snapshot.Snapshot | None = None) -> Guest:
+    def _spawn(
+        self,
+        name: str,
+        token: str,
+        warm: snapshot.Snapshot | None = None,
+        prefix: tuple[str, ...] = (),
+    ) -> Guest:  # prefix: a command QEMU is run with (a spare's ``chrt --idle 0``)
         glog = log.getChild(name)
         run_dir = (self.config.state_dir / "qemu" / name).resolve()
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -265,6 +276,7 @@ class QemuBackend(Backend):
                 qmp_socket=run_dir / "qmp.sock",
                 extra=extra,
             )
+        argv = [*prefix, *argv]
         (run_dir / "cmdline").write_text(json.dumps(argv))
         glog.info("starting %s", " ".join(argv))
         wipe_dead(name)  # a dead qemuN socket would make `screen -xr qemuN` ambiguous
@@ -289,7 +301,8 @@ class QemuBackend(Backend):
         return QemuGuest(name, port, process, run_dir, console, host, on_destroy, nic)
 
     def close(self) -> None:
-        """Take the bridged network down if this backend brought it up."""
+        """Destroy the spare guest, take the bridged network down if this backend brought it up."""
+        self.spares.close()
         self._net.close()
 
     def reap_stale(self) -> list[str]:

@@ -1,19 +1,18 @@
 """Warm start: save a booted guest once, restore copies of it, each with its own identity.
 
-A *template* guest boots with ``farm.identity=wait`` on its kernel command
-line: its /init (images/init.sh.in) brings the network up, imports the agent,
-runs one private task set (:mod:`farm.agent.warmup`: what only a process's first
-set does is then part of the snapshot) and then says ``farm-identity: waiting``
-on the virtio-serial port
-``farm.identity`` and blocks reading one JSON line. At that point farm stops
-the template and migrates its state into a file (QMP ``getfd`` hands QEMU
-the open file, ``migrate`` to ``fd:``): the snapshot. A restored guest is a
-new QEMU process with the same command line plus ``-incoming defer``: farm
+A *template* guest boots with ``farm.identity=wait`` on its kernel command line:
+its /init (images/init.sh.in) brings the network up, imports the agent, runs one
+private task set (:mod:`farm.agent.warmup`: what only a process's first set does
+is then part of the snapshot) and then says ``farm-identity: waiting`` on the
+virtio-serial port ``farm.identity`` and blocks reading one JSON line. At that
+point farm stops the template and migrates its state into a file (QMP ``getfd``
+hands QEMU the open file, ``migrate`` to ``fd:``): the snapshot. A restored guest
+is a new QEMU process with the same command line plus ``-incoming defer``: farm
 loads the file (``getfd``, ``migrate-incoming`` from ``fd:``), resumes it
-(``cont``) and writes the guest's identity (name, agent token, wall-clock
-time, a random seed) to the port; the guest starts its agent with that
-token and answers ``farm-identity: ok NAME`` as soon as the agent listens,
-so the first handshake attempt succeeds.
+(``cont``) and writes the guest's identity (name, agent token, wall-clock time, a
+random seed) to the port; the guest starts its agent with that token and answers
+``farm-identity: ok NAME`` as soon as the agent listens, so the first handshake
+attempt succeeds.
 
 Snapshots live in ``<state_dir>/snapshots/<key>.bin`` next to a ``.json``
 with their size and SHA256. The key is a digest of everything the saved state
@@ -347,9 +346,6 @@ def build(
         shutil.rmtree(run_dir, ignore_errors=True)
 
 
-_EVENTS = snapshot_mem.capabilities(None)
-
-
 def _final(data: dict[str, Any]) -> bool:
     return data.get("status") in ("completed", "failed", "cancelled")
 
@@ -404,31 +400,35 @@ def restore(
 ) -> None:
     """Load ``snapshot`` into the QEMU waiting in ``run_dir``, resume it, hand it its identity.
 
-    ``alive``: a callable telling whether that QEMU still runs; ``qmp``: its open QMP
-    connection (QEMU serves one client at a time; None: connect to ``run_dir/qmp.sock``).
-    Returns once the guest acknowledged its identity, i.e. once its agent listens with
-    ``token``. ``net``: the guest's own MAC/IP/gateway (:meth:`WarmNet.identity`).
+    ``alive``: whether that QEMU still runs; ``qmp``: its open QMP connection (None: connect
+    to ``run_dir/qmp.sock``). Returns once the guest's agent listens with ``token`` (its ack).
+    ``net``: the guest's own MAC/IP/gateway (:meth:`WarmNet.identity`).
     """
     if not token or any(c.isspace() for c in token):
         raise ConfigError("token must be non-empty and contain no whitespace")
     # connect first: the port is then "host connected" when the saved state (connected too) loads
     with _connect(run_dir / "identity.sock", alive, 10.0) as ident:
-        try:
-            with contextlib.ExitStack() as stack:
-                if qmp is None:
-                    qmp = stack.enter_context(connect(run_dir / "qmp.sock"))
-                data = stack.enter_context(snapshot.path.open("rb"))
-                caps = snapshot_mem.capabilities(snapshot.ram)
-                qmp.execute("migrate-set-capabilities", capabilities=caps)
-                qmp.getfd("snapshot", data.fileno())  # QEMU reads the file itself
-                qmp.execute("migrate-incoming", uri="fd:snapshot")
-                event = qmp.wait_event("MIGRATION", timeout, _final)
-                if event["data"]["status"] != "completed":
-                    raise SnapshotLoadFailed(f"QEMU could not load {snapshot.path}")
-                qmp.execute("cont")
-        except QmpError as exc:
-            raise SnapshotLoadFailed(f"QEMU could not load {snapshot.path}: {exc}") from exc
+        resume(snapshot, run_dir, timeout, qmp)
         _send_identity(ident, name, token, alive, timeout, net)
+
+
+def resume(snap: Snapshot, run_dir: Path, timeout: float, qmp: QmpClient | None) -> None:
+    """Load ``snap`` into the QEMU waiting in ``run_dir`` and resume it (see :func:`restore`)."""
+    try:
+        with contextlib.ExitStack() as stack:
+            if qmp is None:
+                qmp = stack.enter_context(connect(run_dir / "qmp.sock"))
+            data = stack.enter_context(snap.path.open("rb"))
+            caps = snapshot_mem.capabilities(snap.ram)
+            qmp.execute("migrate-set-capabilities", capabilities=caps)
+            qmp.getfd("snapshot", data.fileno())  # QEMU reads the file itself
+            qmp.execute("migrate-incoming", uri="fd:snapshot")
+            event = qmp.wait_event("MIGRATION", timeout, _final)
+            if event["data"]["status"] != "completed":
+                raise SnapshotLoadFailed(f"QEMU could not load {snap.path}")
+            qmp.execute("cont")
+    except QmpError as exc:
+        raise SnapshotLoadFailed(f"QEMU could not load {snap.path}: {exc}") from exc
 
 
 def _send_identity(

@@ -58,3 +58,22 @@ def test_a_failing_warm_up_is_logged_not_raised(
     monkeypatch.setattr(AgentService, "handle", refuse)
     assert warmup.run(TASKS) == []
     assert "the warm-up set failed" in caplog.text
+
+
+def test_the_warm_up_set_goes_over_the_agents_own_connection(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Handshake, a sealed request, its reply and the events on a socket: code a host's
+    first set runs too (a spare guest translates it before a client comes)."""
+    from farm.agent import connection
+
+    seen: list[object] = []
+    real = connection.Connection._dispatch
+
+    def spy(self: connection.Connection, message: dict[str, object]) -> None:
+        seen.append(message.get("op"))
+        real(self, message)
+
+    monkeypatch.setattr(connection.Connection, "_dispatch", spy)
+    events = warmup.run(TASKS)
+    assert seen == ["start"] and events[-1] == "JOBS_DONE", (seen, events)

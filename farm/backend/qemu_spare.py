@@ -1,0 +1,288 @@
+"""A spare for qemu warm starts: one guest restored ahead and warmed up, for the next spawn.
+
+Why: under TCG a restored guest's first task set cost ~110 ms more than a later
+one. The template runs a warm-up set before it is saved (:mod:`farm.agent.warmup`),
+but QEMU's translation cache is host-side and starts empty in every new QEMU:
+measured with ``info jit``, a restored guest's first set made ~16,000 new
+translation blocks (~9 MB of host code), the second ~1,500, the third ~30, and
+perf showed the first set's QEMU time dominated by the translator
+(``tcg_gen_code``, ``tcg_optimize``, ...). A warm-up after the restore would be
+paid in spawn -> session, so :class:`QemuSpares` pays it ahead: ONE guest per
+backend restored from the snapshot AND resumed, whose /init is asked (the
+line ``{"warm_up": true}`` on the identity port) to run the warm-up set again,
+in this QEMU, and then waits for its identity. A spawn takes it and only writes
+the identity (name, own key: never on a command line); a daemon thread makes
+the next spare once no spawn came for a second. A spawn that finds none ready
+(several at once, or one right after another) restores as before, without
+waiting: the spare's restore and warm-up would cost it more. Bridged guests (a
+tap and address per machine) are restored as before.
+
+Naming: the spare is ``farm-spare-<n>`` (the machine it will become is not
+known). At hand-over its screen session is renamed to the machine's
+(``screen -xr qemuN``), its console log moved to ``log/<machine>.console.log``
+(screen logs on to the new name) and its QEMU and screen are recorded under the
+machine's name. QEMU's ``-name`` and its run directory keep the spare's name.
+
+Priority: a spare is made from idle CPU only (farm measures the task set, not
+itself): its QEMU runs SCHED_IDLE from its first instruction (``chrt --idle 0``
+in front of its command line). The maker thread does not: a thread of farm's
+process starved while holding the GIL would stall farm's other threads. The
+hand-over lifts the spare's QEMU (every thread) to SCHED_OTHER.
+
+Cleanup: the spare's QEMU and screen are in the process registry from their
+launch (the watchdog or the next farm reaps them when farm dies) and
+:meth:`QemuSpares.close` (the backend's ``close()``) destroys the spare.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import itertools
+import logging
+import os
+import shutil
+import socket
+import subprocess
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, cast
+
+from farm.backend import snapshot
+from farm.backend.screen import wipe_dead
+from farm.errors import BackendError
+
+if TYPE_CHECKING:
+    from farm.backend.qemu import QemuBackend, QemuGuest
+
+log = logging.getLogger("farm.backend.qemu")
+SPARE = "farm-spare"
+WAIT = 120.0  # s the making of a spare may take (from idle CPU), close() waits for it
+MAX_FAILURES = 3  # consecutive failed spares before farm stops making them
+QUIET = 1.0  # s without a spawn before a spare is made (spawns back to back just restore)
+WARM_UP = b'{"warm_up": true}\n'
+WARM = b"farm-identity: warm"
+
+
+@dataclass
+class Spare:
+    """A restored, running, warmed-up guest waiting for its identity on ``ident``."""
+
+    guest: QemuGuest
+    ident: socket.socket
+    source: Path
+
+    def discard(self) -> None:
+        """Destroy the guest, close its identity port, remove its console log."""
+        with contextlib.suppress(OSError):
+            self.ident.close()
+        try:
+            self.guest.destroy()
+        except BackendError as exc:
+            log.warning("spare %s: %s", self.guest.name, exc)
+        if self.guest.console_log is not None:
+            self.guest.console_log.unlink(missing_ok=True)
+
+
+class QemuSpares:
+    """The spare guest of one :class:`QemuBackend` (at most one, made in a thread)."""
+
+    def __init__(self, backend: QemuBackend) -> None:
+        self.backend = backend
+        self.used = 0  # spawns served by a spare
+        self.off = ""  # why spares were given up ("" = not)
+        self._cond = threading.Condition()
+        self._ready: Spare | None = None
+        self._maker: threading.Thread | None = None
+        self._closed = False
+        self._failures = 0
+        self._spawns = 0  # take() calls: a spawn postpones the making (QUIET)
+        self._numbers = itertools.count(1)
+        self._making: QemuGuest | None = None  # the spare's guest once launched
+
+    @property
+    def usable(self) -> bool:
+        """Whether spares are made: user network only (a bridged guest's tap is its own)."""
+        return self.backend.config.network != "bridge" and not self.off
+
+    def take(self, snap: snapshot.Snapshot, name: str, key: str) -> QemuGuest | None:
+        """Guest ``name`` (own ``key``) made of the ready spare; None: none is ready.
+
+        A spare still being made is not waited for: its restore and warm-up would cost more
+        than the plain restore the caller then does (it stays for the next spawn).
+        """
+        if not self.usable:
+            return None
+        with self._cond:
+            spare, self._ready = self._ready, None
+            self._spawns += 1
+            self._cond.notify_all()
+        if spare is None:
+            return None
+        if spare.source != snap.path or not spare.guest.alive():
+            log.info("spare %s is stale or dead: discarded", spare.guest.name)
+            spare.discard()
+            return None
+        try:
+            guest = self._hand_over(spare, name, key)
+        except (snapshot.SnapshotError, OSError) as exc:  # the spare only: restore instead
+            log.warning("%s: spare guest failed, restoring: %s", name, exc)
+            spare.discard()
+            return None
+        self.used += 1
+        return guest
+
+    def refill(self, snap: snapshot.Snapshot) -> None:
+        """Start making a spare from ``snap`` unless one is ready or being made."""
+        with self._cond:
+            if self._closed or not self.usable or self._ready or self._maker is not None:
+                return
+            self._maker = threading.Thread(
+                target=self._make, args=(snap,), name="qemu-spare", daemon=True
+            )
+            self._maker.start()
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Wait until no spare is being made; True if one is ready (benchmarks, tests)."""
+        with self._cond:
+            self._cond.wait_for(lambda: self._maker is None, timeout)
+            return self._ready is not None
+
+    def close(self) -> None:
+        """No more spares: wait for the one being made, destroy the ready one."""
+        with self._cond:
+            self._closed = True
+            maker, spare, self._ready = self._maker, self._ready, None
+            making = self._making
+            self._cond.notify_all()  # a maker waiting for quiet
+        if making is not None:  # its maker then fails at once instead of finishing it
+            making.destroy()
+        if maker is not None and maker is not threading.current_thread():
+            maker.join(WAIT)
+        if spare is not None:
+            spare.discard()
+
+    def _make(self, snap: snapshot.Snapshot) -> None:
+        """The maker thread: one spare, kept unless the backend closed meanwhile."""
+        name = f"{SPARE}-{next(self._numbers)}"
+        spare = None
+        try:
+            if self._quiet():
+                spare = self._warmed(snap, name)
+        except (snapshot.SnapshotError, BackendError, OSError) as exc:
+            with self._cond:
+                closed = self._closed  # close() destroyed the spare being made
+                self._failures += 0 if closed else 1
+                if self._failures >= MAX_FAILURES:
+                    self.off = str(exc)
+            if not closed:
+                log.warning("no spare guest%s: %s", " (no more tried)" if self.off else "", exc)
+        except BaseException:
+            log.exception("no spare guest")
+        finally:
+            with self._cond:
+                self._maker, self._making = None, None
+                if spare is not None and not self._closed:
+                    self._ready, spare = spare, None
+                    self._failures = 0
+                self._cond.notify_all()
+            if spare is not None:  # closed meanwhile
+                spare.discard()
+
+    def _quiet(self) -> bool:
+        """Wait until no spawn came for QUIET s (False: closed meanwhile).
+
+        Spawns back to back (a farm starting its guests, a burst of crashes) then restore
+        without a spare being made beside them; a spare is made once the farm is settled.
+        """
+        with self._cond:
+            while not self._closed:
+                seen, deadline = self._spawns, time.monotonic() + QUIET
+                while not self._closed and self._spawns == seen:
+                    left = deadline - time.monotonic()
+                    if left <= 0:
+                        return True
+                    self._cond.wait(left)
+            return False
+
+    def _warmed(self, snap: snapshot.Snapshot, name: str) -> Spare:
+        """Restore guest ``name`` from ``snap``, resume it, have it run the warm-up set."""
+        idle = ("chrt", "--idle", "0") if shutil.which("chrt") else ()
+        guest = cast("QemuGuest", self.backend._spawn(name, "", warm=snap, prefix=idle))
+        if not idle and guest.pid is not None:  # no chrt: from now on
+            _set_policy(guest.pid, os.SCHED_IDLE, threads=True)
+        with self._cond:
+            self._making = guest
+            closed = self._closed
+        if closed:
+            guest.destroy()
+            raise BackendError(f"spare {name}: the backend closed")
+        ident = None
+        try:
+            ident = snapshot._connect(guest.run_dir / "identity.sock", guest.alive, 10.0)
+            snapshot.resume(snap, guest.run_dir, WAIT, guest.process.qmp)
+            ident.sendall(WARM_UP)
+            line = snapshot._read_line(ident, WAIT, guest.alive)
+            if line != WARM:
+                raise snapshot.SnapshotError(f"spare {name} answered {line[:200]!r} to warm-up")
+        except BaseException:
+            if ident is not None:
+                ident.close()
+            guest.destroy()
+            if guest.console_log is not None:
+                guest.console_log.unlink(missing_ok=True)
+            raise
+        log.info("spare guest %s restored and warmed up", name)
+        return Spare(guest, ident, snap.path)
+
+    def _hand_over(self, spare: Spare, name: str, key: str) -> QemuGuest:
+        """Make ``spare`` machine ``name`` (screen, console log, registry), give its identity."""
+        b, old = self.backend, spare.guest
+        proc = old.process
+        if proc.pid is not None:
+            _set_policy(proc.pid, os.SCHED_OTHER, threads=True)  # a guest like any other
+        if proc.screen_pid is not None:
+            _set_policy(proc.screen_pid, os.SCHED_OTHER)
+        console = old._console
+        if proc.screen_pid is not None:
+            target = (b.config.log_dir / f"{name}.console.log").resolve()
+            os.replace(console, target)
+            wipe_dead(name)  # a dead qemuN socket would make `screen -xr qemuN` ambiguous
+            subprocess.run(
+                ["screen", "-S", f"{proc.screen_pid}.{old.name}", "-X", "eval",
+                 f"logfile {target}", "log off", "log on", f"sessionname {name}"],
+                stdin=subprocess.DEVNULL, capture_output=True, timeout=5, check=False,
+            )  # fmt: skip
+            console.unlink(missing_ok=True)  # if screen wrote to the old name meanwhile
+            console = proc.log_file = target
+        if proc.pid is not None:
+            b.registry.record(name, proc.pid, "qemu")
+        if proc.screen_pid is not None:
+            b.registry.record(f"{name}.screen", proc.screen_pid, "screen")
+        b.registry.forget(old.name)
+        b.registry.forget(f"{old.name}.screen")
+        proc.name = name
+        guest = type(old)(name, old.port, proc, old.run_dir, console)  # QemuGuest
+        try:
+            snapshot._send_identity(spare.ident, name, key, guest.alive, snapshot.RESTORE_TIMEOUT)
+        except BaseException:
+            guest.destroy()
+            raise
+        finally:
+            spare.ident.close()
+        guest.log.info("warm start from spare guest %s", old.name)
+        return guest
+
+
+def _set_policy(pid: int, policy: int, threads: bool = False) -> None:
+    """Set ``policy`` on ``pid`` (0: this thread), on each of its threads with ``threads``."""
+    tids = [pid]
+    if threads:
+        with contextlib.suppress(OSError):
+            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
+    for tid in tids:
+        try:
+            os.sched_setscheduler(tid, policy, os.sched_param(0))
+        except OSError as exc:  # gone, or not ours: the spare only runs slower or sooner
+            log.debug("cannot set scheduling policy %d of %d: %s", policy, tid, exc)

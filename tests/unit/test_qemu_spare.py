@@ -1,0 +1,246 @@
+"""The qemu backend's spare guest, its bookkeeping with fakes: no QEMU, no guest.
+
+One spare at a time, made in a thread from idle CPU after a spawn: restored,
+resumed and asked to warm up (``{"warm_up": true}``, answered ``farm-identity:
+warm``); a spawn takes a ready one (never waits for one being made), records it under
+the machine's name and writes the machine's identity and key; a stale spare is
+discarded; close() destroys the ready spare and the one being made; repeated
+failures stop the making; bridged backends make none.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from farm.backend import qemu_spare, snapshot
+from farm.backend.qemu_spare import QemuSpares
+from farm.backend.snapshot import Snapshot, SnapshotError
+from farm.procs import ProcessRegistry
+
+WAIT = 30.0
+
+
+class FakeGuest:
+    """A restored guest whose "QEMU" is a ``sleep`` child (``process.popen``), ended by
+    destroy(); built as QemuGuest is (the hand-over makes one with ``type(old)(...)``)."""
+
+    def __init__(self, name: str, port: int, process: Any, run_dir: Path, console: Path) -> None:
+        self.name, self.port, self.process, self.run_dir = name, port, process, run_dir
+        self._console = console
+        self.destroyed = threading.Event()
+        self.log = SimpleNamespace(info=lambda *a: None)
+
+    @property
+    def pid(self) -> int:
+        return int(self.process.pid)
+
+    @property
+    def console_log(self) -> Path:
+        return self._console
+
+    def alive(self) -> bool:
+        return not self.destroyed.is_set() and self.process.popen.poll() is None
+
+    def destroy(self) -> None:
+        self.destroyed.set()
+        self.process.popen.kill()
+        self.process.popen.wait()
+        self.process.registry.forget(self.process.name)
+
+
+class FakeBackend:
+    """``config``, ``registry`` and ``_spawn`` of QemuBackend; records what the spare did."""
+
+    def __init__(self, root: Path, network: str = "user") -> None:
+        (root / "log").mkdir()
+        self.root = root
+        self.config = SimpleNamespace(log_dir=root / "log", network=network)
+        self.registry = ProcessRegistry(root / "state")
+        self.spawned: list[FakeGuest] = []
+        self.gate = threading.Event()  # holds the snapshot's load back
+        self.gate.set()
+        self.answer = qemu_spare.WARM
+        self.policies: list[int] = []  # the maker thread's policy at each spawn
+        self.sent: list[bytes] = []
+        self.identities: list[tuple[str, str]] = []
+
+    def _spawn(
+        self, name: str, token: str, warm: Snapshot | None = None, prefix: tuple[str, ...] = ()
+    ) -> FakeGuest:
+        assert warm is not None and token == ""  # a restore: no key on any command line
+        self.policies.append(os.sched_getscheduler(0))
+        run_dir = self.root / "state" / "qemu" / name
+        run_dir.mkdir(parents=True, exist_ok=True)
+        console = self.root / "log" / f"{name}.console.log"
+        console.write_text("console\n")
+        popen = subprocess.Popen([*prefix, "sleep", "120"])
+        comm = Path(f"/proc/{popen.pid}/comm")
+        while comm.read_text().strip() != "sleep":  # QEMU writes its pidfile once it runs
+            threading.Event().wait(0.001)
+        process = SimpleNamespace(
+            pid=popen.pid, popen=popen, screen_pid=None, qmp=None, name=name,
+            log_file=console, registry=self.registry,
+        )  # fmt: skip
+        self.registry.record(name, popen.pid, "qemu")
+        guest = FakeGuest(name, 0, process, run_dir, console)
+        self.spawned.append(guest)
+        return guest
+
+
+@pytest.fixture
+def backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeBackend]:
+    fake = FakeBackend(tmp_path)
+
+    class Port:
+        def sendall(self, data: bytes) -> None:
+            fake.sent.append(data)
+
+        def close(self) -> None:
+            pass
+
+    def resume(snap: Snapshot, run_dir: Path, timeout: float, qmp: Any) -> None:
+        guest = fake.spawned[-1]
+        while not fake.gate.wait(0.01):
+            if guest.destroyed.is_set():
+                raise SnapshotError("QEMU ended")
+
+    def send_identity(port: Any, name: str, key: str, alive: Any, timeout: float) -> None:
+        fake.identities.append((name, key))
+
+    monkeypatch.setattr(snapshot, "_connect", lambda path, alive, timeout: Port())
+    monkeypatch.setattr(snapshot, "resume", resume)
+    monkeypatch.setattr(snapshot, "_read_line", lambda sock, timeout, alive: fake.answer)
+    monkeypatch.setattr(snapshot, "_send_identity", send_identity)
+    monkeypatch.setattr(qemu_spare, "QUIET", 0.05)
+    yield fake
+    for guest in fake.spawned:
+        guest.process.popen.kill()
+        guest.process.popen.wait()
+
+
+def snap(tmp_path: Path, name: str = "a") -> Snapshot:
+    return Snapshot(tmp_path / f"{name}.bin", name, 1, "0")
+
+
+def spares_of(backend: FakeBackend) -> QemuSpares:
+    spares = QemuSpares(backend)  # type: ignore[arg-type]
+    return spares
+
+
+def test_a_spawn_takes_the_warmed_spare_under_its_own_name_and_key(
+    backend: FakeBackend, tmp_path: Path
+) -> None:
+    spares = spares_of(backend)
+    s = snap(tmp_path)
+    assert spares.take(s, "qemu1", "key-1") is None  # none made yet, none being made
+    spares.refill(s)
+    assert spares.wait_ready(WAIT)
+    assert backend.sent == [qemu_spare.WARM_UP]  # asked to warm up after its restore
+    (spare,) = backend.spawned
+    assert os.sched_getscheduler(spare.pid) == os.SCHED_IDLE  # made from idle CPU
+    assert backend.policies == [os.SCHED_OTHER]  # not farm's own thread (it holds the GIL)
+    guest = spares.take(s, "qemu2", "key-2")
+    try:
+        assert guest is not None and guest.name == "qemu2" and spares.used == 1
+        assert guest.pid == spare.pid
+        assert backend.identities == [("qemu2", "key-2")]  # its own key, over the port
+        entries = backend.registry.entries()
+        assert entries["qemu2"]["pid"] == spare.pid and spare.name not in entries
+        assert os.sched_getscheduler(spare.pid) == os.SCHED_OTHER
+        assert spares.take(s, "qemu3", "key-3") is None  # one spare only
+    finally:
+        spares.close()
+
+
+def test_a_stale_spare_is_discarded_and_the_spawn_restores(
+    backend: FakeBackend, tmp_path: Path
+) -> None:
+    spares = spares_of(backend)
+    spares.refill(snap(tmp_path, "old"))
+    assert spares.wait_ready(WAIT)
+    assert spares.take(snap(tmp_path, "new"), "qemu1", "key") is None
+    (spare,) = backend.spawned
+    assert spare.destroyed.is_set() and not spare.console_log.exists()
+    spares.close()
+
+
+def test_a_spawn_does_not_wait_for_the_spare_being_made(
+    backend: FakeBackend, tmp_path: Path
+) -> None:
+    """It restores at once (cheaper than the spare's restore and warm-up); the spare,
+    once made, serves the next spawn."""
+    spares = spares_of(backend)
+    s = snap(tmp_path)
+    backend.gate.clear()
+    spares.refill(s)
+    assert spares.take(s, "qemu1", "k") is None
+    assert backend.identities == []
+    spares.refill(s)  # one spare at a time: the one being made stays
+    backend.gate.set()
+    assert spares.wait_ready(WAIT) and len(backend.spawned) == 1
+    guest = spares.take(s, "qemu2", "k2")
+    assert guest is not None and guest.name == "qemu2"
+    spares.close()
+
+
+def test_spawns_back_to_back_postpone_the_making(
+    backend: FakeBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spares = spares_of(backend)
+    s = snap(tmp_path)
+    monkeypatch.setattr(qemu_spare, "QUIET", 2.0)
+    spares.refill(s)
+    for _ in range(4):  # each one within QUIET of the previous
+        threading.Event().wait(0.05)
+        assert spares.take(s, "qemu1", "k") is None
+    assert backend.spawned == []  # not made beside them
+    assert spares.wait_ready(WAIT) and len(backend.spawned) == 1
+    spares.close()
+
+
+def test_close_destroys_the_ready_spare_and_the_one_being_made(
+    backend: FakeBackend, tmp_path: Path
+) -> None:
+    spares = spares_of(backend)
+    s = snap(tmp_path)
+    spares.refill(s)
+    assert spares.wait_ready(WAIT)
+    spares.close()
+    assert backend.spawned[0].destroyed.is_set()
+    spares = spares_of(backend)
+    backend.gate.clear()
+    spares.refill(s)
+    while len(backend.spawned) < 2:
+        threading.Event().wait(0.01)
+    spares.close()  # does not wait for the load: the guest being made is destroyed
+    assert backend.spawned[1].destroyed.is_set() and spares.off == ""
+    assert not spares.wait_ready(0.1)
+    assert not any(n.startswith("farm-spare-") for n in backend.registry.entries())
+
+
+def test_repeated_failures_stop_the_making(backend: FakeBackend, tmp_path: Path) -> None:
+    spares = spares_of(backend)
+    backend.answer = b"farm-identity: agent exited with 1"  # an image without warm_up
+    for _ in range(qemu_spare.MAX_FAILURES):
+        spares.refill(snap(tmp_path))
+        assert not spares.wait_ready(WAIT)
+    assert spares.off and all(g.destroyed.is_set() for g in backend.spawned)
+    spares.refill(snap(tmp_path))
+    assert len(backend.spawned) == qemu_spare.MAX_FAILURES  # no more tried
+    spares.close()
+
+
+def test_bridged_backends_make_no_spare(tmp_path: Path) -> None:
+    fake = FakeBackend(tmp_path, network="bridge")
+    spares = spares_of(fake)
+    spares.refill(snap(tmp_path))
+    assert not spares.wait_ready(0.1) and fake.spawned == []
+    assert spares.take(snap(tmp_path), "qemu1", "k") is None
