@@ -20,12 +20,12 @@ from typing import TypeVar
 
 from farm.agent.protocol import guest_key
 from farm.backend.base import Guest
-from farm.backend.snapshot import (
+from farm.backend.identity_port import (
     WAITING,
     SnapshotError,
-    _connect,
-    _read_line,
-    _send_identity,
+    connect,
+    read_line,
+    send_identity,
 )
 from farm.config import FarmConfig
 from farm.errors import ConfigError
@@ -97,11 +97,11 @@ def hand_over(
     """
     if not key or any(c.isspace() for c in key):
         raise ConfigError("token must be non-empty and contain no whitespace")
-    with _connect(run_dir / "identity.sock", alive, 10.0) as ident:
-        line = _read_line(ident, timeout, alive)
+    with connect(run_dir / "identity.sock", alive, 10.0) as ident:
+        line = read_line(ident, timeout, alive)
         if not line.startswith(WAITING):
             raise SnapshotError(f"guest said {line[:200]!r}, not {WAITING!r}")
-        _send_identity(ident, name, key, alive, timeout)
+        send_identity(ident, name, key, alive, timeout)
 
 
 def socket_for(profile: MachineProfile, config: FarmConfig, name: str, local: bool) -> Path | None:

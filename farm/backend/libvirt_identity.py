@@ -22,13 +22,13 @@ from pathlib import Path
 
 import libvirt
 
-from farm.backend.snapshot import (
+from farm.backend.identity_port import (
     PORT_NAME,
     WAITING,
     SnapshotError,
-    _connect,
-    _read_line,
-    _send_identity,
+    connect,
+    read_line,
+    send_identity,
 )
 from farm.errors import ConfigError
 
@@ -97,7 +97,7 @@ def open_port(
 ) -> socket.socket | StreamChannel:
     """The guest's identity port: its local socket ``sock``, else a channel stream."""
     if sock is not None:
-        return _connect(sock, alive, 10.0)
+        return connect(sock, alive, 10.0)
     return StreamChannel(conn, dom)
 
 
@@ -114,10 +114,10 @@ def hand_over(
     if not key or any(c.isspace() for c in key):
         raise ConfigError("token must be non-empty and contain no whitespace")
     with open_port(conn, dom, sock, alive) as port:
-        line = _read_line(port, timeout, alive)  # type: ignore[arg-type]
+        line = read_line(port, timeout, alive)  # type: ignore[arg-type]
         if not line.startswith(WAITING):
             raise SnapshotError(f"guest said {line[:200]!r}, not {WAITING!r}")
-        _send_identity(port, name, key, alive, timeout)  # type: ignore[arg-type]
+        send_identity(port, name, key, alive, timeout)  # type: ignore[arg-type]
 
 
 def hand_over_later(

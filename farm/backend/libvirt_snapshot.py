@@ -58,17 +58,19 @@ import libvirt_qemu
 
 from farm.agent.protocol import guest_key
 from farm.backend import identity, snapshot, snapshot_mem
+from farm.backend.identity_port import (
+    WAITING,
+    SnapshotError,
+    SnapshotLoadFailed,
+    read_line,
+    send_identity,
+)
 from farm.backend.libvirt_identity import StreamChannel, open_port
 from farm.backend.libvirt_spare import Spares
 from farm.backend.libvirt_xml import domain_xml, embed_root
 from farm.backend.snapshot import (
     FORMAT,
-    WAITING,
     Snapshot,
-    SnapshotError,
-    SnapshotLoadFailed,
-    _read_line,
-    _send_identity,
 )
 from farm.errors import BackendError, ConfigError
 
@@ -192,7 +194,7 @@ class LibvirtWarm:
         guest = b._start(name, "-", mode="template")
         try:
             with open_port(b.connection(), guest._dom, self.port(name), guest.alive) as port:
-                line = _read_line(port, b.config.boot_timeout, guest.alive)  # type: ignore[arg-type]
+                line = read_line(port, b.config.boot_timeout, guest.alive)  # type: ignore[arg-type]
                 if not line.startswith(WAITING):
                     raise SnapshotError(f"template guest said {line[:200]!r}, not {WAITING!r}")
                 guest._dom.suspend()
@@ -270,7 +272,7 @@ class LibvirtWarm:
                 except libvirt.libvirtError as exc:
                     raise SnapshotLoadFailed(f"QEMU could not resume {name}: {exc}") from exc
                 timeout = snapshot.RESTORE_TIMEOUT
-                _send_identity(port, name, key, guest.alive, timeout)  # type: ignore[arg-type]
+                send_identity(port, name, key, guest.alive, timeout)  # type: ignore[arg-type]
         except OSError as exc:  # the port broke (QEMU or the guest died): boot cold
             guest.destroy()
             raise SnapshotError(f"identity port of the restored guest: {exc}") from exc

@@ -216,8 +216,15 @@ class QemuBackend(Backend):
         net = self._warm_net()
         ident = None if net is None or guest.nic is None else net.identity(guest.nic)
         try:
-            snapshot.restore(
-                snap, guest.run_dir, name, token, guest.alive, qmp=guest.process.qmp, net=ident
+            snapshot.restore(  # warmed up first: its first set as faithful as a later one
+                snap,
+                guest.run_dir,
+                name,
+                token,
+                guest.alive,
+                qmp=guest.process.qmp,
+                net=ident,
+                warm_up=True,
             )
         except BaseException:
             guest.destroy()

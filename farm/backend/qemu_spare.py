@@ -6,15 +6,18 @@ but QEMU's translation cache is host-side and starts empty in every new QEMU:
 measured with ``info jit``, a restored guest's first set made ~16,000 new
 translation blocks (~9 MB of host code), the second ~1,500, the third ~30, and
 perf showed the first set's QEMU time dominated by the translator
-(``tcg_gen_code``, ``tcg_optimize``, ...). A warm-up after the restore would be
-paid in spawn -> session, so :class:`QemuSpares` pays it ahead: ONE guest per
+(``tcg_gen_code``, ``tcg_optimize``, ...). So every restored guest runs the
+warm-up set again in its new QEMU before it gets its identity (farm measures
+the task set, not itself: a first set slowed by translation is a wrong result).
+A plain restore pays that in spawn -> session (~0.1 s under TCG);
+:class:`QemuSpares` pays it ahead, from idle CPU: ONE guest per
 backend restored from the snapshot AND resumed, whose /init is asked (the
 line ``{"warm_up": true}`` on the identity port) to run the warm-up set again,
 in this QEMU, and then waits for its identity. A spawn takes it and only writes
 the identity (name, own key: never on a command line); a daemon thread makes
 the next spare once no spawn came for a second. A spawn that finds none ready
-(several at once, or one right after another) restores as before, without
-waiting: the spare's restore and warm-up would cost it more. Bridged guests (a
+(several at once, or one right after another) restores and warms up itself,
+without waiting: the spare being made would cost it more. Bridged guests (a
 tap and address per machine) are restored as before.
 
 Naming: the spare is ``farm-spare-<n>`` (the machine it will become is not
@@ -49,7 +52,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from farm.backend import snapshot
+from farm.backend import identity_port, snapshot
 from farm.backend.screen import wipe_dead
 from farm.errors import BackendError
 
@@ -61,8 +64,6 @@ SPARE = "farm-spare"
 WAIT = 120.0  # s the making of a spare may take (from idle CPU), close() waits for it
 MAX_FAILURES = 3  # consecutive failed spares before farm stops making them
 QUIET = 1.0  # s without a spawn before a spare is made (spawns back to back just restore)
-WARM_UP = b'{"warm_up": true}\n'
-WARM = b"farm-identity: warm"
 
 
 @dataclass
@@ -220,12 +221,9 @@ class QemuSpares:
             raise BackendError(f"spare {name}: the backend closed")
         ident = None
         try:
-            ident = snapshot._connect(guest.run_dir / "identity.sock", guest.alive, 10.0)
+            ident = identity_port.connect(guest.run_dir / "identity.sock", guest.alive, 10.0)
             snapshot.resume(snap, guest.run_dir, WAIT, guest.process.qmp)
-            ident.sendall(WARM_UP)
-            line = snapshot._read_line(ident, WAIT, guest.alive)
-            if line != WARM:
-                raise snapshot.SnapshotError(f"spare {name} answered {line[:200]!r} to warm-up")
+            identity_port.warm_up_guest(ident, guest.alive, WAIT)
         except BaseException:
             if ident is not None:
                 ident.close()
@@ -265,7 +263,9 @@ class QemuSpares:
         proc.name = name
         guest = type(old)(name, old.port, proc, old.run_dir, console)  # QemuGuest
         try:
-            snapshot._send_identity(spare.ident, name, key, guest.alive, snapshot.RESTORE_TIMEOUT)
+            identity_port.send_identity(
+                spare.ident, name, key, guest.alive, snapshot.RESTORE_TIMEOUT
+            )
         except BaseException:
             guest.destroy()
             raise

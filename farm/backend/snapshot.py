@@ -32,9 +32,7 @@ import hashlib
 import json
 import logging
 import os
-import secrets
 import shutil
-import socket
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, replace
@@ -44,9 +42,20 @@ from typing import Any
 import psutil
 
 from farm.backend import snapshot_mem
+
+# the identity protocol, re-exported: backends and tests name these through this module
+from farm.backend.identity_port import PORT_NAME as PORT_NAME
+from farm.backend.identity_port import WAITING as WAITING
+from farm.backend.identity_port import SnapshotCorrupt as SnapshotCorrupt
+from farm.backend.identity_port import SnapshotError as SnapshotError
+from farm.backend.identity_port import SnapshotLoadFailed as SnapshotLoadFailed
+from farm.backend.identity_port import connect as _connect
+from farm.backend.identity_port import read_line as _read_line
+from farm.backend.identity_port import send_identity as _send_identity
+from farm.backend.identity_port import warm_up_guest as warm_up_guest
 from farm.backend.snapshot_mem import sha256 as _sha256
 from farm.backend.snapshot_net import WarmNet
-from farm.errors import BackendError, ConfigError, LaunchError
+from farm.errors import ConfigError, LaunchError
 from farm.procs import ProcessRegistry
 from farm.profile import MachineProfile
 from farm.qemu import QemuProcess, QmpClient, QmpError, process
@@ -56,25 +65,11 @@ log = logging.getLogger(__name__)
 
 #: bump when the snapshot's layout or the identity protocol changes
 FORMAT = "2"
-PORT_NAME = "farm.identity"
 WAIT_ARG = "farm.identity=wait"
-WAITING = b"farm-identity: waiting"
 #: how long loading a snapshot and the guest's identity answer may take
 RESTORE_TIMEOUT = 30.0
 _verified: set[tuple[str, int, int]] = set()  # (path, size, mtime_ns) whose SHA256 matched
 _versions: dict[str, str] = {}  # "binary|mtime" -> first line of its --version
-
-
-class SnapshotError(BackendError):
-    """A snapshot could not be built or loaded, or a guest could not be restored from it."""
-
-
-class SnapshotLoadFailed(SnapshotError):
-    """QEMU could not load the snapshot (a damaged file or an incompatible QEMU)."""
-
-
-class SnapshotCorrupt(SnapshotError):
-    """The snapshot file was damaged (size or SHA256 differ); it has been removed."""
 
 
 @dataclass(frozen=True)
@@ -350,44 +345,6 @@ def _final(data: dict[str, Any]) -> bool:
     return data.get("status") in ("completed", "failed", "cancelled")
 
 
-def _connect(path: Path, alive: Callable[[], bool], timeout: float) -> socket.socket:
-    """Connect to QEMU's identity socket as soon as it listens (QEMU must stay alive)."""
-    deadline = time.monotonic() + timeout
-    while True:
-        sock = socket.socket(socket.AF_UNIX)
-        try:
-            sock.connect(str(path))
-            return sock
-        except OSError as exc:
-            sock.close()
-            if not alive():
-                raise SnapshotError("QEMU exited before its identity port was up") from exc
-            if time.monotonic() >= deadline:
-                raise SnapshotError(f"no identity socket {path} within {timeout:g} s") from exc
-            time.sleep(0.002)
-
-
-def _read_line(sock: socket.socket, timeout: float, alive: Callable[[], bool]) -> bytes:
-    """One line from the guest's identity port (SnapshotError on EOF or timeout)."""
-    deadline = time.monotonic() + timeout
-    buf = b""
-    while b"\n" not in buf:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            raise SnapshotError(f"guest said nothing on its identity port within {timeout:g} s")
-        sock.settimeout(min(left, 1.0))
-        try:
-            chunk = sock.recv(4096)
-        except TimeoutError:
-            if not alive():
-                raise SnapshotError("QEMU exited while farm waited for its guest") from None
-            continue
-        if not chunk:
-            raise SnapshotError("QEMU closed the identity port (the guest or QEMU ended)")
-        buf += chunk
-    return buf.split(b"\n", 1)[0]
-
-
 def restore(
     snapshot: Snapshot,
     run_dir: Path,
@@ -397,18 +354,22 @@ def restore(
     timeout: float = RESTORE_TIMEOUT,
     qmp: QmpClient | None = None,
     net: dict[str, str] | None = None,
+    warm_up: bool = False,
 ) -> None:
     """Load ``snapshot`` into the QEMU waiting in ``run_dir``, resume it, hand it its identity.
 
     ``alive``: whether that QEMU still runs; ``qmp``: its open QMP connection (None: connect
     to ``run_dir/qmp.sock``). Returns once the guest's agent listens with ``token`` (its ack).
-    ``net``: the guest's own MAC/IP/gateway (:meth:`WarmNet.identity`).
+    ``net``: the guest's own MAC/IP/gateway (:meth:`WarmNet.identity`). ``warm_up``: the
+    guest first runs the warm-up set again, in this QEMU (:func:`warm_up_guest`).
     """
     if not token or any(c.isspace() for c in token):
         raise ConfigError("token must be non-empty and contain no whitespace")
     # connect first: the port is then "host connected" when the saved state (connected too) loads
     with _connect(run_dir / "identity.sock", alive, 10.0) as ident:
         resume(snapshot, run_dir, timeout, qmp)
+        if warm_up:
+            warm_up_guest(ident, alive, timeout)
         _send_identity(ident, name, token, alive, timeout, net)
 
 
@@ -429,22 +390,3 @@ def resume(snap: Snapshot, run_dir: Path, timeout: float, qmp: QmpClient | None)
             qmp.execute("cont")
     except QmpError as exc:
         raise SnapshotLoadFailed(f"QEMU could not load {snap.path}: {exc}") from exc
-
-
-def _send_identity(
-    ident: socket.socket,
-    name: str,
-    key: str,
-    alive: Callable[[], bool],
-    timeout: float,
-    net: dict[str, str] | None = None,
-) -> None:
-    """Write the identity line (name, own key, time, seed, [net]); wait for the ack."""
-    seed = secrets.token_hex(32)
-    identity: dict[str, Any] = {"name": name, "token": key, "time": time.time(), "seed": seed}
-    if net is not None:
-        identity["net"] = net
-    ident.sendall(json.dumps(identity).encode() + b"\n")
-    line = _read_line(ident, timeout, alive)
-    if line != f"farm-identity: ok {name}".encode():
-        raise SnapshotError(f"guest answered {line[:200]!r} to its identity")

@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from farm.backend import qemu_spare, snapshot
+from farm.backend import identity_port, qemu_spare, snapshot
 from farm.backend.qemu_spare import QemuSpares
 from farm.backend.snapshot import Snapshot, SnapshotError
 from farm.procs import ProcessRegistry
@@ -67,7 +67,7 @@ class FakeBackend:
         self.spawned: list[FakeGuest] = []
         self.gate = threading.Event()  # holds the snapshot's load back
         self.gate.set()
-        self.answer = qemu_spare.WARM
+        self.answer = identity_port.WARM
         self.policies: list[int] = []  # the maker thread's policy at each spawn
         self.sent: list[bytes] = []
         self.identities: list[tuple[str, str]] = []
@@ -115,10 +115,10 @@ def backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeBac
     def send_identity(port: Any, name: str, key: str, alive: Any, timeout: float) -> None:
         fake.identities.append((name, key))
 
-    monkeypatch.setattr(snapshot, "_connect", lambda path, alive, timeout: Port())
+    monkeypatch.setattr(identity_port, "connect", lambda path, alive, timeout: Port())
     monkeypatch.setattr(snapshot, "resume", resume)
-    monkeypatch.setattr(snapshot, "_read_line", lambda sock, timeout, alive: fake.answer)
-    monkeypatch.setattr(snapshot, "_send_identity", send_identity)
+    monkeypatch.setattr(identity_port, "read_line", lambda sock, timeout, alive: fake.answer)
+    monkeypatch.setattr(identity_port, "send_identity", send_identity)
     monkeypatch.setattr(qemu_spare, "QUIET", 0.05)
     yield fake
     for guest in fake.spawned:
@@ -143,7 +143,7 @@ def test_a_spawn_takes_the_warmed_spare_under_its_own_name_and_key(
     assert spares.take(s, "qemu1", "key-1") is None  # none made yet, none being made
     spares.refill(s)
     assert spares.wait_ready(WAIT)
-    assert backend.sent == [qemu_spare.WARM_UP]  # asked to warm up after its restore
+    assert backend.sent == [identity_port.WARM_UP]  # asked to warm up after its restore
     (spare,) = backend.spawned
     assert os.sched_getscheduler(spare.pid) == os.SCHED_IDLE  # made from idle CPU
     assert backend.policies == [os.SCHED_OTHER]  # not farm's own thread (it holds the GIL)

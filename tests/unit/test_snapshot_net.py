@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from farm.backend import snapshot, snapshot_mem
+from farm.backend import identity_port, snapshot, snapshot_mem
 from farm.backend.qemu import QemuBackend
 from farm.backend.snapshot_net import TEMPLATE_MAC, WarmNet
 from farm.bridge.bridge import TapNic
@@ -67,12 +67,12 @@ def test_nic_args_use_the_profiles_model_and_the_guests_mac() -> None:
 
 
 def test_identity_line_holds_the_net_entry() -> None:
-    """_send_identity writes one JSON line with ``net`` and waits for ``ok NAME``."""
+    """send_identity writes one JSON line with ``net`` and waits for ``ok NAME``."""
     host, guest = socket.socketpair()
     with host, guest:
         guest.sendall(b"farm-identity: ok qemu4\n")
         net = {"mac": mac_for(4), "ip": "10.77.0.14/24", "gw": "10.77.0.1"}
-        snapshot._send_identity(host, "qemu4", "k" * 64, lambda: True, 5.0, net)
+        identity_port.send_identity(host, "qemu4", "k" * 64, lambda: True, 5.0, net)
         line = json.loads(guest.recv(65536).split(b"\n")[0])
     assert line["net"] == net and line["name"] == "qemu4" and line["token"] == "k" * 64
 
