@@ -258,15 +258,19 @@ class LibvirtWarm:
                 raise SnapshotError(f"identity port of the restored guest: {exc}") from exc
             raise
 
-    def finish(self, guest: LibvirtGuest, port: Port, name: str, key: str) -> None:
-        """Resume a :meth:`loaded` guest and hand it its identity over ``port`` (then closed).
+    def finish(
+        self, guest: LibvirtGuest, port: Port, name: str, key: str, resumed: bool = False
+    ) -> None:
+        """Resume a :meth:`loaded` guest (unless ``resumed``: it already runs, waiting) and
+        hand it its identity over ``port`` (then closed).
 
         The guest is destroyed if that fails (SnapshotError).
         """
         try:
             with port:
                 try:
-                    guest._dom.resume()
+                    if not resumed:
+                        guest._dom.resume()
                 except libvirt.libvirtError as exc:
                     raise SnapshotLoadFailed(f"QEMU could not resume {name}: {exc}") from exc
                 timeout = snapshot.RESTORE_TIMEOUT
