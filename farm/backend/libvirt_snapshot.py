@@ -33,9 +33,9 @@ Cost: a restore is the qemu backend's plus libvirt's domain start. On libvirt
 9.0 with QEMU 7.2 most of that is libvirt verifying an x86 guest CPU at every
 start (``qom-list`` + ~400 ``qom-get`` round trips on the monitor, 0.25-1 s on
 a busy 2-core host), which no qemu.conf setting skips. So after each warm
-spawn the next guest's domain is made ahead, loaded and paused: a spare
-(:mod:`farm.backend.libvirt_spare`); a spawn that takes it only resumes it
-and hands it its identity.
+spawn the next guest's domain is made ahead, loaded and resumed (its guest
+waits for its identity): a spare (:mod:`farm.backend.libvirt_spare`); a spawn
+that takes it only hands it its identity.
 """
 
 from __future__ import annotations

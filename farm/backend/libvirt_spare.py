@@ -7,10 +7,10 @@ spawn. So :class:`Spares` keeps ONE domain per backend (one template) created
 paused with the snapshot already loaded and its identity port open, then
 resumed: its guest waits idle for its identity (a blocking read; ~0.4 % of a
 core under TCG, at SCHED_IDLE), so a spawn that takes it only writes the
-guest's identity (name, own key) and waits for the ack (a libvirt resume
-cost 15-40 ms of the spawn); a daemon thread makes the next spare. A spawn that finds a spare being made
-waits for it (it would cost as much to make another); a spawn that finds none
-(several at once) restores as before.
+guest's identity (name, own key) and waits for the ack (a libvirt resume cost
+15-40 ms of the spawn); a daemon thread makes the next spare. A spawn that
+finds a spare being made waits for it (it would cost as much to make another);
+a spawn that finds none (several at once) restores as before.
 
 Naming: a running domain cannot be renamed and the machine a spare will
 become is not known (the pool respawns ``qemuN`` right after destroying the
@@ -22,14 +22,16 @@ title (``virsh list --title``), renames its console log to
 ``screen -xr <machine>`` session and records its QEMU under the machine's
 name. Title and screen come after the identity's ack, in a thread
 (:meth:`LibvirtGuest.screen_later`; ``destroy()`` waits for it): starting
-screen (``screen -wipe``, fork, its socket) cost ~10 ms of the spawn. Only ``virsh console`` on a shared daemon needs the domain name (the
-title says which machine it is); farm itself always goes by the guest object.
+screen (``screen -wipe``, fork, its socket) cost ~10 ms of the spawn. Only
+``virsh console`` on a shared daemon needs the domain name (the title says
+which machine it is); farm itself always goes by the guest object.
 
 Priority: a spare is made from idle CPU only, so that it never competes with the
 guests' task sets (farm measures the task set, not itself): its maker thread runs
 SCHED_IDLE, and the QEMU libvirt forks from that thread (the embedded driver)
 inherits it. A spawn that has to wait for the spare lifts the maker and the
-spare's QEMU to SCHED_OTHER, and so does the hand-over, before the guest resumes.
+spare's QEMU to SCHED_OTHER, and so does the hand-over, before the guest gets its
+identity.
 
 Cleanup: a spare's QEMU is in the process registry under its own name from
 its creation (the watchdog reaps it when farm dies), a daemon URI destroys it
@@ -94,6 +96,7 @@ class Spares:
     def __init__(self, warm: LibvirtWarm) -> None:
         self.warm = warm
         self.used = 0  # spawns served by a spare
+        self.waited = 0  # spawns that waited for the spare being made
         self.off = ""  # why spares were given up ("" = not)
         self._cond = threading.Condition()
         self._ready: Spare | None = None
@@ -110,6 +113,7 @@ class Spares:
         with self._cond:
             if self._ready is None and self._maker is not None and not self._waiter:
                 self._waiter = True  # only one spawn waits: there is one spare
+                self.waited += 1
                 _lift(self._maker_tid, self._making)  # made from idle CPU: now it is wanted
                 try:
                     self._cond.wait_for(self._settled, WAIT)

@@ -198,6 +198,7 @@ def test_a_spawn_waits_for_the_spare_being_made(tmp_path: Path) -> None:
     warm.gate.set()
     taker.join(WAIT)
     assert got and got[0] is not None and got[0].name == "q"
+    assert spares.waited == 1 and spares.used == 1
 
 
 def test_close_destroys_the_ready_spare_and_the_one_being_made(tmp_path: Path) -> None:
