@@ -73,7 +73,7 @@ from farm.backend.snapshot import (
 from farm.errors import BackendError, ConfigError
 
 if TYPE_CHECKING:
-    from farm.backend.libvirt import LibvirtBackend
+    from farm.backend.libvirt import Idle, LibvirtBackend
     from farm.backend.libvirt_guest import LibvirtGuest
 
 log = logging.getLogger("farm.backend.libvirt")
@@ -231,13 +231,16 @@ class LibvirtWarm:
         guest.log.info("restored from %s in %.2fs", snap.path.name, time.monotonic() - started)
         return guest
 
-    def loaded(self, snap: Snapshot, name: str, attach: bool = True) -> tuple[LibvirtGuest, Port]:
+    def loaded(
+        self, snap: Snapshot, name: str, attach: bool = True, idle: Idle = None
+    ) -> tuple[LibvirtGuest, Port]:
         """Domain ``name`` created paused with ``snap`` loaded, and its open identity port.
 
-        ``attach``: start its screen session (a spare gets one when handed over).
+        ``attach``: start its screen session (a spare gets one when handed over);
+        ``idle``: see :meth:`LibvirtBackend._start`.
         """
         b = self.backend
-        guest = b._start(name, "-", mode="warm", attach=attach)
+        guest = b._start(name, "-", mode="warm", attach=attach, idle=idle)
         port: Port | None = None
         try:
             # open the port first: it is then "host connected" when the saved state loads

@@ -28,8 +28,9 @@ which machine it is); farm itself always goes by the guest object.
 
 Priority: a spare is made from idle CPU only, so that it never competes with the
 guests' task sets (farm measures the task set, not itself): its maker thread runs
-SCHED_IDLE, and the QEMU libvirt forks from that thread (the embedded driver)
-inherits it. A spawn that has to wait for the spare lifts the maker and the
+SCHED_IDLE inside libvirt's ``createXML`` (a C call without the GIL; elsewhere a
+starved thread holding the GIL would stall the spawn's session), and the QEMU
+libvirt forks from that thread (the embedded driver) inherits it. A spawn that has to wait for the spare lifts the maker and the
 spare's QEMU to SCHED_OTHER, and so does the hand-over, before the guest gets its
 identity.
 
@@ -48,6 +49,7 @@ import os
 import shutil
 import subprocess
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -169,10 +171,8 @@ class Spares:
         spare = None
         with self._cond:
             self._maker_tid, self._making = threading.get_native_id(), name
-            if not self._waiter:
-                _set_policy(0, os.SCHED_IDLE)  # this thread, and the QEMU forked from it
         try:
-            guest, port = self.warm.loaded(snap, name, attach=False)
+            guest, port = self.warm.loaded(snap, name, attach=False, idle=self._idle)
             try:  # running, it waits for its identity idle: a spawn need not resume it
                 guest._dom.resume()
             except libvirt.libvirtError:
@@ -197,6 +197,22 @@ class Spares:
                 self._cond.notify_all()
             if spare is not None:  # closed meanwhile
                 spare.discard()
+
+    @contextlib.contextmanager
+    def _idle(self) -> Iterator[None]:
+        """SCHED_IDLE for the maker thread inside (libvirt's ``createXML``: the QEMU it
+        forks inherits it), unless a spawn waits. Only around that C call, which releases
+        the GIL: a SCHED_IDLE thread holding the GIL would stall farm's other threads
+        (the spawn's session) until a CPU is idle."""
+        with self._cond:
+            idle = not self._waiter
+            if idle:
+                _set_policy(0, os.SCHED_IDLE)
+        try:
+            yield
+        finally:
+            if idle:
+                _set_policy(0, os.SCHED_OTHER)
 
     def _forget_port_dir(self, name: str) -> None:
         """Remove the spare's identity socket dir (connected: the path is no longer used)."""

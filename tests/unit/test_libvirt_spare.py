@@ -10,6 +10,7 @@ started after the hand-over, off the spawn's path.
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 import time
@@ -85,9 +86,15 @@ class FakeWarm:
         self.fail: Exception | None = None
         self.made: list[Any] = []
         self.finished: list[tuple[str, str]] = []
+        self.policies: list[int] = []  # of the maker thread: inside idle(), after it
 
-    def loaded(self, snap: Snapshot, name: str, attach: bool = True) -> tuple[Any, FakePort]:
-        assert not attach
+    def loaded(
+        self, snap: Snapshot, name: str, attach: bool = True, idle: Any = None
+    ) -> tuple[Any, FakePort]:
+        assert not attach and idle is not None
+        with idle():  # createXML: the maker thread is SCHED_IDLE, and only there
+            self.policies.append(os.sched_getscheduler(0))
+        self.policies.append(os.sched_getscheduler(0))
         assert self.gate.wait(WAIT)
         if self.fail is not None:
             raise self.fail
@@ -138,6 +145,7 @@ def test_spawn_takes_the_spare_under_the_machine_name(tmp_path: Path, monkeypatc
     assert guest._screen_maker is not None
     guest._screen_maker.join(WAIT)
     assert guest._dom.title.startswith("farm qemu2 of ")
+    assert warm.policies == [os.SCHED_IDLE, os.SCHED_OTHER]
     log = tmp_path / "log"
     assert (log / "qemu2.console.log").read_text() == "spare console\n"
     assert not (log / "farm-spare-1.console.log").exists()
