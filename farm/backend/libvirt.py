@@ -95,6 +95,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 _CREATE_ATTEMPTS = 5
+Idle = Callable[[], contextlib.AbstractContextManager[object]] | None
 
 
 class LibvirtBackend(Backend):
@@ -280,11 +281,12 @@ class LibvirtBackend(Backend):
         return identity.deliver(guest, self.profile, self.config, token, self.local)
 
     def _start(
-        self, name: str, token: str, mode: str = "cold", attach: bool = True
+        self, name: str, token: str, mode: str = "cold", attach: bool = True, idle: Idle = None
     ) -> LibvirtGuest:
         """Create guest ``name``'s domain: booting (``cold``), the warm ``template``, or
         paused for a saved state (``warm``; ``attach``: with its screen session); its key
-        is delivered by the caller."""
+        is delivered by the caller. ``idle``: the context of the ``createXML`` call (a
+        spare's: SCHED_IDLE, inherited by the QEMU libvirt forks)."""
         glog = log.getChild(name)
         conn = self.connection()
         self._clear_name(conn, name, glog)
@@ -296,7 +298,7 @@ class LibvirtBackend(Backend):
             dom = self._create_bridged(conn, name, token, console, mac, glog)
             address = (str(ip), self.config.agent_port)
         else:
-            dom, port = self._create(conn, name, token, console, glog, mode)
+            dom, port = self._create(conn, name, token, console, glog, mode, idle)
             address = (remote_host(self.uri) or "127.0.0.1", port)
         qemu = screen = stream = None
         try:
@@ -369,6 +371,7 @@ class LibvirtBackend(Backend):
         console: Path,
         glog: logging.Logger,
         mode: str = "cold",
+        idle: Idle = None,
     ) -> tuple[libvirt.virDomain, int]:
         """createXML with a fresh hostfwd port; retried when that port was taken meanwhile."""
         flags = libvirt_host.start_flags(self.uri)
@@ -379,7 +382,8 @@ class LibvirtBackend(Backend):
             xml = domain_xml(self._spec(name, token, log_file, port, mode))
             glog.debug("domain XML:\n%s", xml)
             try:
-                return conn.createXML(xml, flags), port
+                with idle() if idle is not None else contextlib.nullcontext():
+                    return conn.createXML(xml, flags), port
             except libvirt.libvirtError as exc:
                 _PORTS.release(port)
                 if "forwarding" in str(exc) and attempt < _CREATE_ATTEMPTS:

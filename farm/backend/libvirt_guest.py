@@ -13,6 +13,7 @@ import random
 import socket
 import subprocess
 import threading
+from collections.abc import Callable
 from pathlib import Path
 
 import libvirt
@@ -111,7 +112,24 @@ class LibvirtGuest(Guest):
         self._stream = stream
         self._lock = threading.Lock()
         self._destroyed = False
+        self._screen_maker: threading.Thread | None = None
         self.log = log.getChild(name)
+
+    def screen_later(self, start: Callable[[], subprocess.Popen[bytes] | None]) -> None:
+        """Start the console's screen session with ``start`` in a thread, off the spawn's
+        critical path (``destroy()`` waits for it, then quits the session)."""
+
+        def run() -> None:
+            try:
+                screen = start()
+            except Exception:  # no screen: the console log still has everything
+                self.log.exception("cannot start the screen session")
+                return
+            with self._lock:
+                self._screen = screen
+
+        self._screen_maker = threading.Thread(target=run, name=f"screen-{self.name}", daemon=True)
+        self._screen_maker.start()
 
     @property
     def pid(self) -> int | None:
@@ -142,6 +160,8 @@ class LibvirtGuest(Guest):
     def destroy(self) -> None:
         if not self._first_destroy():
             return
+        if self._screen_maker is not None and self._screen_maker is not threading.current_thread():
+            self._screen_maker.join()  # bounded: start_screen waits 3 s at most for its socket
         try:
             try:
                 destroy_domain(self._dom, self.log)

@@ -33,9 +33,9 @@ Cost: a restore is the qemu backend's plus libvirt's domain start. On libvirt
 9.0 with QEMU 7.2 most of that is libvirt verifying an x86 guest CPU at every
 start (``qom-list`` + ~400 ``qom-get`` round trips on the monitor, 0.25-1 s on
 a busy 2-core host), which no qemu.conf setting skips. So after each warm
-spawn the next guest's domain is made ahead, loaded and paused: a spare
-(:mod:`farm.backend.libvirt_spare`); a spawn that takes it only resumes it
-and hands it its identity.
+spawn the next guest's domain is made ahead, loaded and resumed (its guest
+waits for its identity): a spare (:mod:`farm.backend.libvirt_spare`); a spawn
+that takes it only hands it its identity.
 """
 
 from __future__ import annotations
@@ -75,7 +75,7 @@ from farm.backend.snapshot import (
 from farm.errors import BackendError, ConfigError
 
 if TYPE_CHECKING:
-    from farm.backend.libvirt import LibvirtBackend
+    from farm.backend.libvirt import Idle, LibvirtBackend
     from farm.backend.libvirt_guest import LibvirtGuest
 
 log = logging.getLogger("farm.backend.libvirt")
@@ -233,13 +233,16 @@ class LibvirtWarm:
         guest.log.info("restored from %s in %.2fs", snap.path.name, time.monotonic() - started)
         return guest
 
-    def loaded(self, snap: Snapshot, name: str, attach: bool = True) -> tuple[LibvirtGuest, Port]:
+    def loaded(
+        self, snap: Snapshot, name: str, attach: bool = True, idle: Idle = None
+    ) -> tuple[LibvirtGuest, Port]:
         """Domain ``name`` created paused with ``snap`` loaded, and its open identity port.
 
-        ``attach``: start its screen session (a spare gets one when handed over).
+        ``attach``: start its screen session (a spare gets one when handed over);
+        ``idle``: see :meth:`LibvirtBackend._start`.
         """
         b = self.backend
-        guest = b._start(name, "-", mode="warm", attach=attach)
+        guest = b._start(name, "-", mode="warm", attach=attach, idle=idle)
         port: Port | None = None
         try:
             # open the port first: it is then "host connected" when the saved state loads
@@ -260,15 +263,19 @@ class LibvirtWarm:
                 raise SnapshotError(f"identity port of the restored guest: {exc}") from exc
             raise
 
-    def finish(self, guest: LibvirtGuest, port: Port, name: str, key: str) -> None:
-        """Resume a :meth:`loaded` guest and hand it its identity over ``port`` (then closed).
+    def finish(
+        self, guest: LibvirtGuest, port: Port, name: str, key: str, resumed: bool = False
+    ) -> None:
+        """Resume a :meth:`loaded` guest (unless ``resumed``: it already runs, waiting) and
+        hand it its identity over ``port`` (then closed).
 
         The guest is destroyed if that fails (SnapshotError).
         """
         try:
             with port:
                 try:
-                    guest._dom.resume()
+                    if not resumed:
+                        guest._dom.resume()
                 except libvirt.libvirtError as exc:
                     raise SnapshotLoadFailed(f"QEMU could not resume {name}: {exc}") from exc
                 timeout = snapshot.RESTORE_TIMEOUT

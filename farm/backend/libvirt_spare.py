@@ -4,11 +4,13 @@ Why: on libvirt 9.0 a restore costs the domain's creation (``createXML``:
 libvirt probes the x86 guest CPU with ~400 ``qom-get`` monitor round trips,
 which no setting skips) plus the snapshot's load, 0.5-0.9 s of a ~0.65 s warm
 spawn. So :class:`Spares` keeps ONE domain per backend (one template) created
-paused with the snapshot already loaded and its identity port open; a spawn
-takes it, resumes it and writes the guest's identity (name, own key), and a
-daemon thread makes the next spare. A spawn that finds a spare being made
-waits for it (it would cost as much to make another); a spawn that finds none
-(several at once) restores as before.
+paused with the snapshot already loaded and its identity port open, then
+resumed: its guest waits idle for its identity (a blocking read; ~0.4 % of a
+core under TCG, at SCHED_IDLE), so a spawn that takes it only writes the
+guest's identity (name, own key) and waits for the ack (a libvirt resume cost
+15-40 ms of the spawn); a daemon thread makes the next spare. A spawn that
+finds a spare being made waits for it (it would cost as much to make another);
+a spawn that finds none (several at once) restores as before.
 
 Naming: a running domain cannot be renamed and the machine a spare will
 become is not known (the pool respawns ``qemuN`` right after destroying the
@@ -18,14 +20,19 @@ like every farm domain) and at hand-over farm gives it the machine's domain
 title (``virsh list --title``), renames its console log to
 ``log/<machine>.console.log`` (QEMU keeps writing the same file), starts the
 ``screen -xr <machine>`` session and records its QEMU under the machine's
-name. Only ``virsh console`` on a shared daemon needs the domain name (the
-title says which machine it is); farm itself always goes by the guest object.
+name. Title and screen come after the identity's ack, in a thread
+(:meth:`LibvirtGuest.screen_later`; ``destroy()`` waits for it): starting
+screen (``screen -wipe``, fork, its socket) cost ~10 ms of the spawn. Only
+``virsh console`` on a shared daemon needs the domain name (the title says
+which machine it is); farm itself always goes by the guest object.
 
 Priority: a spare is made from idle CPU only, so that it never competes with the
 guests' task sets (farm measures the task set, not itself): its maker thread runs
-SCHED_IDLE, and the QEMU libvirt forks from that thread (the embedded driver)
-inherits it. A spawn that has to wait for the spare lifts the maker and the
-spare's QEMU to SCHED_OTHER, and so does the hand-over, before the guest resumes.
+SCHED_IDLE inside libvirt's ``createXML`` (a C call without the GIL; elsewhere a
+starved thread holding the GIL would stall the spawn's session), and the QEMU
+libvirt forks from that thread (the embedded driver) inherits it. A spawn that has to wait for the spare lifts the maker and the
+spare's QEMU to SCHED_OTHER, and so does the hand-over, before the guest gets its
+identity.
 
 Cleanup: a spare's QEMU is in the process registry under its own name from
 its creation (the watchdog reaps it when farm dies), a daemon URI destroys it
@@ -40,7 +47,9 @@ import itertools
 import logging
 import os
 import shutil
+import subprocess
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -89,6 +98,7 @@ class Spares:
     def __init__(self, warm: LibvirtWarm) -> None:
         self.warm = warm
         self.used = 0  # spawns served by a spare
+        self.waited = 0  # spawns that waited for the spare being made
         self.off = ""  # why spares were given up ("" = not)
         self._cond = threading.Condition()
         self._ready: Spare | None = None
@@ -105,6 +115,7 @@ class Spares:
         with self._cond:
             if self._ready is None and self._maker is not None and not self._waiter:
                 self._waiter = True  # only one spawn waits: there is one spare
+                self.waited += 1
                 _lift(self._maker_tid, self._making)  # made from idle CPU: now it is wanted
                 try:
                     self._cond.wait_for(self._settled, WAIT)
@@ -160,10 +171,13 @@ class Spares:
         spare = None
         with self._cond:
             self._maker_tid, self._making = threading.get_native_id(), name
-            if not self._waiter:
-                _set_policy(0, os.SCHED_IDLE)  # this thread, and the QEMU forked from it
         try:
-            guest, port = self.warm.loaded(snap, name, attach=False)
+            guest, port = self.warm.loaded(snap, name, attach=False, idle=self._idle)
+            try:  # running, it waits for its identity idle: a spawn need not resume it
+                guest._dom.resume()
+            except libvirt.libvirtError:
+                Spare(guest, port, snap.path).discard()
+                raise
             spare = Spare(guest, port, snap.path)
             self._forget_port_dir(name)
         except (SnapshotError, BackendError, OSError, libvirt.libvirtError) as exc:
@@ -184,6 +198,22 @@ class Spares:
             if spare is not None:  # closed meanwhile
                 spare.discard()
 
+    @contextlib.contextmanager
+    def _idle(self) -> Iterator[None]:
+        """SCHED_IDLE for the maker thread inside (libvirt's ``createXML``: the QEMU it
+        forks inherits it), unless a spawn waits. Only around that C call, which releases
+        the GIL: a SCHED_IDLE thread holding the GIL would stall farm's other threads
+        (the spawn's session) until a CPU is idle."""
+        with self._cond:
+            idle = not self._waiter
+            if idle:
+                _set_policy(0, os.SCHED_IDLE)
+        try:
+            yield
+        finally:
+            if idle:
+                _set_policy(0, os.SCHED_OTHER)
+
     def _forget_port_dir(self, name: str) -> None:
         """Remove the spare's identity socket dir (connected: the path is no longer used)."""
         sock = self.warm.port(name)
@@ -201,16 +231,9 @@ class Spares:
                 target = (b.config.log_dir / f"{name}.console.log").resolve()
                 os.replace(console, target)  # QEMU keeps writing to the same file
                 console = target
-            title = naming.domain_title(b.config.state_dir, name, os.getpid())
-            with contextlib.suppress(libvirt.libvirtError):
-                flags = libvirt.VIR_DOMAIN_AFFECT_LIVE
-                old._dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_TITLE, title, None, None, flags)
             if old.pid is not None:
                 b.registry.record(name, old.pid, "libvirt-qemu", uuid=old.uuid)
             b.registry.forget(old.name)
-            screen = None
-            if b.local and not b.console_stream:
-                screen = libvirt_host.start_screen(old._dom, name, b.registry, glog)
         except BaseException:
             spare.discard()
             b.registry.forget(name)
@@ -223,12 +246,24 @@ class Spares:
             old.address(0.0),
             b.registry,
             qemu=old._qemu,
-            screen=screen,
             console=console,
         )
-        self.warm.finish(guest, spare.port, name, key)
+        self.warm.finish(guest, spare.port, name, key, resumed=True)
+        guest.screen_later(lambda: self._dress(guest, old._dom))  # not waited for
         glog.info("warm start from spare domain %s", old._dom.name())
         return guest
+
+    def _dress(self, guest: LibvirtGuest, dom: libvirt.virDomain) -> subprocess.Popen[bytes] | None:
+        """The rest of a hand-over, after the guest has its identity: the domain's title
+        (``virsh list --title``) and the ``screen -xr <machine>`` session (returned)."""
+        b = self.warm.backend
+        title = naming.domain_title(b.config.state_dir, guest.name, os.getpid())
+        with contextlib.suppress(libvirt.libvirtError):
+            flags = libvirt.VIR_DOMAIN_AFFECT_LIVE
+            dom.setMetadata(libvirt.VIR_DOMAIN_METADATA_TITLE, title, None, None, flags)
+        if not b.local or b.console_stream:
+            return None
+        return libvirt_host.start_screen(dom, guest.name, b.registry, guest.log)
 
 
 def _lift(tid: int, domain: str) -> None:

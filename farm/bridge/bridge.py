@@ -11,6 +11,7 @@ is how a backend brings it up at its first guest and down at ``close()``;
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 import logging
 import os
@@ -37,6 +38,18 @@ from farm.procs import ProcessRegistry
 log = logging.getLogger(__name__)
 
 TAP_PREFIX = "farm-tap"
+
+
+def bridge_mac(name: str) -> str:
+    """The fixed MAC farm gives its bridge ``name`` (locally administered, from the name).
+
+    Why: a bridge whose MAC was never set takes the lowest MAC of its ports, so
+    adding or removing a guest's tap (every spawn and destroy) could change it;
+    the host then flushes the bridge's neighbour table and every guest keeps
+    sending to the old MAC until it asks again.
+    """
+    digest = hashlib.sha256(name.encode()).digest()
+    return "02:fa:" + ":".join(f"{b:02x}" for b in digest[:4])
 
 
 def tap_name(ident: int) -> str:
@@ -72,13 +85,19 @@ class Bridge:
             return _index(ipr, self.name) is not None
 
     def create(self) -> None:
-        """Create the bridge (STP off, no forward delay), set its address, bring it up."""
+        """Create the bridge (STP off, no forward delay, fixed MAC), set its address, bring
+        it up."""
         try:
             with _ipr() as ipr:
                 idx = _index(ipr, self.name)
                 if idx is None:
                     ipr.link(
-                        "add", ifname=self.name, kind="bridge", br_stp_state=0, br_forward_delay=0
+                        "add",
+                        ifname=self.name,
+                        kind="bridge",
+                        address=bridge_mac(self.name),  # fixed: taps come and go
+                        br_stp_state=0,
+                        br_forward_delay=0,
                     )
                     idx = _index(ipr, self.name)
                     log.info("created bridge %s", self.name)

@@ -15,6 +15,7 @@ import shutil
 
 import pytest
 
+from farm.bridge import bridge
 from farm.bridge.dhcp import DhcpPlan, mac_for
 
 from .conftest import PYTHON, NetNs
@@ -69,6 +70,9 @@ def test_net_up_down_serves_reserved_and_dynamic_leases(netns: NetNs) -> None:
     assert status["exists"] is True and status["dhcpd_pid"], status
     assert "inet 10.200.40.1/21" in _sh(netns, "ip", "-4", "-o", "addr", "show", "dev", "br0")
 
+    bridge_mac = _sh(netns, "ip", "-o", "link", "show", "dev", "br0").split("link/ether ")[1][:17]
+    assert bridge_mac == bridge.bridge_mac("br0")  # fixed: ports coming and going keep it
+
     # a "guest" with a reserved MAC and one with an unknown MAC, both on br0 via veth pairs
     for n, mac in ((1, mac_for(5)), (2, "02:00:00:00:00:42")):
         _sh(netns, "ip", "link", "add", f"vb{n}", "type", "veth", "peer", "name", f"vg{n}")
@@ -87,6 +91,8 @@ def test_net_up_down_serves_reserved_and_dynamic_leases(netns: NetNs) -> None:
     assert "['farm-tap1', 'farm-tap2']" in attach.stdout
     links = _sh(netns, "ip", "-o", "link", "show", "master", "br0")
     assert "farm-tap1" in links and "farm-tap2" in links
+    _sh(netns, "ip", "link", "del", "vb1")  # (a port with a lower MAC would have been taken)
+    assert f"link/ether {bridge_mac} " in _sh(netns, "ip", "-o", "link", "show", "dev", "br0")
 
     for _ in range(2):  # idempotent
         down = netns.python(CLI, "down", timeout=30)

@@ -3,11 +3,14 @@
 One spare at a time, made in a thread after a spawn; a spawn waits for the one
 being made (only one spawn waits), hands it over under the machine's name
 (console log, registry, title) or falls back to a restore; close() destroys the
-ready spare and the one being made; repeated failures stop the making.
+ready spare and the one being made; repeated failures stop the making. A spare
+runs (resumed when made, waiting for its identity) and its screen session is
+started after the hand-over, off the spawn's path.
 """
 
 from __future__ import annotations
 
+import os
 import subprocess
 import threading
 import time
@@ -34,6 +37,7 @@ class FakeDom:
         self._name = name
         self.title = ""
         self.active = True
+        self.resumed = 0
         self.qemu = subprocess.Popen(["sleep", "120"])
 
     def name(self) -> str:
@@ -44,6 +48,9 @@ class FakeDom:
 
     def isActive(self) -> bool:
         return self.active
+
+    def resume(self) -> None:
+        self.resumed += 1
 
     def UUIDString(self) -> str:
         return "0000"
@@ -69,16 +76,25 @@ class FakeWarm:
         (root / "log").mkdir()
         config = SimpleNamespace(log_dir=root / "log", state_dir=root / "state")
         self.backend = SimpleNamespace(
-            config=config, registry=ProcessRegistry(root / "state"), local=False
+            config=config,
+            registry=ProcessRegistry(root / "state"),
+            local=False,
+            console_stream=False,
         )
         self.gate = threading.Event()
         self.gate.set()
         self.fail: Exception | None = None
         self.made: list[Any] = []
         self.finished: list[tuple[str, str]] = []
+        self.policies: list[int] = []  # of the maker thread: inside idle(), after it
 
-    def loaded(self, snap: Snapshot, name: str, attach: bool = True) -> tuple[Any, FakePort]:
-        assert not attach
+    def loaded(
+        self, snap: Snapshot, name: str, attach: bool = True, idle: Any = None
+    ) -> tuple[Any, FakePort]:
+        assert not attach and idle is not None
+        with idle():  # createXML: the maker thread is SCHED_IDLE, and only there
+            self.policies.append(os.sched_getscheduler(0))
+        self.policies.append(os.sched_getscheduler(0))
         assert self.gate.wait(WAIT)
         if self.fail is not None:
             raise self.fail
@@ -93,7 +109,8 @@ class FakeWarm:
         self.made.append(guest)
         return guest, FakePort()
 
-    def finish(self, guest: Any, port: FakePort, name: str, key: str) -> None:
+    def finish(self, guest: Any, port: FakePort, name: str, key: str, resumed: bool) -> None:
+        assert resumed and guest._dom.resumed == 1  # resumed when made, not again
         port.close()
         self.finished.append((name, guest._dom.name()))
 
@@ -125,11 +142,51 @@ def test_spawn_takes_the_spare_under_the_machine_name(tmp_path: Path, monkeypatc
     guest = spares.take(snap(tmp_path), "qemu2", "tok")
     assert guest is not None and guest.name == "qemu2" and spares.used == 1
     assert warm.finished == [("qemu2", "farm-spare-1")]
+    assert guest._screen_maker is not None
+    guest._screen_maker.join(WAIT)
     assert guest._dom.title.startswith("farm qemu2 of ")
+    assert warm.policies == [os.SCHED_IDLE, os.SCHED_OTHER]
     log = tmp_path / "log"
     assert (log / "qemu2.console.log").read_text() == "spare console\n"
     assert not (log / "farm-spare-1.console.log").exists()
     assert set(warm.backend.registry.entries()) == {"qemu2"}
+
+
+def test_screen_session_starts_after_the_hand_over_and_destroy_waits_for_it(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """The spawn returns before ``screen`` is up; destroy() waits for it, then quits it."""
+    gate, started = threading.Event(), threading.Event()
+    screen = subprocess.Popen(["sleep", "120"])
+    quit: list[Any] = []
+
+    def start_screen(dom: Any, name: str, registry: Any, glog: Any) -> Any:
+        started.set()
+        assert gate.wait(WAIT)
+        registry.record(f"{name}.screen", screen.pid, "screen")
+        return screen
+
+    monkeypatch.setattr(libvirt_spare.libvirt_host, "start_screen", start_screen)
+    import farm.backend.libvirt_guest as libvirt_guest
+
+    monkeypatch.setattr(libvirt_guest, "quit_screen", lambda name, proc: quit.append(proc))
+    warm = FakeWarm(tmp_path)
+    warm.backend.local = True
+    spares = Spares(warm)  # type: ignore[arg-type]
+    spares.refill(snap(tmp_path))
+    assert spares.wait_ready(WAIT)
+    guest = spares.take(snap(tmp_path), "qemu1", "tok")  # returns with screen still starting
+    assert guest is not None and warm.finished == [("qemu1", "farm-spare-1")]
+    assert started.wait(WAIT) and guest._screen is None
+    destroyer = threading.Thread(target=guest.destroy)
+    destroyer.start()
+    destroyer.join(0.2)
+    assert destroyer.is_alive() and not quit  # waits for the screen being started
+    gate.set()
+    destroyer.join(WAIT)
+    assert quit == [screen] and "qemu1.screen" not in warm.backend.registry.entries()
+    screen.kill()
+    screen.wait()
 
 
 def test_a_spawn_waits_for_the_spare_being_made(tmp_path: Path) -> None:
@@ -149,6 +206,7 @@ def test_a_spawn_waits_for_the_spare_being_made(tmp_path: Path) -> None:
     warm.gate.set()
     taker.join(WAIT)
     assert got and got[0] is not None and got[0].name == "q"
+    assert spares.waited == 1 and spares.used == 1
 
 
 def test_close_destroys_the_ready_spare_and_the_one_being_made(tmp_path: Path) -> None:

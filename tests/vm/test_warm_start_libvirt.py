@@ -262,6 +262,9 @@ def scenario_spare(root: Path, images: Path) -> None:
         # made from idle CPU only (never competing with the guests' sets), a guest like
         # any other once handed over
         assert policies(spare_pid) == {os.SCHED_IDLE}, policies(spare_pid)
+        # it runs, waiting for its identity: a spawn does not wait for a resume
+        spare_dom = backend.connection().lookupByName(spare_name)
+        assert spare_dom.state()[0] == libvirt.VIR_DOMAIN_RUNNING, spare_dom.state()
         guests.append(backend.spawn("lv2", "tok-two"))  # takes the spare
         assert spares.used == 1
         assert policies(spare_pid) == {os.SCHED_OTHER}, policies(spare_pid)
@@ -271,6 +274,7 @@ def scenario_spare(root: Path, images: Path) -> None:
             handshake(guests[-1], "tok-one")
         assert restored(root, "lv2"), console(root, "lv2", "")
         assert not (root / "log" / f"{spare_name}.console.log").exists()
+        guests[-1]._screen_maker.join(WAIT)  # title and screen: after the hand-over
         if shutil.which("screen"):  # `screen -xr lv2` attaches to its console
             assert guests[-1]._screen is not None and "lv2.screen" in registry.entries()
         title = guests[-1]._dom.metadata(libvirt.VIR_DOMAIN_METADATA_TITLE, None)
