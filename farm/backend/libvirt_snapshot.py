@@ -64,6 +64,7 @@ from farm.backend.identity_port import (
     SnapshotLoadFailed,
     read_line,
     send_identity,
+    warm_up_guest,
 )
 from farm.backend.libvirt_identity import StreamChannel, open_port
 from farm.backend.libvirt_spare import Spares
@@ -266,8 +267,8 @@ class LibvirtWarm:
     def finish(
         self, guest: LibvirtGuest, port: Port, name: str, key: str, resumed: bool = False
     ) -> None:
-        """Resume a :meth:`loaded` guest (unless ``resumed``: it already runs, waiting) and
-        hand it its identity over ``port`` (then closed).
+        """Resume a :meth:`loaded` guest (unless ``resumed``: a spare, it already runs, warmed
+        up and waiting), have it run the warm-up set, hand it its identity over ``port``.
 
         The guest is destroyed if that fails (SnapshotError).
         """
@@ -279,6 +280,8 @@ class LibvirtWarm:
                 except libvirt.libvirtError as exc:
                     raise SnapshotLoadFailed(f"QEMU could not resume {name}: {exc}") from exc
                 timeout = snapshot.RESTORE_TIMEOUT
+                if not resumed:  # (a spare ran it when made) first set as fast as a later one
+                    warm_up_guest(port, guest.alive, timeout)  # type: ignore[arg-type]
                 send_identity(port, name, key, guest.alive, timeout)  # type: ignore[arg-type]
         except OSError as exc:  # the port broke (QEMU or the guest died): boot cold
             guest.destroy()

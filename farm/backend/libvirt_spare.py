@@ -5,12 +5,14 @@ libvirt probes the x86 guest CPU with ~400 ``qom-get`` monitor round trips,
 which no setting skips) plus the snapshot's load, 0.5-0.9 s of a ~0.65 s warm
 spawn. So :class:`Spares` keeps ONE domain per backend (one template) created
 paused with the snapshot already loaded and its identity port open, then
-resumed: its guest waits idle for its identity (a blocking read; ~0.4 % of a
-core under TCG, at SCHED_IDLE), so a spawn that takes it only writes the
-guest's identity (name, own key) and waits for the ack (a libvirt resume cost
-15-40 ms of the spawn); a daemon thread makes the next spare. A spawn that
-finds a spare being made waits for it (it would cost as much to make another);
-a spawn that finds none (several at once) restores as before.
+resumed and asked to run the warm-up set again in its own QEMU (whose
+translation cache starts empty): its guest then waits idle for its identity
+(a blocking read; ~0.4 % of a core under TCG, at SCHED_IDLE), so a spawn
+that takes it only writes the guest's identity (name, own key) and waits for
+the ack (a libvirt resume cost 15-40 ms of the spawn); a daemon thread makes
+the next spare. A spawn that finds a spare being made waits for it (it would
+cost as much to make another); a spawn that finds none (several at once)
+restores as before, and warms its guest up itself.
 
 Naming: a running domain cannot be renamed and the machine a spare will
 become is not known (the pool respawns ``qemuN`` right after destroying the
@@ -30,9 +32,9 @@ Priority: a spare is made from idle CPU only, so that it never competes with the
 guests' task sets (farm measures the task set, not itself): its maker thread runs
 SCHED_IDLE inside libvirt's ``createXML`` (a C call without the GIL; elsewhere a
 starved thread holding the GIL would stall the spawn's session), and the QEMU
-libvirt forks from that thread (the embedded driver) inherits it. A spawn that has to wait for the spare lifts the maker and the
-spare's QEMU to SCHED_OTHER, and so does the hand-over, before the guest gets its
-identity.
+libvirt forks from that thread (the embedded driver) inherits it. A spawn
+that has to wait for the spare lifts the maker and the spare's QEMU to
+SCHED_OTHER, and so does the hand-over, before the guest gets its identity.
 
 Cleanup: a spare's QEMU is in the process registry under its own name from
 its creation (the watchdog reaps it when farm dies), a daemon URI destroys it
@@ -59,8 +61,9 @@ import psutil
 
 from farm.agent.protocol import guest_key
 from farm.backend import libvirt_host, naming
+from farm.backend.identity_port import SnapshotError, warm_up_guest
 from farm.backend.libvirt_guest import LibvirtGuest
-from farm.backend.snapshot import Snapshot, SnapshotError
+from farm.backend.snapshot import Snapshot
 from farm.errors import BackendError
 
 if TYPE_CHECKING:
@@ -175,7 +178,10 @@ class Spares:
             guest, port = self.warm.loaded(snap, name, attach=False, idle=self._idle)
             try:  # running, it waits for its identity idle: a spawn need not resume it
                 guest._dom.resume()
-            except libvirt.libvirtError:
+                # the warm-up set again, in this QEMU: the machine's first set is then
+                # as fast as a later one (farm.backend.identity_port.warm_up_guest)
+                warm_up_guest(port, guest.alive, WAIT)  # type: ignore[arg-type]
+            except BaseException:
                 Spare(guest, port, snap.path).discard()
                 raise
             spare = Spare(guest, port, snap.path)

@@ -64,6 +64,7 @@ class FakeDom:
 class FakePort:
     def __init__(self) -> None:
         self.closed = False
+        self.warmed_up = 0  # warm_up_guest() calls on this port (the no_sleepers fixture)
 
     def close(self) -> None:
         self.closed = True
@@ -85,6 +86,7 @@ class FakeWarm:
         self.gate.set()
         self.fail: Exception | None = None
         self.made: list[Any] = []
+        self.ports: list[FakePort] = []
         self.finished: list[tuple[str, str]] = []
         self.policies: list[int] = []  # of the maker thread: inside idle(), after it
 
@@ -107,7 +109,8 @@ class FakeWarm:
             name, dom, ("127.0.0.1", 1), registry, qemu=qemu, console=console, hostfwd=False
         )
         self.made.append(guest)
-        return guest, FakePort()
+        self.ports.append(FakePort())
+        return guest, self.ports[-1]
 
     def finish(self, guest: Any, port: FakePort, name: str, key: str, resumed: bool) -> None:
         assert resumed and guest._dom.resumed == 1  # resumed when made, not again
@@ -119,8 +122,13 @@ class FakeWarm:
 
 
 @pytest.fixture(autouse=True)
-def no_sleepers() -> Iterator[None]:
-    """Every fake QEMU ends with its test."""
+def no_sleepers(monkeypatch: Any) -> Iterator[None]:
+    """Every fake QEMU ends with its test; a spare's warm-up is counted on its FakePort."""
+
+    def warm_up(port: FakePort, alive: Any, timeout: float) -> None:
+        port.warmed_up += 1
+
+    monkeypatch.setattr(libvirt_spare, "warm_up_guest", warm_up)
     before = set(psutil.Process().children())
     yield
     for proc in set(psutil.Process().children()) - before:
@@ -142,6 +150,7 @@ def test_spawn_takes_the_spare_under_the_machine_name(tmp_path: Path, monkeypatc
     guest = spares.take(snap(tmp_path), "qemu2", "tok")
     assert guest is not None and guest.name == "qemu2" and spares.used == 1
     assert warm.finished == [("qemu2", "farm-spare-1")]
+    assert [port.warmed_up for port in warm.ports] == [1]  # warmed up once, when made
     assert guest._screen_maker is not None
     guest._screen_maker.join(WAIT)
     assert guest._dom.title.startswith("farm qemu2 of ")
