@@ -199,7 +199,9 @@ def test_restored_guest_was_warmed_up_in_its_template_and_runs_its_first_set(
         session = FarmSession(host, port, token="tok-warm", connect_attempts=1000)
         session.connect(timeout=WAIT, alive=guest.alive)
         try:
-            (warm_up,) = session.status()["warm_up"]  # the template's one warm-up set
+            status = session.status()
+            assert status["before_identity"] is True  # the agent itself was set up there too
+            (warm_up,) = status["warm_up"]  # the template's one warm-up set
             ends = [e for e in warm_up if e.startswith("EXIT")]  # EXIT_PERIOD if TCG was slow
             assert warm_up.count("START") == len(ends) == 3, warm_up
             assert warm_up.count("JOBS_DONE") == 2, warm_up
