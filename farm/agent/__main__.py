@@ -23,6 +23,13 @@ connection waits in the backlog while the agent imports its modules, instead
 of being refused and retried after a pause); ``--host``/``--port`` are then
 ignored.
 
+``main(argv, identity=...)`` (the guest's /init, ``farm.identity=wait|boot``): the
+agent is set up first (arguments, service, listener) and only then waits for the
+guest's identity, which gives the key; ``preload=True`` also does the start-up work
+of the first handshake before waiting (a warm-start template: all of it is then in
+the snapshot and no restored guest runs it again). Nothing is accepted before the
+key is set: a client connecting earlier waits in the backlog, then needs that key.
+
 SIGTERM / SIGINT stop every job, close all connections and exit with 0.
 Exit status 1: the port could not be bound.
 
@@ -153,15 +160,23 @@ def write_port_file(path: Path, port: int) -> None:
     os.replace(tmp, path)
 
 
-def main(argv: list[str] | None = None) -> int:
-    """Run the agent until SIGTERM/SIGINT; return the exit status."""
+def main(
+    argv: list[str] | None = None,
+    identity: Callable[[], tuple[str, str]] | None = None,
+    preload: bool = False,
+) -> int:
+    """Run the agent until SIGTERM/SIGINT; return the exit status.
+
+    ``identity``: called once the agent listens, returns its (token, guest name); no
+    token is needed on the command line then. ``preload``: see the module docstring.
+    """
     args = parse_args(argv)
     try:
         token = resolve_token(args.token, args.token_file)
     except OSError as exc:
         sys.stderr.write(f"farm-agent: cannot read token file: {exc}\n")
         return EXIT_USAGE
-    if token is None:
+    if token is None and identity is None:
         sys.stderr.write(
             "farm-agent: no token (give --token, --token-file or FARM_TOKEN); "
             "refusing to start: no token, no service\n"
@@ -178,16 +193,32 @@ def main(argv: list[str] | None = None) -> int:
         except OSError:
             pass
 
-    _signal.signal(_signal.SIGTERM, on_signal)
-    _signal.signal(_signal.SIGINT, on_signal)
+    def signals() -> None:
+        _signal.signal(_signal.SIGTERM, on_signal)
+        _signal.signal(_signal.SIGINT, on_signal)
+
+    before: Callable[[AgentService, AgentServer], None] | None = None
+    if identity is None:
+        signals()
+    else:
+
+        def before(service: AgentService, server: AgentServer) -> None:
+            _await_identity(service, server, identity, preload, str(args.log_level))
+            signals()  # (until the key is set a signal ends the process: nothing to stop)
+
     logs.hold(str(args.log_level))
     try:
-        return _serve(args, token, stop_r)
+        return _serve(args, token, stop_r, before)
     finally:
         logs.release()  # writes what is still held
 
 
-def _serve(args: SimpleNamespace, token: str, stop_r: int) -> int:
+def _serve(
+    args: SimpleNamespace,
+    token: str | None,
+    stop_r: int,
+    before: Callable[[AgentService, AgentServer], None] | None = None,
+) -> int:
     # without --workdir a private work directory is made by the first start and
     # removed by shutdown(); a warm-start template makes it before it is saved
     service = AgentService(args.workdir)
@@ -208,6 +239,8 @@ def _serve(args: SimpleNamespace, token: str, stop_r: int) -> int:
         return EXIT_BIND
     host, port = server.address
     try:
+        if before is not None:
+            before(service, server)
         if args.port_file is not None:
             write_port_file(args.port_file, port)
         sys.stdout.write(f"farm-agent listening on {host}:{port} version {service.version}\n")
@@ -219,6 +252,23 @@ def _serve(args: SimpleNamespace, token: str, stop_r: int) -> int:
         service.shutdown()
         server.close()
     return EXIT_OK
+
+
+def _await_identity(
+    service: AgentService,
+    server: AgentServer,
+    identity: Callable[[], tuple[str, str]],
+    preload: bool,
+    log_level: str,
+) -> None:
+    """Set up what needs no key (``preload``: the first handshake's start-up work and
+    logging too), then wait for the identity and give the server its key."""
+    service.before_identity = True
+    if preload:
+        service.preload()  # (releases the held records: logging is set up here too)
+        logs.hold(log_level)  # and holds again: the first handshake formats no record
+    token, guest = identity()
+    server.set_key(token, guest)
 
 
 if __name__ == "__main__":

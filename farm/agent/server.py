@@ -54,7 +54,7 @@ class AgentServer:
     def __init__(
         self,
         service: AgentService,
-        token: str,
+        token: str | None,
         host: str = "127.0.0.1",
         port: int = protocol.DEFAULT_PORT,
         heartbeat: float = 1.0,
@@ -67,6 +67,8 @@ class AgentServer:
     ) -> None:
         """``listen_fd``: serve this socket, already bound and listening, instead of
         binding ``host:port`` (the guest's /init binds it before the agent's imports).
+        ``token`` None: no key yet (a warm-start template listens before its guest's
+        identity arrives); :meth:`set_key` gives it, and nothing is accepted before.
         """
         self._service = service
         self._token = token
@@ -93,8 +95,16 @@ class AgentServer:
         host, port = self._sock.getsockname()[:2]
         return str(host), int(port)
 
+    def set_key(self, token: str, guest: str | None = None) -> None:
+        """The key (and guest name) clients must authenticate with, given after listening."""
+        if not token:
+            raise ValueError("an empty token would let anybody in")
+        self._token, self._guest = token, guest
+
     def serve_forever(self, stop_fd: int, on_idle: Callable[[], None] | None = None) -> None:
         """Accept clients until ``stop_fd`` becomes readable; call ``on_idle`` once (see above)."""
+        if not self._token:  # no accept without the key: connections wait in the backlog
+            raise RuntimeError("serve_forever() before set_key(): nobody could authenticate")
         latest = time.monotonic() + IDLE_AT_THE_LATEST
         poller = select.poll()
         poller.register(self._sock.fileno(), select.POLLIN)
@@ -114,6 +124,7 @@ class AgentServer:
 
     def _accept(self) -> None:
         listener = self._sock
+        assert self._token, "accepting without a key"  # (serve_forever checks it first)
         try:  # what socket.socket.accept does, on the plain _socket type
             fd, addr = listener._accept()  # type: ignore[attr-defined]
         except OSError as exc:  # e.g. EMFILE, ECONNABORTED: keep serving

@@ -7,7 +7,8 @@ Ops, their ``args`` and results (errors are ``RequestError(code, message)``):
 ``status`` {} -> ``{"running": bool, "tasks": [ids], "running_jobs": {id: job},
     "done": [ids], "t0": s|None, "params": [...], "binaries": [names],
     "agent_version": V, "uptime": s, "clients": n, "pid": n, "warm_up": [[event types]
-    of each set :mod:`farm.agent.warmup` ran in this process, e.g. in the template]}``
+    of each set :mod:`farm.agent.warmup` ran in this process], "before_identity": bool
+    (the agent was set up before its key came, e.g. in the warm-start template)}``
 ``start`` ``{"tasks": [task dicts], "binaries": {name: base64}, "params": [...],
     "at": monotonic s (optional: start time of the set, for synchronised starts)}``
     -> ``{"t0": s, "tasks": [ids], "params": [...], "sched": {id: policy}}``.
@@ -29,14 +30,11 @@ enforce admission control itself; the NOTICE says so. A set with built-in
 workloads that must run as Python (no usable native ``farm-workload``, see
 :mod:`farm.agent.commands`) gets one more such NOTICE saying so.
 
-Start-up cost: in a TCG guest every imported module costs milliseconds before
-the agent can answer its first handshake, so the task-set machinery (runner,
-jobs, commands, taskspec, binaries and what they import: dataclasses,
-subprocess, pathlib, re, ctypes ...) is not imported with this module. The
-first authenticated client triggers :func:`load_machinery`, the work
-directory and the held log records (see :mod:`farm.agent.logs`) in a
-background thread; ``start`` waits for that thread (a set's jobs never share
-the CPU with this start-up work) and imports the machinery itself otherwise.
+Start-up cost: in a TCG guest every import costs milliseconds before the first handshake,
+so the task-set machinery (runner, jobs, ... dataclasses, subprocess, ctypes ...) is not
+imported with this module. The first authenticated client starts :func:`load_machinery`,
+the work directory and the held log records (:mod:`farm.agent.logs`) in a thread, which
+``start`` waits for; a warm-start template does it before its save (:meth:`preload`).
 """
 
 from __future__ import annotations
@@ -114,11 +112,8 @@ PRELOAD_WAIT = 60.0
 
 
 def _after_first_handshake(service: AgentService) -> None:
-    """The agent's remaining start-up work, done before the first set runs.
-
-    The machinery, the work directory and the held log records: ~0.4 s in a fresh
-    TCG guest. ``start`` waits for it (``_preloaded``): no job shares the CPU with it.
-    """
+    """The agent's remaining start-up work (the machinery, the work directory, the held log
+    records: ~0.4 s in a fresh TCG guest); ``start`` waits for it (``_preloaded``)."""
     began = time.monotonic()
     try:
         load_machinery()
@@ -154,6 +149,7 @@ class AgentService:
         self._lock = threading.Lock()
         self._preloading = False
         self._preloaded = threading.Event()  # set once the start-up work is done
+        self.before_identity = False  # set up before its key came: see farm.agent.__main__
         self._runner: Runner | None = None
         self._owner: Client | None = None
         self._tasks: list[TaskSpec] = []
@@ -187,6 +183,11 @@ class AgentService:
             threading.Thread(
                 target=_after_first_handshake, args=(self,), name="preload", daemon=True
             ).start()
+
+    def preload(self) -> None:
+        """The start-up work :meth:`attach` starts, done now (a template, before its save)."""
+        self._preloading = True
+        _after_first_handshake(self)
 
     def detach(self, client: Client) -> None:
         """A client went away; stop its task set if it owned the running one."""
@@ -272,6 +273,7 @@ class AgentService:
                 "clients": len(self._clients),
                 "pid": os.getpid(),
                 "warm_up": [] if warmup is None else [list(e) for e in warmup.history],
+                "before_identity": self.before_identity,
             }
         return Outcome(result)
 

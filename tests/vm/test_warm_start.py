@@ -199,7 +199,9 @@ def test_restored_guest_was_warmed_up_in_its_template_and_runs_its_first_set(
         session = FarmSession(host, port, token="tok-warm", connect_attempts=1000)
         session.connect(timeout=WAIT, alive=guest.alive)
         try:
-            warm_ups = session.status()["warm_up"]  # the template's, then the restore's
+            status = session.status()
+            assert status["before_identity"] is True  # the agent itself was set up there too
+            warm_ups = status["warm_up"]  # the template's, then the restore's (its own QEMU)
             assert len(warm_ups) == 2, warm_ups
             for warm_up in warm_ups:
                 ends = [e for e in warm_up if e.startswith("EXIT")]  # EXIT_PERIOD if TCG slow
