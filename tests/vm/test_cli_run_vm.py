@@ -10,6 +10,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import sqlite3
 import subprocess
 import sys
@@ -103,7 +104,8 @@ def test_farm_run_two_guests_json(workdir: Path, image: ImageInfo) -> None:
 
     dist_log = (workdir / "log" / "distributor.log").read_text()
     assert "backend=libvirt" in dist_log
-    assert "qemu1: ready at 127.0.0.1:" in dist_log
+    # the one set runs on whichever guest is ready first; the other may be closed before
+    assert re.search(r"qemu[12]: ready at 127\.0\.0\.1:\d+", dist_log), dist_log
     with sqlite3.connect(workdir / "results.db") as db:
         assert db.execute("SELECT state FROM tasksets").fetchall() == [("finished",)]
         assert db.execute("SELECT COUNT(*) FROM events WHERE type='JOBS_DONE'").fetchone()[0] >= 1
