@@ -12,15 +12,21 @@ NAME`` once it listens. Shared by the qemu and libvirt backends and their spares
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import secrets
 import socket
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, Protocol, TypeVar
 
+from farm.backend.base import Guest
 from farm.errors import BackendError
+
+log = logging.getLogger(__name__)
 
 PORT_NAME = "farm.identity"
 WAITING = b"farm-identity: waiting"
@@ -108,3 +114,32 @@ def send_identity(
     line = read_line(ident, timeout, alive)
     if line != f"farm-identity: ok {name}".encode():
         raise SnapshotError(f"guest answered {line[:200]!r} to its identity")
+
+
+class _Port(Protocol):
+    def close(self) -> None: ...
+
+
+G = TypeVar("G", bound=Guest)
+P = TypeVar("P", bound=_Port)
+
+
+@dataclass
+class Spare(Generic[G, P]):
+    """A restored guest made ahead (qemu_spare, libvirt_spare): warmed up, waiting for its
+    identity on ``port``, from the snapshot ``source``."""
+
+    guest: G
+    port: P
+    source: Path
+
+    def discard(self) -> None:
+        """Destroy the guest, close its identity port, remove its console log."""
+        with contextlib.suppress(OSError):
+            self.port.close()
+        try:
+            self.guest.destroy()
+        except BackendError as exc:
+            log.warning("spare %s: %s", self.guest.name, exc)
+        if self.guest.console_log is not None:
+            self.guest.console_log.unlink(missing_ok=True)

@@ -52,8 +52,6 @@ import shutil
 import subprocess
 import threading
 from collections.abc import Iterator
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 import libvirt
@@ -61,7 +59,7 @@ import psutil
 
 from farm.agent.protocol import guest_key
 from farm.backend import libvirt_host, naming
-from farm.backend.identity_port import SnapshotError, warm_up_guest
+from farm.backend.identity_port import SnapshotError, Spare, warm_up_guest
 from farm.backend.libvirt_guest import LibvirtGuest
 from farm.backend.snapshot import Snapshot
 from farm.errors import BackendError
@@ -75,26 +73,6 @@ WAIT = 60.0  # s a spawn waits for the spare being made, close() for its maker
 MAX_FAILURES = 3  # consecutive failed spares before farm stops making them
 
 
-@dataclass
-class Spare:
-    """A paused domain with the snapshot ``source`` loaded, and its open identity port."""
-
-    guest: LibvirtGuest
-    port: Port
-    source: Path
-
-    def discard(self) -> None:
-        """Destroy the domain, close the port, remove its console log."""
-        with contextlib.suppress(OSError):
-            self.port.close()
-        try:
-            self.guest.destroy()
-        except BackendError as exc:
-            log.warning("spare %s: %s", self.guest.name, exc)
-        if self.guest.console_log is not None:
-            self.guest.console_log.unlink(missing_ok=True)
-
-
 class Spares:
     """The spare domain of one :class:`LibvirtWarm` (at most one, made in a thread)."""
 
@@ -104,7 +82,7 @@ class Spares:
         self.waited = 0  # spawns that waited for the spare being made
         self.off = ""  # why spares were given up ("" = not)
         self._cond = threading.Condition()
-        self._ready: Spare | None = None
+        self._ready: Spare[LibvirtGuest, Port] | None = None
         self._maker: threading.Thread | None = None
         self._waiter = False  # a spawn waits for the spare being made
         self._closed = False
@@ -226,7 +204,7 @@ class Spares:
         if sock is not None:
             shutil.rmtree(sock.parent, ignore_errors=True)
 
-    def _hand_over(self, spare: Spare, name: str, token: str) -> LibvirtGuest:
+    def _hand_over(self, spare: Spare[LibvirtGuest, Port], name: str, token: str) -> LibvirtGuest:
         """Make ``spare`` machine ``name`` (title, console log, screen, registry), resume it."""
         b, old = self.warm.backend, spare.guest
         glog = log.getChild(name)

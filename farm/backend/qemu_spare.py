@@ -48,11 +48,10 @@ import socket
 import subprocess
 import threading
 import time
-from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from farm.backend import identity_port, snapshot
+from farm.backend.identity_port import Spare
 from farm.backend.screen import wipe_dead
 from farm.errors import BackendError
 
@@ -66,26 +65,6 @@ MAX_FAILURES = 3  # consecutive failed spares before farm stops making them
 QUIET = 1.0  # s without a spawn before a spare is made (spawns back to back just restore)
 
 
-@dataclass
-class Spare:
-    """A restored, running, warmed-up guest waiting for its identity on ``ident``."""
-
-    guest: QemuGuest
-    ident: socket.socket
-    source: Path
-
-    def discard(self) -> None:
-        """Destroy the guest, close its identity port, remove its console log."""
-        with contextlib.suppress(OSError):
-            self.ident.close()
-        try:
-            self.guest.destroy()
-        except BackendError as exc:
-            log.warning("spare %s: %s", self.guest.name, exc)
-        if self.guest.console_log is not None:
-            self.guest.console_log.unlink(missing_ok=True)
-
-
 class QemuSpares:
     """The spare guest of one :class:`QemuBackend` (at most one, made in a thread)."""
 
@@ -94,7 +73,7 @@ class QemuSpares:
         self.used = 0  # spawns served by a spare
         self.off = ""  # why spares were given up ("" = not)
         self._cond = threading.Condition()
-        self._ready: Spare | None = None
+        self._ready: Spare[QemuGuest, socket.socket] | None = None
         self._maker: threading.Thread | None = None
         self._closed = False
         self._failures = 0
@@ -207,7 +186,7 @@ class QemuSpares:
                     self._cond.wait(left)
             return False
 
-    def _warmed(self, snap: snapshot.Snapshot, name: str) -> Spare:
+    def _warmed(self, snap: snapshot.Snapshot, name: str) -> Spare[QemuGuest, socket.socket]:
         """Restore guest ``name`` from ``snap``, resume it, have it run the warm-up set."""
         idle = ("chrt", "--idle", "0") if shutil.which("chrt") else ()
         guest = cast("QemuGuest", self.backend._spawn(name, "", warm=snap, prefix=idle))
@@ -234,7 +213,7 @@ class QemuSpares:
         log.info("spare guest %s restored and warmed up", name)
         return Spare(guest, ident, snap.path)
 
-    def _hand_over(self, spare: Spare, name: str, key: str) -> QemuGuest:
+    def _hand_over(self, spare: Spare[QemuGuest, socket.socket], name: str, key: str) -> QemuGuest:
         """Make ``spare`` machine ``name`` (screen, console log, registry), give its identity."""
         b, old = self.backend, spare.guest
         proc = old.process
@@ -264,13 +243,13 @@ class QemuSpares:
         guest = type(old)(name, old.port, proc, old.run_dir, console)  # QemuGuest
         try:
             identity_port.send_identity(
-                spare.ident, name, key, guest.alive, snapshot.RESTORE_TIMEOUT
+                spare.port, name, key, guest.alive, snapshot.RESTORE_TIMEOUT
             )
         except BaseException:
             guest.destroy()
             raise
         finally:
-            spare.ident.close()
+            spare.port.close()
         guest.log.info("warm start from spare guest %s", old.name)
         return guest
 

@@ -85,13 +85,19 @@ def test_live_view_redraws_cleanly_and_ends_without_warnings(
     assert "WARNING" not in screen and "killed" not in screen, screen
 
 
-def test_ctrl_c_reports_stops_without_warnings(
-    tmp_path: Path, farm_cmd: str, pane_factory: list[Pane]
-) -> None:
+def interrupted_run(tmp_path: Path, farm_cmd: str, pane_factory: list[Pane]) -> Pane:
+    """``farm run`` of traffic sets on two local machines, sent one Ctrl-C once a set runs."""
     pane = Pane(tmp_path, f"{farm_cmd} run traffic.TrafficTaskSet --backend local -m 2")
     pane_factory.append(pane)
     wait_for("a set to run", lambda: "running" in pane.screen(), timeout=240)
     pane.tmux("send-keys", "-t", "t", "C-c")
+    return pane
+
+
+def test_ctrl_c_reports_stops_without_warnings(
+    tmp_path: Path, farm_cmd: str, pane_factory: list[Pane]
+) -> None:
+    pane = interrupted_run(tmp_path, farm_cmd, pane_factory)
     wait_for("farm run to end", lambda: "EXIT=" in pane.screen(), timeout=120)
     screen = pane.screen()
     assert "EXIT=130" in screen and "farm: stopping" in screen, screen
@@ -103,10 +109,7 @@ def test_ctrl_c_reports_stops_without_warnings(
 def test_second_ctrl_c_kills_and_exits_without_traceback(
     tmp_path: Path, farm_cmd: str, pane_factory: list[Pane]
 ) -> None:
-    pane = Pane(tmp_path, f"{farm_cmd} run traffic.TrafficTaskSet --backend local -m 2")
-    pane_factory.append(pane)
-    wait_for("a set to run", lambda: "running" in pane.screen(), timeout=240)
-    pane.tmux("send-keys", "-t", "t", "C-c")
+    pane = interrupted_run(tmp_path, farm_cmd, pane_factory)
     wait_for("farm to say it stops", lambda: "farm: stopping" in pane.screen(), timeout=60)
     pane.tmux("send-keys", "-t", "t", "C-c")
     pane.tmux("send-keys", "-t", "t", "C-c")  # a third one is ignored: the kill is under way
