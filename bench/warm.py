@@ -92,12 +92,7 @@ def one(variant: str, boots: int, back_to_back: bool = False) -> dict[str, Any]:
         finally:
             backend.close()
     return {
-        # (a qemu spare is never waited for: a spawn that finds none restores at once)
-        **(
-            {"from_spare": spares.used, "waited": getattr(spares, "waited", 0)}
-            if spares is not None
-            else {}
-        ),
+        **({"from_spare": spares.used, "waited": spares.waited} if spares is not None else {}),
         "first_s": round(first["ready_s"], 3),
         "median": round(statistics.median(lat), 3),
         "p90": round(percentile(lat, 90), 3),

@@ -71,6 +71,7 @@ class QemuSpares:
     def __init__(self, backend: QemuBackend) -> None:
         self.backend = backend
         self.used = 0  # spawns served by a spare
+        self.waited = 0  # spawns that waited for the spare being made: none (they restore)
         self.off = ""  # why spares were given up ("" = not)
         self._cond = threading.Condition()
         self._ready: Spare[QemuGuest, socket.socket] | None = None
