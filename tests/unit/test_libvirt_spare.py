@@ -81,6 +81,7 @@ class FakeWarm:
             registry=ProcessRegistry(root / "state"),
             local=False,
             console_stream=False,
+            bridged=False,
         )
         self.gate = threading.Event()
         self.gate.set()
@@ -91,9 +92,9 @@ class FakeWarm:
         self.policies: list[int] = []  # of the maker thread: inside idle(), after it
 
     def loaded(
-        self, snap: Snapshot, name: str, attach: bool = True, idle: Any = None
+        self, snap: Snapshot, name: str, attach: bool = True, idle: Any = None, spare: bool = False
     ) -> tuple[Any, FakePort]:
-        assert not attach and idle is not None
+        assert not attach and idle is not None and spare
         with idle():  # createXML: the maker thread is SCHED_IDLE, and only there
             self.policies.append(os.sched_getscheduler(0))
         self.policies.append(os.sched_getscheduler(0))
