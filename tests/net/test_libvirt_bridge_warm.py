@@ -21,7 +21,7 @@ from farm.bridge.dhcp import DhcpPlan, mac_for
 from farm.image import ImageInfo
 from tests.helpers import query
 
-from .conftest import NetNs
+from .conftest import NetNs, ns_processes
 
 COMMON = r"""
 import json, socket, subprocess, sys, time
@@ -136,7 +136,44 @@ print(json.dumps(report, default=str))
 )
 
 
-def _run(netns: NetNs, image: ImageInfo, script: str, ips: list[str]) -> tuple[dict, dict, str]:
+KILLED = (
+    COMMON
+    + r"""
+import os, signal
+backend = LibvirtBackend(config("log"))
+guest = backend.spawn("qemu1", "tok-qemu1")
+hello(*guest.address(5.0), "tok-qemu1")
+assert backend.warm.spares.wait_ready(150.0)
+entries = backend.registry.entries()
+report["pids"] = {n: e["pid"] for n, e in entries.items() if e.get("kind") == "libvirt-qemu"}
+print(json.dumps(report, default=str), flush=True)
+os.kill(os.getpid(), signal.SIGKILL)  # the guest and the spare on the bridge still run
+"""
+)
+
+REAP = (
+    COMMON
+    + r"""
+backend = LibvirtBackend(config("log-reap"), warm_start=False)
+try:
+    report["reaped"] = backend.reap_stale()
+finally:
+    backend.close()
+report["links_after"] = subprocess.run(["ip", "-o", "link"], capture_output=True,
+                                       text=True).stdout
+print(json.dumps(report, default=str))
+"""
+)
+
+
+def _qemus(netns: NetNs) -> list[str]:
+    """QEMU processes left in the namespace."""
+    return [f"{p.pid} {p.name()}" for p in ns_processes(netns.name) if "qemu" in p.name()]
+
+
+def _run(
+    netns: NetNs, image: ImageInfo, script: str, ips: list[str], code: int = 0
+) -> tuple[dict, dict, str]:
     """Run ``script`` in the namespace: (its report, consoles by log dir/file, context)."""
     result = netns.python(
         script, str(netns.dir), str(image.kernel.parent), ",".join(ips), timeout=400
@@ -148,7 +185,7 @@ def _run(netns: NetNs, image: ImageInfo, script: str, ips: list[str]) -> tuple[d
     context = f"stderr:\n{result.stderr[-3000:]}\nconsoles:\n" + "\n".join(
         f"--- {k}\n{v[-1200:]}" for k, v in consoles.items()
     )
-    assert result.returncode == 0, context
+    assert result.returncode == code, context
     return json.loads(result.stdout.strip().splitlines()[-1]), consoles, context
 
 
@@ -175,6 +212,7 @@ def test_libvirt_restored_guests_take_their_own_reserved_address_on_the_bridge(
         assert "farm-init: mounted" not in text, context  # restored, not booted
     assert len([s for s in report["snapshots"] if s.endswith(".bin")]) == 1, report["snapshots"]
     assert "br0" not in report["links_after"] and "vnet" not in report["links_after"], report
+    assert not _qemus(netns)
 
 
 @pytest.mark.timeout(420)
@@ -204,3 +242,21 @@ def test_libvirt_corrupt_bridged_snapshot_boots_cold_and_loses_no_set(
         assert "farm-init: network" in text and "farm-init: mounted" not in text, context
     assert len([s for s in report["snapshots"] if s.endswith(".bin")]) == 1, report["snapshots"]
     assert "br0" not in report["links_after"] and "vnet" not in report["links_after"], report
+    assert not _qemus(netns)
+
+
+@pytest.mark.timeout(420)
+def test_libvirt_bridged_spare_of_a_sigkilled_farm_is_reaped_by_the_next(
+    netns: NetNs, image: ImageInfo
+) -> None:
+    """A farm SIGKILLed with a bridged guest and its spare: the next farm reaps both QEMUs,
+    and their taps go with them."""
+    ips = [str(DhcpPlan.create().ip_for(1))]
+    killed, _, context = _run(netns, image, KILLED, ips, code=-9)
+    pids = killed["pids"]
+    assert "qemu1" in pids and any(n.startswith("farm-spare-") for n in pids), killed
+    assert len(_qemus(netns)) == 2, context  # the embedded driver's QEMUs outlived farm
+    report, _, context = _run(netns, image, REAP, ips)
+    assert set(pids) <= set(report["reaped"]), report
+    assert not _qemus(netns), context
+    assert "vnet" not in report["links_after"], report
