@@ -213,6 +213,9 @@ class Spares:
         glog = log.getChild(name)
         key = guest_key(token, name)
         try:
+            address = old.address(0.0)
+            if b.bridged:  # its identity gives it the machine's reserved MAC and address
+                address = (str(b._reservation(name)[1]), b.config.agent_port)
             console = old.console_log
             if console is not None:
                 target = (b.config.log_dir / f"{name}.console.log").resolve()
@@ -227,9 +230,6 @@ class Spares:
             raise
         if old.pid is not None:
             _set_policy(old.pid, os.SCHED_OTHER, threads=True)  # a guest like any other
-        address = old.address(0.0)
-        if b.bridged:  # its identity gives it the machine's reserved MAC and address
-            address = (str(b._reservation(name)[1]), b.config.agent_port)
         guest = LibvirtGuest(
             name,
             old._dom,
