@@ -85,7 +85,7 @@ from farm.backend.snapshot import (
 )
 from farm.backend.snapshot_net import TEMPLATE_MAC
 from farm.bridge.bridge import TapNic
-from farm.errors import BackendError, ConfigError
+from farm.errors import BackendError, ConfigError, NetworkError
 
 if TYPE_CHECKING:
     from farm.backend.libvirt import Idle, LibvirtBackend
@@ -177,7 +177,7 @@ class LibvirtWarm:
         except snapshot.SnapshotCorrupt as exc:
             log.warning("%s; this guest boots cold, the next one rebuilds it", exc)
             return None
-        except (SnapshotError, BackendError) as exc:
+        except (SnapshotError, BackendError, NetworkError) as exc:  # (bridged: br0 or dhcpd)
             with self._lock:
                 if not self.off:
                     log.warning("warm start off, guests boot cold: %s", exc)

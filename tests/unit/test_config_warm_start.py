@@ -16,7 +16,7 @@ from farm.backend.snapshot_net import TEMPLATE_MAC
 from farm.bridge.bridge import plan_for
 from farm.bridge.dhcp import RESERVED_OFFSET, mac_for
 from farm.config import FarmConfig
-from farm.errors import ConfigError
+from farm.errors import ConfigError, NetworkError
 from farm.profile import MachineProfile
 
 WARM_OFF = "warm start off, guests boot cold"
@@ -138,3 +138,18 @@ def test_libvirt_bridged_warm_guests_take_their_own_address_from_their_identity(
     net = {"mac": mac_for(3), "ip": f"{plan.ip_for(3)}/24", "gw": str(plan.bridge_ip)}
     assert warm.net_identity("qemu3") == net
     assert libvirt_backend(tmp_path).warm.net_identity("qemu3") is None  # type: ignore[union-attr]
+
+
+def test_libvirt_warm_start_turns_off_when_the_bridge_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """br0 or dhcpd failing while the template is made: warm start off, the spawn boots cold
+    (and meets the same error there), never a crash in the warm path."""
+    warm = libvirt_backend(tmp_path, network="bridge").warm
+    assert warm is not None
+
+    def fail() -> None:
+        raise NetworkError("cannot create bridge br0")
+
+    monkeypatch.setattr(warm, "ensure", fail)
+    assert warm.snapshot() is None and "br0" in warm.off
