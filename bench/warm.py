@@ -24,6 +24,7 @@ at its own reserved MAC and IP (target: median <= 0.4 s). Its child runs in a
 fresh network namespace ``farmbench-XXXX`` (``ip netns exec``, as
 ``bench/boot.py --network bridge`` does): no traffic leaves it, and every
 process left in it is killed and the namespace deleted afterwards.
+``libvirt-warm-bridge`` likewise: the libvirt backend's (``libvirt_snapshot``).
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ from ready import boot_once  # noqa: E402
 
 VARIANTS = ("qemu-warm", "libvirt-warm", "qemu-cold", "libvirt-cold")
 BRIDGED = ("qemu-warm-bridge", "qemu-cold-bridge")  # root: run in a namespace of their own
+BRIDGED += ("libvirt-warm-bridge", "libvirt-cold-bridge")
 
 
 def spares_of(backend: Any) -> Any:

@@ -29,8 +29,9 @@ the next use.
 With ``network = "bridge"`` (local hypervisors only) each domain gets an
 ``<interface type='bridge'>`` on farm's bridge with the machine's reserved
 MAC (libvirt creates and removes the tap); the agent is reached at the
-reserved IP. The backend brings the bridge and farm's dhcpd up at its first
-guest and down at ``close()`` if it brought them up (:class:`BackendBridge`).
+reserved IP (a warm-started guest takes it from its identity, not from dhcpd:
+``libvirt_snapshot``). The backend brings the bridge and farm's dhcpd up at its
+first guest and down at ``close()`` if it brought them up (:class:`BackendBridge`).
 """
 
 from __future__ import annotations
@@ -281,12 +282,19 @@ class LibvirtBackend(Backend):
         return identity.deliver(guest, self.profile, self.config, token, self.local)
 
     def _start(
-        self, name: str, token: str, mode: str = "cold", attach: bool = True, idle: Idle = None
+        self,
+        name: str,
+        token: str,
+        mode: str = "cold",
+        attach: bool = True,
+        idle: Idle = None,
+        nic: tuple[str, ipaddress.IPv4Address] | None = None,
     ) -> LibvirtGuest:
         """Create guest ``name``'s domain: booting (``cold``), the warm ``template``, or
         paused for a saved state (``warm``; ``attach``: with its screen session); its key
         is delivered by the caller. ``idle``: the context of the ``createXML`` call (a
-        spare's: SCHED_IDLE, inherited by the QEMU libvirt forks)."""
+        spare's: SCHED_IDLE, inherited by the QEMU libvirt forks). ``nic``: (MAC, IP) on
+        the bridge instead of the machine's reservation (the warm template's, a spare's)."""
         glog = log.getChild(name)
         conn = self.connection()
         self._clear_name(conn, name, glog)
@@ -294,8 +302,8 @@ class LibvirtBackend(Backend):
         console = (self.config.log_dir / f"{name}.console.log").resolve()
         console.unlink(missing_ok=True)
         if self.bridged:  # libvirt puts the tap on br0; the agent at the reserved IP
-            mac, ip = self._reservation(name)
-            dom = self._create_bridged(conn, name, token, console, mac, glog)
+            mac, ip = nic or self._reservation(name)
+            dom, _ = self._create(conn, name, token, console, glog, mode, idle, mac)
             address = (str(ip), self.config.agent_port)
         else:
             dom, port = self._create(conn, name, token, console, glog, mode, idle)
@@ -341,28 +349,6 @@ class LibvirtBackend(Backend):
         )
         return guest
 
-    def _create_bridged(
-        self,
-        conn: libvirt.virConnect,
-        name: str,
-        token: str,
-        console: Path,
-        mac: str,
-        glog: logging.Logger,
-    ) -> libvirt.virDomain:
-        """createXML of a domain whose NIC is on farm's bridge with ``mac`` (no hostfwd)."""
-        spec = self._spec(name, token, None if self.console_stream else console, 0)
-        bridge = self.config.bridge_name if self.host_bridge else self._net.network().plan.bridge
-        xml = domain_xml(replace(spec, bridge=bridge, mac=mac))
-        glog.debug("domain XML:\n%s", xml)
-        try:
-            return conn.createXML(xml, libvirt_host.start_flags(self.uri))
-        except libvirt.libvirtError as exc:
-            raise BackendError(
-                f"{name}: libvirt could not start the domain on bridge {bridge}: {exc}"
-                f"{embed_socket_hint(self.uri, name)}"
-            ) from exc
-
     def _create(
         self,
         conn: libvirt.virConnect,
@@ -372,25 +358,32 @@ class LibvirtBackend(Backend):
         glog: logging.Logger,
         mode: str = "cold",
         idle: Idle = None,
+        mac: str | None = None,
     ) -> tuple[libvirt.virDomain, int]:
-        """createXML with a fresh hostfwd port; retried when that port was taken meanwhile."""
+        """createXML: on farm's bridge with ``mac`` (no hostfwd), else with a fresh hostfwd
+        port (retried when that port was taken meanwhile)."""
         flags = libvirt_host.start_flags(self.uri)
         flags |= libvirt.VIR_DOMAIN_START_PAUSED if mode == "warm" else 0
         for attempt in range(1, _CREATE_ATTEMPTS + 1):
-            port = _PORTS.allocate(self.local)
-            log_file = None if self.console_stream else console
-            xml = domain_xml(self._spec(name, token, log_file, port, mode))
+            port = 0 if mac else _PORTS.allocate(self.local)
+            spec = self._spec(name, token, None if self.console_stream else console, port, mode)
+            if mac:
+                bridge = self.config.bridge_name if self.host_bridge else None
+                spec = replace(spec, bridge=bridge or self._net.network().plan.bridge, mac=mac)
+            xml = domain_xml(spec)
             glog.debug("domain XML:\n%s", xml)
             try:
                 with idle() if idle is not None else contextlib.nullcontext():
                     return conn.createXML(xml, flags), port
             except libvirt.libvirtError as exc:
-                _PORTS.release(port)
-                if "forwarding" in str(exc) and attempt < _CREATE_ATTEMPTS:
-                    glog.info("hostfwd port %d taken, retrying with another", port)
-                    continue
+                if port:
+                    _PORTS.release(port)
+                    if "forwarding" in str(exc) and attempt < _CREATE_ATTEMPTS:
+                        glog.info("hostfwd port %d taken, retrying with another", port)
+                        continue
+                where = f" on bridge {spec.bridge}" if mac else ""
                 raise BackendError(
-                    f"{name}: libvirt could not start the domain: {exc}"
+                    f"{name}: libvirt could not start the domain{where}: {exc}"
                     f"{embed_socket_hint(self.uri, name)}"
                 ) from exc
         raise AssertionError("unreachable")

@@ -26,8 +26,16 @@ removed likewise). The key digests the domain XML with the per-guest parts
 neutralised (so memory, CPU, machine, accelerator, NIC, kernel arguments and
 extra QEMU arguments are in it), the image files, the QEMU binary's version,
 the libvirt and hypervisor versions and the URI (any embedded root counts as
-one). Needs a local hypervisor (QEMU is handed an open file descriptor); a
-remote URI boots cold (logged once).
+one), and on the bridge the network (:mod:`farm.backend.snapshot_net`). Needs a
+local hypervisor (QEMU is handed an open file descriptor); a remote URI boots
+cold (logged once).
+
+Bridged (``network = "bridge"``), as on the qemu backend: the template domain's
+``<interface type='bridge'>`` has the template's MAC and the guest a static
+address below the reservations (``farm.ip=``); a restored domain's interface
+has the machine's reserved MAC (a spare's the template's: its machine is not
+known yet; libvirt makes each tap) and its identity a ``net`` entry with its
+reserved MAC, address and gateway, which /init sets before the agent listens.
 
 Cost: a restore is the qemu backend's plus libvirt's domain start. On libvirt
 9.0 with QEMU 7.2 most of that is libvirt verifying an x86 guest CPU at every
@@ -43,6 +51,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import ipaddress
 import json
 import logging
 import os
@@ -68,12 +77,15 @@ from farm.backend.identity_port import (
 )
 from farm.backend.libvirt_identity import StreamChannel, open_port
 from farm.backend.libvirt_spare import Spares
+from farm.backend.libvirt_spec import warm_net
 from farm.backend.libvirt_xml import domain_xml, embed_root
 from farm.backend.snapshot import (
     FORMAT,
     Snapshot,
 )
-from farm.errors import BackendError, ConfigError
+from farm.backend.snapshot_net import TEMPLATE_MAC
+from farm.bridge.bridge import TapNic
+from farm.errors import BackendError, ConfigError, NetworkError
 
 if TYPE_CHECKING:
     from farm.backend.libvirt import Idle, LibvirtBackend
@@ -87,8 +99,6 @@ Port = socket.socket | StreamChannel  # a guest's open identity port
 
 def why_cold(backend: LibvirtBackend) -> str:
     """Why guests of ``backend`` cannot be warm started ("" when they can)."""
-    if backend.bridged:
-        return "network = 'bridge' (the NIC's MAC address is saved guest state)"
     if not backend.local:
         return f"{backend.uri} is not on this host (QEMU must be handed the snapshot file)"
     if not identity.takes_identity(backend.profile):
@@ -128,9 +138,12 @@ class LibvirtWarm:
         """Digest of everything the template's saved state depends on (module docstring)."""
         if self._key is None:
             b = self.backend
-            spec = b._spec("farm-guest", "-", Path("/log"), 1, mode="template")
+            net = warm_net(b)
+            spec = b._spec("farm-guest", "-", Path("/log"), 0 if net else 1, mode="template")
             spec = replace(
                 spec,
+                bridge="br" if net else None,  # any bridge: the device is the same
+                mac=TEMPLATE_MAC if net else None,
                 name="farm-guest",
                 title=None,
                 owner_pid=0,
@@ -150,6 +163,7 @@ class LibvirtWarm:
                 "xml": domain_xml(spec),
                 "versions": versions,
                 "hypervisor": "embed" if embed_root(b.uri) else b.uri,
+                "net": None if net is None else net.key(),
                 "qemu": snapshot.qemu_version(spec.emulator),
                 "image": snapshot._image_identity(b.profile),
             }
@@ -163,7 +177,7 @@ class LibvirtWarm:
         except snapshot.SnapshotCorrupt as exc:
             log.warning("%s; this guest boots cold, the next one rebuilds it", exc)
             return None
-        except (SnapshotError, BackendError) as exc:
+        except (SnapshotError, BackendError, NetworkError) as exc:  # (bridged: br0 or dhcpd)
             with self._lock:
                 if not self.off:
                     log.warning("warm start off, guests boot cold: %s", exc)
@@ -192,7 +206,7 @@ class LibvirtWarm:
         tmp = path.with_suffix(".part")
         name = f"{TEMPLATE}-{os.getpid()}"
         log.info("building snapshot %s from domain %s", path.name, name)
-        guest = b._start(name, "-", mode="template")
+        guest = b._start(name, "-", mode="template", nic=self.template_nic())
         try:
             with open_port(b.connection(), guest._dom, self.port(name), guest.alive) as port:
                 line = read_line(port, b.config.boot_timeout, guest.alive)  # type: ignore[arg-type]
@@ -235,15 +249,17 @@ class LibvirtWarm:
         return guest
 
     def loaded(
-        self, snap: Snapshot, name: str, attach: bool = True, idle: Idle = None
+        self, snap: Snapshot, name: str, attach: bool = True, idle: Idle = None, spare: bool = False
     ) -> tuple[LibvirtGuest, Port]:
         """Domain ``name`` created paused with ``snap`` loaded, and its open identity port.
 
         ``attach``: start its screen session (a spare gets one when handed over);
-        ``idle``: see :meth:`LibvirtBackend._start`.
+        ``idle``: see :meth:`LibvirtBackend._start`; ``spare``: not a machine yet (on the
+        bridge: the template's MAC and address until its identity gives it its own).
         """
         b = self.backend
-        guest = b._start(name, "-", mode="warm", attach=attach, idle=idle)
+        nic = self.template_nic() if spare else None
+        guest = b._start(name, "-", mode="warm", attach=attach, idle=idle, nic=nic)
         port: Port | None = None
         try:
             # open the port first: it is then "host connected" when the saved state loads
@@ -282,13 +298,27 @@ class LibvirtWarm:
                 timeout = snapshot.RESTORE_TIMEOUT
                 if not resumed:  # (a spare ran it when made) first set as fast as a later one
                     warm_up_guest(port, guest.alive, timeout)  # type: ignore[arg-type]
-                send_identity(port, name, key, guest.alive, timeout)  # type: ignore[arg-type]
+                net = self.net_identity(name)  # bridged: its reserved MAC and address
+                send_identity(port, name, key, guest.alive, timeout, net)  # type: ignore[arg-type]
         except OSError as exc:  # the port broke (QEMU or the guest died): boot cold
             guest.destroy()
             raise SnapshotError(f"identity port of the restored guest: {exc}") from exc
         except BaseException:
             guest.destroy()
             raise
+
+    def template_nic(self) -> tuple[str, ipaddress.IPv4Address] | None:
+        """Bridged: the template's (MAC, IP), which restored guests have until their identity."""
+        net = warm_net(self.backend)
+        return None if net is None else (TEMPLATE_MAC, net.template_address.ip)
+
+    def net_identity(self, name: str) -> dict[str, str] | None:
+        """Bridged: the ``net`` entry of machine ``name``'s identity (its reservation)."""
+        net = warm_net(self.backend)
+        if net is None:
+            return None
+        mac, ip = self.backend._reservation(name)
+        return net.identity(TapNic("", mac, ip))
 
     def close(self) -> None:
         """Destroy the spare domain (and wait for one being made)."""

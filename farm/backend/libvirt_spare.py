@@ -26,7 +26,10 @@ name. Title and screen come after the identity's ack, in a thread
 (:meth:`LibvirtGuest.screen_later`; ``destroy()`` waits for it): starting
 screen (``screen -wipe``, fork, its socket) cost ~10 ms of the spawn. Only
 ``virsh console`` on a shared daemon needs the domain name (the title says
-which machine it is); farm itself always goes by the guest object.
+which machine it is); farm itself always goes by the guest object. On farm's
+bridge a spare's interface has the template's MAC and its guest the template's
+address until its identity gives it the machine's reserved ones
+(:mod:`farm.backend.snapshot_net`); the domain XML keeps the template's MAC.
 
 Priority: a spare is made from idle CPU only, so that it never competes with the
 guests' task sets (farm measures the task set, not itself): its maker thread runs
@@ -153,7 +156,7 @@ class Spares:
         with self._cond:
             self._maker_tid, self._making = threading.get_native_id(), name
         try:
-            guest, port = self.warm.loaded(snap, name, attach=False, idle=self._idle)
+            guest, port = self.warm.loaded(snap, name, attach=False, idle=self._idle, spare=True)
             try:  # running, it waits for its identity idle: a spawn need not resume it
                 guest._dom.resume()
                 # the warm-up set again, in this QEMU: the machine's first set is then
@@ -210,6 +213,9 @@ class Spares:
         glog = log.getChild(name)
         key = guest_key(token, name)
         try:
+            address = old.address(0.0)
+            if b.bridged:  # its identity gives it the machine's reserved MAC and address
+                address = (str(b._reservation(name)[1]), b.config.agent_port)
             console = old.console_log
             if console is not None:
                 target = (b.config.log_dir / f"{name}.console.log").resolve()
@@ -227,10 +233,11 @@ class Spares:
         guest = LibvirtGuest(
             name,
             old._dom,
-            old.address(0.0),
+            address,
             b.registry,
             qemu=old._qemu,
             console=console,
+            hostfwd=not b.bridged,
         )
         self.warm.finish(guest, spare.port, name, key, resumed=True)
         guest.screen_later(lambda: self._dress(guest, old._dom))  # not waited for

@@ -20,6 +20,8 @@ import psutil
 from farm.backend import identity, naming
 from farm.backend.libvirt_xml import DomainSpec, offers_kvm
 from farm.backend.snapshot import warm_profile
+from farm.backend.snapshot_net import WarmNet
+from farm.bridge.bridge import plan_for
 from farm.errors import BackendError
 
 if TYPE_CHECKING:
@@ -52,8 +54,10 @@ def guest_spec(
     stream = b.identity_stream
     ident = None if stream else identity.socket_for(p, b.config, name, b.local)
     channel = stream and identity.takes_identity(p)
-    if mode != "cold":
-        cmdline = warm_profile(p).kernel_cmdline(None, agent, user_net=user_net)
+    if mode != "cold":  # bridged: the template's static address (snapshot_net)
+        net = warm_net(b)
+        wp = warm_profile(p) if net is None else net.profile(warm_profile(p))
+        cmdline = wp.kernel_cmdline(None, agent, user_net=user_net)
     elif channel:
         cmdline = identity.cold_profile(p).kernel_cmdline(None, agent, user_net=user_net)
     else:
@@ -92,6 +96,12 @@ def guest_spec(
         state_dir=b.config.state_dir.resolve(),
         hostfwd_addr="127.0.0.1" if b.local else "0.0.0.0",
     )
+
+
+def warm_net(b: LibvirtBackend) -> WarmNet | None:
+    """Bridged: the network of the warm template and restored guests (their identity's
+    ``net`` entry); None on the user network. libvirt makes each domain's tap itself."""
+    return WarmNet(plan_for(b.config), b.profile.nic) if b.bridged else None
 
 
 def domain_type(b: LibvirtBackend) -> str:

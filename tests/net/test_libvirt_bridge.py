@@ -33,9 +33,10 @@ from farm.taskset import Task, TaskSet
 from farm.tasksets.example import Hey0TaskSet
 
 base, images, ips = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3].split(",")
-config = FarmConfig(
+config = FarmConfig(  # cold boots: DHCP (warm starts: test_libvirt_bridge_warm.py)
     backend="libvirt", network="bridge", state_dir=base / "s", log_dir=base / "log",
     image_dir=images, idle_linger=30.0, boot_timeout=150.0, max_concurrent_boots=2,
+    warm_start=False,
     profile={"accel": "tcg", "memory": 256},
 )
 # -w: keep trying while the other guest still boots
@@ -130,8 +131,8 @@ from farm.tasksets.example import Hey0TaskSet
 
 base, images = Path(sys.argv[1]), Path(sys.argv[2])
 conf = base / "site-dhcpd.conf"
-config = FarmConfig(
-    backend="libvirt", network="bridge", dhcp="external", dhcpd_conf=conf,
+config = FarmConfig(  # cold boots: DHCP from the site's dhcpd
+    backend="libvirt", network="bridge", dhcp="external", dhcpd_conf=conf, warm_start=False,
     state_dir=base / "s", log_dir=base / "log", image_dir=images, boot_timeout=150.0,
     profile={"accel": "tcg", "memory": 256},
 )

@@ -12,8 +12,11 @@ import pytest
 from farm.backend import libvirt as lv
 from farm.backend import libvirt_xml as lx
 from farm.backend.qemu import QemuBackend
+from farm.backend.snapshot_net import TEMPLATE_MAC
+from farm.bridge.bridge import plan_for
+from farm.bridge.dhcp import RESERVED_OFFSET, mac_for
 from farm.config import FarmConfig
-from farm.errors import ConfigError
+from farm.errors import ConfigError, NetworkError
 from farm.profile import MachineProfile
 
 WARM_OFF = "warm start off, guests boot cold"
@@ -44,6 +47,7 @@ def libvirt_backend(tmp_path: Path, **config: object) -> lv.LibvirtBackend:
 
 def test_libvirt_local_user_net_warm_starts_by_default(tmp_path: Path) -> None:
     assert libvirt_backend(tmp_path).warm is not None
+    assert libvirt_backend(tmp_path, network="bridge").warm is not None  # snapshot_net
     assert libvirt_backend(tmp_path, warm_start=False).warm is None
     config = FarmConfig(state_dir=tmp_path)
     assert lv.LibvirtBackend(config, MachineProfile(), warm_start=False).warm is None
@@ -53,7 +57,6 @@ def test_libvirt_local_user_net_warm_starts_by_default(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("config", "profile", "why"),
     [
-        ({"network": "bridge"}, MachineProfile(accel="tcg"), "network = 'bridge'"),
         ({"libvirt_uri": "qemu+ssh://hv1/system"}, MachineProfile(), "not on this host"),
         ({}, MachineProfile(accel="tcg", farm_cmdline=False), "not farm's own guest image"),
     ],
@@ -114,3 +117,39 @@ def test_warm_start_on_the_bridged_network_is_accepted() -> None:
     """Restored guests take their own MAC and IP (snapshot_net): no longer refused."""
     config = FarmConfig(warm_start=True, backend="qemu", network="bridge")
     assert config.warm_start and config.network == "bridge"
+
+
+def test_libvirt_bridged_warm_guests_take_their_own_address_from_their_identity(
+    tmp_path: Path,
+) -> None:
+    """Template and restored domains boot with the template's static address; each restored
+    machine's identity carries its reserved MAC/IP."""
+    backend = libvirt_backend(tmp_path, network="bridge", bridge_subnet="10.77.0.0/24")
+    warm = backend.warm
+    assert warm is not None
+    plan = plan_for(backend.config)
+    template = f"farm.ip={plan.subnet.network_address + RESERVED_OFFSET}/24,{plan.bridge_ip}"
+    spec = backend._spec("qemu3", "secret-token", None, 0, mode="warm")
+    assert template in spec.cmdline.split() and "secret-token" not in spec.cmdline
+    assert backend._spec("qemu3", "t", None, 0).cmdline.count("farm.ip=") == 0  # cold: DHCP
+    assert warm.template_nic() == (TEMPLATE_MAC, plan.subnet.network_address + RESERVED_OFFSET)
+    # (the real reservation brings br0 and dhcpd up: not in a unit test)
+    backend._reservation = lambda name: (mac_for(3), plan.ip_for(3))  # type: ignore[method-assign]
+    net = {"mac": mac_for(3), "ip": f"{plan.ip_for(3)}/24", "gw": str(plan.bridge_ip)}
+    assert warm.net_identity("qemu3") == net
+    assert libvirt_backend(tmp_path).warm.net_identity("qemu3") is None  # type: ignore[union-attr]
+
+
+def test_libvirt_warm_start_turns_off_when_the_bridge_fails(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """br0 or dhcpd failing while the template is made: warm start off, the spawn boots cold
+    (and meets the same error there), never a crash in the warm path."""
+    warm = libvirt_backend(tmp_path, network="bridge").warm
+    assert warm is not None
+
+    def fail() -> None:
+        raise NetworkError("cannot create bridge br0")
+
+    monkeypatch.setattr(warm, "ensure", fail)
+    assert warm.snapshot() is None and "br0" in warm.off

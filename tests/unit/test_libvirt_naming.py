@@ -85,7 +85,7 @@ def test_autodestroy_for_every_guest_on_a_daemon(tmp_path: Path, bridged: bool) 
     conn: Any = RecordingConnection()
     console = tmp_path / "qemu1.console.log"
     if bridged:
-        name = backend._create_bridged(conn, "qemu1", "t", console, "52:54:00:00:00:01", lv.log)
+        name, _ = backend._create(conn, "qemu1", "t", console, lv.log, mac="52:54:00:00:00:01")
     else:
         name, port = backend._create(conn, "qemu1", "t", console, lv.log)
         lv._PORTS.release(port)

@@ -10,6 +10,7 @@ started after the hand-over, off the spawn's path.
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import subprocess
 import threading
@@ -25,6 +26,7 @@ import pytest
 from farm.backend import libvirt_spare
 from farm.backend.libvirt_spare import Spares
 from farm.backend.snapshot import Snapshot, SnapshotError
+from farm.errors import ConfigError
 from farm.procs import ProcessRegistry
 
 WAIT = 30.0
@@ -81,6 +83,7 @@ class FakeWarm:
             registry=ProcessRegistry(root / "state"),
             local=False,
             console_stream=False,
+            bridged=False,
         )
         self.gate = threading.Event()
         self.gate.set()
@@ -91,9 +94,9 @@ class FakeWarm:
         self.policies: list[int] = []  # of the maker thread: inside idle(), after it
 
     def loaded(
-        self, snap: Snapshot, name: str, attach: bool = True, idle: Any = None
+        self, snap: Snapshot, name: str, attach: bool = True, idle: Any = None, spare: bool = False
     ) -> tuple[Any, FakePort]:
-        assert not attach and idle is not None
+        assert not attach and idle is not None and spare
         with idle():  # createXML: the maker thread is SCHED_IDLE, and only there
             self.policies.append(os.sched_getscheduler(0))
         self.policies.append(os.sched_getscheduler(0))
@@ -256,3 +259,33 @@ def test_dead_spare_is_discarded_and_failures_stop_the_making(tmp_path: Path) ->
     warm.fail = None
     spares.refill(snap(tmp_path))
     assert not spares.wait_ready(WAIT) and len(warm.made) == 1
+
+
+def test_a_bridged_spare_becomes_the_machine_at_its_reserved_address(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """On the bridge the guest is reached at the machine's reservation (its identity gives
+    it that address), not the template's; a machine without one: the spare is destroyed."""
+    monkeypatch.setattr(libvirt_spare.libvirt_host, "start_screen", None)  # never: not local
+    warm = FakeWarm(tmp_path)
+    ip = ipaddress.IPv4Address("10.200.40.17")
+    warm.backend.bridged = True
+    warm.backend.config.agent_port = 3001
+    warm.backend._reservation = lambda name: ("52:54:00:fa:00:07", ip)
+    spares = Spares(warm)  # type: ignore[arg-type]
+    spares.refill(snap(tmp_path))
+    assert spares.wait_ready(WAIT)
+    guest = spares.take(snap(tmp_path), "qemu7", "tok")
+    assert guest is not None and guest.address(0.0) == (str(ip), 3001) and not guest._hostfwd
+
+    def no_reservation(name: str) -> Any:
+        raise ConfigError(f"machine name {name!r} does not end in an id")
+
+    warm.backend._reservation = no_reservation
+    spares.refill(snap(tmp_path))
+    assert spares.wait_ready(WAIT)
+    with pytest.raises(ConfigError):
+        spares.take(snap(tmp_path), "bogus", "tok")
+    assert not warm.made[-1].alive()  # destroyed, not left running
+    assert set(warm.backend.registry.entries()) == {"qemu7"}
+    guest.destroy()
