@@ -185,7 +185,7 @@ def skip_warm_up() -> bool:
 
     if not hasattr(snapshot, "warm_up_guest"):  # a before checkout without the warm-up
         return False
-    snapshot.warm_up_guest = lambda *args, **kwargs: None  # type: ignore[attr-defined]
+    snapshot.warm_up_guest = lambda *args, **kwargs: None
     return True
 
 
