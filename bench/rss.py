@@ -12,7 +12,11 @@ figure before screens were counted). ``last_guest_ram_file``: how much of the
 template's RAM file the last guest has resident and how much it copied on write;
 ``last_guest_private``: what its QEMU alone holds, by kind (TCG translation
 buffer, RAM copied on write, heap, other anonymous, relocated library data);
-``last_guest_tcg``: how many blocks TCG translated for it (``info jit``).
+``last_guest_tcg``: how many blocks TCG translated for it and their host code
+(``info jit``), after its spawn returned (restored, warmed up, identity taken),
+after the first handshake and once settled (``last_guest_tcg_stages``).
+``--no-warm-up``: restored guests skip the warm-up set (farm always runs it, for
+the first set's sake: farm.agent.warmup), to show what it costs an idle guest.
 ``--tb-size`` caps TCG's translation buffer (profile ``tb_size``), most of an
 idle QEMU's own memory. Modes:
 
@@ -76,6 +80,7 @@ TOKEN = "bench-rss-token"
 NETNS_ENV = "FARM_BENCH_RSS_NETNS"
 MODES = ("cold", "warm", "warm-private")
 JIT_FIGURES = {"TB count": "blocks", "TB flush count": "flushes"}  # of HMP "info jit"
+JIT_CODE = re.compile(r"^gen code size\s+(\d+)/", re.M)  # bytes of host code in use
 
 
 def wait_session(guest: Guest, timeout: float) -> None:
@@ -151,8 +156,8 @@ def private_breakdown(pid: int) -> dict[str, float]:
     return {k: round(v, 1) for k, v in out.items()}
 
 
-def translations(guest: Guest) -> dict[str, int]:
-    """TCG's translated blocks and flushes of ``guest``'s QEMU (HMP ``info jit``; {} if none).
+def translations(guest: Guest) -> dict[str, float]:
+    """TCG's translated blocks, flushes and host code MiB of ``guest``'s QEMU ({} if none).
 
     What the guest ran since its QEMU started (after a restore: since the restore)
     is what fills the translation buffer, the largest part of an idle QEMU's own memory.
@@ -165,7 +170,23 @@ def translations(guest: Guest) -> dict[str, int]:
     except QmpError:  # KVM: no TCG
         return {}
     counts = dict(re.findall(r"^(TB count|TB flush count)\s+(\d+)", text, re.M))
-    return {key: int(counts[label]) for label, key in JIT_FIGURES.items() if label in counts}
+    out: dict[str, float] = {
+        key: int(counts[label]) for label, key in JIT_FIGURES.items() if label in counts
+    }
+    code = JIT_CODE.search(text)
+    if code is not None:
+        out["code_mib"] = round(int(code.group(1)) / (1 << 20), 1)
+    return out
+
+
+def skip_warm_up() -> bool:
+    """``--no-warm-up``: restored guests go straight to their identity (False if no warm-up)."""
+    from farm.backend import snapshot
+
+    if not hasattr(snapshot, "warm_up_guest"):  # a before checkout without the warm-up
+        return False
+    snapshot.warm_up_guest = lambda *args, **kwargs: None
+    return True
 
 
 def run_mode(mode: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
@@ -192,6 +213,7 @@ def run_mode(mode: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
         spares.off = "bench/rss.py measures the guests alone"
     guests: list[Guest] = []
     seconds: list[float] = []
+    stages: dict[str, dict[str, float]] = {}  # the last guest's translations
     try:
         if mode != "cold":  # the template is built once, before the timed spawns
             backend.spawn(f"qemu{args.guests + 1}", TOKEN).destroy()
@@ -200,8 +222,14 @@ def run_mode(mode: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
             while len(guests) < count:
                 started = time.monotonic()
                 guests.append(backend.spawn(f"qemu{len(guests) + 1}", TOKEN))
+                asked = time.monotonic()
+                if len(guests) == args.guests:
+                    stages["spawned"] = translations(guests[-1])
+                started += time.monotonic() - asked  # untimed
                 wait_session(guests[-1], args.timeout)
                 seconds.append(time.monotonic() - started)
+            if len(guests) == args.guests:
+                stages["session"] = translations(guests[-1])
             time.sleep(args.settle)
             qemus = [g.pid for g in guests if g.pid is not None]
             out[str(count)] = memory([*qemus, *(h for pid in qemus for h in helpers(pid))])
@@ -209,7 +237,8 @@ def run_mode(mode: str, args: argparse.Namespace, root: Path) -> dict[str, Any]:
         if guests[-1].pid is not None:
             out["last_guest_ram_file"] = ram_file(guests[-1].pid)
             out["last_guest_private"] = private_breakdown(guests[-1].pid)
-            out["last_guest_tcg"] = translations(guests[-1])
+            out["last_guest_tcg"] = stages["settled"] = translations(guests[-1])
+            out["last_guest_tcg_stages"] = stages
         one, all_ = out["1"], out[str(args.guests)]
         out["ratio"] = {k: round(all_[k] / one[k], 2) for k in one if one[k]}
         one, all_ = out["1_qemu_only"], out[f"{args.guests}_qemu_only"]
@@ -260,6 +289,11 @@ def main(argv: list[str] | None = None) -> int:
         help="bridge (root): farm's bridge + dhcpd in a private network namespace",
     )
     parser.add_argument("--tb-size", type=int, default=0, help="profile tb_size (MiB; 0: QEMU's)")
+    parser.add_argument(
+        "--no-warm-up",
+        action="store_true",
+        help="restored guests skip the warm-up set (what it costs; farm always runs it)",
+    )
     args = parser.parse_args(argv)
     if args.network == "bridge" and not os.environ.get(NETNS_ENV):
         return in_namespace(sys.argv[1:] if argv is None else argv)
@@ -267,6 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     unknown = set(modes) - set(MODES)
     if unknown:
         parser.error(f"unknown mode(s) {sorted(unknown)}; known: {', '.join(MODES)}")
+    warm_up = not (args.no_warm_up and skip_warm_up())
     root = Path(tempfile.mkdtemp(prefix="farmrss"))
     try:
         doc: dict[str, Any] = {
@@ -275,6 +310,7 @@ def main(argv: list[str] | None = None) -> int:
             "accel": args.accel,
             "tb_size": args.tb_size,
             "network": args.network,
+            "warm_up": warm_up,
             "unit": "MiB, summed over the guests' QEMU and screen processes",
         }
         for mode in modes:

@@ -1,7 +1,8 @@
-"""bench/rss.py: which processes count for a guest, and the private-memory breakdown's kinds."""
+"""bench/rss.py: the processes of a guest, its private-memory breakdown, its TCG figures."""
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import shutil
@@ -59,8 +60,9 @@ def test_translations_reads_info_jit(rss: ModuleType) -> None:
     """The last guest's TCG block and flush counts come from HMP ``info jit``; {} without TCG."""
     from farm.qemu.qmp import QmpError
 
-    text = "Translation buffer state:\nTB count            31922\nTB avg target size  18\n"
-    text += "TB flush count      1\nTB invalidate count 0\n"
+    text = "Translation buffer state:\r\ngen code size       23180979/1073736704\r\n"
+    text += "TB count            31922\r\nTB avg target size  18\r\n"
+    text += "TB flush count      1\r\nTB invalidate count 0\r\n"  # HMP's line ends
 
     class Qmp:
         def __init__(self, reply: str | None) -> None:
@@ -77,7 +79,27 @@ def test_translations_reads_info_jit(rss: ModuleType) -> None:
             self.process = type("P", (), {"qmp": qmp})()
 
     qmp = Qmp(text)
-    assert rss.translations(Guest(qmp)) == {"blocks": 31922, "flushes": 1}
+    assert rss.translations(Guest(qmp)) == {"blocks": 31922, "flushes": 1, "code_mib": 22.1}
     assert qmp.asked == "human-monitor-command info jit"
     assert rss.translations(Guest(Qmp(None))) == {}
     assert rss.translations(Guest(None)) == {}
+
+
+def test_no_warm_up_skips_only_the_warm_up(
+    rss: ModuleType, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``--no-warm-up``: a restored guest is sent its identity without the warm-up request."""
+    from farm.backend import snapshot
+
+    sent: list[str] = []
+    monkeypatch.setattr(snapshot, "warm_up_guest", lambda *a: sent.append("warm_up"))
+    monkeypatch.setattr(snapshot, "_send_identity", lambda *a: sent.append("identity"))
+    monkeypatch.setattr(snapshot, "resume", lambda *a: sent.append("resume"))
+    monkeypatch.setattr(snapshot, "_connect", lambda *a: contextlib.nullcontext(None))
+    snap = snapshot.Snapshot  # only passed through to the patched resume
+    snapshot.restore(snap, Path("run"), "qemu1", "tok", lambda: True, warm_up=True)  # type: ignore[arg-type]
+    assert sent == ["resume", "warm_up", "identity"]
+    sent.clear()
+    assert rss.skip_warm_up()
+    snapshot.restore(snap, Path("run"), "qemu1", "tok", lambda: True, warm_up=True)  # type: ignore[arg-type]
+    assert sent == ["resume", "identity"]
