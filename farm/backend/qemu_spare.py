@@ -59,6 +59,8 @@ import shutil
 import socket
 import subprocess
 import threading
+import time
+from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
 from farm.backend import identity_port, snapshot, spare_tap
@@ -94,6 +96,7 @@ class QemuSpares:
         self._waiter = False  # a spawn waits for the spare being made
         self._numbers = itertools.count(1)
         self._making: QemuGuest | None = None  # the spare's guest once launched
+        self._pidfile: Path | None = None  # the spare's QEMU pidfile while it is launched
 
     @property
     def usable(self) -> bool:
@@ -113,9 +116,8 @@ class QemuSpares:
             if self._ready is None and self._maker is not None and not self._waiter:
                 self._waiter = True
                 self.waited += 1
-                self._lift()
                 try:
-                    self._cond.wait_for(self._settled, TAKE_WAIT)
+                    self._wait_lifted()
                 finally:
                     self._waiter = False
             spare, self._ready = self._ready, None
@@ -136,6 +138,18 @@ class QemuSpares:
 
     def _settled(self) -> bool:
         return self._ready is not None or self._maker is None
+
+    def _wait_lifted(self) -> None:
+        """Wait (lock held) for the spare being made, lifted as soon as its QEMU has a pid:
+        a QEMU starting up at SCHED_IDLE on a busy host is starved until then."""
+        deadline = time.monotonic() + TAKE_WAIT
+        lifted = False
+        while not self._settled():
+            lifted = lifted or self._lift()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._cond.wait(left if lifted else min(left, 0.005))
 
     def refill(self, snap: snapshot.Snapshot) -> None:
         """Start making a spare from ``snap`` unless one is ready or being made."""
@@ -184,7 +198,7 @@ class QemuSpares:
             log.exception("no spare guest")
         finally:
             with self._cond:
-                self._maker, self._making = None, None
+                self._maker, self._making, self._pidfile = None, None, None
                 if spare is not None and not self._closed:
                     self._ready, spare = spare, None
                     self._failures = 0
@@ -192,15 +206,24 @@ class QemuSpares:
             if spare is not None:  # closed meanwhile
                 spare.discard()
 
-    def _lift(self) -> None:
-        """SCHED_OTHER for the spare's QEMU being made (a spawn waits for it; lock held)."""
-        if self._making is not None and self._making.pid is not None:
-            _set_policy(self._making.pid, os.SCHED_OTHER, threads=True)
+    def _lift(self) -> bool:
+        """SCHED_OTHER for the spare's QEMU being made (a spawn waits for it; lock held);
+        False: it has no pid yet (its pidfile is read while it is launched)."""
+        pid = None if self._making is None else self._making.pid
+        if pid is None and self._pidfile is not None:
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(self._pidfile.read_text())
+        if pid is None:
+            return False
+        _set_policy(pid, os.SCHED_OTHER, threads=True)
+        return True
 
     def _warmed(self, snap: snapshot.Snapshot, name: str) -> Spare[QemuGuest, socket.socket]:
         """Restore guest ``name`` from ``snap``, resume it, have it run the warm-up set."""
         with self._cond:
             wanted = self._waiter  # a spawn waits already: not from idle CPU
+            self._pidfile = self.backend.config.state_dir / "qemu" / name / "qemu.pid"
+            self._pidfile.unlink(missing_ok=True)  # an old farm's: QEMU writes it anew
         idle = ("chrt", "--idle", "0") if shutil.which("chrt") and not wanted else ()
         net = self.backend._warm_net()
         tap = None if net is None else spare_tap.spare_nic(net)
@@ -214,7 +237,7 @@ class QemuSpares:
         with self._cond:
             if not idle and not self._waiter and guest.pid is not None:  # no chrt: from now
                 _set_policy(guest.pid, os.SCHED_IDLE, threads=True)
-            self._making = guest
+            self._making, self._pidfile = guest, None
             if self._waiter:  # came while QEMU was launched
                 self._lift()
             closed = self._closed

@@ -71,7 +71,9 @@ class FakeBackend:
     def __init__(self, root: Path, network: str = "user") -> None:
         (root / "log").mkdir()
         self.root = root
-        self.config = SimpleNamespace(log_dir=root / "log", network=network)
+        self.config = SimpleNamespace(
+            log_dir=root / "log", network=network, state_dir=root / "state"
+        )
         self.registry = ProcessRegistry(root / "state")
         self.spawned: list[FakeGuest] = []
         self.gate = threading.Event()  # holds the snapshot's load back
