@@ -20,7 +20,7 @@ making the next spare right after. A spawn that finds the spare being made
 restore of its own, and a second restore would compete with it for the CPU; a
 spawn that finds neither (several at once) restores and warms up itself.
 
-Bridged network: the spare runs on a tap of its own (``farm-tapsPID``,
+Bridged network: the spare runs on a tap of its own (``farm-tapsPIDx``,
 :mod:`farm.backend.spare_tap`) with the template's MAC and address; the
 hand-over renames the tap to the machine's (``farm-tapN``) and the identity
 line carries the machine's reserved MAC, IP and gateway (the ``net`` entry,
@@ -40,13 +40,14 @@ in front of its command line). The maker thread does not: a thread of farm's
 process starved while holding the GIL would stall farm's other threads. A
 spawn that starts waiting for the spare, and the hand-over, lift the spare's
 QEMU (every thread) to SCHED_OTHER: a spare that is wanted is not starved
-(a spare launched while a spawn waits is launched without ``chrt``).
+(lifted as soon as its pidfile names it, while it is still being launched; a
+spare launched while a spawn waits is launched without ``chrt``).
 
 Cleanup: the spare's QEMU and screen are in the process registry from their
 launch (the watchdog or the next farm reaps them when farm dies) and
 :meth:`QemuSpares.close` (the backend's ``close()``) destroys the spare and
-removes its tap (a dead farm's tap goes with ``farm net down``, as every
-``farm-tap*``).
+removes its tap (a dead farm's spare tap goes when the next spare's tap is made,
+or with ``farm net down``, as every ``farm-tap*``).
 """
 
 from __future__ import annotations
