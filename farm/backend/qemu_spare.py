@@ -134,6 +134,9 @@ class QemuSpares:
             log.warning("%s: spare guest failed, restoring: %s", name, exc)
             spare.discard()
             return None
+        except BaseException:  # e.g. a bridged machine name without an id: no stray spare
+            spare.discard()
+            raise
         self.used += 1
         return guest
 

@@ -27,6 +27,7 @@ from farm.backend.qemu_spare import QemuSpares
 from farm.backend.snapshot import Snapshot, SnapshotError
 from farm.backend.snapshot_net import TEMPLATE_MAC, WarmNet
 from farm.bridge.dhcp import DhcpPlan, mac_for, machine_id
+from farm.errors import ConfigError
 from farm.procs import ProcessRegistry
 
 WAIT = 30.0
@@ -335,4 +336,9 @@ def test_a_bridged_spare_gets_the_machines_tap_mac_and_ip(
     assert net == {"mac": mac_for(3), "ip": ip, "gw": str(plan.bridge_ip)}
     guest.destroy()
     assert taps == set()
+    spares.refill(s)
+    assert spares.wait_ready(WAIT)
+    with pytest.raises(ConfigError):  # a bridged machine is named with its id
+        spares.take(s, "nameless", "k")
+    assert backend.spawned[-1].destroyed.is_set() and taps == set()  # no stray spare
     spares.close()
