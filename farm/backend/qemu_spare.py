@@ -190,7 +190,7 @@ class QemuSpares:
         spare = None
         try:
             spare = self._warmed(snap, name)
-        except (snapshot.SnapshotError, BackendError, OSError) as exc:
+        except (snapshot.SnapshotError, BackendError, NetworkError, OSError) as exc:
             with self._cond:
                 closed = self._closed  # close() destroyed the spare being made
                 self._failures += 0 if closed else 1
