@@ -149,7 +149,7 @@ class QemuBackend(Backend):
         self._warm_lock = threading.Lock()
         self.registry = ProcessRegistry(config.state_dir)
         self._net = BackendBridge(config, self.registry)  # network == "bridge": br0 + dhcpd
-        self.spares = QemuSpares(self)  # user network: one guest restored and warmed up ahead
+        self.spares = QemuSpares(self)  # one guest restored and warmed up ahead
 
     def check(self) -> None:
         if shutil.which(self.profile.qemu) is None:
@@ -238,7 +238,9 @@ class QemuBackend(Backend):
         token: str,
         warm: snapshot.Snapshot | None = None,
         prefix: tuple[str, ...] = (),
+        tap: TapNic | None = None,
     ) -> Guest:  # prefix: a command QEMU is run with (a spare's ``chrt --idle 0``)
+        # tap: bridged, the NIC made already (a spare's: qemu_spare); else the machine's
         glog = log.getChild(name)
         run_dir = (self.config.state_dir / "qemu" / name).resolve()
         shutil.rmtree(run_dir, ignore_errors=True)
@@ -252,7 +254,7 @@ class QemuBackend(Backend):
         on_destroy: Callable[[], None] | None = None
         nic: TapNic | None = None
         if self.config.network == "bridge":  # a tap on br0; the agent at the reserved IP
-            nic = self._net.network().attach(name)
+            nic = self._net.network().attach(name) if tap is None else tap
             host, port, on_destroy = str(nic.ip), self.config.agent_port, nic.release
             if self.profile.nic:
                 extra += nic.qemu_args(self.profile.nic, self.profile.nic_onboard)

@@ -9,16 +9,24 @@ perf showed the first set's QEMU time dominated by the translator
 (``tcg_gen_code``, ``tcg_optimize``, ...). So every restored guest runs the
 warm-up set again in its new QEMU before it gets its identity (farm measures
 the task set, not itself: a first set slowed by translation is a wrong result).
-A plain restore pays that in spawn -> session (~0.1 s under TCG);
+A plain restore pays that in spawn -> session (~0.2-0.4 s under TCG);
 :class:`QemuSpares` pays it ahead, from idle CPU: ONE guest per
 backend restored from the snapshot AND resumed, whose /init is asked (the
 line ``{"warm_up": true}`` on the identity port) to run the warm-up set again,
 in this QEMU, and then waits for its identity. A spawn takes it and only writes
-the identity (name, own key: never on a command line); a daemon thread makes
-the next spare once no spawn came for a second. A spawn that finds none ready
-(several at once, or one right after another) restores and warms up itself,
-without waiting: the spare being made would cost it more. Bridged guests (a
-tap and address per machine) are restored as before.
+the identity (name, own key: never on a command line); a daemon thread starts
+making the next spare right after. A spawn that finds the spare being made
+(spawns back to back) waits for it: what is left of its making is less than a
+restore of its own, and a second restore would compete with it for the CPU; a
+spawn that finds neither (several at once) restores and warms up itself.
+
+Bridged network: the spare runs on a tap of its own (``farm-tapsPIDx``,
+:mod:`farm.backend.spare_tap`) with the template's MAC and address; the
+hand-over renames the tap to the machine's (``farm-tapN``) and the identity
+line carries the machine's reserved MAC, IP and gateway (the ``net`` entry,
+set by /init as for a plain bridged restore,
+:mod:`farm.backend.snapshot_net`). QEMU's ``-device ... mac=`` stays the
+template's: a guest that reset its NIC would come back with it.
 
 Naming: the spare is ``farm-spare-<n>`` (the machine it will become is not
 known). At hand-over its screen session is renamed to the machine's
@@ -29,12 +37,17 @@ machine's name. QEMU's ``-name`` and its run directory keep the spare's name.
 Priority: a spare is made from idle CPU only (farm measures the task set, not
 itself): its QEMU runs SCHED_IDLE from its first instruction (``chrt --idle 0``
 in front of its command line). The maker thread does not: a thread of farm's
-process starved while holding the GIL would stall farm's other threads. The
-hand-over lifts the spare's QEMU (every thread) to SCHED_OTHER.
+process starved while holding the GIL would stall farm's other threads. A
+spawn that starts waiting for the spare, and the hand-over, lift the spare's
+QEMU (every thread) to SCHED_OTHER: a spare that is wanted is not starved
+(lifted as soon as its pidfile names it, while it is still being launched; a
+spare launched while a spawn waits is launched without ``chrt``).
 
 Cleanup: the spare's QEMU and screen are in the process registry from their
 launch (the watchdog or the next farm reaps them when farm dies) and
-:meth:`QemuSpares.close` (the backend's ``close()``) destroys the spare.
+:meth:`QemuSpares.close` (the backend's ``close()``) destroys the spare and
+removes its tap (a dead farm's spare tap goes when the next spare's tap is made,
+or with ``farm net down``, as every ``farm-tap*``).
 """
 
 from __future__ import annotations
@@ -48,12 +61,15 @@ import socket
 import subprocess
 import threading
 import time
+from pathlib import Path
 from typing import TYPE_CHECKING, cast
 
-from farm.backend import identity_port, snapshot
+from farm.backend import identity_port, snapshot, spare_tap
 from farm.backend.identity_port import Spare
 from farm.backend.screen import wipe_dead
-from farm.errors import BackendError
+from farm.bridge.bridge import TapNic, tap_name
+from farm.bridge.dhcp import machine_id
+from farm.errors import BackendError, NetworkError
 
 if TYPE_CHECKING:
     from farm.backend.qemu import QemuBackend, QemuGuest
@@ -61,8 +77,8 @@ if TYPE_CHECKING:
 log = logging.getLogger("farm.backend.qemu")
 SPARE = "farm-spare"
 WAIT = 120.0  # s the making of a spare may take (from idle CPU), close() waits for it
+TAKE_WAIT = 30.0  # s a spawn waits for the spare being made (lifted), then restores
 MAX_FAILURES = 3  # consecutive failed spares before farm stops making them
-QUIET = 1.0  # s without a spawn before a spare is made (spawns back to back just restore)
 
 
 class QemuSpares:
@@ -71,34 +87,41 @@ class QemuSpares:
     def __init__(self, backend: QemuBackend) -> None:
         self.backend = backend
         self.used = 0  # spawns served by a spare
-        self.waited = 0  # spawns that waited for the spare being made: none (they restore)
+        self.waited = 0  # spawns that waited for the spare being made
         self.off = ""  # why spares were given up ("" = not)
         self._cond = threading.Condition()
         self._ready: Spare[QemuGuest, socket.socket] | None = None
         self._maker: threading.Thread | None = None
         self._closed = False
         self._failures = 0
-        self._spawns = 0  # take() calls: a spawn postpones the making (QUIET)
+        self._waiter = False  # a spawn waits for the spare being made
         self._numbers = itertools.count(1)
         self._making: QemuGuest | None = None  # the spare's guest once launched
+        self._pidfile: Path | None = None  # the spare's QEMU pidfile while it is launched
 
     @property
     def usable(self) -> bool:
-        """Whether spares are made: user network only (a bridged guest's tap is its own)."""
-        return self.backend.config.network != "bridge" and not self.off
+        """Whether spares are made (not given up after repeated failures)."""
+        return not self.off
 
     def take(self, snap: snapshot.Snapshot, name: str, key: str) -> QemuGuest | None:
-        """Guest ``name`` (own ``key``) made of the ready spare; None: none is ready.
+        """Guest ``name`` (own ``key``) made of the spare; None: there is none.
 
-        A spare still being made is not waited for: its restore and warm-up would cost more
-        than the plain restore the caller then does (it stays for the next spawn).
+        A spare being made is waited for, lifted out of SCHED_IDLE (one spawn waits: there
+        is one spare): the rest of its restore and warm-up costs less than a restore of the
+        caller's own, which would compete with it for the CPU.
         """
         if not self.usable:
             return None
         with self._cond:
+            if self._ready is None and self._maker is not None and not self._waiter:
+                self._waiter = True
+                self.waited += 1
+                try:
+                    self._wait_lifted()
+                finally:
+                    self._waiter = False
             spare, self._ready = self._ready, None
-            self._spawns += 1
-            self._cond.notify_all()
         if spare is None:
             return None
         if spare.source != snap.path or not spare.guest.alive():
@@ -107,12 +130,30 @@ class QemuSpares:
             return None
         try:
             guest = self._hand_over(spare, name, key)
-        except (snapshot.SnapshotError, OSError) as exc:  # the spare only: restore instead
+        except (snapshot.SnapshotError, NetworkError, OSError) as exc:  # restore instead
             log.warning("%s: spare guest failed, restoring: %s", name, exc)
             spare.discard()
             return None
+        except BaseException:  # e.g. a bridged machine name without an id: no stray spare
+            spare.discard()
+            raise
         self.used += 1
         return guest
+
+    def _settled(self) -> bool:
+        return self._ready is not None or self._maker is None
+
+    def _wait_lifted(self) -> None:
+        """Wait (lock held) for the spare being made, lifted as soon as its QEMU has a pid:
+        a QEMU starting up at SCHED_IDLE on a busy host is starved until then."""
+        deadline = time.monotonic() + TAKE_WAIT
+        lifted = False
+        while not self._settled():
+            lifted = lifted or self._lift()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return
+            self._cond.wait(left if lifted else min(left, 0.005))
 
     def refill(self, snap: snapshot.Snapshot) -> None:
         """Start making a spare from ``snap`` unless one is ready or being made."""
@@ -136,7 +177,6 @@ class QemuSpares:
             self._closed = True
             maker, spare, self._ready = self._maker, self._ready, None
             making = self._making
-            self._cond.notify_all()  # a maker waiting for quiet
         if making is not None:  # its maker then fails at once instead of finishing it
             making.destroy()
         if maker is not None and maker is not threading.current_thread():
@@ -149,9 +189,8 @@ class QemuSpares:
         name = f"{SPARE}-{next(self._numbers)}"
         spare = None
         try:
-            if self._quiet():
-                spare = self._warmed(snap, name)
-        except (snapshot.SnapshotError, BackendError, OSError) as exc:
+            spare = self._warmed(snap, name)
+        except (snapshot.SnapshotError, BackendError, NetworkError, OSError) as exc:
             with self._cond:
                 closed = self._closed  # close() destroyed the spare being made
                 self._failures += 0 if closed else 1
@@ -163,7 +202,7 @@ class QemuSpares:
             log.exception("no spare guest")
         finally:
             with self._cond:
-                self._maker, self._making = None, None
+                self._maker, self._making, self._pidfile = None, None, None
                 if spare is not None and not self._closed:
                     self._ready, spare = spare, None
                     self._failures = 0
@@ -171,30 +210,40 @@ class QemuSpares:
             if spare is not None:  # closed meanwhile
                 spare.discard()
 
-    def _quiet(self) -> bool:
-        """Wait until no spawn came for QUIET s (False: closed meanwhile).
-
-        Spawns back to back (a farm starting its guests, a burst of crashes) then restore
-        without a spare being made beside them; a spare is made once the farm is settled.
-        """
-        with self._cond:
-            while not self._closed:
-                seen, deadline = self._spawns, time.monotonic() + QUIET
-                while not self._closed and self._spawns == seen:
-                    left = deadline - time.monotonic()
-                    if left <= 0:
-                        return True
-                    self._cond.wait(left)
+    def _lift(self) -> bool:
+        """SCHED_OTHER for the spare's QEMU being made (a spawn waits for it; lock held);
+        False: it has no pid yet (its pidfile is read while it is launched)."""
+        pid = None if self._making is None else self._making.pid
+        if pid is None and self._pidfile is not None:
+            with contextlib.suppress(OSError, ValueError):
+                pid = int(self._pidfile.read_text())
+        if pid is None:
             return False
+        _set_policy(pid, os.SCHED_OTHER, threads=True)
+        return True
 
     def _warmed(self, snap: snapshot.Snapshot, name: str) -> Spare[QemuGuest, socket.socket]:
         """Restore guest ``name`` from ``snap``, resume it, have it run the warm-up set."""
-        idle = ("chrt", "--idle", "0") if shutil.which("chrt") else ()
-        guest = cast("QemuGuest", self.backend._spawn(name, "", warm=snap, prefix=idle))
-        if not idle and guest.pid is not None:  # no chrt: from now on
-            _set_policy(guest.pid, os.SCHED_IDLE, threads=True)
         with self._cond:
-            self._making = guest
+            wanted = self._waiter  # a spawn waits already: not from idle CPU
+            self._pidfile = self.backend.config.state_dir / "qemu" / name / "qemu.pid"
+            self._pidfile.unlink(missing_ok=True)  # an old farm's: QEMU writes it anew
+        idle = ("chrt", "--idle", "0") if shutil.which("chrt") and not wanted else ()
+        net = self.backend._warm_net()
+        tap = None if net is None else spare_tap.spare_nic(net)
+        try:
+            spawned = self.backend._spawn(name, "", warm=snap, prefix=idle, tap=tap)
+        except BaseException:
+            if tap is not None:
+                tap.release()
+            raise
+        guest = cast("QemuGuest", spawned)
+        with self._cond:
+            if not idle and not self._waiter and guest.pid is not None:  # no chrt: from now
+                _set_policy(guest.pid, os.SCHED_IDLE, threads=True)
+            self._making, self._pidfile = guest, None
+            if self._waiter:  # came while QEMU was launched
+                self._lift()
             closed = self._closed
         if closed:
             guest.destroy()
@@ -215,9 +264,19 @@ class QemuSpares:
         return Spare(guest, ident, snap.path)
 
     def _hand_over(self, spare: Spare[QemuGuest, socket.socket], name: str, key: str) -> QemuGuest:
-        """Make ``spare`` machine ``name`` (screen, console log, registry), give its identity."""
+        """Make ``spare`` machine ``name`` (screen, console log, registry, [tap]), give its
+        identity."""
         b, old = self.backend, spare.guest
         proc = old.process
+        net, nic, host, on_destroy = None, old.nic, old.host, old._on_destroy
+        if nic is not None:  # bridged: the machine's tap name, reserved MAC and IP
+            net = b._warm_net()
+            mac, ip = b._net.network().reservation(name)
+            tap = tap_name(machine_id(name))
+            spare_tap.rename_tap(nic.tap, tap)
+            nic = TapNic(tap, mac, ip)
+            host, on_destroy = str(ip), nic.release
+            old._on_destroy = on_destroy  # a discard removes the renamed tap, not the next spare's
         if proc.pid is not None:
             _set_policy(proc.pid, os.SCHED_OTHER, threads=True)  # a guest like any other
         if proc.screen_pid is not None:
@@ -241,10 +300,11 @@ class QemuSpares:
         b.registry.forget(old.name)
         b.registry.forget(f"{old.name}.screen")
         proc.name = name
-        guest = type(old)(name, old.port, proc, old.run_dir, console)  # QemuGuest
+        guest = type(old)(name, old.port, proc, old.run_dir, console, host, on_destroy, nic)
+        ident = None if net is None or nic is None else net.identity(nic)
         try:
             identity_port.send_identity(
-                spare.port, name, key, guest.alive, snapshot.RESTORE_TIMEOUT
+                spare.port, name, key, guest.alive, snapshot.RESTORE_TIMEOUT, ident
             )
         except BaseException:
             guest.destroy()

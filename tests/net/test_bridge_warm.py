@@ -5,7 +5,10 @@ guest on a tap of its own, and restores guests from it: each restored guest
 must answer at its OWN reserved address with its OWN MAC (the host's neighbour
 table says which MAC answered), authenticate with its own key only, map the
 template's RAM file privately (copy-on-write), and a Distributor's sets must
-finish on restored guests that reach each other over the bridge.
+finish on restored guests that reach each other over the bridge. The backend's
+two spawns after the first take its spare (restored ahead on a tap of its own,
+renamed to the machine's tap at hand-over); once the backend is closed no tap,
+QEMU or screen of it is left.
 """
 
 from __future__ import annotations
@@ -21,7 +24,8 @@ from tests.helpers import query
 from .conftest import NetNs
 
 SCENARIO = r"""
-import json, socket, subprocess, sys, time
+import json, os, socket, subprocess, sys, time
+import psutil
 from pathlib import Path
 from farm import Distributor
 from farm.agent.protocol import client_handshake
@@ -63,12 +67,19 @@ try:
         maps = Path(f"/proc/{guest.pid}/maps").read_text()
         report["guests"][name] = {
             "host": host, "seconds": took, "other_refused": refused, "neigh": neigh,
+            "tap": guest.nic.tap, "spare_run_dir": guest.run_dir.name,
             "ram_maps": [line.split()[1] for line in maps.splitlines() if line.endswith(".ram")],
         }
+    report["from_spare"] = backend.spares.used
 finally:
     for guest in guests:
         guest.destroy()
     backend.close()
+report["after_close"] = {
+    "links": subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout,
+    "procs": [p.info["name"] for p in psutil.process_iter(["name", "cmdline"])
+              if str(base) in " ".join(p.info["cmdline"] or []) and p.pid != os.getpid()],
+}
 ping_all = "; ".join(f"ping -c 1 -w 60 {ip} >/dev/null || exit 1" for ip in ips) + "; echo ok"
 pings = TaskSet([Task({"id": 1, "pkg": "shell", "config": {"command": ping_all},
                        "numberofjobs": 1, "x-run": range(3)})])
@@ -111,6 +122,8 @@ def test_restored_guests_take_their_own_reserved_address_on_the_bridge(
     for i, name in ((1, "qemu1"), (2, "qemu2")):
         guest = report["guests"][name]
         assert guest["host"] == ips[i - 1], report
+        assert guest["tap"] == f"farm-tap{i}", report  # the spare's tap, renamed
+        assert guest["spare_run_dir"].startswith("farm-spare-"), report  # taken from the spare
         assert guest["other_refused"], report
         assert guest["ram_maps"] and all(p == "rw-p" for p in guest["ram_maps"]), report
         # the host reached this IP at the guest's own MAC, not the template's
@@ -119,6 +132,9 @@ def test_restored_guests_take_their_own_reserved_address_on_the_bridge(
         assert f"farm-init: network {mac_for(i)} {ips[i - 1]}/" in text, context
         assert "farm-init: mounted" not in text, context  # restored, not booted
 
+    assert report["from_spare"] == 2, report
+    assert "farm-tap" not in report["after_close"]["links"], report["after_close"]
+    assert report["after_close"]["procs"] == [], report["after_close"]
     assert report["finished"] is True, context
     dist_guests = [text for key, text in consoles.items() if key.startswith("log/")]
     assert dist_guests, context

@@ -2,10 +2,12 @@
 
 One spare at a time, made in a thread from idle CPU after a spawn: restored,
 resumed and asked to warm up (``{"warm_up": true}``, answered ``farm-identity:
-warm``); a spawn takes a ready one (never waits for one being made), records it under
-the machine's name and writes the machine's identity and key; a stale spare is
-discarded; close() destroys the ready spare and the one being made; repeated
-failures stop the making; bridged backends make none.
+warm``); a spawn takes a ready one, or waits for the one being made (lifting it out
+of SCHED_IDLE), records it under the machine's name and writes the machine's identity
+and key; a stale spare is discarded; close() destroys the ready spare and the one being
+made; repeated failures stop the making. On the bridge the spare runs on a tap of its
+own, renamed to the machine's at hand-over, and the identity carries the machine's
+reserved MAC and IP.
 """
 
 from __future__ import annotations
@@ -20,9 +22,12 @@ from typing import Any
 
 import pytest
 
-from farm.backend import identity_port, qemu_spare, snapshot
+from farm.backend import identity_port, qemu_spare, snapshot, spare_tap
 from farm.backend.qemu_spare import QemuSpares
 from farm.backend.snapshot import Snapshot, SnapshotError
+from farm.backend.snapshot_net import TEMPLATE_MAC, WarmNet
+from farm.bridge.dhcp import DhcpPlan, mac_for, machine_id
+from farm.errors import ConfigError
 from farm.procs import ProcessRegistry
 
 WAIT = 30.0
@@ -32,9 +37,12 @@ class FakeGuest:
     """A restored guest whose "QEMU" is a ``sleep`` child (``process.popen``), ended by
     destroy(); built as QemuGuest is (the hand-over makes one with ``type(old)(...)``)."""
 
-    def __init__(self, name: str, port: int, process: Any, run_dir: Path, console: Path) -> None:
+    def __init__(
+        self, name: str, port: int, process: Any, run_dir: Path, console: Path,
+        host: str = "127.0.0.1", on_destroy: Any = None, nic: Any = None,
+    ) -> None:  # fmt: skip
         self.name, self.port, self.process, self.run_dir = name, port, process, run_dir
-        self._console = console
+        self._console, self.host, self._on_destroy, self.nic = console, host, on_destroy, nic
         self.destroyed = threading.Event()
         self.log = SimpleNamespace(info=lambda *a: None)
 
@@ -54,6 +62,8 @@ class FakeGuest:
         self.process.popen.kill()
         self.process.popen.wait()
         self.process.registry.forget(self.process.name)
+        if self._on_destroy is not None:
+            self._on_destroy()
 
 
 class FakeBackend:
@@ -62,7 +72,9 @@ class FakeBackend:
     def __init__(self, root: Path, network: str = "user") -> None:
         (root / "log").mkdir()
         self.root = root
-        self.config = SimpleNamespace(log_dir=root / "log", network=network)
+        self.config = SimpleNamespace(
+            log_dir=root / "log", network=network, state_dir=root / "state"
+        )
         self.registry = ProcessRegistry(root / "state")
         self.spawned: list[FakeGuest] = []
         self.gate = threading.Event()  # holds the snapshot's load back
@@ -70,10 +82,20 @@ class FakeBackend:
         self.answer = identity_port.WARM
         self.policies: list[int] = []  # the maker thread's policy at each spawn
         self.sent: list[bytes] = []
-        self.identities: list[tuple[str, str]] = []
+        self.identities: list[tuple[str, str, Any]] = []
+        self.net: Any = None  # bridged: a WarmNet (_warm_net)
+        self._net: Any = None  # bridged: network() with reservation(name)
+
+    def _warm_net(self) -> Any:
+        return self.net
 
     def _spawn(
-        self, name: str, token: str, warm: Snapshot | None = None, prefix: tuple[str, ...] = ()
+        self,
+        name: str,
+        token: str,
+        warm: Snapshot | None = None,
+        prefix: tuple[str, ...] = (),
+        tap: Any = None,
     ) -> FakeGuest:
         assert warm is not None and token == ""  # a restore: no key on any command line
         self.policies.append(os.sched_getscheduler(0))
@@ -90,7 +112,9 @@ class FakeBackend:
             log_file=console, registry=self.registry,
         )  # fmt: skip
         self.registry.record(name, popen.pid, "qemu")
-        guest = FakeGuest(name, 0, process, run_dir, console)
+        guest = FakeGuest(name, 0, process, run_dir, console, "127.0.0.1", None, tap)
+        if tap is not None:
+            guest._on_destroy = tap.release
         self.spawned.append(guest)
         return guest
 
@@ -112,14 +136,15 @@ def backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeBac
             if guest.destroyed.is_set():
                 raise SnapshotError("QEMU ended")
 
-    def send_identity(port: Any, name: str, key: str, alive: Any, timeout: float) -> None:
-        fake.identities.append((name, key))
+    def send_identity(
+        port: Any, name: str, key: str, alive: Any, timeout: float, net: Any = None
+    ) -> None:
+        fake.identities.append((name, key, net))
 
     monkeypatch.setattr(identity_port, "connect", lambda path, alive, timeout: Port())
     monkeypatch.setattr(snapshot, "resume", resume)
     monkeypatch.setattr(identity_port, "read_line", lambda sock, timeout, alive: fake.answer)
     monkeypatch.setattr(identity_port, "send_identity", send_identity)
-    monkeypatch.setattr(qemu_spare, "QUIET", 0.05)
     yield fake
     for guest in fake.spawned:
         guest.process.popen.kill()
@@ -151,7 +176,7 @@ def test_a_spawn_takes_the_warmed_spare_under_its_own_name_and_key(
     try:
         assert guest is not None and guest.name == "qemu2" and spares.used == 1
         assert guest.pid == spare.pid
-        assert backend.identities == [("qemu2", "key-2")]  # its own key, over the port
+        assert backend.identities == [("qemu2", "key-2", None)]  # its own key, over the port
         entries = backend.registry.entries()
         assert entries["qemu2"]["pid"] == spare.pid and spare.name not in entries
         assert os.sched_getscheduler(spare.pid) == os.SCHED_OTHER
@@ -172,37 +197,72 @@ def test_a_stale_spare_is_discarded_and_the_spawn_restores(
     spares.close()
 
 
-def test_a_spawn_does_not_wait_for_the_spare_being_made(
+def waiting(spares: QemuSpares) -> None:
+    """Until a spawn waits for the spare (it lifted it under the lock it then releases)."""
+    while True:
+        with spares._cond:
+            if spares._waiter:
+                return
+        threading.Event().wait(0.01)
+
+
+def test_a_spawn_waits_for_the_spare_being_made_and_lifts_it(
     backend: FakeBackend, tmp_path: Path
 ) -> None:
-    """It restores at once (cheaper than the spare's restore and warm-up); the spare,
-    once made, serves the next spawn."""
+    """Back to back: the rest of the spare's making costs less than a restore of its own."""
     spares = spares_of(backend)
     s = snap(tmp_path)
-    backend.gate.clear()
+    backend.gate.clear()  # the spare's load is held back
     spares.refill(s)
-    assert spares.take(s, "qemu1", "k") is None
-    assert backend.identities == []
+    while spares._making is None:
+        threading.Event().wait(0.01)
+    (spare,) = backend.spawned
+    assert os.sched_getscheduler(spare.pid) == os.SCHED_IDLE
+    taken: list[Any] = []
+    taker = threading.Thread(target=lambda: taken.append(spares.take(s, "qemu1", "k1")))
+    taker.start()
+    waiting(spares)
+    assert os.sched_getscheduler(spare.pid) == os.SCHED_OTHER  # wanted: no longer idle
+    assert taken == [] and spares.waited == 1
     spares.refill(s)  # one spare at a time: the one being made stays
     backend.gate.set()
-    assert spares.wait_ready(WAIT) and len(backend.spawned) == 1
-    guest = spares.take(s, "qemu2", "k2")
-    assert guest is not None and guest.name == "qemu2"
+    taker.join(WAIT)
+    (guest,) = taken
+    assert guest is not None and guest.name == "qemu1" and guest.pid == spare.pid
+    assert len(backend.spawned) == 1 and spares.used == 1
+    assert backend.identities == [("qemu1", "k1", None)]
     spares.close()
 
 
-def test_spawns_back_to_back_postpone_the_making(
+def test_a_spare_launched_as_a_spawn_starts_waiting_is_lifted(
     backend: FakeBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     spares = spares_of(backend)
     s = snap(tmp_path)
-    monkeypatch.setattr(qemu_spare, "QUIET", 2.0)
+    backend.gate.clear()
+    spawn, launching = backend._spawn, threading.Event()
+
+    def slow_spawn(*args: Any, **kw: Any) -> FakeGuest:
+        launching.set()
+        while not spares._waiter:  # the spawn comes while QEMU is being launched
+            threading.Event().wait(0.01)
+        return spawn(*args, **kw)
+
+    monkeypatch.setattr(backend, "_spawn", slow_spawn)
     spares.refill(s)
-    for _ in range(4):  # each one within QUIET of the previous
-        threading.Event().wait(0.05)
-        assert spares.take(s, "qemu1", "k") is None
-    assert backend.spawned == []  # not made beside them
-    assert spares.wait_ready(WAIT) and len(backend.spawned) == 1
+    launching.wait(WAIT)
+    taken: list[Any] = []
+    taker = threading.Thread(target=lambda: taken.append(spares.take(s, "qemu1", "k1")))
+    taker.start()
+    while True:  # launched: recorded and lifted under the lock
+        with spares._cond:
+            if spares._making is not None:
+                break
+        threading.Event().wait(0.01)
+    assert os.sched_getscheduler(backend.spawned[0].pid) == os.SCHED_OTHER
+    backend.gate.set()
+    taker.join(WAIT)
+    assert taken and taken[0] is not None and spares.waited == 1
     spares.close()
 
 
@@ -238,9 +298,47 @@ def test_repeated_failures_stop_the_making(backend: FakeBackend, tmp_path: Path)
     spares.close()
 
 
-def test_bridged_backends_make_no_spare(tmp_path: Path) -> None:
-    fake = FakeBackend(tmp_path, network="bridge")
-    spares = spares_of(fake)
-    spares.refill(snap(tmp_path))
-    assert not spares.wait_ready(0.1) and fake.spawned == []
-    assert spares.take(snap(tmp_path), "qemu1", "k") is None
+def test_a_bridged_spare_gets_the_machines_tap_mac_and_ip(
+    backend: FakeBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spare's tap (farm-tapsPID) becomes the machine's (farm-tapN); the identity
+    carries the machine's reserved MAC and IP; destroy removes the renamed tap."""
+    plan = DhcpPlan.create()
+    taps: set[str] = set()
+    bridge = SimpleNamespace(add_tap=taps.add)
+    backend.net = WarmNet(plan, bridge=bridge)  # type: ignore[arg-type]
+    reserved = SimpleNamespace(
+        reservation=lambda name: (mac_for(machine_id(name)), plan.ip_for(machine_id(name)))
+    )
+    backend._net = SimpleNamespace(network=lambda: reserved)
+
+    def rename(old: str, new: str) -> None:
+        taps.remove(old)
+        taps.add(new)
+
+    monkeypatch.setattr(spare_tap, "rename_tap", rename)
+    monkeypatch.setattr(spare_tap, "remove_unused", list)  # no netlink here
+    monkeypatch.setattr("farm.bridge.bridge.remove_tap", taps.discard)
+    spares = spares_of(backend)
+    s = snap(tmp_path)
+    spares.refill(s)
+    assert spares.wait_ready(WAIT)
+    (spare,) = backend.spawned
+    assert taps == {spare.nic.tap} and spare.nic.tap.startswith("farm-taps")
+    assert spare.nic.mac == TEMPLATE_MAC
+    guest = spares.take(s, "qemu3", "k3")
+    assert guest is not None
+    assert taps == {"farm-tap3"}
+    assert guest.host == str(plan.ip_for(3)) and guest.nic.mac == mac_for(3)
+    ((name, key, net),) = backend.identities
+    assert (name, key) == ("qemu3", "k3")
+    ip = f"{plan.ip_for(3)}/{plan.subnet.prefixlen}"
+    assert net == {"mac": mac_for(3), "ip": ip, "gw": str(plan.bridge_ip)}
+    guest.destroy()
+    assert taps == set()
+    spares.refill(s)
+    assert spares.wait_ready(WAIT)
+    with pytest.raises(ConfigError):  # a bridged machine is named with its id
+        spares.take(s, "nameless", "k")
+    assert backend.spawned[-1].destroyed.is_set() and taps == set()  # no stray spare
+    spares.close()

@@ -7,7 +7,8 @@ then reports two warm-up sets in ``status`` (the template's and the one after
 the restore), answers only its own key, has its console under its own name and
 its screen session and registry entries renamed. ``close()`` destroys the next
 spare; a SIGKILLed farm's spare is reaped by the next farm on its state dir.
-A guest restored without a spare warms up too, in its own spawn.
+A guest restored without a spare warms up too, in its own spawn. A spawn that
+comes while the spare is being made (back to back) waits for it and takes it.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -139,3 +142,57 @@ def test_spare_of_a_sigkilled_farm_is_reaped_by_the_next(farm: WarmFarm, image: 
         backend.close()
     assert spare in reaped and "qemu1" in reaped, reaped
     assert gone(int(pid))
+
+
+def test_a_spawn_back_to_back_waits_for_the_spare_being_made(
+    farm: WarmFarm, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The spare is held in its warm-up until the next spawn waits for it: that spawn takes
+    it (no restore of its own), lifted out of SCHED_IDLE, warmed up in its own QEMU."""
+    from farm.backend import identity_port
+
+    hold = threading.Event()
+    warm_up = identity_port.warm_up_guest
+
+    def held(*args: Any) -> None:
+        if threading.current_thread().name == "qemu-spare":
+            hold.wait(WAIT)
+        warm_up(*args)
+
+    monkeypatch.setattr(identity_port, "warm_up_guest", held)
+    backend = QemuBackend(farm.config(), warm_start=True)
+    try:
+        backend.spawn("qemu1", "tok-one").destroy()
+        spares = backend.spares
+        while True:  # the spare's QEMU is up, its warm-up held back
+            with spares._cond:
+                making = spares._making
+            if making is not None:
+                break
+            time.sleep(0.01)
+        assert making.pid is not None and os.sched_getscheduler(making.pid) == os.SCHED_IDLE
+
+        def release() -> None:  # once the spawn below waits for the spare
+            while not hold.is_set():
+                with spares._cond:
+                    if spares._waiter:
+                        hold.set()
+                time.sleep(0.01)
+
+        threading.Thread(target=release, daemon=True).start()
+        guest = backend.spawn("qemu2", "tok-two")
+        try:
+            assert spares.waited == 1 and spares.used == 1, (spares.waited, spares.used)
+            assert guest.pid == making.pid  # the spare, not a restore of its own
+            tids = os.listdir(f"/proc/{guest.pid}/task")
+            assert all(os.sched_getscheduler(int(t)) == os.SCHED_OTHER for t in tids)
+            (_, after_restore) = warm_ups(guest, "tok-two")  # warmed up in this QEMU
+            assert "JOBS_DONE" in after_restore, after_restore
+            entries = backend.registry.entries()
+            assert entries["qemu2"]["pid"] == guest.pid and making.name not in entries
+        finally:
+            guest.destroy()
+    finally:
+        hold.set()
+        backend.close()
+    assert not backend.registry.entries()  # close() leaves no spare behind

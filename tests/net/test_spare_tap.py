@@ -1,0 +1,54 @@
+"""A bridged qemu spare's tap (farm/backend/spare_tap.py), in a private namespace.
+
+The spare's tap is renamed to the machine's at hand-over while it is up and stays
+on the bridge; the next spare's tap removes the spare taps of dead farms (nothing
+holds them, no live process has their PID) and keeps this process's and a live one's.
+"""
+
+from __future__ import annotations
+
+import json
+
+from .conftest import NetNs
+
+SCRIPT = r"""
+import ipaddress, json, os, subprocess
+import psutil
+from farm.backend import spare_tap
+from farm.backend.snapshot_net import WarmNet
+from farm.bridge.bridge import Bridge
+from farm.bridge.dhcp import DhcpPlan
+
+def links():
+    out = subprocess.run(["ip", "-o", "link"], capture_output=True, text=True).stdout
+    return {l.split(": ")[1].split("@")[0]: l for l in out.splitlines()}
+
+bridge = Bridge("br0", ipaddress.IPv4Interface("10.200.40.1/21"))
+bridge.create()
+net = WarmNet(DhcpPlan.create(), bridge=bridge)
+dead = next(n for n in range(1, 100000) if not spare_tap._owner_may_live(f"farm-taps{n}a"))
+live = os.getppid() % 100000  # a live process that is not this one
+stale, kept = f"farm-taps{dead}a", f"farm-taps{live}z"
+for tap in (stale, kept):
+    bridge.add_tap(tap)
+nic = spare_tap.spare_nic(net)  # removes the stale tap, makes this process's
+report = {"nic": nic.tap, "after_make": sorted(links())}
+spare_tap.rename_tap(nic.tap, "farm-tap3")
+after = links()
+report["renamed"] = after.get("farm-tap3", "")
+report["after_rename"] = sorted(after)
+print(json.dumps(report))
+"""
+
+
+def test_the_spare_tap_is_renamed_up_on_the_bridge_and_dead_farms_taps_go(netns: NetNs) -> None:
+    result = netns.python(SCRIPT, timeout=60)
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(result.stdout.strip().splitlines()[-1])
+    nic = report["nic"]
+    assert nic.startswith("farm-taps") and len(nic) <= 15, report
+    assert nic in report["after_make"], report
+    taps = [n for n in report["after_make"] if n.startswith("farm-taps")]
+    assert len(taps) == 2 and not any(n.endswith("a") and n != nic for n in taps), report
+    assert "master br0" in report["renamed"] and ",UP" in report["renamed"], report
+    assert nic not in report["after_rename"], report
