@@ -25,7 +25,7 @@ from typing import Any
 from farm import paths, resources
 from farm.agent.protocol import agent_version
 from farm.errors import ImageError
-from farm.image import debs, kernel_source, native
+from farm.image import debs, kernel_source, native, pyruntime
 from farm.image.initrd import InitrdSources, build_initrd
 from farm.image.kernel import KernelFiles, build_kernel, unpack_kernel, write_vmlinux
 from farm.image.kernel_source import build_farm_kernel
@@ -66,6 +66,9 @@ _INITRD_CODE = (
     "debs.py",
     "builder.py",
     "native.py",
+    # the host modules the guest gets too (pyruntime.GUEST_EXTRAS, outside farm/agent):
+    # without them here a change to one of them left the image stale
+    *(f"../../{rel}" for rel in pyruntime.GUEST_EXTRAS),
 )
 
 
