@@ -11,6 +11,7 @@ process of it (dhcpd, QEMU, screen, the farm script) is still running.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import shutil
 import subprocess
@@ -20,6 +21,7 @@ import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import psutil
 import pytest
@@ -85,6 +87,25 @@ class NetNs:
         path = self.dir / f"script-{uuid.uuid4().hex[:6]}.py"
         path.write_text(script)
         return self.run([PYTHON, str(path), *args], timeout=timeout)
+
+    def scenario(
+        self, script: str, image: ImageInfo, ips: list[str], *, timeout: float, code: int = 0
+    ) -> tuple[dict[str, Any], dict[str, str], str]:
+        """Run a scenario script (argv: scratch dir, image dir, IPs) whose last stdout line is
+        its JSON report; check its exit status. Returns (report, consoles by ``logdir/file``,
+        the failure context: stderr and each console's tail)."""
+        result = self.python(
+            script, str(self.dir), str(image.kernel.parent), ",".join(ips), timeout=timeout
+        )
+        consoles = {
+            f"{p.parent.name}/{p.name}": p.read_text(errors="replace")
+            for p in sorted(self.dir.glob("log*/*.console.log"))
+        }
+        context = f"stderr:\n{result.stderr[-3000:]}\nconsoles:\n" + "\n".join(
+            f"--- {k}\n{v[-1200:]}" for k, v in consoles.items()
+        )
+        assert result.returncode == code, context
+        return json.loads(result.stdout.strip().splitlines()[-1]), consoles, context
 
 
 @pytest.fixture

@@ -13,8 +13,6 @@ QEMU or screen of it is left.
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from farm.bridge.dhcp import DhcpPlan, mac_for
@@ -105,18 +103,7 @@ def test_restored_guests_take_their_own_reserved_address_on_the_bridge(
     """Warm start + bridge: own IP and MAC per guest, own key, shared RAM, sets finish."""
     plan = DhcpPlan.create()
     ips = [str(plan.ip_for(i)) for i in (1, 2, 3)]
-    result = netns.python(
-        SCENARIO, str(netns.dir), str(image.kernel.parent), ",".join(ips), timeout=320
-    )
-    consoles = {
-        f"{p.parent.name}/{p.name}": p.read_text(errors="replace")
-        for p in sorted(netns.dir.glob("log*/*.console.log"))
-    }
-    context = f"stderr:\n{result.stderr[-3000:]}\nconsoles:\n" + "\n".join(
-        f"--- {k}\n{v[-1200:]}" for k, v in consoles.items()
-    )
-    assert result.returncode == 0, context
-    report = json.loads(result.stdout.strip().splitlines()[-1])
+    report, consoles, context = netns.scenario(SCENARIO, image, ips, timeout=320)
     print("spawn -> session (s):", {k: round(v["seconds"], 3) for k, v in report["guests"].items()})
 
     for i, name in ((1, "qemu1"), (2, "qemu2")):

@@ -13,8 +13,6 @@ Afterwards no domain, tap, bridge or process is left (the ``netns`` fixture).
 
 from __future__ import annotations
 
-import json
-
 import pytest
 
 from farm.bridge.dhcp import DhcpPlan, mac_for
@@ -171,24 +169,6 @@ def _qemus(netns: NetNs) -> list[str]:
     return [f"{p.pid} {p.name()}" for p in ns_processes(netns.name) if "qemu" in p.name()]
 
 
-def _run(
-    netns: NetNs, image: ImageInfo, script: str, ips: list[str], code: int = 0
-) -> tuple[dict, dict, str]:
-    """Run ``script`` in the namespace: (its report, consoles by log dir/file, context)."""
-    result = netns.python(
-        script, str(netns.dir), str(image.kernel.parent), ",".join(ips), timeout=400
-    )
-    consoles = {
-        f"{p.parent.name}/{p.name}": p.read_text(errors="replace")
-        for p in sorted(netns.dir.glob("log*/*.console.log"))
-    }
-    context = f"stderr:\n{result.stderr[-3000:]}\nconsoles:\n" + "\n".join(
-        f"--- {k}\n{v[-1200:]}" for k, v in consoles.items()
-    )
-    assert result.returncode == code, context
-    return json.loads(result.stdout.strip().splitlines()[-1]), consoles, context
-
-
 @pytest.mark.timeout(420)
 def test_libvirt_restored_guests_take_their_own_reserved_address_on_the_bridge(
     netns: NetNs, image: ImageInfo
@@ -196,7 +176,7 @@ def test_libvirt_restored_guests_take_their_own_reserved_address_on_the_bridge(
     """Bridged libvirt warm start: own IP, MAC and key per guest, plain restore and spare."""
     plan = DhcpPlan.create()
     ips = [str(plan.ip_for(i)) for i in (1, 2)]
-    report, consoles, context = _run(netns, image, WARM, ips)
+    report, consoles, context = netns.scenario(WARM, image, ips, timeout=400)
     print("spawn -> session (s):", {k: round(v["seconds"], 3) for k, v in report["guests"].items()})
 
     assert report["spare_ready"] is True and report["spares_used"] == 1, report
@@ -223,7 +203,7 @@ def test_libvirt_corrupt_bridged_snapshot_boots_cold_and_loses_no_set(
     template, and every set of a Distributor on restored guests finishes."""
     plan = DhcpPlan.create()
     ips = [str(plan.ip_for(i)) for i in (1, 2)]
-    report, consoles, context = _run(netns, image, CORRUPT, ips)
+    report, consoles, context = netns.scenario(CORRUPT, image, ips, timeout=400)
 
     assert report["corrupt_removed"] is True, report
     guest = report["guests"]["qemu1"]
@@ -252,11 +232,11 @@ def test_libvirt_bridged_spare_of_a_sigkilled_farm_is_reaped_by_the_next(
     """A farm SIGKILLed with a bridged guest and its spare: the next farm reaps both QEMUs,
     and their taps go with them."""
     ips = [str(DhcpPlan.create().ip_for(1))]
-    killed, _, context = _run(netns, image, KILLED, ips, code=-9)
+    killed, _, context = netns.scenario(KILLED, image, ips, timeout=400, code=-9)
     pids = killed["pids"]
     assert "qemu1" in pids and any(n.startswith("farm-spare-") for n in pids), killed
     assert len(_qemus(netns)) == 2, context  # the embedded driver's QEMUs outlived farm
-    report, _, context = _run(netns, image, REAP, ips)
+    report, _, context = netns.scenario(REAP, image, ips, timeout=400)
     assert set(pids) <= set(report["reaped"]), report
     assert not _qemus(netns), context
     assert "vnet" not in report["links_after"], report
