@@ -62,7 +62,8 @@ class SlotPool:
 
         The settling runs on the monitor's thread after its hooks (results reach
         the store before the journal says finished), so the slot goes on to its
-        next set at once instead of waiting for a slow monitor to drain. The journal
+        next set at once instead of waiting for a slow monitor to drain (its log line is
+        written there too, off the dispatch path). The journal
         says 'finishing' before the monitor is told: a farm that dies before the
         settle re-runs the set on resume and tells the monitor to replace its record.
         """
@@ -77,6 +78,7 @@ class SlotPool:
                 sub.complete(work.run)
                 released = self.release_monitors()
                 self.cond.notify_all()
+            slot.settled(work.run)
             for mon in released:
                 mon.close()  # on its own thread (this one) close() only queues the stop
 

@@ -9,7 +9,7 @@ Monitors are reached through :class:`MonitorPort` (farm.monitors.MonitorThread).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -62,6 +62,10 @@ class SlotHandle(Protocol):
         """The slot's run is reported finished or stopped (called under the port's lock)."""
         ...
 
+    def settled(self, run: RunRecord) -> None:
+        """The finished ``run`` is settled: its monitor saw all of it (on the monitor's thread)."""
+        ...
+
 
 class SlotPort(Protocol):
     """What a slot may ask or tell the Distributor (all thread-safe)."""
@@ -97,6 +101,10 @@ class MonitorPort(Protocol):
     def started(self, run: RunRecord) -> None: ...
 
     def event(self, run: RunRecord, event: Event) -> None: ...
+
+    def events(self, run: RunRecord, events: Sequence[Event]) -> None:
+        """``event`` for each of ``events``, in order, queued as one call."""
+        ...
 
     def finished(self, run: RunRecord) -> None: ...
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from farm.core.records import RunRecord
@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 _STOP = object()
 _THEN = "__then__"
+_EVENTS = "__events__"  # one queued item for a batch of events of one run
 
 
 class MonitorThread(AbstractMonitor):
@@ -59,6 +60,12 @@ class MonitorThread(AbstractMonitor):
 
     def event(self, run: RunRecord, event: Event) -> None:
         self._submit("__taskset_event__", run.variant, event, run=run)
+
+    def events(self, run: RunRecord, events: Sequence[Event]) -> None:
+        """Every event of one batch, in order, as one queued item: one wake-up of the
+        worker per batch the slot received, not one per event (the dispatch path)."""
+        if events:
+            self._submit(_EVENTS, run.variant, tuple(events), run=run)
 
     def finished(self, run: RunRecord) -> None:
         self._submit("__taskset_finish__", run.variant, run=run)
@@ -110,6 +117,11 @@ class MonitorThread(AbstractMonitor):
             hook, args, run = item
             if hook == _THEN:
                 self._run_callback(args[0])
+            elif hook == _EVENTS:
+                variant, events = args
+                with running(run):
+                    for event in events:
+                        self._call("__taskset_event__", variant, event)
             else:
                 with running(run):
                     self._call(hook, *args)
@@ -178,6 +190,9 @@ class NullMonitor:
         """Nothing to tell."""
 
     def event(self, run: RunRecord, event: Event) -> None:
+        """Nothing to tell."""
+
+    def events(self, run: RunRecord, events: Sequence[Event]) -> None:
         """Nothing to tell."""
 
     def finished(self, run: RunRecord) -> None:
