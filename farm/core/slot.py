@@ -280,14 +280,16 @@ class Slot(threading.Thread):
         limit = None if cfg.set_time_limit is None else time.monotonic() + cfg.set_time_limit
         record = getattr(run.variant, "record", None)  # farm TaskSets keep their own counts
         # the guest idles until the start request reaches it: everything not needed for that
-        # request (log line, monitor hook) comes after it, while the guest runs the set. No
+        # request (monitor hook, log line) comes after it, while the guest runs the set. No
         # alive() before it either: the BootWatch interrupts the session the moment a guest
         # dies (pidfd) or within its up_poll when stopped, and the loop below checks too
         try:
             session.start(run.variant, *work.params)
         finally:  # the monitor hears of the start before its events or its stop, either way
             monitor.started(run)
-        self.log.info("set %s #%s started", run.key, run.index)
+        # one INFO line per set (its "finished", see settled()): at a set a millisecond, a
+        # second line cost the host more than all of the dispatch bookkeeping together
+        self.log.debug("set %s #%s started", run.key, run.index)
         next_check = time.monotonic() + _ALIVE_CHECK
         while not session.finished():
             if self.killed.is_set():
