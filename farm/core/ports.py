@@ -70,8 +70,13 @@ class SlotHandle(Protocol):
 class SlotPort(Protocol):
     """What a slot may ask or tell the Distributor (all thread-safe)."""
 
-    def acquire(self, slot: SlotHandle) -> Assignment | None:
-        """Next run for ``slot``, waiting for work; None when the slot should shut down."""
+    def acquire(
+        self, slot: SlotHandle, idle: Callable[[], None] | None = None
+    ) -> Assignment | None:
+        """Next run for ``slot``, waiting for work; None when the slot should shut down.
+
+        ``idle`` is called (without the port's lock) before the first wait, if any.
+        """
         ...
 
     def finished(self, slot: SlotHandle, work: Assignment) -> None:
@@ -114,6 +119,14 @@ class MonitorPort(Protocol):
 
     def then(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once every hook queued so far has run."""
+        ...
+
+    def hold(self) -> None:
+        """Hold back the calling thread's calls until release() (then queued as one)."""
+        ...
+
+    def release(self) -> None:
+        """Queue what the calling thread held, in order."""
         ...
 
     def flush(self, timeout: float | None = None) -> bool: ...

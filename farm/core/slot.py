@@ -23,7 +23,7 @@ from typing import Any
 from farm.backend.base import Guest
 from farm.core.bootwatch import BootWatch
 from farm.core.policy import Phase, Verdict, classify
-from farm.core.ports import Assignment, SlotEnvironment, SlotPort
+from farm.core.ports import Assignment, MonitorPort, SlotEnvironment, SlotPort
 from farm.core.records import RunRecord
 from farm.errors import AgentError, BackendError, BootError, FarmError, SessionError
 from farm.events import Event
@@ -71,6 +71,7 @@ class Slot(threading.Thread):
         self._backoff_steps = 0  # doublings of the boot back-off so far
         self._stop_set = threading.Event()
         self._lock = threading.Lock()
+        self._held: MonitorPort | None = None  # holds this thread's calls until the next start
 
     # -- control from other threads --------------------------------------------
     def retire(self) -> None:
@@ -231,16 +232,37 @@ class Slot(threading.Thread):
         self._destroy_guest()  # ends the boot attempt and frees its boot slot
 
     def _serve(self) -> None:
-        while True:
-            self.state = "idle"
-            work = self.port.acquire(self)
-            if work is None:
-                return
-            self.state = "running"
-            try:
-                self._run_set(work)
-            finally:
-                self.current = None
+        try:
+            while True:
+                self.state = "idle"
+                work = self.port.acquire(self, self._release_held)
+                if work is None:
+                    return
+                self.state = "running"
+                try:
+                    self._run_set(work)
+                finally:
+                    self.current = None
+        finally:
+            self._release_held()
+
+    def _hold(self, monitor: MonitorPort) -> None:
+        """Hold back what this thread tells ``monitor`` until the next start request is out.
+
+        From a set's last events to the next start the guest idles: the monitor's
+        worker (its hooks, the settling, the log line) waits until the request is
+        sent instead of competing with this thread for the interpreter. Released
+        before the port waits for work, at the next start and when serving ends.
+        """
+        if self._held is not monitor:
+            self._release_held()
+            monitor.hold()
+            self._held = monitor
+
+    def _release_held(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held.release()
 
     def _run_set(self, work: Assignment) -> None:
         run = work.run
@@ -275,6 +297,7 @@ class Slot(threading.Thread):
         run, monitor = work.run, work.monitor
         session, guest = self.session, self.guest
         if session is None or guest is None:
+            self._release_held()
             monitor.started(run)
             raise BackendError("no guest")
         limit = None if cfg.set_time_limit is None else time.monotonic() + cfg.set_time_limit
@@ -286,6 +309,7 @@ class Slot(threading.Thread):
         try:
             session.start(run.variant, *work.params)
         finally:  # the monitor hears of the start before its events or its stop, either way
+            self._release_held()  # the previous set's calls: queued before this one's
             monitor.started(run)
         # one INFO line per set (its "finished", see settled()): at a set a millisecond, a
         # second line cost the host more than all of the dispatch bookkeeping together
@@ -309,7 +333,10 @@ class Slot(threading.Thread):
             wait = _ALIVE_CHECK
             if limit is not None:
                 wait = max(0.0, min(wait, limit - time.monotonic()))
-            self._pass_on(work, session.run(timeout=wait), record)
+            events = session.run(timeout=wait)
+            if session.finished():  # the rest until the next start request: see _hold()
+                self._hold(monitor)
+            self._pass_on(work, events, record)
             # at most every _ALIVE_CHECK, not after every batch of events: alive() costs
             # psutil calls (or a hypervisor's answer), and the BootWatch interrupts the
             # session the moment the guest process exits anyway

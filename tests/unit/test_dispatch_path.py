@@ -92,6 +92,12 @@ class _Monitor:
         self.calls.order.append("monitor.events")
         self.batches.append(list(events))
 
+    def hold(self) -> None:
+        self.calls.order.append("monitor.hold")
+
+    def release(self) -> None:
+        self.calls.order.append("monitor.release")
+
 
 class _Variant:
     index = 0
@@ -134,6 +140,10 @@ def test_start_request_goes_out_before_the_hook_log_line_and_any_alive_check(
     assert calls.order[0] == "start"  # nothing (alive() included) delays the request
     assert calls.order.index("monitor.started") < calls.order.index("monitor.events")
     assert calls.order.index("log.started") > calls.order.index("start")
+    # the set's last batch is held back for the next start request (released by _serve)
+    assert calls.order[-2:] == ["monitor.hold", "monitor.events"]
+    slot._release_held()
+    assert calls.order[-1] == "monitor.release"
 
 
 def test_a_batch_of_events_reaches_the_monitor_port_as_one_call_in_order() -> None:
@@ -203,3 +213,71 @@ def test_finished_log_line_is_written_once_the_monitor_saw_the_set(tmp_path: Pat
         slot_log.setLevel(old_level)
     # written by the monitor's worker after the finish hook, not by the slot before it
     assert lines == [(lines[0][0], True)] and lines[0][0].startswith("monitor-")
+
+
+def test_held_calls_are_queued_in_order_as_one_item_on_release() -> None:
+    seen = _Seen()
+    wrapped = MonitorThread(seen)
+    settled: list[str] = []
+    try:
+        run = RunRecord("job", 1, _Variant())  # type: ignore[arg-type]
+        before = wrapped._submitted
+        wrapped.hold()
+        wrapped.events(run, [_event(EventType.EXIT), _event(EventType.JOBS_DONE)])
+        wrapped.finished(run)
+        wrapped.then(lambda: settled.append("settled"))
+        assert wrapped._submitted == before and wrapped.flush(10) and seen.seen == []
+        wrapped.release()
+        assert wrapped._submitted == before + 1  # one wake-up of the worker
+        assert wrapped.flush(10)
+        wrapped.events(run, [_event(EventType.START)])  # released: queued at once again
+        assert wrapped.flush(10)
+    finally:
+        wrapped.close(10)
+    assert seen.seen == [("EXIT", run), ("JOBS_DONE", run), ("START", run)]
+    assert settled == ["settled"]
+
+
+def test_a_callback_held_past_close_still_runs() -> None:
+    wrapped = MonitorThread(_Seen())
+    ran: list[int] = []
+    wrapped.hold()
+    wrapped.then(lambda: ran.append(1))
+    wrapped.close(10)
+    wrapped.release()
+    assert ran == [1]
+
+
+def test_the_port_calls_idle_without_its_lock_before_it_waits_for_work(tmp_path: Path) -> None:
+    from farm.core.pool import SlotPool
+
+    env: Any = type("Env", (), {"config": type("Cfg", (), {"idle_linger": 0.0})()})()
+    pool = SlotPool(env, limit=1)
+    slot: Any = type("Handle", (), {"retiring": False, "machine_name": "qemu1"})()
+    unlocked: list[bool] = []
+
+    def take_lock() -> None:
+        if pool.cond.acquire(timeout=5):
+            unlocked.append(True)
+            pool.cond.release()
+        else:
+            unlocked.append(False)
+
+    def idle() -> None:  # another thread can take the lock meanwhile
+        got = threading.Thread(target=take_lock)
+        got.start()
+        got.join()
+
+    assert pool.acquire(slot, idle) is None  # no work, no linger: it shuts down
+    assert unlocked == []  # it never had to wait: idle is only for a wait
+    env.config.idle_linger = 0.2
+    pool.paused = False
+    calls: list[int] = []
+
+    def idle_then_pause() -> None:
+        idle()
+        calls.append(1)
+        pool.paused = True  # re-checked after idle(): the slot shuts down without waiting
+
+    assert pool.acquire(slot, idle_then_pause) is None
+    assert calls == [1] and unlocked == [True]
