@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from collections.abc import Callable
 
 from farm.core.ports import Assignment, MonitorPort, SlotEnvironment, SlotHandle
 from farm.core.slot import Slot
@@ -39,8 +40,14 @@ class SlotPool:
         self.gave_up_slots: dict[str, str] = {}
 
     # -- the SlotPort ----------------------------------------------------------------
-    def acquire(self, slot: SlotHandle) -> Assignment | None:
-        """Next run for ``slot``; None when it should shut down."""
+    def acquire(
+        self, slot: SlotHandle, idle: Callable[[], None] | None = None
+    ) -> Assignment | None:
+        """Next run for ``slot``; None when it should shut down.
+
+        ``idle`` runs before the first wait, outside the lock (the slot queues the
+        monitor calls it held back for its next start request), then state is re-checked.
+        """
         linger = self.env.config.idle_linger
         deadline = time.monotonic() + linger
         with self.cond:
@@ -55,6 +62,14 @@ class SlotPool:
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 and not any(s.has_work() for s in self.submissions):
                     return None
+                if idle is not None:
+                    call, idle = idle, None
+                    self.cond.release()  # acquired once, just above: this unlocks it
+                    try:
+                        call()
+                    finally:
+                        self.cond.acquire()
+                    continue
                 self.cond.wait(max(remaining, 0.05) if remaining > 0 else 0.5)
 
     def finished(self, slot: SlotHandle, work: Assignment) -> None:
@@ -62,7 +77,8 @@ class SlotPool:
 
         The settling runs on the monitor's thread after its hooks (results reach
         the store before the journal says finished), so the slot goes on to its
-        next set at once instead of waiting for a slow monitor to drain. The journal
+        next set at once instead of waiting for a slow monitor to drain (its log line is
+        written there too, off the dispatch path). The journal
         says 'finishing' before the monitor is told: a farm that dies before the
         settle re-runs the set on resume and tells the monitor to replace its record.
         """
@@ -77,6 +93,7 @@ class SlotPool:
                 sub.complete(work.run)
                 released = self.release_monitors()
                 self.cond.notify_all()
+            slot.settled(work.run)
             for mon in released:
                 mon.close()  # on its own thread (this one) close() only queues the stop
 

@@ -9,7 +9,7 @@ Monitors are reached through :class:`MonitorPort` (farm.monitors.MonitorThread).
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol
 
@@ -62,12 +62,21 @@ class SlotHandle(Protocol):
         """The slot's run is reported finished or stopped (called under the port's lock)."""
         ...
 
+    def settled(self, run: RunRecord) -> None:
+        """The finished ``run`` is settled: its monitor saw all of it (on the monitor's thread)."""
+        ...
+
 
 class SlotPort(Protocol):
     """What a slot may ask or tell the Distributor (all thread-safe)."""
 
-    def acquire(self, slot: SlotHandle) -> Assignment | None:
-        """Next run for ``slot``, waiting for work; None when the slot should shut down."""
+    def acquire(
+        self, slot: SlotHandle, idle: Callable[[], None] | None = None
+    ) -> Assignment | None:
+        """Next run for ``slot``, waiting for work; None when the slot should shut down.
+
+        ``idle`` is called (without the port's lock) before the first wait, if any.
+        """
         ...
 
     def finished(self, slot: SlotHandle, work: Assignment) -> None:
@@ -98,6 +107,10 @@ class MonitorPort(Protocol):
 
     def event(self, run: RunRecord, event: Event) -> None: ...
 
+    def events(self, run: RunRecord, events: Sequence[Event]) -> None:
+        """``event`` for each of ``events``, in order, queued as one call."""
+        ...
+
     def finished(self, run: RunRecord) -> None: ...
 
     def stopped(self, run: RunRecord) -> None: ...
@@ -106,6 +119,14 @@ class MonitorPort(Protocol):
 
     def then(self, callback: Callable[[], None]) -> None:
         """Run ``callback`` once every hook queued so far has run."""
+        ...
+
+    def hold(self) -> None:
+        """Hold back the calling thread's calls until release() (then queued as one)."""
+        ...
+
+    def release(self) -> None:
+        """Queue what the calling thread held, in order."""
         ...
 
     def flush(self, timeout: float | None = None) -> bool: ...

@@ -23,9 +23,10 @@ from typing import Any
 from farm.backend.base import Guest
 from farm.core.bootwatch import BootWatch
 from farm.core.policy import Phase, Verdict, classify
-from farm.core.ports import Assignment, SlotEnvironment, SlotPort
+from farm.core.ports import Assignment, MonitorPort, SlotEnvironment, SlotPort
 from farm.core.records import RunRecord
 from farm.errors import AgentError, BackendError, BootError, FarmError, SessionError
+from farm.events import Event
 from farm.session.base import AbstractSession
 
 log = logging.getLogger(__name__)
@@ -70,6 +71,7 @@ class Slot(threading.Thread):
         self._backoff_steps = 0  # doublings of the boot back-off so far
         self._stop_set = threading.Event()
         self._lock = threading.Lock()
+        self._held: MonitorPort | None = None  # holds this thread's calls until the next start
 
     # -- control from other threads --------------------------------------------
     def retire(self) -> None:
@@ -102,6 +104,10 @@ class Slot(threading.Thread):
         """Called by the port, under its lock, when the run is reported: the slot is idle."""
         self.current = None
         self.state = "idle"
+
+    def settled(self, run: RunRecord) -> None:
+        """Called by the port once a finished run is settled (on its monitor's thread)."""
+        self.log.info("set %s #%s finished", run.key, run.index)
 
     def _wake(self) -> None:
         """Wake this slot wherever it waits: for work, or inside the backend for a guest."""
@@ -226,16 +232,37 @@ class Slot(threading.Thread):
         self._destroy_guest()  # ends the boot attempt and frees its boot slot
 
     def _serve(self) -> None:
-        while True:
-            self.state = "idle"
-            work = self.port.acquire(self)
-            if work is None:
-                return
-            self.state = "running"
-            try:
-                self._run_set(work)
-            finally:
-                self.current = None
+        try:
+            while True:
+                self.state = "idle"
+                work = self.port.acquire(self, self._release_held)
+                if work is None:
+                    return
+                self.state = "running"
+                try:
+                    self._run_set(work)
+                finally:
+                    self.current = None
+        finally:
+            self._release_held()
+
+    def _hold(self, monitor: MonitorPort) -> None:
+        """Hold back what this thread tells ``monitor`` until the next start request is out.
+
+        From a set's last events to the next start the guest idles: the monitor's
+        worker (its hooks, the settling, the log line) waits until the request is
+        sent instead of competing with this thread for the interpreter. Released
+        before the port waits for work, at the next start and when serving ends.
+        """
+        if self._held is not monitor:
+            self._release_held()
+            monitor.hold()
+            self._held = monitor
+
+    def _release_held(self) -> None:
+        held, self._held = self._held, None
+        if held is not None:
+            held.release()
 
     def _run_set(self, work: Assignment) -> None:
         run = work.run
@@ -243,7 +270,6 @@ class Slot(threading.Thread):
         reset = getattr(variant, "reset_jobs", None)  # farm TaskSets count jobs per run
         if reset is not None:
             reset()
-        self.log.info("set %s #%s started", run.key, run.index)
         try:
             stopped = self._drive(work)
         except Exception as exc:  # an unexpected one replaces the guest; set_tries bounds it
@@ -263,22 +289,31 @@ class Slot(threading.Thread):
             self.port.failed(self, work, count_try=False, give_up=False)
             return
         self.sets_done += 1
-        self.log.info("set %s #%s finished", run.key, run.index)
-        self.port.finished(self, work)
+        self.port.finished(self, work)  # which says so in the log once the set is settled
 
     def _drive(self, work: Assignment) -> bool:
         """Start the run and pass its events on until it finishes; True if stopped on request."""
         cfg = self.env.config
         run, monitor = work.run, work.monitor
-        monitor.started(run)
         session, guest = self.session, self.guest
         if session is None or guest is None:
+            self._release_held()
+            monitor.started(run)
             raise BackendError("no guest")
         limit = None if cfg.set_time_limit is None else time.monotonic() + cfg.set_time_limit
         record = getattr(run.variant, "record", None)  # farm TaskSets keep their own counts
-        if not guest.alive():  # it died or was stopped while idle: do not wait for a reply
-            raise BackendError(f"guest process {guest.describe()} died or is stopped")
-        session.start(run.variant, *work.params)
+        # the guest idles until the start request reaches it: everything not needed for that
+        # request (monitor hook, log line) comes after it, while the guest runs the set. No
+        # alive() before it either: the BootWatch interrupts the session the moment a guest
+        # dies (pidfd) or within its up_poll when stopped, and the loop below checks too
+        try:
+            session.start(run.variant, *work.params)
+        finally:  # the monitor hears of the start before its events or its stop, either way
+            self._release_held()  # the previous set's calls: queued before this one's
+            monitor.started(run)
+        # one INFO line per set (its "finished", see settled()): at a set a millisecond, a
+        # second line cost the host more than all of the dispatch bookkeeping together
+        self.log.debug("set %s #%s started", run.key, run.index)
         next_check = time.monotonic() + _ALIVE_CHECK
         while not session.finished():
             if self.killed.is_set():
@@ -291,20 +326,17 @@ class Slot(threading.Thread):
                 except AgentError as exc:
                     if exc.code != "not_running":  # it ended meanwhile: nothing to stop
                         raise
-                for event in session.run(timeout=0.0):
-                    if record is not None:
-                        record(event)
-                    monitor.event(run, event)
+                self._pass_on(work, session.run(timeout=0.0), record)
                 return True
             # events, a lost connection and kill() wake run() at once; the timeout
             # only bounds how late a dead guest process, a stop or the time limit is noticed
             wait = _ALIVE_CHECK
             if limit is not None:
                 wait = max(0.0, min(wait, limit - time.monotonic()))
-            for event in session.run(timeout=wait):
-                if record is not None:
-                    record(event)
-                monitor.event(run, event)
+            events = session.run(timeout=wait)
+            if session.finished():  # the rest until the next start request: see _hold()
+                self._hold(monitor)
+            self._pass_on(work, events, record)
             # at most every _ALIVE_CHECK, not after every batch of events: alive() costs
             # psutil calls (or a hypervisor's answer), and the BootWatch interrupts the
             # session the moment the guest process exits anyway
@@ -317,6 +349,16 @@ class Slot(threading.Thread):
                 session.stop()
                 break
         return False
+
+    @staticmethod
+    def _pass_on(work: Assignment, events: list[Event], record: Any) -> None:
+        """Count a batch of events into the task set and hand it to the monitor as one call."""
+        if not events:
+            return
+        if record is not None:
+            for event in events:
+                record(event)
+        work.monitor.events(work.run, events)
 
     # -- cleanup -----------------------------------------------------------------
     def _teardown(self) -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import queue
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from farm.core.records import RunRecord
@@ -21,6 +21,8 @@ log = logging.getLogger(__name__)
 
 _STOP = object()
 _THEN = "__then__"
+_EVENTS = "__events__"  # one queued item for a batch of events of one run
+_HELD = "__held__"  # one queued item for the calls a thread held back (hold/release)
 
 
 class MonitorThread(AbstractMonitor):
@@ -36,6 +38,7 @@ class MonitorThread(AbstractMonitor):
         self._submitted = 0
         self._done = 0
         self._closed = False
+        self._held = threading.local()  # calls held back by the thread that called hold()
         self._thread = threading.Thread(
             target=self._work, name=name or f"monitor-{type(monitor).__name__}", daemon=True
         )
@@ -44,6 +47,12 @@ class MonitorThread(AbstractMonitor):
     # -- queueing --------------------------------------------------------------------
 
     def _submit(self, hook: str, *args: Any, run: RunRecord | None = None) -> None:
+        held: list[tuple[str, tuple[Any, ...], RunRecord | None]] | None = getattr(
+            self._held, "calls", None
+        )
+        if held is not None:
+            held.append((hook, args, run))
+            return
         with self._cond:
             if self._closed:
                 log.warning("%s closed: dropping %s call", self, hook)
@@ -59,6 +68,12 @@ class MonitorThread(AbstractMonitor):
 
     def event(self, run: RunRecord, event: Event) -> None:
         self._submit("__taskset_event__", run.variant, event, run=run)
+
+    def events(self, run: RunRecord, events: Sequence[Event]) -> None:
+        """Every event of one batch, in order, as one queued item: one wake-up of the
+        worker per batch the slot received, not one per event (the dispatch path)."""
+        if events:
+            self._submit(_EVENTS, run.variant, tuple(events), run=run)
 
     def finished(self, run: RunRecord) -> None:
         self._submit("__taskset_finish__", run.variant, run=run)
@@ -93,12 +108,44 @@ class MonitorThread(AbstractMonitor):
         Lets the caller go on at once instead of waiting in flush(); the
         callback is never dropped: once closed, it runs here in the caller.
         """
+        held = getattr(self._held, "calls", None)
+        if held is not None:
+            held.append((_THEN, (callback,), None))
+            return
         with self._cond:
             if not self._closed:
                 self._submitted += 1
                 self._queue.put((_THEN, (callback,), None))
                 return
         callback()
+
+    def hold(self) -> None:
+        """Hold back this thread's calls (in order) until :meth:`release`; idempotent.
+
+        A slot holds what it tells the monitor between a set's last events and the
+        next set's start request, so the worker wakes once, after the request,
+        instead of competing with the slot for the interpreter on the dispatch path.
+        Other threads' calls are queued as usual (calls of one run come from one thread).
+        """
+        if getattr(self._held, "calls", None) is None:
+            self._held.calls = []
+
+    def release(self) -> None:
+        """Queue the calls this thread held, in order, as one item; no-op if none."""
+        held = getattr(self._held, "calls", None)
+        self._held.calls = None
+        if not held:
+            return
+        with self._cond:
+            if not self._closed:
+                self._submitted += 1
+                self._queue.put((_HELD, tuple(held), None))
+                return
+        for hook, args, _run in held:  # closed meanwhile: as then() and _submit() do
+            if hook == _THEN:
+                self._run_callback(args[0])
+            else:
+                log.warning("%s closed: dropping %s call", self, hook)
 
     # -- worker ----------------------------------------------------------------------
 
@@ -108,11 +155,11 @@ class MonitorThread(AbstractMonitor):
             if item is _STOP:
                 break
             hook, args, run = item
-            if hook == _THEN:
-                self._run_callback(args[0])
+            if hook == _HELD:
+                for held in args:
+                    self._run(*held)
             else:
-                with running(run):
-                    self._call(hook, *args)
+                self._run(hook, args, run)
             with self._cond:
                 self._done += 1
                 self._cond.notify_all()
@@ -120,6 +167,19 @@ class MonitorThread(AbstractMonitor):
             self._call("close")
         with self._cond:
             self._cond.notify_all()
+
+    def _run(self, hook: str, args: tuple[Any, ...], run: RunRecord | None) -> None:
+        """Run one queued call: a callback, a batch of events or a hook."""
+        if hook == _THEN:
+            self._run_callback(args[0])
+        elif hook == _EVENTS:
+            variant, events = args
+            with running(run):
+                for event in events:
+                    self._call("__taskset_event__", variant, event)
+        else:
+            with running(run):
+                self._call(hook, *args)
 
     def _call(self, hook: str, *args: Any) -> None:
         method = getattr(self.monitor, hook, None)
@@ -180,6 +240,9 @@ class NullMonitor:
     def event(self, run: RunRecord, event: Event) -> None:
         """Nothing to tell."""
 
+    def events(self, run: RunRecord, events: Sequence[Event]) -> None:
+        """Nothing to tell."""
+
     def finished(self, run: RunRecord) -> None:
         """Nothing to tell."""
 
@@ -192,6 +255,12 @@ class NullMonitor:
     def then(self, callback: Callable[[], None]) -> None:
         """No hooks to wait for: run ``callback`` now."""
         callback()
+
+    def hold(self) -> None:
+        """Nothing is queued: nothing to hold."""
+
+    def release(self) -> None:
+        """Nothing held."""
 
     def flush(self, timeout: float | None = None) -> bool:
         return True
