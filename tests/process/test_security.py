@@ -44,10 +44,12 @@ def secret_hits(dirs: Iterable[Path], secrets: list[str]) -> list[str]:
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True, check=True).stdout
     hits += [f"ps: {s[:8]}..." for s in secrets if s in ps]
     for top in dirs:
-        for path in top.rglob("*"):
-            if not path.is_file() or path.is_symlink() or stat.S_ISSOCK(path.stat().st_mode):
-                continue
-            with contextlib.suppress(OSError):
+        # os.walk, not rglob: job directories come and go while it runs (walk skips them)
+        paths = [Path(d, f) for d, _, files in os.walk(top) for f in files]
+        for path in paths:
+            with contextlib.suppress(OSError):  # a file gone since the walk saw it
+                if not path.is_file() or path.is_symlink() or stat.S_ISSOCK(path.stat().st_mode):
+                    continue
                 data = path.read_bytes()
                 hits += [f"{path}: {s[:8]}..." for s in secrets if s.encode() in data]
     return hits
