@@ -14,11 +14,12 @@ A plain restore pays that in spawn -> session (~0.2-0.4 s under TCG);
 backend restored from the snapshot AND resumed, whose /init is asked (the
 line ``{"warm_up": true}`` on the identity port) to run the warm-up set again,
 in this QEMU, and then waits for its identity. A spawn takes it and only writes
-the identity (name, own key: never on a command line); a daemon thread starts
-making the next spare right after. A spawn that finds the spare being made
-(spawns back to back) waits for it: what is left of its making is less than a
-restore of its own, and a second restore would compete with it for the CPU; a
-spawn that finds neither (several at once) restores and warms up itself.
+the identity (name, own key: never on a command line); a daemon thread makes
+the next spare once no spawn came for QUIET (1 s), so that the new guest's
+first sets do not compete with the making. A spawn that comes within that
+second restores and warms up itself; one that finds the spare being made waits
+for it: what is left of its making is less than a restore of its own, and a
+second restore would compete with it for the CPU.
 
 Bridged network: the spare runs on a tap of its own (``farm-tapsPIDx``,
 :mod:`farm.backend.spare_tap`) with the template's MAC and address; the
@@ -78,6 +79,7 @@ log = logging.getLogger("farm.backend.qemu")
 SPARE = "farm-spare"
 WAIT = 120.0  # s the making of a spare may take (from idle CPU), close() waits for it
 TAKE_WAIT = 30.0  # s a spawn waits for the spare being made (lifted), then restores
+QUIET = 1.0  # s without a spawn before a spare is made: a new guest's first sets run undisturbed
 MAX_FAILURES = 3  # consecutive failed spares before farm stops making them
 
 
@@ -95,6 +97,8 @@ class QemuSpares:
         self._closed = False
         self._failures = 0
         self._waiter = False  # a spawn waits for the spare being made
+        self._quiet = False  # the maker waits for QUIET s without a spawn (nothing made yet)
+        self._spawns = 0  # take() calls: each one restarts the maker's quiet wait
         self._numbers = itertools.count(1)
         self._making: QemuGuest | None = None  # the spare's guest once launched
         self._pidfile: Path | None = None  # the spare's QEMU pidfile while it is launched
@@ -114,6 +118,10 @@ class QemuSpares:
         if not self.usable:
             return None
         with self._cond:
+            self._spawns += 1
+            self._cond.notify_all()  # a maker in its quiet wait starts it again
+            if self._quiet:  # nothing made yet: restoring is faster than quiet + making
+                return None
             if self._ready is None and self._maker is not None and not self._waiter:
                 self._waiter = True
                 self.waited += 1
@@ -175,6 +183,7 @@ class QemuSpares:
         """No more spares: wait for the one being made, destroy the ready one."""
         with self._cond:
             self._closed = True
+            self._cond.notify_all()  # a maker in its quiet wait
             maker, spare, self._ready = self._maker, self._ready, None
             making = self._making
         if making is not None:  # its maker then fails at once instead of finishing it
@@ -189,6 +198,8 @@ class QemuSpares:
         name = f"{SPARE}-{next(self._numbers)}"
         spare = None
         try:
+            if not self._wait_quiet():
+                return
             spare = self._warmed(snap, name)
         except (snapshot.SnapshotError, BackendError, NetworkError, OSError) as exc:
             with self._cond:
@@ -209,6 +220,28 @@ class QemuSpares:
                 self._cond.notify_all()
             if spare is not None:  # closed meanwhile
                 spare.discard()
+
+    def _wait_quiet(self) -> bool:
+        """Wait until no spawn came for QUIET s (False: closed meanwhile).
+
+        A spare made right after a spawn would compete with the new guest's first sets (its
+        restore's page faults and file reads, the maker's identity and QMP work in farm's
+        process); spawns meanwhile restore their own."""
+        with self._cond:
+            self._quiet = True
+            try:
+                seen, deadline = self._spawns, time.monotonic() + QUIET
+                while not self._closed:
+                    left = deadline - time.monotonic()
+                    if self._spawns != seen:
+                        seen, deadline = self._spawns, time.monotonic() + QUIET
+                    elif left <= 0:
+                        return True
+                    else:
+                        self._cond.wait(left)
+                return False
+            finally:
+                self._quiet = False
 
     def _lift(self) -> bool:
         """SCHED_OTHER for the spare's QEMU being made (a spawn waits for it; lock held);

@@ -145,6 +145,7 @@ def backend(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeBac
     monkeypatch.setattr(snapshot, "resume", resume)
     monkeypatch.setattr(identity_port, "read_line", lambda sock, timeout, alive: fake.answer)
     monkeypatch.setattr(identity_port, "send_identity", send_identity)
+    monkeypatch.setattr(qemu_spare, "QUIET", 0.05)  # the making's quiet wait, short here
     yield fake
     for guest in fake.spawned:
         guest.process.popen.kill()
@@ -204,6 +205,23 @@ def waiting(spares: QemuSpares) -> None:
             if spares._waiter:
                 return
         threading.Event().wait(0.01)
+
+
+def test_a_spawn_right_after_another_restores_while_the_maker_waits_for_quiet(
+    backend: FakeBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No spare is made within QUIET of a spawn (the new guest's first sets run
+    undisturbed); a spawn meanwhile neither waits nor finds one: it restores its own."""
+    monkeypatch.setattr(qemu_spare, "QUIET", 3600.0)
+    spares = spares_of(backend)
+    s = snap(tmp_path)
+    spares.refill(s)
+    while not spares._quiet:
+        threading.Event().wait(0.01)
+    assert spares.take(s, "qemu1", "k1") is None
+    assert spares.waited == 0 and backend.spawned == []  # nothing launched, no wait
+    spares.close()  # ends the quiet wait at once: nothing made
+    assert backend.spawned == [] and spares._maker is None
 
 
 def test_a_spawn_waits_for_the_spare_being_made_and_lifts_it(
