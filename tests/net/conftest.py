@@ -60,6 +60,43 @@ def ns_processes(name: str) -> list[psutil.Process]:
     return found
 
 
+def warm_scenario_prelude(backend: str, state: str, boots: int) -> str:
+    """The start of a bridged warm-start scenario script (argv: scratch dir, image dir,
+    IPs): imports, ``config(log_subdir)`` for ``backend`` with its state in ``state``,
+    ``hello`` (a handshake, retried while a cold guest is not listening yet), ``neigh``
+    (the host's neighbour entry for an address on br0) and an empty ``report``."""
+    return f"""
+import json, os, socket, subprocess, sys, time
+from pathlib import Path
+from farm.agent.protocol import client_handshake
+from farm.config import FarmConfig
+
+base, images, ips = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3].split(",")
+def config(sub):
+    return FarmConfig(
+        backend={backend!r}, network="bridge", warm_start=True, state_dir=base / {state!r},
+        log_dir=base / sub, image_dir=images, idle_linger=30.0, boot_timeout=150.0,
+        max_concurrent_boots={boots}, profile={{"accel": "tcg", "memory": 256}},
+    )
+def hello(host, port, token):
+    deadline = time.monotonic() + 150
+    while True:
+        try:
+            with socket.create_connection((host, port), timeout=10) as sock:
+                return client_handshake(sock, token).hello
+        except PermissionError:
+            raise
+        except OSError:  # a cold guest: not listening yet
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.05)
+def neigh(host):
+    return subprocess.run(["ip", "neigh", "show", host, "dev", "br0"],
+                          capture_output=True, text=True).stdout
+report = {{"guests": {{}}}}
+"""
+
+
 @dataclass
 class NetNs:
     """A private network namespace and a short scratch directory for one test."""

@@ -19,36 +19,24 @@ from farm.bridge.dhcp import DhcpPlan, mac_for
 from farm.image import ImageInfo
 from tests.helpers import query
 
-from .conftest import NetNs
+from .conftest import NetNs, warm_scenario_prelude
 
-SCENARIO = r"""
-import json, os, socket, subprocess, sys, time
+SCENARIO = (
+    warm_scenario_prelude("qemu", "state", 3)
+    + r"""
 import psutil
-from pathlib import Path
 from farm import Distributor
-from farm.agent.protocol import client_handshake
 from farm.backend.qemu import QemuBackend
-from farm.config import FarmConfig
 from farm.monitors import SqliteMonitor
 from farm.taskset import Task, TaskSet
 from farm.tasksets.example import Hey0TaskSet
 
-base, images, ips = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3].split(",")
-def config(sub):
-    return FarmConfig(
-        backend="qemu", network="bridge", warm_start=True, state_dir=base / "state",
-        log_dir=base / sub, image_dir=images, idle_linger=30.0, boot_timeout=150.0,
-        max_concurrent_boots=3, profile={"accel": "tcg", "memory": 256},
-    )
-def hello(host, port, token):
-    with socket.create_connection((host, port), timeout=10) as sock:
-        return client_handshake(sock, token).hello
-report = {"guests": {}}
 backend = QemuBackend(config("log-backend"))
 guests = []
 try:
     backend.spawn("qemu9", "warm-up").destroy()  # builds the template
     for name in ("qemu1", "qemu2"):
+        backend.spares.wait_ready(150.0)  # made once no spawn came for a second
         started = time.monotonic()
         guest = backend.spawn(name, "tok-" + name)
         guests.append(guest)
@@ -60,11 +48,9 @@ try:
             refused = False
         except PermissionError:
             refused = True
-        neigh = subprocess.run(["ip", "neigh", "show", host, "dev", "br0"],
-                               capture_output=True, text=True).stdout  # who answered at host
         maps = Path(f"/proc/{guest.pid}/maps").read_text()
         report["guests"][name] = {
-            "host": host, "seconds": took, "other_refused": refused, "neigh": neigh,
+            "host": host, "seconds": took, "other_refused": refused, "neigh": neigh(host),
             "tap": guest.nic.tap, "spare_run_dir": guest.run_dir.name,
             "ram_maps": [line.split()[1] for line in maps.splitlines() if line.endswith(".ram")],
         }
@@ -94,6 +80,7 @@ report["links_after"] = subprocess.run(["ip", "-o", "link"], capture_output=True
                                        text=True).stdout
 print(json.dumps(report, default=str))
 """
+)
 
 
 @pytest.mark.timeout(330)

@@ -19,39 +19,14 @@ from farm.bridge.dhcp import DhcpPlan, mac_for
 from farm.image import ImageInfo
 from tests.helpers import query
 
-from .conftest import NetNs, ns_processes
+from .conftest import NetNs, ns_processes, warm_scenario_prelude
 
-COMMON = r"""
-import json, socket, subprocess, sys, time
-from pathlib import Path
-from farm.agent.protocol import client_handshake
+COMMON = (
+    warm_scenario_prelude("libvirt", "s", 2)
+    + r"""
 from farm.backend.libvirt import LibvirtBackend
-from farm.config import FarmConfig
-
-base, images, ips = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3].split(",")
-def config(sub):
-    return FarmConfig(
-        backend="libvirt", network="bridge", warm_start=True, state_dir=base / "s",
-        log_dir=base / sub, image_dir=images, idle_linger=30.0, boot_timeout=150.0,
-        max_concurrent_boots=2, profile={"accel": "tcg", "memory": 256},
-    )
-def hello(host, port, token):
-    deadline = time.monotonic() + 150
-    while True:
-        try:
-            with socket.create_connection((host, port), timeout=10) as sock:
-                return client_handshake(sock, token).hello
-        except PermissionError:
-            raise
-        except OSError:  # a cold guest: not listening yet
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.05)
-def neigh(host):
-    return subprocess.run(["ip", "neigh", "show", host, "dev", "br0"],
-                          capture_output=True, text=True).stdout
-report = {"guests": {}}
 """
+)
 
 WARM = (
     COMMON
