@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -26,6 +27,7 @@ log = logging.getLogger(__name__)
 #: s an agent gets to end after SIGTERM: it gives a traffic job 3 s to report its final
 #: statistics (farm.agent.commands.TRAFFIC_TERM_GRACE), then reaps and says goodbye
 STOP_GRACE = 5.0
+WORKDIR_SUFFIX = ".work"  # <state_dir>/local/<name>.work: an agent's jobs and binaries
 
 
 class LocalGuest(Guest):
@@ -38,12 +40,14 @@ class LocalGuest(Guest):
         port_file: Path,
         console: Path,
         registry: ProcessRegistry,
+        workdir: Path | None = None,
     ) -> None:
         self.name = name
         self._registry = registry
         self._proc = proc
         self._port_file = port_file
         self._console = console
+        self._workdir = workdir
 
     @property
     def pid(self) -> int | None:
@@ -84,6 +88,8 @@ class LocalGuest(Guest):
         finally:
             self._proc.wait()
             self._port_file.unlink(missing_ok=True)
+            if self._workdir is not None:  # the agent keeps it at exit; a killed one cannot
+                shutil.rmtree(self._workdir, ignore_errors=True)
             self._registry.forget(self.name)
 
 
@@ -103,6 +109,11 @@ class LocalBackend(Backend):
         port_file = run_dir / f"{name}.port"
         port_file.unlink(missing_ok=True)
         console = self.config.log_dir / f"{name}.console.log"
+        # its jobs and binaries: under farm's state, removed by destroy() (or the next
+        # farm's reap_stale()) however the agent ended; a SIGKILLed agent's own temporary
+        # directory would stay in /tmp
+        workdir = run_dir / f"{name}{WORKDIR_SUFFIX}"
+        shutil.rmtree(workdir, ignore_errors=True)
         argv = [
             sys.executable,
             "-m",
@@ -117,6 +128,8 @@ class LocalBackend(Backend):
             str(self.config.heartbeat),
             "--guest",
             name,
+            "--workdir",
+            str(workdir),
         ]
         # the guest's own key goes down a pipe: never on argv or in the environment
         key_r, key_w = os.pipe()
@@ -153,7 +166,14 @@ class LocalBackend(Backend):
                     os.close(fd)
         self.registry.record(name, proc.pid, "local-agent")
         log.getChild(name).info("spawned local agent pid %d", proc.pid)
-        return LocalGuest(name, proc, port_file, console, self.registry)
+        return LocalGuest(name, proc, port_file, console, self.registry, workdir)
 
     def reap_stale(self) -> list[str]:
-        return self.registry.reap_stale()
+        """Kill the agents of dead farms, remove every work directory no live agent owns."""
+        reaped = self.registry.reap_stale()
+        owned = set(self.registry.entries())
+        run_dir = self.config.state_dir / "local"
+        for path in run_dir.glob(f"*{WORKDIR_SUFFIX}") if run_dir.is_dir() else ():
+            if path.name.removesuffix(WORKDIR_SUFFIX) not in owned:
+                shutil.rmtree(path, ignore_errors=True)
+        return reaped

@@ -1,0 +1,73 @@
+"""A local agent's work directory lives under farm's state and goes with the agent.
+
+The agent keeps a ``--workdir`` at exit, and one killed by SIGKILL (a chaos test,
+farm's own death) cannot clean a temporary directory of its own: without farm
+removing it, every killed local agent left a ``/tmp/farm-agent-*`` behind.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+from pathlib import Path
+
+import psutil
+
+from farm.backend.local import WORKDIR_SUFFIX, LocalBackend
+from farm.config import FarmConfig
+from farm.session import FarmSession
+from farm.tasksets.example import Hey0TaskSet
+from tests.helpers import wait_for
+
+TOKEN = "w" * 8 + os.urandom(16).hex()
+
+
+def config(tmp_path: Path) -> FarmConfig:
+    return FarmConfig(
+        backend="local", state_dir=tmp_path / "state", log_dir=tmp_path / "log", token=TOKEN
+    )
+
+
+def test_a_killed_local_agents_work_directory_is_removed_by_destroy(tmp_path: Path) -> None:
+    backend = LocalBackend(config(tmp_path))
+    workdir = tmp_path / "state" / "local" / f"local1{WORKDIR_SUFFIX}"
+    guest = backend.spawn("local1", TOKEN)
+    try:
+        assert guest.pid is not None
+        argv = psutil.Process(guest.pid).cmdline()
+        assert argv[argv.index("--workdir") + 1] == str(workdir)  # not a /tmp dir of its own
+        host, port = guest.address(30.0)
+        with FarmSession(host, port, token=TOKEN, guest="local1") as session:
+            session.start(next(Hey0TaskSet().variants()))
+            for _ in range(60):
+                if session.finished():
+                    break
+                session.run(1.0)
+            assert session.finished()
+        assert (workdir / "jobs").is_dir()  # the set ran in it
+        os.kill(guest.pid, signal.SIGKILL)
+        wait_for("the agent's death", lambda: not guest.alive(), timeout=10)
+        assert workdir.is_dir()  # nobody cleaned it: the agent was killed
+    finally:
+        guest.destroy()
+        backend.close()
+    assert not workdir.exists()
+
+
+def test_reap_stale_removes_a_dead_farms_work_directories(tmp_path: Path) -> None:
+    """The next farm's start-up (Distributor calls reap_stale) removes what a farm that
+    died left: its agents are reaped, their work directories no live agent owns go."""
+    cfg = config(tmp_path)
+    stale = cfg.state_dir / "local" / f"local7{WORKDIR_SUFFIX}"
+    (stale / "jobs").mkdir(parents=True)  # a dead farm's agent's
+    backend = LocalBackend(cfg)
+    try:
+        backend.reap_stale()
+        assert not stale.exists()
+        guest = backend.spawn("local7", TOKEN)  # the name is free to use again
+        try:
+            guest.address(30.0)
+        finally:
+            guest.destroy()
+    finally:
+        backend.close()
