@@ -34,7 +34,7 @@ def test_qemu_guest_gets_its_key_off_every_command_line(image: ImageInfo, tmp_pa
         image_dir=Path(image.kernel).parent,
         profile={"accel": "tcg", "memory": 256},
         token=TOKEN,
-        idle_linger=600.0,  # the checks below read the running guest's files
+        idle_linger=60.0,
         log_file=True,
     )
     dist = Distributor(cfg)
