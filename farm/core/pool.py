@@ -55,10 +55,16 @@ class SlotPool:
                 if slot.retiring or self.paused:
                     return None
                 for sub in self.submissions:
+                    exhausted = sub.exhausted
                     run = sub.take()
                     if run is not None:
                         slot.begin_set(run)
                         return Assignment(run, sub.monitor, sub.params)
+                    if sub.exhausted and not exhausted:
+                        # found out here that its variants ran out: it may be done now,
+                        # which wait_finished() and friends must hear of at once (not when
+                        # this slot leaves at idle_linger)
+                        self.cond.notify_all()
                 remaining = deadline - time.monotonic()
                 if remaining <= 0 and not any(s.has_work() for s in self.submissions):
                     return None
