@@ -15,7 +15,9 @@
   it can print its final statistics.
 * ``cyclictest`` (``pkgs.PROGRAM_PKGS``): Debian's cyclictest with flags from the
   config (:mod:`farm.agent.cyclictest`); its summary becomes the exit event's
-  ``latency_us`` (``Launch.summary``).
+  ``latency_us`` (``Launch.summary``). Where farm-workload knows ``--exec``
+  (:func:`exec_gate`) the job is pre-spawned as ``farm-workload --exec
+  cyclictest ...`` and exec'd at its release, like a built-in's gate.
 * an uploaded binary: executed directly. Its arguments are
   ``config["args"]`` (a list) if present, else the config's values in key
   order; strings are passed as they are, other scalars as JSON
@@ -103,6 +105,8 @@ def native_workload() -> tuple[str | None, str]:
 
 #: what a native program that can wait for its release contains (farm/agent/native/workloads.c)
 GATE_MARKER = b"FARM_GATE"
+#: ... and one that can hold another program at that gate (``farm-workload --exec``)
+EXEC_GATE_MARKER = b"FARM_EXEC_GATE"
 
 
 def native_gate() -> bool:
@@ -110,20 +114,35 @@ def native_gate() -> bool:
 
     It waits for its release byte when it knows FARM_GATE (an older build would
     run the job at once): see :mod:`farm.agent.spawner`. Other programs (shell,
-    uploads, cyclictest) are spawned at their release: a failed exec of theirs
-    stays a NOT_SCHEDULED of that release.
+    uploads) are spawned at their release: a failed exec of theirs stays a
+    NOT_SCHEDULED of that release; cyclictest waits at the gate of
+    :func:`exec_gate` when the program has one.
+    """
+    return _native_knows(GATE_MARKER)
+
+
+def exec_gate() -> str | None:
+    """The native program that can hold another one at its gate (``--exec``), or None.
+
+    A pre-spawned ``farm-workload --exec PROGRAM ...`` waits for its release byte,
+    then execs PROGRAM: the cyclictest pkg's jobs are ready at their release too.
     """
     path, _ = native_workload()
+    return path if path is not None and _native_knows(EXEC_GATE_MARKER) else None
+
+
+def _native_knows(marker: bytes) -> bool:
+    path, _ = native_workload()
     try:
-        return path is not None and _knows_gate(path, os.stat(path).st_mtime_ns)
+        return path is not None and _knows(path, os.stat(path).st_mtime_ns, marker)
     except OSError:
         return False
 
 
-@functools.lru_cache(maxsize=4)
-def _knows_gate(path: str, mtime_ns: int) -> bool:
+@functools.lru_cache(maxsize=8)
+def _knows(path: str, mtime_ns: int, marker: bytes) -> bool:
     with open(path, "rb") as fh:
-        return GATE_MARKER in fh.read()
+        return marker in fh.read()
 
 
 def fallback_notice(pkgs_used: Iterable[str]) -> str | None:
@@ -206,6 +225,10 @@ def build_launch(
 
         argv = cyclictest.argv(task.config)
         summary = task.pkg
+        holder = exec_gate()
+        if holder is not None:  # pre-spawned and held like a built-in, exec'd at its release
+            argv = [holder, "--exec", *argv]
+            gate = True
     else:
         raise ValueError(f"no way to run pkg {task.pkg!r}")
     return jobs.Launch(

@@ -82,7 +82,7 @@ class Launch:
     stats: bool = False  # parse JSON stats lines of the output (traffic workloads)
     term_grace: float = 0.0  # s between SIGTERM and SIGKILL on a stop, 0 = SIGKILL at once
     summary: str = ""  # "cyclictest": its summary lines become the exit's ``latency_us``
-    gate: bool = False  # a native built-in: can be pre-spawned, held until its release
+    gate: bool = False  # farm-workload (built-in; --exec cyclictest): pre-spawned, held
 
 
 @dataclass(slots=True)

@@ -118,3 +118,28 @@ def test_local_backend_passes_the_binary(
         "/elsewhere/farm-workload" if from_env else str(images / "farm-workload") if built else None
     )
     assert seen[0].get(commands.NATIVE_ENV) == expected
+
+
+@pytest.mark.skipif(os.uname().machine != "x86_64", reason="the fake header is x86-64")
+@pytest.mark.parametrize("knows_exec", [True, False], ids=["exec-gate", "older-build"])
+def test_cyclictest_is_held_at_the_native_gate_when_the_program_can_exec(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, knows_exec: bool
+) -> None:
+    """With ``--exec`` (FARM_EXEC_GATE) a cyclictest job is farm-workload holding cyclictest
+    at its gate, pre-spawnable like a built-in; an older farm-workload leaves it to its release."""
+    from farm.agent import cyclictest
+
+    marker = commands.GATE_MARKER + (commands.EXEC_GATE_MARKER if knows_exec else b"")
+    binary = _fake_binary(tmp_path / "fw", X86_64_HEADER + marker)
+    monkeypatch.setenv(commands.NATIVE_ENV, str(binary))
+    monkeypatch.setattr(cyclictest, "program", lambda: "/usr/bin/cyclictest")
+    (task,) = parse_taskset([{"id": 1, "pkg": "cyclictest", "config": {"loops": 5}}], set())
+    plan = sched.plan(task.priority, task.executiontime, task.critical_ms, task.period)
+    launch = commands.build_launch(task, 0, plan, {}, tmp_path)
+    plain = ["/usr/bin/cyclictest", "-q", "-m", "-l", "5"]
+    if knows_exec:
+        assert launch.argv[:7] == [str(binary), "--exec", *plain]
+    else:
+        assert launch.argv[:5] == plain
+    assert launch.gate is knows_exec
+    assert launch.summary == "cyclictest"

@@ -9,6 +9,15 @@
  * workload run (stdin is /dev/null again). End of file instead of the byte
  * means the job was cancelled: exit EXIT_CANCELLED.
  *
+ *     farm-workload --exec PROGRAM [ARG...]
+ *
+ * holds another program (cyclictest) at the same gate: once released it
+ * execs PROGRAM with its arguments (policy, process group and limits
+ * unchanged), so that program too is ready at its release instead of being
+ * forked and exec'd then. Without FARM_GATE=1 it execs at once. A failed exec
+ * exits EXIT_NOEXEC with a message on stderr. (FARM_EXEC_GATE marks builds
+ * that know this mode.)
+ *
  * The same pkgs, configs, output lines and exit statuses as
  * farm/agent/workloads.py (the fallback, and the reference: keep them in
  * step), without an interpreter to start per job: under TCG a Python job
@@ -425,9 +434,23 @@ static void await_release(void)
     }
 }
 
+/* --exec: PROGRAM ARG... once released (the agent looks for FARM_EXEC_GATE in this file) */
+__attribute__((used)) static const char exec_marker[] = "FARM_EXEC_GATE";
+
+static int exec_after_gate(int gated, char **argv)
+{
+    if (gated)
+        await_release();
+    execv(argv[0], argv);
+    fprintf(stderr, "farm-workload: exec %s: %s\n", argv[0], strerror(errno));
+    return EXIT_NOEXEC;
+}
+
 int main(int argc, char **argv)
 {
     const char *gate = getenv("FARM_GATE");
+    if (argc >= 3 && strcmp(argv[1], "--exec") == 0)
+        return exec_after_gate(gate && strcmp(gate, "1") == 0, argv + 2);
     if (argc != 3 && argc != 4) {
         fputs("usage: farm-workload PKG CONFIG [QUOTA_BYTES]\n", stderr);
         return EXIT_USAGE;

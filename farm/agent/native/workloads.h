@@ -10,6 +10,7 @@
 #define EXIT_QUOTA 86
 #define EXIT_USAGE 2
 #define EXIT_CANCELLED 75 /* pre-spawned, never released */
+#define EXIT_NOEXEC 126 /* --exec: the program could not be exec'd (as a shell says) */
 #define MAX_KEYS 4
 
 /* one config key: SCHEMAS of workloads.py */
