@@ -220,7 +220,9 @@ def start_agent(
     """Start an agent on 127.0.0.1 with a free port; wait (bounded) until it listens.
 
     ``token_flag=False`` leaves ``--token`` out (give the token via ``env`` or
-    ``--token-file`` in ``extra_args``; ``token`` is then only recorded).
+    ``--token-file`` in ``extra_args``; ``token`` is then only recorded). Jobs run in
+    ``workdir/work`` unless ``extra_args`` name a ``--workdir``: an agent a test kills
+    cannot remove a private /tmp/farm-agent-* directory, and every one was left behind.
     """
     workdir.mkdir(parents=True, exist_ok=True)
     token = token or secrets.token_hex(16)
@@ -231,6 +233,8 @@ def start_agent(
     argv += ["--port-file", str(port_file), "--log-level", "DEBUG"]
     if token_flag:
         argv += ["--token", token]
+    if "--workdir" not in extra_args:
+        argv += ["--workdir", str(workdir / "work")]
     with log.open("wb") as err_fh, out.open("wb") as out_fh:
         proc = subprocess.Popen(
             [*argv, *extra_args],

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import signal
+import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import psutil
@@ -18,6 +20,7 @@ from farm.config import FarmConfig
 from farm.session import FarmSession
 from farm.tasksets.example import Hey0TaskSet
 from tests.helpers import wait_for
+from tests.process.conftest import AgentProcess
 
 TOKEN = "w" * 8 + os.urandom(16).hex()
 
@@ -71,3 +74,20 @@ def test_reap_stale_removes_a_dead_farms_work_directories(tmp_path: Path) -> Non
             guest.destroy()
     finally:
         backend.close()
+
+
+def test_a_test_agent_killed_by_sigkill_leaves_nothing_in_tmp(
+    agent_factory: Callable[..., AgentProcess], tmp_path: Path
+) -> None:
+    """The process tier's own agents (agent_factory) work under the test's tmp_path too:
+    the tests that kill them left a /tmp/farm-agent-* each."""
+    before = set(Path(tempfile.gettempdir()).glob("farm-agent-*"))
+    agent = agent_factory()
+    argv = psutil.Process(agent.proc.pid).cmdline()
+    assert Path(argv[argv.index("--workdir") + 1]).is_relative_to(tmp_path)
+    client = agent.connect()  # a set makes the agent's work tree: its jobs run in it
+    client.run_taskset([{"id": 0, "pkg": "hey", "numberofjobs": 1}])
+    client.close()
+    agent.proc.send_signal(signal.SIGKILL)
+    agent.proc.wait(10)
+    assert set(Path(tempfile.gettempdir()).glob("farm-agent-*")) <= before
