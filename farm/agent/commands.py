@@ -16,8 +16,10 @@
 * ``cyclictest`` (``pkgs.PROGRAM_PKGS``): Debian's cyclictest with flags from the
   config (:mod:`farm.agent.cyclictest`); its summary becomes the exit event's
   ``latency_us`` (``Launch.summary``). Where farm-workload knows ``--exec``
-  (:func:`exec_gate`) the job is pre-spawned as ``farm-workload --exec
-  cyclictest ...`` and exec'd at its release, like a built-in's gate.
+  (:func:`exec_gate`) job 0 is pre-spawned before the set starts as
+  ``farm-workload --exec cyclictest ...`` and exec'd at its release; later jobs
+  are spawned at their release (a pre-spawn would run during the previous
+  job's measurement).
 * an uploaded binary: executed directly. Its arguments are
   ``config["args"]`` (a list) if present, else the config's values in key
   order; strings are passed as they are, other scalars as JSON
@@ -115,7 +117,7 @@ def native_gate() -> bool:
     It waits for its release byte when it knows FARM_GATE (an older build would
     run the job at once): see :mod:`farm.agent.spawner`. Other programs (shell,
     uploads) are spawned at their release: a failed exec of theirs stays a
-    NOT_SCHEDULED of that release; cyclictest waits at the gate of
+    NOT_SCHEDULED of that release; a cyclictest job 0 waits at the gate of
     :func:`exec_gate` when the program has one.
     """
     return _native_knows(GATE_MARKER)
@@ -225,10 +227,12 @@ def build_launch(
 
         argv = cyclictest.argv(task.config)
         summary = task.pkg
-        holder = exec_gate()
-        if holder is not None:  # pre-spawned and held like a built-in, exec'd at its release
+        holder = exec_gate() if index == 0 else None
+        if holder is not None:  # job 0: pre-spawned before the set's t0, exec'd at its release
             argv = [holder, "--exec", *argv]
             gate = True
+        # later jobs are spawned at their release: a pre-spawn is made while the previous
+        # job runs (at the launcher's top priority), which would disturb what it measures
     else:
         raise ValueError(f"no way to run pkg {task.pkg!r}")
     return jobs.Launch(

@@ -185,39 +185,39 @@ def test_a_timed_sets_first_job_waits_pre_spawned_before_t0(
     assert [e["type"] for e in events] == ["START", "EXIT", "JOBS_DONE"]
 
 
-def test_a_cyclictest_job_waits_pre_spawned_and_is_execd_at_its_release(
+def test_a_cyclictest_job_0_waits_pre_spawned_and_is_execd_at_its_release(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The cyclictest pkg is held at farm-workload's gate too (``--exec``): job 1's process
-    exists before its release, and at the release that same process becomes cyclictest
-    (here a fake one on PATH, which prints its pid and one summary line)."""
+    """The cyclictest pkg's job 0 is held at farm-workload's gate too (``--exec``): it exists
+    before its release (offset 3 s) and at the release that same process becomes cyclictest
+    (here a fake one on PATH, which prints its pid, whether it was gated, one summary line).
+    Job 1 is spawned at its release: no pre-spawn while job 0 measures."""
     assert commands.exec_gate(), "the process tier's native farm-workload knows --exec"
     fake = tmp_path / "bin" / "cyclictest"
     fake.parent.mkdir()
     fake.write_text(
         "#!/bin/sh\n"
-        'echo "fake cyclictest $$ $*"\n'
+        'echo "fake cyclictest $$ gate=${FARM_GATE:-none} $*"\n'
         'echo "T: 0 ( $$) P: 0 I:1000 C:      5 Min:      3 Act:    5 Avg:    4 Max:      20"\n'
     )
     fake.chmod(0o755)
     monkeypatch.setenv("PATH", f"{fake.parent}{os.pathsep}{os.environ['PATH']}")
     config = {"loops": 5, "priority": 0}
-    task = TaskSpec(0, "cyclictest", config=config, period=3000, numberofjobs=2)
+    task = TaskSpec(0, "cyclictest", config=config, offset=3000, period=1000, numberofjobs=2)
     events: Events = []
-    started = threading.Event()
-    runner = _runner(tmp_path, task, events, started)
+    runner = _runner(tmp_path, task, events, threading.Event())
     runner.start()
     try:
-        assert started.wait(30)
-        pid = _wait_for_gated_child(1)
+        pid = _wait_for_gated_child(0)
         assert os.readlink(f"/proc/{pid}/exe") == os.path.realpath(commands.exec_gate() or "")
-        assert not [e for e in events if e["job"] == 1], "job 1 went before its release"
+        assert not events, "job 0 went before its release"
         assert runner.wait(60)
     finally:
         runner.stop()
-    (start,) = [e for e in events if e["type"] == "START" and e["job"] == 1]
-    (end,) = [e for e in events if e["type"] == "EXIT" and e["job"] == 1]
-    assert start["pid"] == pid
-    assert start["ts"] >= start["release"] == pytest.approx(runner.t0 + 3.0)
-    assert end["output"].startswith(f"fake cyclictest {pid} -q -m -l 5 ")
-    assert end["latency_us"]["max"] == 20
+    starts = {e["job"]: e for e in events if e["type"] == "START"}
+    ends = {e["job"]: e for e in events if e["type"] == "EXIT"}
+    assert starts[0]["pid"] == pid
+    assert starts[0]["ts"] >= starts[0]["release"] == pytest.approx(runner.t0 + 3.0)
+    assert ends[0]["output"].startswith(f"fake cyclictest {pid} gate=1 -q -m -l 5 ")
+    assert ends[0]["latency_us"]["max"] == 20
+    assert ends[1]["output"].startswith(f"fake cyclictest {starts[1]['pid']} gate=none -q -m ")

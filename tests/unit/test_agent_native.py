@@ -125,8 +125,9 @@ def test_local_backend_passes_the_binary(
 def test_cyclictest_is_held_at_the_native_gate_when_the_program_can_exec(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, knows_exec: bool
 ) -> None:
-    """With ``--exec`` (FARM_EXEC_GATE) a cyclictest job is farm-workload holding cyclictest
-    at its gate, pre-spawnable like a built-in; an older farm-workload leaves it to its release."""
+    """With ``--exec`` (FARM_EXEC_GATE) a cyclictest job 0 is farm-workload holding cyclictest
+    at its gate, pre-spawnable like a built-in; later jobs, and every job with an older
+    farm-workload, are spawned at their release."""
     from farm.agent import cyclictest
 
     marker = commands.GATE_MARKER + (commands.EXEC_GATE_MARKER if knows_exec else b"")
@@ -143,3 +144,6 @@ def test_cyclictest_is_held_at_the_native_gate_when_the_program_can_exec(
         assert launch.argv[:5] == plain
     assert launch.gate is knows_exec
     assert launch.summary == "cyclictest"
+    later = commands.build_launch(task, 1, plan, {}, tmp_path)  # no pre-spawn mid-measurement
+    assert later.argv[:5] == plain
+    assert not later.gate
