@@ -12,7 +12,8 @@ that takes it only writes the guest's identity (name, own key) and waits for
 the ack (a libvirt resume cost 15-40 ms of the spawn); a daemon thread makes
 the next spare. A spawn that finds a spare being made waits for it (it would
 cost as much to make another); a spawn that finds none (several at once)
-restores as before, and warms its guest up itself.
+restores as before, and warms its guest up itself. (That bookkeeping, shared
+with the qemu spare, is :class:`farm.backend.spare_pool.SparePool`.)
 
 Naming: a running domain cannot be renamed and the machine a spare will
 become is not known (the pool respawns ``qemuN`` right after destroying the
@@ -48,7 +49,6 @@ with farm's connection (AUTODESTROY, as every guest), and
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import os
 import shutil
@@ -65,125 +65,69 @@ from farm.backend import libvirt_host, naming
 from farm.backend.identity_port import SnapshotError, Spare, warm_up_guest
 from farm.backend.libvirt_guest import LibvirtGuest
 from farm.backend.snapshot import Snapshot
+from farm.backend.spare_pool import MAX_FAILURES as MAX_FAILURES
+from farm.backend.spare_pool import SparePool, set_policy
 from farm.errors import BackendError
 
 if TYPE_CHECKING:
     from farm.backend.libvirt_snapshot import LibvirtWarm, Port
 
 log = logging.getLogger("farm.backend.libvirt")
-SPARE = "farm-spare"
 WAIT = 60.0  # s a spawn waits for the spare being made, close() for its maker
-MAX_FAILURES = 3  # consecutive failed spares before farm stops making them
 
 
-class Spares:
+class Spares(SparePool[LibvirtGuest, "Port"]):
     """The spare domain of one :class:`LibvirtWarm` (at most one, made in a thread)."""
 
+    logger = log
+    KIND = "domain"
+    THREAD = "libvirt-spare"
+    TAKE_WAIT = WAIT
+    WAIT = WAIT
+    MAKE_ERRORS = (SnapshotError, BackendError, OSError, libvirt.libvirtError)
+    HAND_OVER_ERRORS = (SnapshotError,)
+
     def __init__(self, warm: LibvirtWarm) -> None:
+        super().__init__()
         self.warm = warm
-        self.used = 0  # spawns served by a spare
-        self.waited = 0  # spawns that waited for the spare being made
-        self.off = ""  # why spares were given up ("" = not)
-        self._cond = threading.Condition()
-        self._ready: Spare[LibvirtGuest, Port] | None = None
-        self._maker: threading.Thread | None = None
-        self._waiter = False  # a spawn waits for the spare being made
-        self._closed = False
-        self._failures = 0
-        self._numbers = itertools.count(1)
         self._maker_tid = 0  # the maker thread's native id while it runs
         self._making = ""  # the domain name being made
 
-    def take(self, snap: Snapshot, name: str, token: str) -> LibvirtGuest | None:
-        """Guest ``name`` made of the spare (waited for if being made); None: no spare."""
-        with self._cond:
-            if self._ready is None and self._maker is not None and not self._waiter:
-                self._waiter = True  # only one spawn waits: there is one spare
-                self.waited += 1
-                _lift(self._maker_tid, self._making)  # made from idle CPU: now it is wanted
-                try:
-                    self._cond.wait_for(self._settled, WAIT)
-                finally:
-                    self._waiter = False
-            spare, self._ready = self._ready, None
-        if spare is None:
-            return None
-        if spare.source != snap.path or not spare.guest.alive():
-            log.info("spare %s is stale or dead: discarded", spare.guest.name)
-            spare.discard()
-            return None
-        try:
-            guest = self._hand_over(spare, name, token)
-        except SnapshotError as exc:  # the spare only: the snapshot may be fine
-            log.warning("%s: spare domain failed, restoring: %s", name, exc)
-            return None
-        self.used += 1
-        return guest
+    def _lift(self) -> bool:
+        """SCHED_OTHER for the maker thread and the QEMU of the domain being made (if it runs
+        yet: one it forks later inherits the maker's policy). Made from idle CPU: now it is
+        wanted."""
+        if self._maker_tid:
+            set_policy(self._maker_tid, os.SCHED_OTHER)
+        if not self._making:
+            return True
+        wanted = f"guest={self._making},"
+        for proc in psutil.process_iter(["name", "cmdline"]):
+            args = proc.info["cmdline"] or []
+            name = proc.info["name"] or ""
+            if name.startswith("qemu") and any(a.startswith(wanted) for a in args):
+                set_policy(proc.pid, os.SCHED_OTHER, threads=True)
+        return True
 
-    def _settled(self) -> bool:
-        return self._ready is not None or self._maker is None
+    def _made(self) -> None:
+        self._maker_tid, self._making = 0, ""
 
-    def refill(self, snap: Snapshot) -> None:
-        """Start making a spare from ``snap`` unless one is ready or being made."""
-        with self._cond:
-            if self._closed or self.off or self._ready is not None or self._maker is not None:
-                return
-            self._maker = threading.Thread(
-                target=self._make, args=(snap,), name="libvirt-spare", daemon=True
-            )
-            self._maker.start()
-
-    def wait_ready(self, timeout: float) -> bool:
-        """Wait until no spare is being made; True if one is ready (benchmarks, tests)."""
-        with self._cond:
-            self._cond.wait_for(lambda: self._maker is None, timeout)
-            return self._ready is not None
-
-    def close(self) -> None:
-        """No more spares: wait for the one being made, destroy the ready one."""
-        with self._cond:
-            self._closed = True
-            maker, spare, self._ready = self._maker, self._ready, None
-        if maker is not None and maker is not threading.current_thread():
-            maker.join(WAIT)
-        if spare is not None:
-            spare.discard()
-
-    def _make(self, snap: Snapshot) -> None:
-        """The maker thread: one spare, kept unless the backend closed meanwhile."""
-        name = f"{SPARE}-{next(self._numbers)}"
-        spare = None
+    def _build(self, snap: Snapshot, name: str) -> Spare[LibvirtGuest, Port]:
+        """Make the spare: loaded paused, resumed, warmed up, waiting for its identity."""
         with self._cond:
             self._maker_tid, self._making = threading.get_native_id(), name
-        try:
-            guest, port = self.warm.loaded(snap, name, attach=False, idle=self._idle, spare=True)
-            try:  # running, it waits for its identity idle: a spawn need not resume it
-                guest._dom.resume()
-                # the warm-up set again, in this QEMU: the machine's first set is then
-                # as fast as a later one (farm.backend.identity_port.warm_up_guest)
-                warm_up_guest(port, guest.alive, WAIT)  # type: ignore[arg-type]
-            except BaseException:
-                Spare(guest, port, snap.path).discard()
-                raise
-            spare = Spare(guest, port, snap.path)
-            self._forget_port_dir(name)
-        except (SnapshotError, BackendError, OSError, libvirt.libvirtError) as exc:
-            with self._cond:
-                self._failures += 1
-                if self._failures >= MAX_FAILURES:
-                    self.off = str(exc)
-            log.warning("no spare domain%s: %s", " (no more tried)" if self.off else "", exc)
+        guest, port = self.warm.loaded(snap, name, attach=False, idle=self._idle, spare=True)
+        try:  # running, it waits for its identity idle: a spawn need not resume it
+            guest._dom.resume()
+            # the warm-up set again, in this QEMU: the machine's first set is then
+            # as fast as a later one (farm.backend.identity_port.warm_up_guest)
+            warm_up_guest(port, guest.alive, WAIT)  # type: ignore[arg-type]
         except BaseException:
-            log.exception("no spare domain")
-        finally:
-            with self._cond:
-                self._maker, self._maker_tid, self._making = None, 0, ""
-                if spare is not None and not self._closed:
-                    self._ready, spare = spare, None
-                    self._failures = 0
-                self._cond.notify_all()
-            if spare is not None:  # closed meanwhile
-                spare.discard()
+            Spare(guest, port, snap.path).discard()
+            raise
+        spare = Spare(guest, port, snap.path)
+        self._forget_port_dir(name)
+        return spare
 
     @contextlib.contextmanager
     def _idle(self) -> Iterator[None]:
@@ -194,12 +138,12 @@ class Spares:
         with self._cond:
             idle = not self._waiter
             if idle:
-                _set_policy(0, os.SCHED_IDLE)
+                set_policy(0, os.SCHED_IDLE)
         try:
             yield
         finally:
             if idle:
-                _set_policy(0, os.SCHED_OTHER)
+                set_policy(0, os.SCHED_OTHER)
 
     def _forget_port_dir(self, name: str) -> None:
         """Remove the spare's identity socket dir (connected: the path is no longer used)."""
@@ -229,7 +173,7 @@ class Spares:
             b.registry.forget(name)
             raise
         if old.pid is not None:
-            _set_policy(old.pid, os.SCHED_OTHER, threads=True)  # a guest like any other
+            set_policy(old.pid, os.SCHED_OTHER, threads=True)  # a guest like any other
         guest = LibvirtGuest(
             name,
             old._dom,
@@ -255,29 +199,3 @@ class Spares:
         if not b.local or b.console_stream:
             return None
         return libvirt_host.start_screen(dom, guest.name, b.registry, guest.log)
-
-
-def _lift(tid: int, domain: str) -> None:
-    """SCHED_OTHER for the maker thread ``tid`` and the QEMU of ``domain`` (if it runs yet)."""
-    if tid:
-        _set_policy(tid, os.SCHED_OTHER)
-    if not domain:
-        return
-    wanted = f"guest={domain},"
-    for proc in psutil.process_iter(["name", "cmdline"]):
-        args = proc.info["cmdline"] or []
-        if (proc.info["name"] or "").startswith("qemu") and any(a.startswith(wanted) for a in args):
-            _set_policy(proc.pid, os.SCHED_OTHER, threads=True)
-
-
-def _set_policy(pid: int, policy: int, threads: bool = False) -> None:
-    """Set ``policy`` on ``pid`` (0: this thread), on each of its threads with ``threads``."""
-    tids = [pid]
-    if threads:
-        with contextlib.suppress(OSError):
-            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
-    for tid in tids:
-        try:
-            os.sched_setscheduler(tid, policy, os.sched_param(0))
-        except OSError as exc:  # gone, or not ours: the spare only runs slower or sooner
-            log.debug("cannot set scheduling policy %d of %d: %s", policy, tid, exc)

@@ -19,7 +19,8 @@ the next spare once no spawn came for QUIET (1 s), so that the new guest's
 first sets do not compete with the making. A spawn that comes within that
 second restores and warms up itself; one that finds the spare being made waits
 for it: what is left of its making is less than a restore of its own, and a
-second restore would compete with it for the CPU.
+second restore would compete with it for the CPU. (That bookkeeping, shared
+with the libvirt spare, is :class:`farm.backend.spare_pool.SparePool`.)
 
 Bridged network: the spare runs on a tap of its own (``farm-tapsPIDx``,
 :mod:`farm.backend.spare_tap`) with the template's MAC and address; the
@@ -54,13 +55,11 @@ or with ``farm net down``, as every ``farm-tap*``).
 from __future__ import annotations
 
 import contextlib
-import itertools
 import logging
 import os
 import shutil
 import socket
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, cast
@@ -68,6 +67,8 @@ from typing import TYPE_CHECKING, cast
 from farm.backend import identity_port, snapshot, spare_tap
 from farm.backend.identity_port import Spare
 from farm.backend.screen import wipe_dead
+from farm.backend.spare_pool import MAX_FAILURES as MAX_FAILURES
+from farm.backend.spare_pool import SparePool, set_policy
 from farm.bridge.bridge import TapNic, tap_name
 from farm.bridge.dhcp import machine_id
 from farm.errors import BackendError, NetworkError
@@ -76,150 +77,48 @@ if TYPE_CHECKING:
     from farm.backend.qemu import QemuBackend, QemuGuest
 
 log = logging.getLogger("farm.backend.qemu")
-SPARE = "farm-spare"
 WAIT = 120.0  # s the making of a spare may take (from idle CPU), close() waits for it
 TAKE_WAIT = 30.0  # s a spawn waits for the spare being made (lifted), then restores
 QUIET = 1.0  # s without a spawn before a spare is made: a new guest's first sets run undisturbed
-MAX_FAILURES = 3  # consecutive failed spares before farm stops making them
 
 
-class QemuSpares:
+class QemuSpares(SparePool["QemuGuest", socket.socket]):
     """The spare guest of one :class:`QemuBackend` (at most one, made in a thread)."""
 
+    logger = log
+    KIND = "guest"
+    THREAD = "qemu-spare"
+    TAKE_WAIT = TAKE_WAIT
+    WAIT = WAIT
+    MAKE_ERRORS = (snapshot.SnapshotError, BackendError, NetworkError, OSError)
+    HAND_OVER_ERRORS = (snapshot.SnapshotError, NetworkError, OSError)
+
     def __init__(self, backend: QemuBackend) -> None:
+        super().__init__()
         self.backend = backend
-        self.used = 0  # spawns served by a spare
-        self.waited = 0  # spawns that waited for the spare being made
-        self.off = ""  # why spares were given up ("" = not)
-        self._cond = threading.Condition()
-        self._ready: Spare[QemuGuest, socket.socket] | None = None
-        self._maker: threading.Thread | None = None
-        self._closed = False
-        self._failures = 0
-        self._waiter = False  # a spawn waits for the spare being made
         self._quiet = False  # the maker waits for QUIET s without a spawn (nothing made yet)
         self._spawns = 0  # take() calls: each one restarts the maker's quiet wait
-        self._numbers = itertools.count(1)
         self._making: QemuGuest | None = None  # the spare's guest once launched
         self._pidfile: Path | None = None  # the spare's QEMU pidfile while it is launched
 
-    @property
-    def usable(self) -> bool:
-        """Whether spares are made (not given up after repeated failures)."""
-        return not self.off
+    def _taking(self) -> bool:
+        """Restart the maker's quiet wait; a spawn in it restores (nothing made yet:
+        restoring is faster than quiet + making)."""
+        self._spawns += 1
+        self._cond.notify_all()  # a maker in its quiet wait starts it again
+        return not self._quiet
 
-    def take(self, snap: snapshot.Snapshot, name: str, key: str) -> QemuGuest | None:
-        """Guest ``name`` (own ``key``) made of the spare; None: there is none.
+    def _being_made(self) -> QemuGuest | None:
+        return self._making
 
-        A spare being made is waited for, lifted out of SCHED_IDLE (one spawn waits: there
-        is one spare): the rest of its restore and warm-up costs less than a restore of the
-        caller's own, which would compete with it for the CPU.
-        """
-        if not self.usable:
+    def _made(self) -> None:
+        self._making, self._pidfile = None, None
+
+    def _build(self, snap: snapshot.Snapshot, name: str) -> Spare[QemuGuest, socket.socket] | None:
+        """Wait for quiet, then make the spare (None: closed meanwhile)."""
+        if not self._wait_quiet():
             return None
-        with self._cond:
-            self._spawns += 1
-            self._cond.notify_all()  # a maker in its quiet wait starts it again
-            if self._quiet:  # nothing made yet: restoring is faster than quiet + making
-                return None
-            if self._ready is None and self._maker is not None and not self._waiter:
-                self._waiter = True
-                self.waited += 1
-                try:
-                    self._wait_lifted()
-                finally:
-                    self._waiter = False
-            spare, self._ready = self._ready, None
-        if spare is None:
-            return None
-        if spare.source != snap.path or not spare.guest.alive():
-            log.info("spare %s is stale or dead: discarded", spare.guest.name)
-            spare.discard()
-            return None
-        try:
-            guest = self._hand_over(spare, name, key)
-        except (snapshot.SnapshotError, NetworkError, OSError) as exc:  # restore instead
-            log.warning("%s: spare guest failed, restoring: %s", name, exc)
-            spare.discard()
-            return None
-        except BaseException:  # e.g. a bridged machine name without an id: no stray spare
-            spare.discard()
-            raise
-        self.used += 1
-        return guest
-
-    def _settled(self) -> bool:
-        return self._ready is not None or self._maker is None
-
-    def _wait_lifted(self) -> None:
-        """Wait (lock held) for the spare being made, lifted as soon as its QEMU has a pid:
-        a QEMU starting up at SCHED_IDLE on a busy host is starved until then."""
-        deadline = time.monotonic() + TAKE_WAIT
-        lifted = False
-        while not self._settled():
-            lifted = lifted or self._lift()
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return
-            self._cond.wait(left if lifted else min(left, 0.005))
-
-    def refill(self, snap: snapshot.Snapshot) -> None:
-        """Start making a spare from ``snap`` unless one is ready or being made."""
-        with self._cond:
-            if self._closed or not self.usable or self._ready or self._maker is not None:
-                return
-            self._maker = threading.Thread(
-                target=self._make, args=(snap,), name="qemu-spare", daemon=True
-            )
-            self._maker.start()
-
-    def wait_ready(self, timeout: float) -> bool:
-        """Wait until no spare is being made; True if one is ready (benchmarks, tests)."""
-        with self._cond:
-            self._cond.wait_for(lambda: self._maker is None, timeout)
-            return self._ready is not None
-
-    def close(self) -> None:
-        """No more spares: wait for the one being made, destroy the ready one."""
-        with self._cond:
-            self._closed = True
-            self._cond.notify_all()  # a maker in its quiet wait
-            maker, spare, self._ready = self._maker, self._ready, None
-            making = self._making
-        if making is not None:  # its maker then fails at once instead of finishing it
-            making.destroy()
-        if maker is not None and maker is not threading.current_thread():
-            maker.join(WAIT)
-        if spare is not None:
-            spare.discard()
-
-    def _make(self, snap: snapshot.Snapshot) -> None:
-        """The maker thread: one spare, kept unless the backend closed meanwhile."""
-        name = f"{SPARE}-{next(self._numbers)}"
-        spare = None
-        try:
-            if not self._wait_quiet():
-                return
-            spare = self._warmed(snap, name)
-        except (snapshot.SnapshotError, BackendError, NetworkError, OSError) as exc:
-            with self._cond:
-                closed = self._closed  # close() destroyed the spare being made
-                self._failures += 0 if closed else 1
-                if self._failures >= MAX_FAILURES:
-                    self.off = str(exc)
-            if not closed:
-                log.warning("no spare guest%s: %s", " (no more tried)" if self.off else "", exc)
-        except BaseException:
-            log.exception("no spare guest")
-        finally:
-            with self._cond:
-                self._maker, self._making, self._pidfile = None, None, None
-                if spare is not None and not self._closed:
-                    self._ready, spare = spare, None
-                    self._failures = 0
-                self._cond.notify_all()
-            if spare is not None:  # closed meanwhile
-                spare.discard()
+        return self._warmed(snap, name)
 
     def _wait_quiet(self) -> bool:
         """Wait until no spawn came for QUIET s (False: closed meanwhile).
@@ -252,7 +151,7 @@ class QemuSpares:
                 pid = int(self._pidfile.read_text())
         if pid is None:
             return False
-        _set_policy(pid, os.SCHED_OTHER, threads=True)
+        set_policy(pid, os.SCHED_OTHER, threads=True)
         return True
 
     def _warmed(self, snap: snapshot.Snapshot, name: str) -> Spare[QemuGuest, socket.socket]:
@@ -273,7 +172,7 @@ class QemuSpares:
         guest = cast("QemuGuest", spawned)
         with self._cond:
             if not idle and not self._waiter and guest.pid is not None:  # no chrt: from now
-                _set_policy(guest.pid, os.SCHED_IDLE, threads=True)
+                set_policy(guest.pid, os.SCHED_IDLE, threads=True)
             self._making, self._pidfile = guest, None
             if self._waiter:  # came while QEMU was launched
                 self._lift()
@@ -298,7 +197,16 @@ class QemuSpares:
 
     def _hand_over(self, spare: Spare[QemuGuest, socket.socket], name: str, key: str) -> QemuGuest:
         """Make ``spare`` machine ``name`` (screen, console log, registry, [tap]), give its
-        identity."""
+        identity (its own ``key``); the spare is destroyed if that fails (e.g. a bridged
+        machine name without an id: no stray spare)."""
+        try:
+            return self._become(spare, name, key)
+        except BaseException:
+            spare.discard()
+            raise
+
+    def _become(self, spare: Spare[QemuGuest, socket.socket], name: str, key: str) -> QemuGuest:
+        """The hand-over (:meth:`_hand_over`)."""
         b, old = self.backend, spare.guest
         proc = old.process
         net, nic, host, on_destroy = None, old.nic, old.host, old._on_destroy
@@ -311,9 +219,9 @@ class QemuSpares:
             host, on_destroy = str(ip), nic.release
             old._on_destroy = on_destroy  # a discard removes the renamed tap, not the next spare's
         if proc.pid is not None:
-            _set_policy(proc.pid, os.SCHED_OTHER, threads=True)  # a guest like any other
+            set_policy(proc.pid, os.SCHED_OTHER, threads=True)  # a guest like any other
         if proc.screen_pid is not None:
-            _set_policy(proc.screen_pid, os.SCHED_OTHER)
+            set_policy(proc.screen_pid, os.SCHED_OTHER)
         console = old._console
         if proc.screen_pid is not None:
             target = (b.config.log_dir / f"{name}.console.log").resolve()
@@ -346,16 +254,3 @@ class QemuSpares:
             spare.port.close()
         guest.log.info("warm start from spare guest %s", old.name)
         return guest
-
-
-def _set_policy(pid: int, policy: int, threads: bool = False) -> None:
-    """Set ``policy`` on ``pid`` (0: this thread), on each of its threads with ``threads``."""
-    tids = [pid]
-    if threads:
-        with contextlib.suppress(OSError):
-            tids = [int(t) for t in os.listdir(f"/proc/{pid}/task")]
-    for tid in tids:
-        try:
-            os.sched_setscheduler(tid, policy, os.sched_param(0))
-        except OSError as exc:  # gone, or not ours: the spare only runs slower or sooner
-            log.debug("cannot set scheduling policy %d of %d: %s", policy, tid, exc)
