@@ -66,7 +66,7 @@ from farm.backend.identity_port import SnapshotError, Spare, warm_up_guest
 from farm.backend.libvirt_guest import LibvirtGuest
 from farm.backend.snapshot import Snapshot
 from farm.backend.spare_pool import MAX_FAILURES as MAX_FAILURES
-from farm.backend.spare_pool import SparePool, set_policy
+from farm.backend.spare_pool import SparePool, can_leave_idle, set_policy
 from farm.errors import BackendError
 
 if TYPE_CHECKING:
@@ -136,7 +136,7 @@ class Spares(SparePool[LibvirtGuest, "Port"]):
         the GIL: a SCHED_IDLE thread holding the GIL would stall farm's other threads
         (the spawn's session) until a CPU is idle."""
         with self._cond:
-            idle = not self._waiter
+            idle = not self._waiter and can_leave_idle()  # (else it would stay SCHED_IDLE)
             if idle:
                 set_policy(0, os.SCHED_IDLE)
         try:

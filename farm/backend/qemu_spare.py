@@ -68,7 +68,7 @@ from farm.backend import identity_port, snapshot, spare_tap
 from farm.backend.identity_port import Spare
 from farm.backend.screen import wipe_dead
 from farm.backend.spare_pool import MAX_FAILURES as MAX_FAILURES
-from farm.backend.spare_pool import SparePool, set_policy
+from farm.backend.spare_pool import SparePool, can_leave_idle, set_policy
 from farm.bridge.bridge import TapNic, tap_name
 from farm.bridge.dhcp import machine_id
 from farm.errors import BackendError, NetworkError
@@ -91,28 +91,30 @@ class QemuSpares(SparePool["QemuGuest", socket.socket]):
     TAKE_WAIT = TAKE_WAIT
     WAIT = WAIT
     MAKE_ERRORS = (snapshot.SnapshotError, BackendError, NetworkError, OSError)
-    HAND_OVER_ERRORS = (snapshot.SnapshotError, NetworkError, OSError)
+    #: (a screen command that timed out: the spawn restores instead of failing its boot)
+    HAND_OVER_ERRORS = (snapshot.SnapshotError, NetworkError, OSError, subprocess.SubprocessError)
 
     def __init__(self, backend: QemuBackend) -> None:
         super().__init__()
         self.backend = backend
-        self._quiet = False  # the maker waits for QUIET s without a spawn (nothing made yet)
+        self._past_quiet = False  # the maker's quiet wait is over: it makes the spare now
         self._spawns = 0  # take() calls: each one restarts the maker's quiet wait
         self._making: QemuGuest | None = None  # the spare's guest once launched
         self._pidfile: Path | None = None  # the spare's QEMU pidfile while it is launched
 
     def _taking(self) -> bool:
-        """Restart the maker's quiet wait; a spawn in it restores (nothing made yet:
-        restoring is faster than quiet + making)."""
+        """Restart the maker's quiet wait; a spawn before its end restores (nothing made
+        yet: restoring is faster than quiet + making). From refill() on: a maker thread
+        not yet in its quiet wait is in it for this purpose."""
         self._spawns += 1
         self._cond.notify_all()  # a maker in its quiet wait starts it again
-        return not self._quiet
+        return self._maker is None or self._past_quiet
 
     def _being_made(self) -> QemuGuest | None:
         return self._making
 
     def _made(self) -> None:
-        self._making, self._pidfile = None, None
+        self._making, self._pidfile, self._past_quiet = None, None, False
 
     def _build(self, snap: snapshot.Snapshot, name: str) -> Spare[QemuGuest, socket.socket] | None:
         """Wait for quiet, then make the spare (None: closed meanwhile)."""
@@ -127,20 +129,17 @@ class QemuSpares(SparePool["QemuGuest", socket.socket]):
         restore's page faults and file reads, the maker's identity and QMP work in farm's
         process); spawns meanwhile restore their own."""
         with self._cond:
-            self._quiet = True
-            try:
-                seen, deadline = self._spawns, time.monotonic() + QUIET
-                while not self._closed:
-                    left = deadline - time.monotonic()
-                    if self._spawns != seen:
-                        seen, deadline = self._spawns, time.monotonic() + QUIET
-                    elif left <= 0:
-                        return True
-                    else:
-                        self._cond.wait(left)
-                return False
-            finally:
-                self._quiet = False
+            seen, deadline = self._spawns, time.monotonic() + QUIET
+            while not self._closed:
+                left = deadline - time.monotonic()
+                if self._spawns != seen:
+                    seen, deadline = self._spawns, time.monotonic() + QUIET
+                elif left <= 0:
+                    self._past_quiet = True
+                    return True
+                else:
+                    self._cond.wait(left)
+            return False
 
     def _lift(self) -> bool:
         """SCHED_OTHER for the spare's QEMU being made (a spawn waits for it; lock held);
@@ -157,10 +156,13 @@ class QemuSpares(SparePool["QemuGuest", socket.socket]):
     def _warmed(self, snap: snapshot.Snapshot, name: str) -> Spare[QemuGuest, socket.socket]:
         """Restore guest ``name`` from ``snap``, resume it, have it run the warm-up set."""
         with self._cond:
+            if self._closed:  # closed after the quiet wait: launch nothing (no tap, no net)
+                raise BackendError(f"spare {name}: the backend closed")
             wanted = self._waiter  # a spawn waits already: not from idle CPU
             self._pidfile = self.backend.config.state_dir / "qemu" / name / "qemu.pid"
             self._pidfile.unlink(missing_ok=True)  # an old farm's: QEMU writes it anew
-        idle = ("chrt", "--idle", "0") if shutil.which("chrt") and not wanted else ()
+        lowered = not wanted and can_leave_idle()  # (else it would stay SCHED_IDLE)
+        idle = ("chrt", "--idle", "0") if shutil.which("chrt") and lowered else ()
         net = self.backend._warm_net()
         tap = None if net is None else spare_tap.spare_nic(net)
         try:
@@ -171,7 +173,7 @@ class QemuSpares(SparePool["QemuGuest", socket.socket]):
             raise
         guest = cast("QemuGuest", spawned)
         with self._cond:
-            if not idle and not self._waiter and guest.pid is not None:  # no chrt: from now
+            if lowered and not idle and not self._waiter and guest.pid is not None:  # no chrt
                 set_policy(guest.pid, os.SCHED_IDLE, threads=True)
             self._making, self._pidfile = guest, None
             if self._waiter:  # came while QEMU was launched

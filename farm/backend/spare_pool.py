@@ -29,15 +29,20 @@ Priority: a spare is made from idle CPU only (farm measures the task set, not
 itself): its QEMU runs SCHED_IDLE until a spawn wants it. Farm's own threads do
 not run SCHED_IDLE while they hold the GIL: a starved thread holding it would
 stall farm's other threads (the spawn's session). :func:`set_policy` sets a
-process's (or a thread's) policy.
+process's (or a thread's) policy. Leaving SCHED_IDLE needs CAP_SYS_NICE or an
+RLIMIT_NICE that allows the current nice value (:func:`can_leave_idle`): a farm
+without either (the qemu backend run by a user) makes its spares at normal
+priority, since a spare it could not lift would stay SCHED_IDLE as a machine.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import itertools
 import logging
 import os
+import resource
 import threading
 import time
 from typing import ClassVar, Generic
@@ -96,6 +101,8 @@ class SparePool(Generic[G, P]):
             return None
         with self._cond:
             if not self._taking():
+                return None
+            if self._waiter:  # the spare being made is that spawn's: restore, do not take it
                 return None
             if self._ready is None and self._maker is not None and not self._waiter:
                 self._waiter = True  # only one spawn waits: there is one spare
@@ -231,3 +238,33 @@ def set_policy(pid: int, policy: int, threads: bool = False) -> None:
             os.sched_setscheduler(tid, policy, os.sched_param(0))
         except OSError as exc:  # gone, or not ours: the spare only runs slower or sooner
             log.debug("cannot set scheduling policy %d of %d: %s", policy, tid, exc)
+
+
+_CAP_SYS_NICE = 23  # linux/capability.h
+
+
+@functools.lru_cache(maxsize=1)
+def can_leave_idle() -> bool:
+    """Whether this process may move its SCHED_IDLE threads back to SCHED_OTHER.
+
+    Linux allows it with CAP_SYS_NICE, or when RLIMIT_NICE covers the thread's nice
+    value (``20 - nice``); an unprivileged user has neither by default (EPERM).
+    """
+    try:
+        with open("/proc/self/status", encoding="ascii") as fh:
+            caps = next((line.split()[1] for line in fh if line.startswith("CapEff:")), "0")
+        if int(caps, 16) >> _CAP_SYS_NICE & 1:
+            return True
+    except (OSError, ValueError):
+        pass
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NICE)
+    nice = os.getpriority(os.PRIO_PROCESS, 0)
+    ok = soft == resource.RLIM_INFINITY or soft >= 20 - nice
+    if not ok:
+        log.info(
+            "spares are made at normal priority: leaving SCHED_IDLE needs CAP_SYS_NICE "
+            "or RLIMIT_NICE >= %d (it is %d)",
+            20 - nice,
+            soft,
+        )
+    return ok

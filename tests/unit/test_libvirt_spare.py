@@ -164,6 +164,20 @@ def test_spawn_takes_the_spare_under_the_machine_name(tmp_path: Path, monkeypatc
     assert set(warm.backend.registry.entries()) == {"qemu2"}
 
 
+def test_the_maker_stays_at_normal_priority_where_idle_could_not_be_left(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    """Without the right to leave SCHED_IDLE the maker never enters it (its QEMU would
+    inherit it and stay there as a machine)."""
+    monkeypatch.setattr(libvirt_spare, "can_leave_idle", lambda: False)
+    warm = FakeWarm(tmp_path)
+    spares = Spares(warm)  # type: ignore[arg-type]
+    spares.refill(snap(tmp_path))
+    assert spares.wait_ready(WAIT)
+    assert warm.policies == [os.SCHED_OTHER, os.SCHED_OTHER]  # in createXML and after
+    spares.close()
+
+
 def test_screen_session_starts_after_the_hand_over_and_destroy_waits_for_it(
     tmp_path: Path, monkeypatch: Any
 ) -> None:

@@ -207,6 +207,21 @@ def waiting(spares: QemuSpares) -> None:
         threading.Event().wait(0.01)
 
 
+def test_a_spare_is_made_at_normal_priority_where_it_could_not_be_lifted(
+    backend: FakeBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Without the right to leave SCHED_IDLE (a user's farm) the spare's QEMU never enters
+    it: lifted it could not be, and the machine it becomes would run at idle priority."""
+    monkeypatch.setattr(qemu_spare, "can_leave_idle", lambda: False)
+    spares = spares_of(backend)
+    s = snap(tmp_path)
+    spares.refill(s)
+    assert spares.wait_ready(WAIT)
+    (spare,) = backend.spawned
+    assert os.sched_getscheduler(spare.pid) == os.SCHED_OTHER
+    spares.close()
+
+
 def test_a_spawn_right_after_another_restores_while_the_maker_waits_for_quiet(
     backend: FakeBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -216,11 +231,36 @@ def test_a_spawn_right_after_another_restores_while_the_maker_waits_for_quiet(
     spares = spares_of(backend)
     s = snap(tmp_path)
     spares.refill(s)
-    while not spares._quiet:
-        threading.Event().wait(0.01)
     assert spares.take(s, "qemu1", "k1") is None
     assert spares.waited == 0 and backend.spawned == []  # nothing launched, no wait
     spares.close()  # ends the quiet wait at once: nothing made
+    assert backend.spawned == [] and spares._maker is None
+
+
+def test_a_spawn_before_the_maker_reaches_its_quiet_wait_restores_without_waiting(
+    backend: FakeBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Right after refill() the maker thread may not be in its quiet wait yet: a spawn then
+    restores too (it waited for the quiet second and the whole making)."""
+    monkeypatch.setattr(qemu_spare, "QUIET", 3600.0)
+    spares = spares_of(backend)
+    monkeypatch.setattr(spares, "TAKE_WAIT", 2.0)
+    entered, go = threading.Event(), threading.Event()
+    real = spares._wait_quiet
+
+    def late_start() -> bool:
+        entered.set()
+        go.wait(WAIT)
+        return real()
+
+    monkeypatch.setattr(spares, "_wait_quiet", late_start)
+    s = snap(tmp_path)
+    spares.refill(s)
+    assert entered.wait(WAIT)  # the maker runs, not in its quiet wait yet
+    assert spares.take(s, "qemu1", "k1") is None
+    assert spares.waited == 0 and backend.spawned == []
+    go.set()
+    spares.close()
     assert backend.spawned == [] and spares._maker is None
 
 

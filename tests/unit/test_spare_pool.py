@@ -189,3 +189,37 @@ def test_a_stale_spare_is_discarded(tmp_path: Path) -> None:
     assert pool.take(snap(tmp_path, "new"), "q1", "k") is None
     assert pool.built[0].destroyed.is_set() and pool.used == 0
     pool.close()
+
+
+def test_a_latecomer_does_not_take_the_spare_a_waiting_spawn_waited_for(tmp_path: Path) -> None:
+    """The spare is published while its waiting spawn has yet to get the lock back: a spawn
+    that comes then restores its own instead of taking it (the waiter would get nothing,
+    having waited, and pay a restore on top)."""
+    pool, s = Pool(), snap(tmp_path)
+    pool.refill(s)
+    assert pool.wait_ready(WAIT)
+    with pool._cond:
+        pool._waiter = True  # a spawn waited for it and is about to take it
+    assert pool.take(s, "qemu2", "k") is None
+    assert pool._ready is not None and pool.used == 0
+    with pool._cond:
+        pool._waiter = False
+    guest = pool.take(s, "qemu1", "k")
+    assert guest is not None and guest.name == "qemu1"
+    pool.close()
+
+
+def test_spares_stay_at_normal_priority_where_idle_could_not_be_left(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Leaving SCHED_IDLE needs CAP_SYS_NICE or RLIMIT_NICE >= 20 - nice (Linux): without
+    either, can_leave_idle() says so, and the backends then make spares without SCHED_IDLE."""
+    from farm.backend import spare_pool
+
+    monkeypatch.setattr(spare_pool, "_CAP_SYS_NICE", 63)  # as if this process lacked it
+    for soft, nice, expect in ((0, 0, False), (20, 0, True), (10, 10, True), (9, 10, False)):
+        monkeypatch.setattr(spare_pool.resource, "getrlimit", lambda _r, s=soft: (s, s))
+        monkeypatch.setattr(spare_pool.os, "getpriority", lambda _w, _p, n=nice: n)
+        spare_pool.can_leave_idle.cache_clear()
+        assert spare_pool.can_leave_idle() is expect, (soft, nice)
+    spare_pool.can_leave_idle.cache_clear()
