@@ -3,7 +3,8 @@
 A spare (:mod:`farm.backend.qemu_spare`) is restored before the machine it will
 become is known, so on farm's bridge it runs on a tap of its own,
 ``farm-tapsPIDx`` (x: one letter per spare, so that several backends of one process
-do not share it; ``farm net down`` and the clean-ups remove ``farm-tap*``),
+do not share it; a name some interface has is skipped; ``farm net down`` and the
+clean-ups remove ``farm-tap*``),
 with the template's MAC and address (:mod:`farm.backend.snapshot_net`: the
 guest has them until its identity's ``net`` entry). At hand-over the tap is
 renamed to the machine's (``farm-tapN``, as a plain spawn names it), so the
@@ -48,10 +49,26 @@ def spare_nic(net: WarmNet) -> TapNic:
     """Create a spare's tap on the bridge: a NIC with the template's MAC and address."""
     if net.bridge is None:
         raise NetworkError("a bridged spare needs the bridge")
-    tap = spare_tap()
     remove_unused()
+    tap = _unused_name()
     net.bridge.add_tap(tap)
     return TapNic(tap, TEMPLATE_MAC, net.template_address.ip)
+
+
+def _unused_name() -> str:
+    """A :func:`spare_tap` name no interface has: the letters wrap after 26 spares, and
+    another farm's PID may match this one's modulo 100000 (add_tap would reuse its tap,
+    and this spare's clean-up would then remove a live one)."""
+    try:
+        with _ipr() as ipr:
+            taken = {link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
+    except Exception as exc:
+        raise _wrap("cannot list the network interfaces", exc) from exc
+    for _ in range(len(string.ascii_lowercase)):
+        tap = spare_tap()
+        if tap not in taken:
+            return tap
+    raise NetworkError(f"every spare tap name of this process is in use ({SPARE_PREFIX}*)")
 
 
 def remove_unused() -> list[str]:

@@ -2,7 +2,8 @@
 
 The spare's tap is renamed to the machine's at hand-over while it is up and stays
 on the bridge; the next spare's tap removes the spare taps of dead farms (nothing
-holds them, no live process has their PID) and keeps this process's and a live one's.
+holds them, no live process has their PID) and keeps this process's and a live one's;
+a name already in use is not taken again.
 """
 
 from __future__ import annotations
@@ -29,10 +30,11 @@ net = WarmNet(DhcpPlan.create(), bridge=bridge)
 dead = next(n for n in range(1, 100000) if not spare_tap._owner_may_live(f"farm-taps{n}a"))
 live = os.getppid() % 100000  # a live process that is not this one
 stale, kept = f"farm-taps{dead}a", f"farm-taps{live}z"
-for tap in (stale, kept):
+taken = f"farm-taps{os.getpid() % 100000}a"  # the name spare_tap() gives first: in use
+for tap in (stale, kept, taken):
     bridge.add_tap(tap)
 nic = spare_tap.spare_nic(net)  # removes the stale tap, makes this process's
-report = {"nic": nic.tap, "after_make": sorted(links())}
+report = {"nic": nic.tap, "taken": taken, "stale": stale, "after_make": sorted(links())}
 spare_tap.rename_tap(nic.tap, "farm-tap3")
 after = links()
 report["renamed"] = after.get("farm-tap3", "")
@@ -49,6 +51,7 @@ def test_the_spare_tap_is_renamed_up_on_the_bridge_and_dead_farms_taps_go(netns:
     assert nic.startswith("farm-taps") and len(nic) <= 15, report
     assert nic in report["after_make"], report
     taps = [n for n in report["after_make"] if n.startswith("farm-taps")]
-    assert len(taps) == 2 and not any(n.endswith("a") and n != nic for n in taps), report
+    assert len(taps) == 3 and report["stale"] not in taps, report  # the dead farm's: gone
+    assert nic != report["taken"] and report["taken"] in taps, report  # a name in use: skipped
     assert "master br0" in report["renamed"] and ",UP" in report["renamed"], report
     assert nic not in report["after_rename"], report
