@@ -120,7 +120,7 @@ def native_gate() -> bool:
     NOT_SCHEDULED of that release; a cyclictest job 0 waits at the gate of
     :func:`exec_gate` when the program has one.
     """
-    return _native_knows(GATE_MARKER)
+    return _native_knowing(GATE_MARKER) is not None
 
 
 def exec_gate() -> str | None:
@@ -129,16 +129,18 @@ def exec_gate() -> str | None:
     A pre-spawned ``farm-workload --exec PROGRAM ...`` waits for its release byte,
     then execs PROGRAM: the cyclictest pkg's jobs are ready at their release too.
     """
-    path, _ = native_workload()
-    return path if path is not None and _native_knows(EXEC_GATE_MARKER) else None
+    return _native_knowing(EXEC_GATE_MARKER)
 
 
-def _native_knows(marker: bytes) -> bool:
+def _native_knowing(marker: bytes) -> str | None:
+    """The native workloads program if its build contains ``marker``, else None."""
     path, _ = native_workload()
     try:
-        return path is not None and _knows(path, os.stat(path).st_mtime_ns, marker)
+        if path is not None and _knows(path, os.stat(path).st_mtime_ns, marker):
+            return path
     except OSError:
-        return False
+        pass
+    return None
 
 
 @functools.lru_cache(maxsize=8)

@@ -38,34 +38,31 @@ _numbers = itertools.count()
 _lock = threading.Lock()
 
 
-def spare_tap() -> str:
-    """A tap name for a spare of this process, not in use (15 characters at most)."""
-    with _lock:
-        n = next(_numbers)
-    return f"{SPARE_PREFIX}{os.getpid() % 100000}{string.ascii_lowercase[n % 26]}"
-
-
 def spare_nic(net: WarmNet) -> TapNic:
     """Create a spare's tap on the bridge: a NIC with the template's MAC and address."""
     if net.bridge is None:
         raise NetworkError("a bridged spare needs the bridge")
     remove_unused()
-    tap = _unused_name()
+    tap = spare_tap()
     net.bridge.add_tap(tap)
     return TapNic(tap, TEMPLATE_MAC, net.template_address.ip)
 
 
-def _unused_name() -> str:
-    """A :func:`spare_tap` name no interface has: the letters wrap after 26 spares, and
-    another farm's PID may match this one's modulo 100000 (add_tap would reuse its tap,
-    and this spare's clean-up would then remove a live one)."""
+def spare_tap() -> str:
+    """A tap name for a spare of this process that no interface has (15 characters at
+    most): the letters wrap after 26 spares, and another farm's PID may match this one's
+    modulo 100000 (add_tap would reuse its tap, and this spare's clean-up would then
+    remove a live one)."""
     try:
         with _ipr() as ipr:
             taken = {link.get_attr("IFLA_IFNAME") for link in ipr.get_links()}
     except Exception as exc:
         raise _wrap("cannot list the network interfaces", exc) from exc
-    for _ in range(len(string.ascii_lowercase)):
-        tap = spare_tap()
+    prefix = f"{SPARE_PREFIX}{os.getpid() % 100000}"
+    for _ in string.ascii_lowercase:
+        with _lock:
+            n = next(_numbers)
+        tap = prefix + string.ascii_lowercase[n % 26]
         if tap not in taken:
             return tap
     raise NetworkError(f"every spare tap name of this process is in use ({SPARE_PREFIX}*)")
