@@ -29,8 +29,6 @@ the original Genode ``image.elf`` of taskgen on an emulated ARM board::
 
 from __future__ import annotations
 
-import functools
-import platform
 import shlex
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields, replace
@@ -41,83 +39,9 @@ from farm import paths
 from farm.accel import ACCELS, resolve_accel
 from farm.agent.protocol import DEFAULT_PORT
 from farm.errors import ConfigError
+from farm.kernel_args import FAST_KERNEL_ARGS, host_tsc_khz
 
-#: Initcalls skipped at boot, slowest first in bench/boot_breakdown.py's ranking:
-#: the kprobe-events self-test, the PS/2 controller and keyboard (the console is
-#: serial), KDF and BLAKE2s self-tests, EDAC (no memory controller to watch),
-#: encrypted keys, the osnoise tracer, and the sysfs files of built-in modules'
-#: parameters (/sys/module/*/parameters: nothing reads them; 1.3 M instructions
-#: of the kernel's 37 M before /init, counted with ``boot_breakdown.py --icount``).
-BOOT_INITCALL_BLACKLIST = (
-    "init_kprobe_trace",
-    "i8042_init",
-    "atkbd_init",
-    "crypto_kdf108_init",
-    "blake2s_mod_init",
-    "edac_init",
-    "init_encrypted",
-    "init_osnoise_tracer",
-    "param_sysfs_builtin_init",
-)
-#: Kernel arguments that make the farm image boot fast under TCG; each one
-#: measured (see images/README.md, bench/boot_breakdown.py): no crypto self-tests
-#: (~0.4 s), entropy from RDRAND so python's first getrandom() doesn't wait for
-#: the jitter entropy collector (~0.9 s), quiet console, no read-only remapping
-#: of kernel data with its W+X page-table walk (~0.1 s; a test guest), LOCK
-#: prefixes left in place on one vCPU (``noreplace-smp``: the kernel's UP
-#: patching pokes each of them through text_poke, a full TLB flush each under
-#: TCG, 0.2-0.5 s), and initcalls this guest has no use for
-#: (BOOT_INITCALL_BLACKLIST, ~0.15 s). ``lapic_timer_frequency=`` (farm's own
-#: kernel, farm/image/kernel/*.patch) gives the APIC bus clock of QEMU's local
-#: APIC (1 GHz, TCG and KVM alike) instead of calibrating it against the PIT
-#: (~0.1-0.2 s); other kernels pass the unknown word on to /init, harmless.
-QEMU_APIC_BUS_HZ = 1_000_000_000
-FAST_KERNEL_ARGS = (
-    "console=ttyS0 quiet loglevel=3 panic=-1 cryptomgr.notests "
-    f"initcall_blacklist={','.join(BOOT_INITCALL_BLACKLIST)} "
-    "random.trust_cpu=on tsc=reliable no_timer_check rodata=off noreplace-smp "
-    f"lapic_timer_frequency={QEMU_APIC_BUS_HZ}"
-)
-#: The guest's TSC rate under TCG is the host's (QEMU reads the host's TSC), but
-#: the guest kernel has no ACPI PM timer or HPET to calibrate it against: its fast
-#: PIT calibration often fails under TCG and it falls back to the ``refined-jiffies``
-#: clocksource (1 ms resolution, no high-resolution timers). Given the rate with
-#: ``tsc_early_khz=`` it skips the calibration and runs on ``tsc``. (Under KVM the
-#: guest's TSC also runs at the host's rate, and kvm-clock is preferred anyway.)
-TSC_KNOWN_FLAGS = ("tsc_known_freq", "hypervisor")
-
-
-@functools.cache
-def host_tsc_khz(cpuinfo: str = "/proc/cpuinfo") -> int | None:
-    """The host's TSC rate in kHz when it can be read, else None.
-
-    /proc/cpuinfo's ``cpu MHz`` is the kernel's ``cpu_khz``, which is the TSC rate
-    where the kernel knows the TSC frequency (``tsc_known_freq``) or runs in a
-    virtual machine without frequency scaling (``hypervisor``); on a bare-metal
-    host it may be the current clock instead, so then None (the guest calibrates).
-    """
-    if platform.machine() not in ("x86_64", "AMD64", "i686", "i386"):
-        return None
-    try:
-        text = Path(cpuinfo).read_text(errors="replace")
-    except OSError:
-        return None
-    flags: set[str] = set()
-    mhz = 0.0
-    for line in text.splitlines():
-        key, _, value = line.partition(":")
-        key = key.strip()
-        if key == "flags" and not flags:
-            flags = set(value.split())
-        elif key == "cpu MHz" and not mhz:
-            try:
-                mhz = float(value)
-            except ValueError:
-                return None
-    if "constant_tsc" not in flags or not any(f in flags for f in TSC_KNOWN_FLAGS):
-        return None
-    return round(mhz * 1000) or None
-
+__all__ = ["FAST_KERNEL_ARGS", "MachineProfile", "default_profile", "host_tsc_khz", "load_profile"]
 
 #: what QEMU's user-mode network (slirp, default ``net=10.0.2.0/24``) hands out by
 #: DHCP to the first guest: given statically it saves the guest's udhcpc (~0.15 s)
@@ -129,6 +53,13 @@ QBOOT = "qboot.rom"
 #: VMware backdoor): each one is device state, buffers (AHCI: 6 ports x 128 KiB
 #: IDE buffers) and migration state in every QEMU (``lean_board``)
 LEAN_MACHINE_OPTS = "sata=off,smbus=off,vmport=off"
+#: QEMU's ``microvm`` board (farm's default): no PCI bus to enumerate, no firmware
+#: tables; virtio devices sit on virtio-mmio. farm's kernel has no ACPI, so with
+#: ``acpi=off`` QEMU lists those devices on the kernel command line
+#: (``virtio_mmio.device=``). Measured: ~50-70 ms off a cold boot under TCG
+#: (bench/boot.py --compare, images/README.md).
+MICROVM = "microvm"
+MICROVM_OPTS = "acpi=off"
 #: lean NIC: IPv4 only (no slirp router adverts) and no guest announce after a restore:
 #: kernel code each restored QEMU would translate again under TCG (~1 MiB; issue 18)
 LEAN_NETDEV_OPTS, LEAN_VIRTIO_NET_OPTS = ",ipv6=off", ",guest_announce=off"
@@ -142,7 +73,7 @@ class MachineProfile:
 
     name: str = "default"
     qemu: str = "qemu-system-x86_64"
-    machine: str = "q35"
+    machine: str = "microvm"  # farm's image: no PCI, virtio-mmio devices (boots sooner)
     cpu: str = "qemu64,+rdrand"
     memory: int = 256  # MiB
     smp: int = 1
@@ -304,11 +235,46 @@ class MachineProfile:
             return self.bios
         return QBOOT if self._farm_image_on_pc() else ""
 
+    @property
+    def board(self) -> str:
+        """The machine type without its options (``q35,smm=off`` -> ``q35``)."""
+        return self.machine.split(",", 1)[0]
+
+    def _pc_board(self) -> bool:
+        board = self.board
+        return self._x86_guest() and (board == "q35" or board.startswith("pc"))  # pc-i440fx-*...
+
+    def virtio_mmio(self) -> bool:
+        """True if virtio devices sit on virtio-mmio (x86 ``microvm``), not on PCI."""
+        return self._x86_guest() and self.board == MICROVM
+
+    def virtio_device(self, kind: str) -> str:
+        """The QEMU device of virtio ``kind`` (``serial``, ``net``) on this board's bus."""
+        return f"virtio-{kind}-device" if self.virtio_mmio() else f"virtio-{kind}-pci"
+
+    @property
+    def nic_device(self) -> str:
+        """The NIC model for this board: a virtio one follows the bus.
+
+        ``virtio-net-pci`` on ``microvm`` is ``virtio-net-device`` and the other
+        way round on a PC board, so one ``nic`` works on both; others are as given.
+        """
+        nic = self.nic
+        if nic.startswith("virtio-") and self._x86_guest():
+            stem = nic.removesuffix("-pci").removesuffix("-device")
+            if nic != stem and (self.virtio_mmio() or self._pc_board()):
+                return f"{stem}-device" if self.virtio_mmio() else f"{stem}-pci"
+        return nic
+
+    def machine_opts(self) -> str:
+        """The ``-machine`` value: farm's image on ``microvm`` gets ``acpi=off`` unless set."""
+        if self.virtio_mmio() and self.farm_cmdline and "acpi=" not in self.machine:
+            return f"{self.machine},{MICROVM_OPTS}"
+        return self.machine
+
     def _farm_image_on_pc(self) -> bool:
         """True for farm's own image (a kernel booted with -kernel) on an x86 PC board."""
-        board = self.machine.split(",", 1)[0]
-        pc_board = board == "q35" or board.startswith("pc")  # pc, pc-i440fx-*, pc-q35-*
-        return self._x86_guest() and pc_board and self.farm_cmdline
+        return self._pc_board() and self.farm_cmdline
 
     def lean(self) -> bool:
         """True if the board's unused devices are left out (``lean_board``).
@@ -318,6 +284,13 @@ class MachineProfile:
         every QEMU would keep their state in memory.
         """
         return self.lean_board and self._farm_image_on_pc()
+
+    def lean_net(self) -> bool:
+        """True if the NIC is farm's lean one (IPv4-only slirp, no announce after a restore).
+
+        farm's own image on an x86 PC board or on ``microvm`` (``lean_board``).
+        """
+        return self.lean_board and self.farm_cmdline and (self._pc_board() or self.virtio_mmio())
 
     def _x86_guest(self) -> bool:
         return Path(self.qemu).name.removeprefix("qemu-system-") in ("x86_64", "i386")
@@ -374,7 +347,7 @@ class MachineProfile:
         if chosen == "tcg" and self.tb_size:  # idle guests: most of QEMU's own memory
             chosen += f",tb-size={self.tb_size}"
         argv = [
-            self.qemu, "-name", name, "-machine", self.machine, "-accel", chosen,
+            self.qemu, "-name", name, "-machine", self.machine_opts(), "-accel", chosen,
             "-m", str(self.memory), "-smp", str(self.smp),
             "-nodefaults", "-no-user-config", "-display", "none", "-no-reboot",
         ]  # fmt: skip
@@ -399,15 +372,16 @@ class MachineProfile:
         if cmdline:
             argv += ["-append", cmdline]
         if self.nic:
-            netdev = "user,id=net0" + LEAN_NETDEV_OPTS * self.lean()
+            nic = self.nic_device
+            netdev = "user,id=net0" + LEAN_NETDEV_OPTS * self.lean_net()
             if hostfwd_port is not None:
                 netdev += f",hostfwd=tcp:127.0.0.1:{int(hostfwd_port)}-:{int(port)}"
             if self.nic_onboard:
-                argv += ["-nic", f"{netdev},model={self.nic}"]
+                argv += ["-nic", f"{netdev},model={nic}"]
             else:
                 rom = ",romfile=" if self.lean() else ""  # an unused PXE ROM: 256 KiB per QEMU
-                rom += LEAN_VIRTIO_NET_OPTS * (self.lean() and self.nic.startswith("virtio-net"))
-                argv += ["-netdev", netdev, "-device", f"{self.nic},netdev=net0{rom}"]
+                rom += LEAN_VIRTIO_NET_OPTS * (self.lean_net() and nic.startswith("virtio-net"))
+                argv += ["-netdev", netdev, "-device", f"{nic},netdev=net0{rom}"]
         if qmp_socket is not None:
             argv += ["-qmp", f"unix:{_opt(qmp_socket)},server=on,wait=off"]
         argv += [*self.extra_args, *extra]
@@ -415,7 +389,7 @@ class MachineProfile:
 
 
 def default_profile(image_dir: Path | None = None) -> MachineProfile:
-    """The profile that boots farm's own image from ``image_dir`` (q35 board, TCG-friendly).
+    """The profile that boots farm's own image from ``image_dir`` (microvm board, TCG-friendly).
 
     ``image_dir`` defaults to :func:`farm.paths.image_dir` (any working directory).
     """

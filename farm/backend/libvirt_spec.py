@@ -82,7 +82,7 @@ def guest_spec(
         console_log=console,
         host_port=port,
         agent_port=b.config.agent_port,
-        nic_model=p.nic,
+        nic_model=p.nic_device,
         cpu=p.cpu or None,
         extra_args=(
             *(("-bios", bios) if (bios := p.resolved_bios()) else ()),
@@ -101,7 +101,7 @@ def guest_spec(
 def warm_net(b: LibvirtBackend) -> WarmNet | None:
     """Bridged: the network of the warm template and restored guests (their identity's
     ``net`` entry); None on the user network. libvirt makes each domain's tap itself."""
-    return WarmNet(plan_for(b.config), b.profile.nic) if b.bridged else None
+    return WarmNet(plan_for(b.config), b.profile.nic_device) if b.bridged else None
 
 
 def domain_type(b: LibvirtBackend) -> str:

@@ -161,6 +161,12 @@ class DomainSpec:
         """libvirt architecture name of the guest (from the emulator's name)."""
         return self.arch_of(self.emulator)
 
+    @property
+    def virtio_mmio(self) -> bool:
+        """True on x86 ``microvm``: no PCI bus, each virtio device on virtio-mmio."""
+        board = (self.machine or "").split(",", 1)[0]
+        return self.arch in ("x86_64", "i686") and board == "microvm"
+
     @staticmethod
     def arch_of(emulator: str) -> str:
         """libvirt architecture name derived from a binary named qemu-system-ARCH."""
@@ -246,7 +252,7 @@ def domain_xml(spec: DomainSpec) -> str:
     if spec.initrd is not None:
         _text(os_el, "initrd", str(spec.initrd))
     _text(os_el, "cmdline", spec.cmdline)
-    if x86:
+    if x86 and not spec.virtio_mmio:  # microvm: no ACPI, its devices on the kernel command line
         ET.SubElement(ET.SubElement(root, "features"), "acpi")
     extra = list(spec.extra_args)
     cpu = _cpu_element(spec)
@@ -271,6 +277,9 @@ def domain_xml(spec: DomainSpec) -> str:
         path = {"path": str(spec.identity_socket)} if spec.identity_socket else {}
         ET.SubElement(chan, "source", {"mode": "bind", **path})
         ET.SubElement(chan, "target", {"type": "virtio", "name": "farm.identity"})
+        if spec.virtio_mmio:  # else libvirt would put the port's controller on PCI
+            ctl = ET.SubElement(devices, "controller", {"type": "virtio-serial", "index": "0"})
+            ET.SubElement(ctl, "address", {"type": "virtio-mmio"})
     if x86:
         ET.SubElement(devices, "controller", {"type": "usb", "model": "none"})
     net: list[str] = []
@@ -278,7 +287,10 @@ def domain_xml(spec: DomainSpec) -> str:
         if spec.nic_model:  # no NIC model: no network at all, as in the profile
             if not spec.mac:
                 raise ConfigError(f"{spec.name}: a NIC on bridge {spec.bridge} needs a MAC")
-            devices.append(bridge_interface(spec.bridge, spec.mac, spec.nic_model))
+            iface = bridge_interface(spec.bridge, spec.mac, spec.nic_model)
+            if spec.virtio_mmio:
+                ET.SubElement(iface, "address", {"type": "virtio-mmio"})
+            devices.append(iface)
     else:
         net = network_args(spec.nic_model, spec.host_port, spec.agent_port, spec.hostfwd_addr)
     ET.SubElement(devices, "memballoon", {"model": "none"})

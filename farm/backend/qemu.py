@@ -206,7 +206,8 @@ class QemuBackend(Backend):
         if self.config.network != "bridge":
             return None
         bridge = self._net.network().bridge
-        return WarmNet(plan_for(self.config), self.profile.nic, self.profile.nic_onboard, bridge)
+        profile = self.profile
+        return WarmNet(plan_for(self.config), profile.nic_device, profile.nic_onboard, bridge)
 
     def _restore(self, name: str, token: str, snap: snapshot.Snapshot) -> Guest:
         """Start QEMU with ``-incoming defer``, load the snapshot, hand over name and token."""
@@ -257,7 +258,7 @@ class QemuBackend(Backend):
             nic = self._net.network().attach(name) if tap is None else tap
             host, port, on_destroy = str(nic.ip), self.config.agent_port, nic.release
             if self.profile.nic:
-                extra += nic.qemu_args(self.profile.nic, self.profile.nic_onboard)
+                extra += nic.qemu_args(self.profile.nic_device, self.profile.nic_onboard)
             profile = replace(self.profile, nic="")  # the NIC comes from ``extra``
         if warm is not None:  # the template's command line + identity port + -incoming
             net = self._warm_net()
@@ -273,7 +274,12 @@ class QemuBackend(Backend):
                 token=None,
                 console="stdio",
                 qmp_socket=run_dir / "qmp.sock",
-                extra=[*extra, *snapshot.identity_args(run_dir / "identity.sock")],
+                extra=[
+                    *extra,
+                    *snapshot.identity_args(
+                        run_dir / "identity.sock", profile.virtio_device("serial")
+                    ),
+                ],
             )
         else:
             argv = profile.qemu_argv(

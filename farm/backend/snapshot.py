@@ -105,11 +105,14 @@ def warm_profile(profile: MachineProfile) -> MachineProfile:
     return replace(profile, kernel_args=f"{profile.kernel_args} {WAIT_ARG}".strip())
 
 
-def identity_args(sock: Path) -> list[str]:
-    """QEMU arguments of the identity port: a virtio-serial port on a unix socket."""
+def identity_args(sock: Path, controller: str = "virtio-serial-pci") -> list[str]:
+    """QEMU arguments of the identity port: a virtio-serial port on a unix socket.
+
+    ``controller``: the board's virtio-serial device (:meth:`MachineProfile.virtio_device`).
+    """
     path = str(sock).replace(",", ",,")
     return [
-        "-device", "virtio-serial-pci,id=farmser",
+        "-device", f"{controller},id=farmser",
         "-chardev", f"socket,id=farmid,path={path},server=on,wait=off",
         "-device", f"virtserialport,bus=farmser.0,chardev=farmid,name={PORT_NAME}",
     ]  # fmt: skip
@@ -126,7 +129,8 @@ def guest_argv(
     incoming: bool = True,
 ) -> list[str]:
     """Command line of a template (``incoming=False``) or restored guest in ``run_dir``."""
-    tail = [*(extra or []), *identity_args(run_dir / "identity.sock")]
+    port = identity_args(run_dir / "identity.sock", profile.virtio_device("serial"))
+    tail = [*(extra or []), *port]
     if incoming:
         tail += ["-incoming", "defer"]
     return warm_profile(profile).qemu_argv(

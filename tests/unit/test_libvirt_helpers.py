@@ -6,6 +6,7 @@ import itertools
 import os
 import socket
 import xml.etree.ElementTree as ET
+from dataclasses import replace
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -278,14 +279,21 @@ def test_domain_boots_like_plain_qemu(tmp_path: Path) -> None:
     assert "farm.port=3005" in spec.cmdline
     assert spec.kernel == Path(opt["-kernel"]).resolve()
     assert spec.initrd == Path(opt["-initrd"]).resolve()
-    assert (spec.memory_mib, spec.smp, spec.machine) == (300, 2, argv[argv.index("-machine") + 1])
+    board = argv[argv.index("-machine") + 1].split(",")[0]  # libvirt: acpi=off is <features>
+    assert (spec.memory_mib, spec.smp, spec.machine) == (300, 2, board)
     assert spec.domain_type == "qemu" and opt["-accel"] == "tcg"
     root = ET.fromstring(lx.domain_xml(spec))
     args = [a.get("value", "") for a in root.iter(f"{{{lx.QEMU_NS}}}arg")]
     assert args[args.index("-cpu") + 1] == opt["-cpu"]
     assert "hostfwd=tcp:127.0.0.1:40000-:3005" in args[1]
-    assert args[3] == f"{profile.nic},netdev=farmnet,addr=0x10"
+    assert args[3] == "virtio-net-device,netdev=farmnet"  # microvm: virtio-mmio, no PCI address
+    assert root.find("features/acpi") is None  # farm's kernel finds them on its command line
+    ctl = root.find("devices/controller[@type='virtio-serial']/address")
+    assert ctl is not None and ctl.get("type") == "virtio-mmio"
     assert spec.owner_pid == os.getpid()
+    q35 = lx.domain_xml(spec_of(replace(profile, machine="q35"), tmp_path))
+    assert "virtio-net-pci,netdev=farmnet,addr=0x10" in q35 and "virtio-mmio" not in q35
+    assert ET.fromstring(q35).find("features/acpi") is not None
 
 
 def test_profile_without_nic_or_serial(tmp_path: Path) -> None:

@@ -91,14 +91,14 @@ def test_argv_for_user_networking_with_hostfwd(tmp_path: Path) -> None:
         accel="tcg",
     )
     assert argv[0] == "qemu-system-x86_64"
+    assert argv[argv.index("-machine") + 1] == "microvm,acpi=off"  # devices on the cmdline
+    assert "-bios" not in argv  # microvm's own firmware
     joined = " ".join(argv)
     for part in ("-nodefaults", "-no-user-config", "-no-reboot", "-display none", "-accel tcg"):
         assert part in joined
     netdev = "user,id=net0,ipv6=off,hostfwd=tcp:127.0.0.1:40001-:3001"
     assert argv[argv.index("-netdev") + 1] == netdev
-    assert (
-        argv[argv.index("-device") + 1] == "virtio-net-pci,netdev=net0,romfile=,guest_announce=off"
-    )
+    assert argv[argv.index("-device") + 1] == "virtio-net-device,netdev=net0,guest_announce=off"
     assert argv[argv.index("-chardev") + 1] == f"file,id=console,path={tmp_path / 'c.log'}"
     assert argv[argv.index("-serial") + 1] == "chardev:console"
     assert argv[argv.index("-qmp") + 1] == f"unix:{tmp_path / 'q.sock'},server=on,wait=off"
@@ -150,7 +150,7 @@ def test_token_must_be_one_word() -> None:
 
 
 def test_farm_image_on_a_pc_board_boots_through_qboot() -> None:
-    p = default_profile(Path("/img"))
+    p = replace(default_profile(Path("/img")), machine="q35")
     assert p.bios == "auto" and p.resolved_bios() == "qboot.rom"
     argv = p.qemu_argv("q", hostfwd_port=1, token="t", accel="tcg")
     assert argv[argv.index("-bios") + 1] == "qboot.rom"
@@ -160,7 +160,7 @@ def test_farm_image_on_a_pc_board_boots_through_qboot() -> None:
 
 def test_farm_image_on_a_pc_board_leaves_out_the_unused_devices() -> None:
     """No SATA, SMBus or vmport on the board and no NIC ROM: state every QEMU would keep."""
-    p = default_profile(Path("/img"))
+    p = replace(default_profile(Path("/img")), machine="q35")
     assert p.lean_board and p.lean()
     argv = p.qemu_argv("q", hostfwd_port=1, token="t", accel="tcg")
     machines = [b for a, b in itertools.pairwise(argv) if a == "-machine"]
@@ -179,7 +179,7 @@ def test_farm_image_on_a_pc_board_leaves_out_the_unused_devices() -> None:
 
 def test_farm_image_on_the_user_network_has_no_ipv6_and_no_guest_announce() -> None:
     """Kernel work a restored guest would do (and QEMU translate) for nothing (issue 18)."""
-    p = default_profile(Path("/img"))
+    p = replace(default_profile(Path("/img")), machine="q35")
     argv = p.qemu_argv("q", hostfwd_port=1, token="t", accel="tcg")
     assert argv[argv.index("-netdev") + 1].startswith("user,id=net0,ipv6=off,")
     assert argv[argv.index("-device") + 1].endswith(",guest_announce=off")
@@ -195,7 +195,27 @@ def test_other_boards_and_images_keep_all_their_devices() -> None:
     argv = genode.qemu_argv("g", hostfwd_port=1, token=None, accel=None)
     assert argv.count("-machine") == 1 and "romfile=" not in " ".join(argv)
     assert "ipv6=off" not in " ".join(argv)
-    assert not MachineProfile(machine="microvm").lean()
+    assert not MachineProfile(machine="microvm").lean()  # no SATA/SMBus to leave out
+
+
+def test_microvm_board_puts_virtio_on_mmio() -> None:
+    """farm's default board: no PCI; a virtio NIC named for PCI follows the board (issue 18)."""
+    p = default_profile(Path("/img"))
+    assert p.board == "microvm" and p.virtio_mmio() and p.lean_net()
+    assert p.virtio_device("serial") == "virtio-serial-device"
+    assert p.nic_device == "virtio-net-device" and p.nic == "virtio-net-pci"
+    assert replace(p, nic="virtio-net-device").nic_device == "virtio-net-device"
+    assert replace(p, nic="e1000").nic_device == "e1000"  # not virtio: as given
+    q35 = replace(p, machine="q35,smm=off")
+    assert q35.board == "q35" and not q35.virtio_mmio()
+    assert replace(q35, nic="virtio-net-device").nic_device == "virtio-net-pci"
+    assert q35.virtio_device("serial") == "virtio-serial-pci" and q35.machine_opts() == q35.machine
+    assert replace(p, machine="microvm,acpi=on").machine_opts() == "microvm,acpi=on"  # as set
+    genode = MachineProfile.from_dict(GENODE)  # ARM boards: virtio-*-device stays as given
+    assert replace(genode, nic="virtio-net-device").nic_device == "virtio-net-device"
+    assert genode.machine_opts() == "realview-pbx-a9" and not genode.virtio_mmio()
+    other = MachineProfile(machine="microvm", farm_cmdline=False)  # not farm's kernel: as set
+    assert other.machine_opts() == "microvm"
 
 
 def test_other_boards_and_images_keep_their_firmware() -> None:
@@ -248,7 +268,7 @@ def test_the_guest_kernel_gets_the_hosts_tsc_rate(tmp_path: Path) -> None:
     """Under TCG the guest's TSC runs at the host's rate and the guest has no HPET or PM
     timer to calibrate it: a host that knows its TSC rate passes it as tsc_early_khz
     (else the guest may end on the refined-jiffies clocksource); other hosts pass nothing."""
-    from farm import profile as profile_mod
+    from farm import kernel_args as profile_mod
 
     known = tmp_path / "known"
     known.write_text("flags\t\t: fpu tsc constant_tsc tsc_known_freq\ncpu MHz\t\t: 2596.144\n")

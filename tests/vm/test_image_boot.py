@@ -134,7 +134,7 @@ def test_guest_without_dhcp_server_gives_up_with_error(
         {
             **profile.without_network().to_dict(),
             "kernel_args": f"{profile.kernel_args} farm.dhcp_tries=1",
-            "extra_args": ["-device", "virtio-net-pci"],
+            "extra_args": ["-device", profile.virtio_device("net")],
         }
     )
     with guest_factory(lonely, TOKEN) as guest:
