@@ -6,9 +6,11 @@ agent runs natively. The same Slot/Distributor code drives it.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -93,6 +95,14 @@ class LocalGuest(Guest):
             self._registry.forget(self.name)
 
 
+def _kill(proc: subprocess.Popen[bytes]) -> None:
+    """SIGKILL an agent that never got its key, with its process group (it has a session
+    of its own), and reap it: it is not in the registry yet, nothing else would."""
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+
+
 class LocalBackend(Backend):
     """Spawns ``python -m farm.agent`` processes that die with farm."""
 
@@ -141,6 +151,7 @@ class LocalBackend(Backend):
             env[NATIVE_ENV] = os.environ[NATIVE_ENV]
         elif native.is_file():  # built by `farm image build`; else the agent falls back to Python
             env[NATIVE_ENV] = str(native)
+        proc: subprocess.Popen[bytes] | None = None
         try:
             with console.open("ab") as out:
                 proc = subprocess.Popen(
@@ -158,8 +169,12 @@ class LocalBackend(Backend):
             with os.fdopen(key_w, "w") as pipe:
                 key_w = -1
                 pipe.write(guest_key(token, name) + "\n")
-        except OSError as exc:
-            raise BackendError(f"cannot start agent process for {name}: {exc}") from exc
+        except BaseException as exc:
+            if proc is not None:  # started, but without its key (e.g. EPIPE: it died at once)
+                _kill(proc)
+            if isinstance(exc, OSError):
+                raise BackendError(f"cannot start agent process for {name}: {exc}") from exc
+            raise
         finally:
             for fd in (key_r, key_w):
                 if fd >= 0:

@@ -9,15 +9,19 @@ with the template's MAC and address (:mod:`farm.backend.snapshot_net`: the
 guest has them until its identity's ``net`` entry). At hand-over the tap is
 renamed to the machine's (``farm-tapN``, as a plain spawn names it), so the
 next spare can take the spare's name again and ``ip link`` shows which tap is
-whose. Linux renames a running interface since 6.2; an older kernel refuses
+whose. A ``farm-tapN`` there already is removed first only if no live QEMU may
+hold it (no carrier, no process has it open); else the spawn restores instead.
+Linux renames a running interface since 6.2; an older kernel refuses
 (EBUSY), and the tap is then taken down for the rename (QEMU keeps its file
-descriptor either way; the guest waits for its identity and sends nothing).
+descriptor either way; the guest waits for its identity and sends nothing);
+if that fails, the tap is brought up again under its old name.
 A dead farm's spare tap (its QEMU reaped, no carrier: nothing holds it open) is
 removed when the next spare's tap is made.
 """
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import itertools
 import logging
@@ -25,6 +29,7 @@ import os
 import string
 import threading
 from pathlib import Path
+from typing import Any
 
 import psutil
 
@@ -89,7 +94,8 @@ def remove_unused() -> list[str]:
 
 
 def rename_tap(old: str, new: str) -> None:
-    """Rename tap ``old`` to ``new`` (a stale ``new`` without a guest is removed first)."""
+    """Rename tap ``old`` to ``new``. A ``new`` left by a dead guest is removed first; one a
+    live QEMU may hold is not: NetworkError (the spawn restores instead of taking the spare)."""
     try:
         with _ipr() as ipr:
             idx = _index(ipr, old)
@@ -97,6 +103,8 @@ def rename_tap(old: str, new: str) -> None:
                 raise NetworkError(f"tap {old} vanished")
             stale = _index(ipr, new)
             if stale is not None:
+                if _in_use(ipr, stale, new):
+                    raise NetworkError(f"tap {new} is in use (a live guest's?): {old} not renamed")
                 log.info("removing stale tap %s", new)
                 ipr.link("del", index=stale)
             try:
@@ -104,13 +112,63 @@ def rename_tap(old: str, new: str) -> None:
             except Exception as exc:  # Linux < 6.2: only a down interface is renamed
                 if getattr(exc, "code", None) != errno.EBUSY:
                     raise
-                ipr.link("set", index=idx, state="down")
-                ipr.link("set", index=idx, ifname=new)
-                ipr.link("set", index=idx, state="up")
+                _rename_down(ipr, idx, old, new)
     except NetworkError:
         raise
     except Exception as exc:
         raise _wrap(f"cannot rename tap {old} to {new}", exc) from exc
+
+
+def _rename_down(ipr: Any, idx: int, old: str, new: str) -> None:
+    """Take tap ``idx`` down, rename it ``new``, bring it up; if the rename or the "up"
+    fails, the tap is brought back up under its old name (the spare keeps its network: a
+    discard then removes it by that name) before the error is raised."""
+    ipr.link("set", index=idx, state="down")
+    try:
+        ipr.link("set", index=idx, ifname=new)
+        ipr.link("set", index=idx, state="up")
+    except Exception:
+        for step in ({"ifname": old}, {"state": "up"}):  # each one that can
+            try:
+                ipr.link("set", index=idx, **step)
+            except Exception as exc:
+                log.warning("%s", _wrap(f"tap {old}: cannot restore {step}", exc))
+        raise
+
+
+def _in_use(ipr: Any, idx: int, tap: str) -> bool:
+    """Whether tap ``idx`` (``tap``) may carry a live guest: it has a carrier (a QEMU holds
+    it open, the tap up) or a process holds it open (a down tap has no carrier)."""
+    (link,) = ipr.get_links(idx)
+    return bool(link.get_attr("IFLA_CARRIER")) or _held(tap)
+
+
+def _held(tap: str) -> bool:
+    """Whether some process has ``tap`` open: a /dev/net/tun descriptor whose fdinfo names
+    it (``iff:``), as QEMU's; a process or descriptor gone meanwhile, or that cannot be
+    read, is skipped (farm runs as root for its taps)."""
+    line = f"iff:\t{tap}\n"
+    for pid in os.listdir("/proc"):
+        if pid.isdigit():
+            with contextlib.suppress(OSError):
+                if any(
+                    _tun_names(f"/proc/{pid}", fd, line) for fd in os.listdir(f"/proc/{pid}/fd")
+                ):
+                    return True
+    return False
+
+
+def _tun_names(proc: str, fd: str, line: str) -> bool:
+    """Whether descriptor ``fd`` of ``proc`` is a tun file whose fdinfo has ``line``, and
+    ``proc`` is in this network namespace (another one's tap may have the same name)."""
+    try:
+        if os.readlink(f"{proc}/fd/{fd}") != "/dev/net/tun":
+            return False
+        if line not in Path(f"{proc}/fdinfo/{fd}").read_text():
+            return False
+        return os.stat(f"{proc}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino
+    except OSError:
+        return False
 
 
 def _owner_may_live(tap: str) -> bool:

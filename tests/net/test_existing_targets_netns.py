@@ -187,8 +187,11 @@ class Script:
 
 
 def start_agent(ns: NetNs, token: str, log: Path) -> subprocess.Popen[bytes]:
-    """The real agent on 0.0.0.0:3001 inside ``ns``; returns once it listens."""
+    """The real agent on 0.0.0.0:3001 inside ``ns``; returns once it listens. Its work
+    directory is in the namespace's scratch directory: host A's is SIGKILLed, and left a
+    /tmp/farm-agent-* of its own behind in every run."""
     argv = [PYTHON, "-m", "farm.agent", "--host", "0.0.0.0", "--port", str(PORT)]
+    argv += ["--workdir", str(log.with_suffix(".work"))]
     proc = popen_in(ns, [*argv, "--token", token], log=log)
     deadline = time.monotonic() + 15
     while "farm-agent listening" not in log.read_text(errors="replace"):
@@ -247,6 +250,7 @@ def test_cidr_targets_in_namespaces_survive_agent_loss_and_are_rescanned(netlab:
         found = script.expect("found", 40)
         running = script.expect("running_on_a", 40)
         stop_agent(agent_a, signal.SIGKILL)  # host A dies mid-set
+        assert (ns_a.dir / "agent1.work" / "jobs").is_dir()  # not in /tmp: goes with ns_a
         script.answer("killed")
         job1 = script.expect("job1", 100)
         agents.append(start_agent(ns_a, token, ns_a.dir / "agent2.log"))  # host A is back

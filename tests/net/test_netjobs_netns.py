@@ -58,7 +58,7 @@ def test_three_agents_start_together_and_minhosts_is_honoured(netns: NetNs) -> N
     try:
         for i, address in enumerate(ADDRESSES):
             argv = [PYTHON, "-m", "farm.agent", "--host", address, "--port", "3001",
-                    "--token", token]  # fmt: skip
+                    "--token", token, "--workdir", str(netns.dir / f"agent{i}.work")]  # fmt: skip
             agents.append(popen_in(netns, argv, log=netns.dir / f"agent{i}.log"))
         for address in ADDRESSES:
             wait_listening(netns, address)

@@ -7,16 +7,20 @@ removing it, every killed local agent left a ``/tmp/farm-agent-*`` behind.
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
+import subprocess
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
 
 import psutil
+import pytest
 
 from farm.backend.local import WORKDIR_SUFFIX, LocalBackend
 from farm.config import FarmConfig
+from farm.errors import BackendError
 from farm.session import FarmSession
 from farm.tasksets.example import Hey0TaskSet
 from tests.helpers import wait_for
@@ -91,3 +95,52 @@ def test_a_test_agent_killed_by_sigkill_leaves_nothing_in_tmp(
     agent.proc.send_signal(signal.SIGKILL)
     agent.proc.wait(10)
     assert set(Path(tempfile.gettempdir()).glob("farm-agent-*")) <= before
+
+
+class _BrokenPipe:
+    """The key pipe of an agent that died at once: writing fails with EPIPE."""
+
+    def __init__(self, fd: int, mode: str) -> None:
+        self._fd = fd
+
+    def __enter__(self) -> _BrokenPipe:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        os.close(self._fd)
+
+    def write(self, text: str) -> int:
+        raise BrokenPipeError(errno.EPIPE, os.strerror(errno.EPIPE))
+
+
+def test_an_agent_whose_key_cannot_be_written_is_killed_and_reaped(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Popen succeeded but the key did not go down the pipe: the agent (its process group)
+    is killed and reaped, not left running outside the registry; the key is in no message."""
+    backend = LocalBackend(config(tmp_path))
+    started: list[subprocess.Popen[bytes]] = []
+
+    class Recorded(subprocess.Popen):  # type: ignore[type-arg]
+        def __init__(self, *args: object, **kwargs: object) -> None:
+            super().__init__(*args, **kwargs)  # type: ignore[call-overload]
+            started.append(self)
+
+    monkeypatch.setattr(subprocess, "Popen", Recorded)
+    monkeypatch.setattr(os, "fdopen", _BrokenPipe)
+    try:
+        with pytest.raises(BackendError, match="Broken pipe") as err:
+            backend.spawn("local3", TOKEN)
+        monkeypatch.undo()
+        assert len(started) == 1
+        agent = started[0]
+        assert agent.returncode is not None  # killed and reaped: no stray, no zombie
+        assert backend.registry.entries() == {}
+        assert TOKEN not in str(err.value)
+    finally:
+        monkeypatch.undo()
+        for proc in started:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait(10)
+        backend.close()

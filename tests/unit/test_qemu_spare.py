@@ -27,7 +27,7 @@ from farm.backend.qemu_spare import QemuSpares
 from farm.backend.snapshot import Snapshot, SnapshotError
 from farm.backend.snapshot_net import TEMPLATE_MAC, WarmNet
 from farm.bridge.dhcp import DhcpPlan, mac_for, machine_id
-from farm.errors import ConfigError
+from farm.errors import ConfigError, NetworkError
 from farm.procs import ProcessRegistry
 
 WAIT = 30.0
@@ -399,4 +399,33 @@ def test_a_bridged_spare_gets_the_machines_tap_mac_and_ip(
     with pytest.raises(ConfigError):  # a bridged machine is named with its id
         spares.take(s, "nameless", "k")
     assert backend.spawned[-1].destroyed.is_set() and taps == set()  # no stray spare
+    spares.close()
+
+
+def test_a_machine_tap_in_use_makes_the_spawn_restore(
+    backend: FakeBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """rename_tap refuses (farm-tapN is a live guest's: NetworkError): take() gives no guest
+    (the spawn restores), the spare is destroyed with its own tap, farm-tapN is left alone."""
+    plan = DhcpPlan.create()
+    taps = {"farm-tap3"}  # a live guest's
+    backend.net = WarmNet(plan, bridge=SimpleNamespace(add_tap=taps.add))  # type: ignore[arg-type]
+    reserved = SimpleNamespace(
+        reservation=lambda name: (mac_for(machine_id(name)), plan.ip_for(machine_id(name)))
+    )
+    backend._net = SimpleNamespace(network=lambda: reserved)
+
+    def refuse(old: str, new: str) -> None:
+        raise NetworkError(f"tap {new} is in use (a live guest's?): {old} not renamed")
+
+    monkeypatch.setattr(spare_tap, "rename_tap", refuse)
+    monkeypatch.setattr(spare_tap, "remove_unused", list)  # no netlink here
+    monkeypatch.setattr("farm.bridge.bridge.remove_tap", taps.discard)
+    spares = spares_of(backend)
+    s = snap(tmp_path)
+    spares.refill(s)
+    assert spares.wait_ready(WAIT)
+    assert spares.take(s, "qemu3", "k3") is None
+    assert backend.spawned[-1].destroyed.is_set() and taps == {"farm-tap3"}
+    assert not backend.identities
     spares.close()
