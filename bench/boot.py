@@ -12,8 +12,9 @@ sizes, and QEMU's RSS next to the guest RAM size.
                                    "kernel_args_extra": "..."}}' [--boots 10]
 
 ``--compare``: interleaved A/B(/C...) runs in one session (boot 1 of every
-variant, then boot 2 of every variant, ...), so the host's load drifts hit all
-variants alike; a failed boot is counted, not fatal. Prints per variant the
+variant, then boot 2 of every variant, ...; each round starts one variant later,
+so no variant is always the first after a pause), so the host's load drifts hit
+all variants alike; a failed boot is counted, not fatal. Prints per variant the
 median, p90, successes and failures, plus the load average before and after.
 
 ``--network user`` (default): QEMU user-mode networking, the agent reached
@@ -147,8 +148,10 @@ def compare(base: dict[str, Any], variants: dict[str, Any], boots: int) -> dict[
     failures: dict[str, list[str]] = {name: [] for name in profiles}
     load_before = os.getloadavg()
     with tempfile.TemporaryDirectory(prefix="farm-bench-boot-") as tmp:
-        for n in range(boots):
-            for name, profile in profiles.items():
+        names = list(profiles)
+        for n in range(boots):  # each round starts at the next variant: no variant always first
+            for name in names[n % len(names) :] + names[: n % len(names)]:
+                profile = profiles[name]
                 try:
                     run = boot_once(profile, Path(tmp), n)
                     results[name].append(run["latency"])

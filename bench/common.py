@@ -134,7 +134,7 @@ def boot_once(
             token=TOKEN,
             console="stdio",
             qmp_socket=qmp,
-            extra=nic.qemu_args(profile.nic, profile.nic_onboard) if profile.nic else (),
+            extra=nic.qemu_args(profile.nic_device, profile.nic_onboard) if profile.nic else (),
         )
     proc, pump, t0, marks = start_qemu(argv, console, qmp)
     guest = Guest(f"bench{n}", proc, port, console, qmp, t0, argv, host)
