@@ -169,6 +169,8 @@ def experiment(repeat: int) -> TaskSet:
 def run_guests(guests: int, args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="farm-bench-fidelity-") as tmp:
         profile: dict[str, Any] = {"accel": args.accel} if args.accel != "auto" else {}
+        if args.machine:
+            profile["machine"] = args.machine
         cfg = FarmConfig(
             backend=args.backend,
             state_dir=Path(tmp) / "state",
@@ -204,6 +206,7 @@ def main() -> None:
     parser.add_argument("--backend", default="qemu")
     # TCG by default: "auto" may fall back from KVM to TCG between runs on a busy host
     parser.add_argument("--accel", default="tcg", choices=("auto", "kvm", "tcg"))
+    parser.add_argument("--machine", default="", help="QEMU board (default: the profile's)")
     parser.add_argument("--guests", default=f"1,{os.cpu_count() or 1}")
     parser.add_argument("--repeat", type=int, default=2, help="runs of the experiment's variants")
     parser.add_argument("--cyclictest-sets", type=int, default=2, help="per guest")
@@ -218,6 +221,7 @@ def main() -> None:
         "farm": str(Path(farm.__file__).resolve().parent),
         "backend": args.backend,
         "accel": args.accel,
+        "machine": args.machine or "default",
         "percentile": "nearest-rank",
         **cases,
         "took_s": round(time.monotonic() - t0, 1),

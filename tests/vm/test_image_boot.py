@@ -6,6 +6,7 @@ import base64
 import json
 import sqlite3
 import time
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -69,6 +70,21 @@ def test_guest_boots_handshakes_pings_and_runs_tasks(
     for step in INIT_STEPS:
         assert f"farm-init: {step}" in console, console
     assert "farm-init: ERROR" not in console
+
+
+def test_image_boots_on_a_pc_board_too(
+    profile: MachineProfile, guest_factory: GuestFactory
+) -> None:
+    """farm's board is microvm (virtio-mmio); a profile with q35 keeps PCI and still boots."""
+    assert profile.board == "microvm" and profile.virtio_mmio()
+    q35 = replace(profile, machine="q35")
+    with guest_factory(q35, TOKEN) as guest:
+        assert "virtio-net-pci" in " ".join(guest.argv) and "microvm" not in " ".join(guest.argv)
+        channel = guest.wait_for_agent(TOKEN, BOOT_TIMEOUT)
+        with channel.sock:
+            channel.sock.settimeout(60)
+            reply, _ = _request(channel, 1, "ping")
+            assert reply["ok"], reply
 
 
 def test_session_runs_hey0_and_a_periodic_set_into_sqlite(
