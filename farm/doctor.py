@@ -3,7 +3,7 @@
 Each check says PASS/WARN/FAIL and how to fix it (the command is
 :mod:`farm.cli.doctor`).
 
-Checks: QEMU, libvirt's embedded driver, the KVM probe, screen, dhcpd, the
+Checks: QEMU, its board (the profile's machine type), the KVM probe, screen, dhcpd, the
 bridge (network = "bridge"; read-only), the guest image (present, and built
 from the current agent/recipe/builder sources), root or /dev/kvm access, and
 whether the state and log dirs are writable. Then the effective configuration
@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from farm.errors import FarmError, LaunchError
-from farm.qemu.process import qemu_version
+from farm.qemu.process import qemu_machines, qemu_version
 
 PASS, WARN, FAIL = "PASS", "WARN", "FAIL"
 SUBPROCESS_TIMEOUT = 15.0
@@ -58,6 +58,24 @@ def check_qemu(qemu: str) -> Check:
     except LaunchError as exc:
         return Check("qemu", FAIL, f"{path} --version failed: {exc}", "reinstall qemu-system-x86")
     return Check("qemu", PASS, f"{path}: {version or 'version unknown'}")
+
+
+def check_board(profile: Any) -> Check:
+    """The profile's board is one this QEMU has (``microvm``, farm's default, may be missing
+    from some builds: then ``q35`` boots the same image on PCI)."""
+    path = _which(profile.qemu)
+    if path is None:
+        return Check("board", WARN, f"{profile.board}: no {profile.qemu} to ask", "see qemu")
+    try:
+        machines = qemu_machines(path, timeout=SUBPROCESS_TIMEOUT)
+    except LaunchError as exc:
+        return Check("board", FAIL, str(exc), "reinstall QEMU")
+    if profile.board in machines:
+        return Check("board", PASS, f"{profile.board} ({profile.machine_opts()})")
+    fix = 'set machine = "q35" in [profile] (PCI, ~0.07 s slower cold boots)'
+    if profile.board != "microvm":
+        fix = f"set machine in [profile] to one of `{profile.qemu} -machine help`"
+    return Check("board", FAIL, f"{path} has no machine type {profile.board}", fix)
 
 
 _LIBVIRT_PROBE = """
@@ -274,6 +292,7 @@ def run_checks(config: Any) -> list[Check]:
     bridged = config.network == "bridge"
     return [
         check_qemu(profile.qemu),
+        check_board(profile),
         check_libvirt(needed=config.backend == "libvirt"),
         check_kvm(profile),
         check_tool(

@@ -354,6 +354,20 @@ def _end_screens_using(screenrc: Path) -> None:
                 terminate(proc.pid, timeout=2.0)
 
 
+def qemu_machines(binary: str, timeout: float = 10.0) -> frozenset[str]:
+    """The machine types ``binary -machine help`` lists (their names and aliases)."""
+    argv = [binary, "-machine", "help"]
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=True)
+    except (OSError, subprocess.SubprocessError) as exc:
+        code = exc.returncode if isinstance(exc, subprocess.CalledProcessError) else None
+        raise LaunchError(
+            f"cannot run {binary} -machine help: {exc}", exitcode=code, command=argv
+        ) from exc
+    lines = done.stdout.splitlines()[1:]  # "Supported machines are:", then one per line
+    return frozenset(line.split()[0] for line in lines if line.strip())
+
+
 def qemu_version(binary: str, timeout: float = 10.0) -> str:
     """First line of ``binary --version`` ("" if it printed nothing); LaunchError if it fails."""
     argv = [binary, "--version"]

@@ -18,6 +18,7 @@ from farm.image.debs import sha256_file
 REPO = Path(__file__).resolve().parents[2]
 CHECKS = [
     "qemu",
+    "board",
     "libvirt",
     "kvm",
     "screen",
@@ -64,6 +65,7 @@ def test_doctor_reports_every_check_and_the_effective_config(tmp_path: Path) -> 
     assert statuses["qemu"] == statuses["libvirt"] == statuses["screen"] == "PASS", doc
     assert statuses["kvm"] == "PASS" and "no probe" in _detail(doc, "kvm")
     assert "QEMU emulator version" in _detail(doc, "qemu")
+    assert statuses["board"] == "PASS" and _detail(doc, "board") == "microvm (microvm,acpi=off)"
 
     rows = {r["key"]: r for r in doc["config"]}
     assert list(rows) == [f.name for f in dataclasses.fields(FarmConfig)]
@@ -85,6 +87,34 @@ def test_missing_image_fails_with_the_build_hint(tmp_path: Path) -> None:
     assert code == 1 and not doc["ok"]
     assert image["status"] == "FAIL" and "image.elf" in image["detail"]
     assert image["fix"] == "farm image build"
+
+
+def test_a_qemu_without_the_board_fails_with_the_q35_hint(tmp_path: Path) -> None:
+    """Some QEMU builds have no microvm: said before anything starts, with the fix."""
+    work = tmp_path / "work"
+    work.mkdir()
+    fake = tmp_path / "qemu-system-x86_64"  # lists PC boards only
+    fake.write_text(
+        "#!/bin/sh\n"
+        'if [ "$1" = -machine ]; then printf "Supported machines are:\\n'
+        'q35  Standard PC (alias of pc-q35-7.2)\\npc-q35-7.2  Standard PC\\n"; exit 0; fi\n'
+        'echo "QEMU emulator version 7.2.0"\n'
+    )
+    fake.chmod(0o755)
+    (work / "farm.toml").write_text(
+        f'backend = "qemu"\nimage_dir = "{REPO / "images"}"\n'
+        f'[profile]\naccel = "tcg"\nqemu = "{fake}"\n'
+    )
+    code, doc, stderr = doctor(work)
+    board = next(c for c in doc["checks"] if c["name"] == "board")
+    assert code == 1 and board["status"] == "FAIL", (doc, stderr)
+    assert "no machine type microvm" in board["detail"] and 'machine = "q35"' in board["fix"]
+    (work / "farm.toml").write_text(
+        f'backend = "qemu"\nimage_dir = "{REPO / "images"}"\n'
+        f'[profile]\naccel = "tcg"\nqemu = "{fake}"\nmachine = "q35"\n'
+    )
+    _, doc, _ = doctor(work)
+    assert _detail(doc, "board") == "q35 (q35)"
 
 
 def test_human_output_and_bad_config_exit_2(tmp_path: Path) -> None:
