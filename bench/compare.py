@@ -1,10 +1,11 @@
-"""Before and after, side by side in one run: a bench script of two checkouts, A B A B.
+"""Before and after, side by side in one run: a bench script of two checkouts, A B B A.
 
     .venv/bin/python bench/compare.py --before ../farm-old [--runs 3] -- dispatch.py --sets 200
 
 Runs ``bench/<script> ARGS`` from the ``--before`` checkout and from this one,
-alternating (before, after, before, after, ...) so that a drift of the machine's
-speed touches both alike. Each run is a fresh process whose ``farm`` is imported
+alternating (before, after, after, before, ...) so that a drift of the machine's
+speed touches both alike and neither side always runs first (this box's speed
+drifts within minutes). Each run is a fresh process whose ``farm`` is imported
 from its own checkout (``PYTHONPATH``). Prints one JSON document: for every
 numeric figure of the script's JSON (dotted path), the median of the runs of
 each side and after/before. Use a ``git worktree add`` of the old commit as
@@ -84,8 +85,9 @@ def main() -> None:
     sides = {"before": opts.before.resolve(), "after": HERE}
     runs: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
     t0 = time.monotonic()
-    for _ in range(opts.runs):
-        for side, checkout in sides.items():
+    for n in range(opts.runs):
+        order = list(sides.items()) if n % 2 == 0 else list(sides.items())[::-1]
+        for side, checkout in order:  # before, after, after, before, ...: no side always first
             source = HERE if opts.script_from == "after" else None
             doc = run(checkout, opts.script, opts.args, opts.timeout, source)
             runs[side].append(numbers(doc))
@@ -103,7 +105,7 @@ def main() -> None:
         "args": opts.args,
         "runs_each": opts.runs,
         "script_from": opts.script_from,
-        "order": "before, after, alternating",
+        "order": "before, after, after, before, ... (ABBA)",
         "before": str(sides["before"]),
         "after": str(sides["after"]),
         "took_s": round(time.monotonic() - t0, 1),
