@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import subprocess
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -356,6 +356,25 @@ def test_repeated_failures_stop_the_making(backend: FakeBackend, tmp_path: Path)
     spares.close()
 
 
+def _bridged(
+    backend: FakeBackend,
+    plan: DhcpPlan,
+    taps: set[str],
+    rename: Callable[[str, str], None],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Put ``backend`` on a fake bridge: taps made and removed in ``taps``, machines'
+    reservations from ``plan``, ``rename`` as spare_tap.rename_tap, no netlink."""
+    backend.net = WarmNet(plan, bridge=SimpleNamespace(add_tap=taps.add))  # type: ignore[arg-type]
+    reserved = SimpleNamespace(
+        reservation=lambda name: (mac_for(machine_id(name)), plan.ip_for(machine_id(name)))
+    )
+    backend._net = SimpleNamespace(network=lambda: reserved)
+    monkeypatch.setattr(spare_tap, "rename_tap", rename)
+    monkeypatch.setattr(spare_tap, "remove_unused", list)
+    monkeypatch.setattr("farm.bridge.bridge.remove_tap", taps.discard)
+
+
 def test_a_bridged_spare_gets_the_machines_tap_mac_and_ip(
     backend: FakeBackend, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -363,20 +382,12 @@ def test_a_bridged_spare_gets_the_machines_tap_mac_and_ip(
     carries the machine's reserved MAC and IP; destroy removes the renamed tap."""
     plan = DhcpPlan.create()
     taps: set[str] = set()
-    bridge = SimpleNamespace(add_tap=taps.add)
-    backend.net = WarmNet(plan, bridge=bridge)  # type: ignore[arg-type]
-    reserved = SimpleNamespace(
-        reservation=lambda name: (mac_for(machine_id(name)), plan.ip_for(machine_id(name)))
-    )
-    backend._net = SimpleNamespace(network=lambda: reserved)
 
     def rename(old: str, new: str) -> None:
         taps.remove(old)
         taps.add(new)
 
-    monkeypatch.setattr(spare_tap, "rename_tap", rename)
-    monkeypatch.setattr(spare_tap, "remove_unused", list)  # no netlink here
-    monkeypatch.setattr("farm.bridge.bridge.remove_tap", taps.discard)
+    _bridged(backend, plan, taps, rename, monkeypatch)
     spares = spares_of(backend)
     s = snap(tmp_path)
     spares.refill(s)
@@ -409,18 +420,11 @@ def test_a_machine_tap_in_use_makes_the_spawn_restore(
     (the spawn restores), the spare is destroyed with its own tap, farm-tapN is left alone."""
     plan = DhcpPlan.create()
     taps = {"farm-tap3"}  # a live guest's
-    backend.net = WarmNet(plan, bridge=SimpleNamespace(add_tap=taps.add))  # type: ignore[arg-type]
-    reserved = SimpleNamespace(
-        reservation=lambda name: (mac_for(machine_id(name)), plan.ip_for(machine_id(name)))
-    )
-    backend._net = SimpleNamespace(network=lambda: reserved)
 
     def refuse(old: str, new: str) -> None:
         raise NetworkError(f"tap {new} is in use (a live guest's?): {old} not renamed")
 
-    monkeypatch.setattr(spare_tap, "rename_tap", refuse)
-    monkeypatch.setattr(spare_tap, "remove_unused", list)  # no netlink here
-    monkeypatch.setattr("farm.bridge.bridge.remove_tap", taps.discard)
+    _bridged(backend, plan, taps, refuse, monkeypatch)
     spares = spares_of(backend)
     s = snap(tmp_path)
     spares.refill(s)
