@@ -260,11 +260,12 @@ class MachineProfile:
         way round on a PC board, so one ``nic`` works on both; others are as given.
         """
         nic = self.nic
-        if nic.startswith("virtio-") and self._x86_guest():
-            stem = nic.removesuffix("-pci").removesuffix("-device")
-            if nic != stem and (self.virtio_mmio() or self._pc_board()):
-                return f"{stem}-device" if self.virtio_mmio() else f"{stem}-pci"
-        return nic
+        stem = nic.removesuffix("-pci").removesuffix("-device")
+        if nic == stem or not nic.startswith("virtio-"):
+            return nic
+        if self.virtio_mmio():
+            return f"{stem}-device"
+        return f"{stem}-pci" if self._pc_board() else nic
 
     def machine_opts(self) -> str:
         """The ``-machine`` value: farm's image on ``microvm`` gets ``acpi=off`` unless set."""

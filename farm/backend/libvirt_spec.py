@@ -83,6 +83,7 @@ def guest_spec(
         host_port=port,
         agent_port=b.config.agent_port,
         nic_model=p.nic_device,
+        virtio_mmio=p.virtio_mmio(),
         cpu=p.cpu or None,
         extra_args=(
             *(("-bios", bios) if (bios := p.resolved_bios()) else ()),

@@ -155,17 +155,12 @@ class DomainSpec:
     identity_socket: Path | None = None  # virtio port farm.identity (the guest's key) here
     title: str | None = None  # virsh list --title: which farm owns the domain
     identity_channel: bool = False  # that port with a path libvirt picks (farm opens a stream)
+    virtio_mmio: bool = False  # x86 microvm: no PCI, no ACPI (MachineProfile.virtio_mmio)
 
     @property
     def arch(self) -> str:
         """libvirt architecture name of the guest (from the emulator's name)."""
         return self.arch_of(self.emulator)
-
-    @property
-    def virtio_mmio(self) -> bool:
-        """True on x86 ``microvm``: no PCI bus, each virtio device on virtio-mmio."""
-        board = (self.machine or "").split(",", 1)[0]
-        return self.arch in ("x86_64", "i686") and board == "microvm"
 
     @staticmethod
     def arch_of(emulator: str) -> str:

@@ -274,12 +274,7 @@ class QemuBackend(Backend):
                 token=None,
                 console="stdio",
                 qmp_socket=run_dir / "qmp.sock",
-                extra=[
-                    *extra,
-                    *snapshot.identity_args(
-                        run_dir / "identity.sock", profile.virtio_device("serial")
-                    ),
-                ],
+                extra=[*extra, *snapshot.identity_args(run_dir / "identity.sock", profile)],
             )
         else:
             argv = profile.qemu_argv(

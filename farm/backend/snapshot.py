@@ -105,14 +105,12 @@ def warm_profile(profile: MachineProfile) -> MachineProfile:
     return replace(profile, kernel_args=f"{profile.kernel_args} {WAIT_ARG}".strip())
 
 
-def identity_args(sock: Path, controller: str = "virtio-serial-pci") -> list[str]:
-    """QEMU arguments of the identity port: a virtio-serial port on a unix socket.
-
-    ``controller``: the board's virtio-serial device (:meth:`MachineProfile.virtio_device`).
-    """
+def identity_args(sock: Path, profile: MachineProfile) -> list[str]:
+    """QEMU arguments of the identity port: a virtio-serial port on a unix socket, on
+    ``profile``'s board (virtio-mmio on microvm, else PCI)."""
     path = str(sock).replace(",", ",,")
     return [
-        "-device", f"{controller},id=farmser",
+        "-device", f"{profile.virtio_device('serial')},id=farmser",
         "-chardev", f"socket,id=farmid,path={path},server=on,wait=off",
         "-device", f"virtserialport,bus=farmser.0,chardev=farmid,name={PORT_NAME}",
     ]  # fmt: skip
@@ -129,8 +127,7 @@ def guest_argv(
     incoming: bool = True,
 ) -> list[str]:
     """Command line of a template (``incoming=False``) or restored guest in ``run_dir``."""
-    port = identity_args(run_dir / "identity.sock", profile.virtio_device("serial"))
-    tail = [*(extra or []), *port]
+    tail = [*(extra or []), *identity_args(run_dir / "identity.sock", profile)]
     if incoming:
         tail += ["-incoming", "defer"]
     return warm_profile(profile).qemu_argv(

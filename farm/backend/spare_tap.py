@@ -148,25 +148,23 @@ def _held(tap: str) -> bool:
     it (``iff:``), as QEMU's; a process or descriptor gone meanwhile, or that cannot be
     read, is skipped (farm runs as root for its taps)."""
     line = f"iff:\t{tap}\n"
+    own = os.stat("/proc/self/ns/net").st_ino  # another namespace's tap may have the name
     for pid in os.listdir("/proc"):
         if pid.isdigit():
+            proc = f"/proc/{pid}"
             with contextlib.suppress(OSError):
-                if any(
-                    _tun_names(f"/proc/{pid}", fd, line) for fd in os.listdir(f"/proc/{pid}/fd")
+                if os.stat(f"{proc}/ns/net").st_ino == own and any(
+                    _holds(proc, fd, line) for fd in os.listdir(f"{proc}/fd")
                 ):
                     return True
     return False
 
 
-def _tun_names(proc: str, fd: str, line: str) -> bool:
-    """Whether descriptor ``fd`` of ``proc`` is a tun file whose fdinfo has ``line``, and
-    ``proc`` is in this network namespace (another one's tap may have the same name)."""
+def _holds(proc: str, fd: str, line: str) -> bool:
+    """Whether descriptor ``fd`` of ``proc`` is a tun file whose fdinfo has ``line``."""
     try:
-        if os.readlink(f"{proc}/fd/{fd}") != "/dev/net/tun":
-            return False
-        if line not in Path(f"{proc}/fdinfo/{fd}").read_text():
-            return False
-        return os.stat(f"{proc}/ns/net").st_ino == os.stat("/proc/self/ns/net").st_ino
+        tun = os.readlink(f"{proc}/fd/{fd}") == "/dev/net/tun"
+        return tun and line in Path(f"{proc}/fdinfo/{fd}").read_text()
     except OSError:
         return False
 

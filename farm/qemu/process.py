@@ -356,30 +356,28 @@ def _end_screens_using(screenrc: Path) -> None:
 
 def qemu_machines(binary: str, timeout: float = 10.0) -> frozenset[str]:
     """The machine types ``binary -machine help`` lists (their names and aliases)."""
-    argv = [binary, "-machine", "help"]
-    try:
-        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=True)
-    except (OSError, subprocess.SubprocessError) as exc:
-        code = exc.returncode if isinstance(exc, subprocess.CalledProcessError) else None
-        raise LaunchError(
-            f"cannot run {binary} -machine help: {exc}", exitcode=code, command=argv
-        ) from exc
-    lines = done.stdout.splitlines()[1:]  # "Supported machines are:", then one per line
+    lines = _ask(binary, ["-machine", "help"], timeout).splitlines()[1:]  # after the heading
     return frozenset(line.split()[0] for line in lines if line.strip())
 
 
 def qemu_version(binary: str, timeout: float = 10.0) -> str:
     """First line of ``binary --version`` ("" if it printed nothing); LaunchError if it fails."""
-    argv = [binary, "--version"]
+    out = _ask(binary, ["--version"], timeout)
+    return out.splitlines()[0] if out else ""
+
+
+def _ask(binary: str, args: list[str], timeout: float) -> str:
+    """What ``binary args`` prints; LaunchError (with its stderr) if it cannot be run."""
+    argv = [binary, *args]
     try:
         done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, check=True)
     except (OSError, subprocess.SubprocessError) as exc:
         code = exc.returncode if isinstance(exc, subprocess.CalledProcessError) else None
         output = getattr(exc, "stderr", None) or ""
         raise LaunchError(
-            f"cannot run {binary} --version: {exc}",
+            f"cannot run {' '.join(argv)}: {exc}",
             exitcode=code,
             command=argv,
             output=output if isinstance(output, str) else output.decode(errors="replace"),
         ) from exc
-    return done.stdout.splitlines()[0] if done.stdout else ""
+    return done.stdout
